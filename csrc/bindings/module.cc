@@ -1,0 +1,244 @@
+// pybind11 bindings: argument conversion only, no math here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/cpu.h"
+#include "cpu/dispatch.h"
+#include "kernels/crc32c/crc32c.h"
+#include "kernels/f32-gemm/f32_gemm.h"
+#include "runtime/engine.h"
+#include "runtime/threadpool.h"
+
+namespace py = pybind11;
+using namespace lowbit;
+
+namespace {
+
+Attrs to_attrs(const py::dict& d) {
+  Attrs a;
+  for (auto item : d) {
+    std::string k = py::cast<std::string>(item.first);
+    py::handle v = item.second;
+    if (py::isinstance<py::bool_>(v)) a.ints[k] = py::cast<bool>(v) ? 1 : 0;
+    else if (py::isinstance<py::int_>(v)) a.ints[k] = py::cast<int64_t>(v);
+    else if (py::isinstance<py::float_>(v)) a.floats[k] = py::cast<double>(v);
+    else if (py::isinstance<py::str>(v)) a.strings[k] = py::cast<std::string>(v);
+    else if (py::isinstance<py::list>(v) || py::isinstance<py::tuple>(v)) {
+      std::vector<int64_t> ints;
+      for (auto e : v) {
+        if (!py::isinstance<py::int_>(e) || py::isinstance<py::bool_>(e))
+          throw std::invalid_argument("attribute '" + k + "': only integer lists are supported");
+        ints.push_back(py::cast<int64_t>(e));
+      }
+      a.int_lists[k] = std::move(ints);
+    } else {
+      throw std::invalid_argument("attribute '" + k + "' has an unsupported type");
+    }
+  }
+  return a;
+}
+
+// Holds the engine plus Python references that keep constant buffers (views of
+// the mmap) alive for as long as the engine can read them.
+class PyEngine {
+ public:
+  PyEngine(const py::list& values, const py::list& nodes, std::vector<int> inputs, std::vector<int> outputs) {
+    std::vector<ValueSpec> vs;
+    for (auto h : values) {
+      py::dict d = py::cast<py::dict>(h);
+      ValueSpec v;
+      v.name = py::cast<std::string>(d["name"]);
+      v.dtype = dtype_from_name(py::cast<std::string>(d["dtype"]));
+      v.shape = py::cast<std::vector<int64_t>>(d["shape"]);
+      v.is_const = d.contains("data") && !d["data"].is_none();
+      if (d.contains("encoding")) v.encoding = py::cast<std::string>(d["encoding"]);
+      if (v.is_const) {
+        py::buffer buf = py::cast<py::buffer>(d["data"]);
+        py::buffer_info info = buf.request();
+        v.data = info.ptr;
+        v.nbytes = int64_t(info.size) * int64_t(info.itemsize);
+        keep_.push_back(buf);
+        if ((reinterpret_cast<uintptr_t>(v.data) & 63) != 0 && v.nbytes)
+          throw std::invalid_argument("constant '" + v.name + "' is not 64-byte aligned");
+        if (v.encoding == "f32" || v.encoding == "raw") {
+          int64_t want = shape_numel(v.shape) * int64_t(dtype_size(v.dtype));
+          if (want != v.nbytes)
+            throw std::invalid_argument("constant '" + v.name + "' has " + std::to_string(v.nbytes) + " bytes, its shape needs " + std::to_string(want));
+        }
+      }
+      vs.push_back(std::move(v));
+    }
+    std::vector<NodeSpec> ns;
+    for (auto h : nodes) {
+      py::dict d = py::cast<py::dict>(h);
+      NodeSpec n;
+      n.name = py::cast<std::string>(d["name"]);
+      n.op = py::cast<std::string>(d["op"]);
+      n.inputs = py::cast<std::vector<int>>(d["inputs"]);
+      n.outputs = py::cast<std::vector<int>>(d["outputs"]);
+      if (d.contains("attrs")) n.attrs = to_attrs(py::cast<py::dict>(d["attrs"]));
+      ns.push_back(std::move(n));
+    }
+    engine_ = std::make_unique<Engine>(std::move(vs), std::move(ns), std::move(inputs), std::move(outputs));
+  }
+
+  py::list run(const py::list& xs) {
+    const auto& in_ids = engine_->inputs();
+    if (xs.size() != in_ids.size())
+      throw std::invalid_argument("expected " + std::to_string(in_ids.size()) + " inputs, got " + std::to_string(xs.size()));
+    std::vector<py::array> arrays;
+    std::vector<Shape> shapes;
+    std::vector<const void*> ptrs;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      py::array a = py::cast<py::array>(xs[i]);
+      const ValueSpec& v = engine_->values()[in_ids[i]];
+      bool dtype_ok = (v.dtype == DType::kF32 && a.dtype().is(py::dtype::of<float>())) ||
+                      (v.dtype == DType::kI64 && a.dtype().is(py::dtype::of<int64_t>())) ||
+                      (v.dtype == DType::kI32 && a.dtype().is(py::dtype::of<int32_t>()));
+      if (!dtype_ok) throw std::invalid_argument("input '" + v.name + "': expected dtype " + dtype_name(v.dtype));
+      if (!(a.flags() & py::array::c_style)) throw std::invalid_argument("input '" + v.name + "' must be C-contiguous");
+      Shape s(a.shape(), a.shape() + a.ndim());
+      shapes.push_back(s);
+      ptrs.push_back(a.data());
+      arrays.push_back(a);
+    }
+    std::shared_ptr<const Plan> plan = engine_->plan_for(shapes);
+    py::list outs;
+    std::vector<void*> optrs;
+    for (int v : engine_->outputs()) {
+      const Shape& s = plan->shapes[v];
+      py::array o;
+      switch (engine_->value_dtype(v)) {
+        case DType::kF32: o = py::array_t<float>(s); break;
+        case DType::kI64: o = py::array_t<int64_t>(s); break;
+        case DType::kI32: o = py::array_t<int32_t>(s); break;
+        case DType::kI8: o = py::array_t<int8_t>(s); break;
+        case DType::kU8: o = py::array_t<uint8_t>(s); break;
+      }
+      optrs.push_back(o.mutable_data());
+      outs.append(o);
+    }
+    {
+      py::gil_scoped_release nogil;
+      engine_->execute(*plan, ptrs, optrs);
+    }
+    return outs;
+  }
+
+  std::vector<std::string> node_kernels() const {
+    std::vector<std::string> k;
+    for (size_t i = 0; i < engine_->nodes().size(); ++i) k.push_back(engine_->node_kernel(i));
+    return k;
+  }
+
+  int64_t arena_bytes(const std::vector<Shape>& shapes) { return engine_->plan_for(shapes)->arena_bytes; }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+  std::vector<py::buffer> keep_;
+};
+
+uint32_t py_crc32c(const py::buffer& b, uint32_t crc) {
+  py::buffer_info info = b.request();
+  const void* p = info.ptr;
+  size_t n = size_t(info.size) * size_t(info.itemsize);
+  Crc32cFn fn = kernels().crc32c;
+  py::gil_scoped_release nogil;
+  return fn(crc, p, n);
+}
+
+uint32_t py_crc32c_isa(const std::string& isa, const py::buffer& b, uint32_t crc) {
+  py::buffer_info info = b.request();
+  return kernels_for(isa).crc32c(crc, info.ptr, size_t(info.size) * size_t(info.itemsize));
+}
+
+py::array_t<float> py_pack_b(py::array_t<float, py::array::c_style | py::array::forcecast> B) {
+  if (B.ndim() != 2) throw std::invalid_argument("pack_f32_n16 expects a 2-D array [K, N]");
+  int64_t K = B.shape(0), N = B.shape(1);
+  py::array_t<float> out(std::vector<int64_t>{f32_gemm_packed_floats(K, N)});
+  f32_gemm_pack_b(K, N, B.data(), N, out.mutable_data());
+  return out;
+}
+
+// Test hook: one kernel call on a sub-rectangle with a named ISA's table.
+void py_f32_gemm(const std::string& isa, py::array_t<float, py::array::c_style> A, py::array_t<float, py::array::c_style> Bp,
+                 py::object bias, int act, int64_t N, py::array_t<float, py::array::c_style> C, int64_t m0, int64_t m1,
+                 int64_t n0, int64_t n1) {
+  const KernelTable& t = kernels_for(isa);
+  if (A.ndim() != 2 || C.ndim() != 2) throw std::invalid_argument("A and C must be 2-D");
+  int64_t M = A.shape(0), K = A.shape(1);
+  if (C.shape(0) != M || C.shape(1) != N) throw std::invalid_argument("C must be [M, N]");
+  if (Bp.size() != f32_gemm_packed_floats(K, N)) throw std::invalid_argument("Bp size mismatch");
+  if (!(0 <= m0 && m0 <= m1 && m1 <= M && 0 <= n0 && n0 <= n1 && n1 <= N && n0 % 16 == 0 && (n1 % 16 == 0 || n1 == N)))
+    throw std::invalid_argument("bad sub-rectangle");
+  if (act < 0 || act > 2) throw std::invalid_argument("bad activation");
+  const float* bp = nullptr;
+  py::array_t<float, py::array::c_style | py::array::forcecast> barr;
+  if (!bias.is_none()) {
+    barr = py::cast<py::array_t<float, py::array::c_style | py::array::forcecast>>(bias);
+    if (barr.size() != N) throw std::invalid_argument("bias must have N entries");
+    bp = barr.data();
+  }
+  F32GemmArgs g{M, N, K, A.data(), K, Bp.data(), bp, C.mutable_data(), N, Activation(act)};
+  if ((reinterpret_cast<uintptr_t>(g.Bp) & 63) != 0) {
+    // kernels assume 64-byte aligned panels: copy into an aligned buffer
+    throw std::invalid_argument("Bp must be 64-byte aligned");
+  }
+  py::gil_scoped_release nogil;
+  t.f32_gemm(g, m0, m1, n0, n1);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "lowbit native core: CPU dispatch, kernels, thread pool and the executor";
+  const char* forced = std::getenv("LOWBIT_ISA");
+  select_kernels(forced ? std::string(forced) : std::string());  // throws -> ImportError-time exception
+  register_all_ops();
+
+  m.def("cpu_features", &cpu::feature_names);
+  m.def("cpu_vendor", [] { return cpu::features().vendor; });
+  m.def("selected_isa", [] { return std::string(kernels().isa_name); });
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (const auto& t : all_kernel_tables())
+      if (isa_supported(t.isa)) out.emplace_back(t.isa_name);
+    return out;
+  });
+  m.def("kernel_names", [](const std::string& isa) {
+    const KernelTable& t = isa.empty() ? kernels() : kernels_for(isa);
+    py::dict d;
+    d["f32-gemm"] = t.f32_gemm_name;
+    d["crc32c"] = t.crc32c_name;
+    return d;
+  }, py::arg("isa") = "");
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
+    py::gil_scoped_release nogil;
+    ThreadPool::global().set_num_threads(n);
+  });
+  m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
+  m.def("crc32c", &py_crc32c, py::arg("data"), py::arg("crc") = 0);
+  m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
+  m.def("pack_f32_n16", &py_pack_b);
+  m.def("f32_gemm", &py_f32_gemm);
+  m.def("known_ops", &known_ops);
+
+  py::class_<PyEngine>(m, "Engine")
+      .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())
+      .def("run", &PyEngine::run)
+      .def("node_kernels", &PyEngine::node_kernels)
+      .def("arena_bytes", &PyEngine::arena_bytes);
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ShapeError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+}

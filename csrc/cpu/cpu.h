@@ -1,0 +1,23 @@
+// CPU feature detection: CPUID plus the OS register-state check (XGETBV) on x86,
+// HWCAP on aarch64. Read once; never executes an instruction the CPU lacks.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace lowbit::cpu {
+
+struct Features {
+  // x86
+  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
+  bool os_ymm = false;  // XCR0 says the OS saves YMM state
+  bool os_zmm = false;  // XCR0 says the OS saves opmask + ZMM state
+  // aarch64
+  bool neon = false, dotprod = false, crc32 = false;
+  std::string vendor;
+};
+
+const Features& features();
+std::vector<std::string> feature_names();
+
+}  // namespace lowbit::cpu

@@ -1,0 +1,94 @@
+#include "cpu/dispatch.h"
+
+#include <stdexcept>
+
+#include "cpu/cpu.h"
+
+namespace lowbit {
+namespace {
+
+std::vector<KernelTable> build_tables() {
+  std::vector<KernelTable> t;
+#if defined(LOWBIT_X86)
+  t.push_back({Isa::kAvx512Vnni, "avx512vnni", &avx512::f32_gemm_12x32__avx512, "f32_gemm_12x32__avx512",
+               &sse42::crc32c__sse42, "crc32c__sse42"});
+  t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
+               &sse42::crc32c__sse42, "crc32c__sse42"});
+#endif
+#if defined(LOWBIT_ARM64)
+  // No NEON fp32 GEMM yet: neondot pairs the reference GEMM with the CRC instructions.
+  t.push_back({Isa::kNeonDot, "neondot", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
+               &armv8::crc32c__armv8crc, "crc32c__armv8crc"});
+#endif
+  t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
+               &ref::crc32c__scalar, "crc32c__scalar"});
+  return t;
+}
+
+const KernelTable* g_selected = nullptr;
+
+std::string supported_list() {
+  std::string s;
+  for (const auto& t : all_kernel_tables()) {
+    if (!isa_supported(t.isa)) continue;
+    if (!s.empty()) s += ", ";
+    s += t.isa_name;
+  }
+  return s;
+}
+
+}  // namespace
+
+const std::vector<KernelTable>& all_kernel_tables() {
+  static const std::vector<KernelTable> tables = build_tables();
+  return tables;
+}
+
+bool isa_supported(Isa isa) {
+  const cpu::Features& f = cpu::features();
+  switch (isa) {
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return f.avx2 && f.fma && f.sse42;
+    case Isa::kAvx512Vnni:
+      return f.avx2 && f.fma && f.sse42 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni;
+    case Isa::kNeonDot: return f.neon && f.dotprod && f.crc32;
+  }
+  return false;
+}
+
+const KernelTable& kernels_for(const std::string& name) {
+  static const char* known[] = {"scalar", "avx2", "avx512vnni", "neondot"};
+  bool is_known = false;
+  for (const char* k : known) is_known |= (name == k);
+  if (!is_known)
+    throw std::runtime_error("LOWBIT_ISA='" + name + "' is not an ISA; expected one of scalar, avx2, avx512vnni, neondot");
+  for (const auto& t : all_kernel_tables()) {
+    if (name != t.isa_name) continue;
+    if (!isa_supported(t.isa))
+      throw std::runtime_error("LOWBIT_ISA='" + name + "' is not supported by this CPU/OS; it supports: " + supported_list());
+    return t;
+  }
+  throw std::runtime_error("LOWBIT_ISA='" + name + "' is not compiled into this build (other architecture); available: " +
+                           supported_list());
+}
+
+void select_kernels(const std::string& forced) {
+  if (g_selected) return;  // filled once
+  if (!forced.empty()) {
+    g_selected = &kernels_for(forced);
+    return;
+  }
+  for (const auto& t : all_kernel_tables()) {
+    if (isa_supported(t.isa)) {
+      g_selected = &t;
+      return;
+    }
+  }
+}
+
+const KernelTable& kernels() {
+  if (!g_selected) select_kernels("");
+  return *g_selected;
+}
+
+}  // namespace lowbit

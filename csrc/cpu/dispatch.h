@@ -1,0 +1,37 @@
+// The dispatch table: an ordered list of implementations, best first, and the one
+// selected once at import (or forced with LOWBIT_ISA). Kernels are called only
+// through the selected table, so no path runs an instruction the CPU lacks.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "kernels/crc32c/crc32c.h"
+#include "kernels/f32-gemm/f32_gemm.h"
+
+namespace lowbit {
+
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2, kNeonDot = 3 };
+
+struct KernelTable {
+  Isa isa;
+  const char* isa_name;
+  F32GemmFn f32_gemm;
+  const char* f32_gemm_name;
+  Crc32cFn crc32c;
+  const char* crc32c_name;
+};
+
+// All tables compiled into this build, best first (whether or not this CPU runs them).
+const std::vector<KernelTable>& all_kernel_tables();
+// True when this CPU and OS can run the table's ISA.
+bool isa_supported(Isa isa);
+// Selects the table once: the best supported one, or `forced` (an ISA name).
+// Throws std::runtime_error naming the choice and what this CPU supports.
+void select_kernels(const std::string& forced);
+// The selected table (select_kernels must have run; the module does it at import).
+const KernelTable& kernels();
+// A table by ISA name for tests that compare paths in one process; throws if the
+// name is unknown or the CPU cannot run it.
+const KernelTable& kernels_for(const std::string& isa_name);
+
+}  // namespace lowbit

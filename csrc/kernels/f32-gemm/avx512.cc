@@ -1,0 +1,301 @@
+// AVX-512 fp32 GEMM over the "f32-n16" packed B layout.
+// Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
+//
+// Every output follows the contract chain acc = fma(A[m,k], B[k,n], acc), k = 0..K-1, from 0;
+// K blocks store the fp32 partial sum to C and reload it, bias and activation come after the
+// last block. Tiles, edges and the small-M path differ only in which outputs run side by side.
+#include <immintrin.h>
+
+#include "f32_gemm.h"
+
+namespace lowbit {
+namespace avx512 {
+namespace {
+
+constexpr int64_t kMR = 12;   // rows per register tile (12 x 32 -> 24 zmm accumulators)
+constexpr int64_t kKC = 384;  // K block; partial sums go through C exactly in fp32
+constexpr int64_t kNC = 512;  // N block: kKC x kNC of packed B (768 KB) stays in L2
+constexpr int64_t kGemvMaxRows = 4;
+constexpr int64_t kPf = 1024;  // small-M path: prefetch distance in bytes along each panel
+
+inline __mmask16 TailMask(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// ---- GELU, evaluated in double so the result is within ~1 ulp of the double reference. ----
+
+inline __m512d ExpNegPd(__m512d v) {  // exp(v) for v in [-200, 0]
+  const __m512d shifter = _mm512_set1_pd(6755399441055744.0);  // 1.5*2^52: fma rounds v*log2e to an integer in the low bits
+  const __m512d kd = _mm512_fmadd_pd(v, _mm512_set1_pd(1.4426950408889634), shifter);
+  const __m512d n = _mm512_sub_pd(kd, shifter);
+  __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(6.93147180369123816490e-01), v);
+  r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10), r);
+  __m512d p = _mm512_set1_pd(1.0 / 3628800.0);
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 362880.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 40320.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 5040.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 720.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 120.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 24.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 6.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+  // 2^n built from the shifter's low bits: ((bits(kd) + 1023) << 52) keeps only n + 1023.
+  const __m512i e = _mm512_slli_epi64(_mm512_add_epi64(_mm512_castpd_si512(kd), _mm512_set1_epi64(1023)), 52);
+  return _mm512_mul_pd(p, _mm512_castsi512_pd(e));
+}
+
+inline __m512d GeluPd(__m512d x) {
+  // erfc(u) = t * exp(P(s) - u^2), t = 2/(2+u), s = affine(t); P: degree-14 fit, |err| < 3e-11 on u in [0, 10.5].
+  const __m512d u = _mm512_min_pd(_mm512_set1_pd(10.5), _mm512_mul_pd(_mm512_abs_pd(x), _mm512_set1_pd(0.70710678118654752440)));
+  const __m512d two = _mm512_set1_pd(2.0);
+  const __m512d t = _mm512_div_pd(two, _mm512_add_pd(two, u));
+  const __m512d s = _mm512_fmadd_pd(t, _mm512_set1_pd(2.380952380952381), _mm512_set1_pd(-1.380952380952381));
+  __m512d p = _mm512_set1_pd(-9.599702394164224e-07);
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-3.146861111576666e-07));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(8.958165468974536e-06));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-4.651727485427214e-06));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-4.543237976257497e-05));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(7.48354504558746e-05));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.0001545557963326634));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.0005876850311101876));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.00026750236516061727));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.003877302893832983));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.001230681035484032));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.030147671848041988));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.0167160576762038));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.5746099746326077));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.5631567855932652));
+  const __m512d e = _mm512_mul_pd(t, ExpNegPd(_mm512_fnmadd_pd(u, u, p)));  // erfc(|x|/sqrt2)
+  // x < 0: 0.5*x*erfc(u);  x >= 0: 0.5*x*(2 - erfc(u)) -- no cancellation on either side.
+  const __mmask8 neg = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_LT_OQ);
+  const __m512d f = _mm512_mask_blend_pd(neg, _mm512_sub_pd(two, e), e);
+  return _mm512_mul_pd(_mm512_mul_pd(x, _mm512_set1_pd(0.5)), f);
+}
+
+inline __m512 GeluPs(__m512 x) {
+  const __m512d lo = GeluPd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)));
+  const __m512d hi = GeluPd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)));
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+}
+
+// In-place GELU over a finished block of C (kept out of the register tiles to keep them lean).
+__attribute__((noinline)) void GeluBlock(float* C, int64_t ldc, int64_t rows, int64_t ncols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* c = C + r * ldc;
+    for (int64_t j = 0; j < ncols; j += 16) {
+      const __mmask16 m = TailMask(ncols - j);
+      _mm512_mask_storeu_ps(c + j, m, GeluPs(_mm512_maskz_loadu_ps(m, c + j)));
+    }
+  }
+}
+
+// bias (optional) + ReLU; GELU is done afterwards by GeluBlock.
+inline __m512 BiasRelu(__m512 v, const float* bias, __mmask16 m, bool relu) {
+  if (bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
+  if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // (0 > v) ? 0 : v, same as the reference
+  return v;
+}
+
+struct TileArgs {
+  const float* A;     // first row of the tile at k = k0
+  int64_t lda;
+  const float* B;     // panel of the tile's first 16 columns at k = k0
+  int64_t bstride;    // floats between consecutive panels (K * 16)
+  int64_t kc;
+  float* C;           // first element of the tile
+  int64_t ldc;
+  const float* bias;  // at the tile's first column, or nullptr
+  __mmask16 mask0, mask1;  // valid columns of the first / second panel
+  bool first, last, relu;
+};
+
+// MR x (16*NV) register tile over one K block.
+template <int MR, int NV>
+__attribute__((noinline)) void Tile(const TileArgs& t) {
+  __m512 acc[MR][NV];
+  if (t.first) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      acc[r][0] = _mm512_maskz_loadu_ps(t.mask0, t.C + r * t.ldc);
+      if (NV == 2) acc[r][NV - 1] = _mm512_maskz_loadu_ps(t.mask1, t.C + r * t.ldc + 16);
+    }
+  }
+  const float* a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) a[r] = t.A + r * t.lda;
+  const float* b0 = t.B;
+  const float* b1 = t.B + (NV == 2 ? t.bstride : 0);
+  for (int64_t k = 0; k < t.kc; ++k) {
+    const __m512 vb0 = _mm512_loadu_ps(b0 + 16 * k);
+    const __m512 vb1 = _mm512_loadu_ps(b1 + 16 * k);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 va = _mm512_set1_ps(a[r][k]);
+      acc[r][0] = _mm512_fmadd_ps(va, vb0, acc[r][0]);
+      if (NV == 2) acc[r][NV - 1] = _mm512_fmadd_ps(va, vb1, acc[r][NV - 1]);
+    }
+  }
+  if (t.last) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      acc[r][0] = BiasRelu(acc[r][0], t.bias, t.mask0, t.relu);
+      if (NV == 2) acc[r][NV - 1] = BiasRelu(acc[r][NV - 1], t.bias == nullptr ? nullptr : t.bias + 16, t.mask1, t.relu);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    _mm512_mask_storeu_ps(t.C + r * t.ldc, t.mask0, acc[r][0]);
+    if (NV == 2) _mm512_mask_storeu_ps(t.C + r * t.ldc + 16, t.mask1, acc[r][NV - 1]);
+  }
+}
+
+template <int MR>
+void TileDispatch(const TileArgs& t, bool two) {
+  if (two) Tile<MR, 2>(t); else Tile<MR, 1>(t);
+}
+
+void RunTile(int64_t mr, const TileArgs& t, bool two) {
+  switch (mr) {
+    case 1: TileDispatch<1>(t, two); break;
+    case 2: TileDispatch<2>(t, two); break;
+    case 3: TileDispatch<3>(t, two); break;
+    case 4: TileDispatch<4>(t, two); break;
+    case 5: TileDispatch<5>(t, two); break;
+    case 6: TileDispatch<6>(t, two); break;
+    case 7: TileDispatch<7>(t, two); break;
+    case 8: TileDispatch<8>(t, two); break;
+    case 9: TileDispatch<9>(t, two); break;
+    case 10: TileDispatch<10>(t, two); break;
+    case 11: TileDispatch<11>(t, two); break;
+    default: TileDispatch<12>(t, two); break;
+  }
+}
+
+// ---- Small M (1..4 rows): memory-bound GEMV-like path over P panels at once, full K in registers. ----
+
+template <int M, int P>
+__attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64_t nb, int64_t ncols) {
+  const int64_t K = g.K;
+  const float* B = g.Bp + (nb / 16) * K * 16;
+  const int64_t bs = K * 16;
+  __m512 acc[M][P];
+#pragma GCC unroll 4
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) acc[m][p] = _mm512_setzero_ps();
+  const float* a[M];
+#pragma GCC unroll 4
+  for (int m = 0; m < M; ++m) a[m] = g.A + (m0 + m) * g.lda;
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 vb[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      // one 64-byte line per panel per k: prefetch each panel's line kPf bytes ahead
+      _mm_prefetch(reinterpret_cast<const char*>(B + p * bs + 16 * k) + kPf, _MM_HINT_T0);
+      vb[p] = _mm512_loadu_ps(B + p * bs + 16 * k);
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < M; ++m) {
+      const __m512 va = _mm512_set1_ps(a[m][k]);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[m][p] = _mm512_fmadd_ps(va, vb[p], acc[m][p]);
+    }
+  }
+  const bool relu = g.act == Activation::kRelu;
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    const __mmask16 mk = TailMask(ncols - 16 * p);
+    const float* bias = g.bias == nullptr ? nullptr : g.bias + nb + 16 * p;
+#pragma GCC unroll 4
+    for (int m = 0; m < M; ++m)
+      _mm512_mask_storeu_ps(g.C + (m0 + m) * g.ldc + nb + 16 * p, mk, BiasRelu(acc[m][p], bias, mk, relu));
+  }
+  if (g.act == Activation::kGelu) GeluBlock(g.C + m0 * g.ldc + nb, g.ldc, M, ncols);
+}
+
+// Last partial group: q = ceil(rest/16) panels, 1 <= q <= P, the last one possibly ragged.
+template <int M, int Q>
+void GemvTail(const F32GemmArgs& g, int64_t m0, int64_t nb, int64_t rest, int64_t q) {
+  if constexpr (Q > 1) {
+    if (q < Q) return GemvTail<M, Q - 1>(g, m0, nb, rest, q);
+  }
+  GemvBlock<M, Q>(g, m0, nb, rest);
+}
+
+template <int M, int P>
+void GemvRows(const F32GemmArgs& g, int64_t m0, int64_t n0, int64_t n1) {
+  int64_t nb = n0;
+  for (; nb + 16 * P <= n1; nb += 16 * P) GemvBlock<M, P>(g, m0, nb, 16 * P);
+  const int64_t rest = n1 - nb;  // < 16 P columns left
+  if (rest > 0) GemvTail<M, P>(g, m0, nb, rest, (rest + 15) / 16);
+}
+
+void Gemv(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  switch (m1 - m0) {
+    case 1: GemvRows<1, 8>(g, m0, n0, n1); break;
+    case 2: GemvRows<2, 8>(g, m0, n0, n1); break;
+    case 3: GemvRows<3, 6>(g, m0, n0, n1); break;
+    default: GemvRows<4, 6>(g, m0, n0, n1); break;
+  }
+}
+
+}  // namespace
+
+void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t rows = m1 - m0;
+  if (rows <= kGemvMaxRows) {
+    Gemv(g, m0, m1, n0, n1);
+    return;
+  }
+  const int64_t K = g.K;
+  const int64_t bs = K * 16;
+  const bool relu = g.act == Activation::kRelu;
+  const bool gelu = g.act == Activation::kGelu;
+  // Balanced row tiles: ceil(rows/12) tiles whose heights differ by at most one (>= 5 rows each).
+  const int64_t ntiles = (rows + kMR - 1) / kMR;
+  const int64_t base = rows / ntiles, extra = rows % ntiles;
+  for (int64_t jc = n0; jc < n1; jc += kNC) {
+    const int64_t jend = jc + kNC < n1 ? jc + kNC : n1;
+    int64_t pc = 0;
+    do {
+      const int64_t kc = K - pc < kKC ? K - pc : kKC;
+      TileArgs t;
+      t.lda = g.lda;
+      t.bstride = bs;
+      t.kc = kc;
+      t.ldc = g.ldc;
+      t.first = pc == 0;
+      t.last = pc + kc >= K;
+      t.relu = relu;
+      int64_t m = m0;
+      for (int64_t it = 0; it < ntiles; ++it) {
+        const int64_t mr = base + (it < extra ? 1 : 0);
+        t.A = g.A + m * g.lda + pc;
+        for (int64_t jr = jc; jr < jend; jr += 32) {
+          const int64_t w = jend - jr < 32 ? jend - jr : 32;
+          t.B = g.Bp + (jr / 16) * bs + pc * 16;
+          t.C = g.C + m * g.ldc + jr;
+          t.bias = g.bias == nullptr ? nullptr : g.bias + jr;
+          t.mask0 = TailMask(w);
+          t.mask1 = TailMask(w - 16);
+          RunTile(mr, t, w > 16);
+        }
+        if (gelu && t.last) GeluBlock(g.C + m * g.ldc + jc, g.ldc, mr, jend - jc);
+        m += mr;
+      }
+      pc += kc;
+    } while (pc < K);
+  }
+}
+
+}  // namespace avx512
+}  // namespace lowbit

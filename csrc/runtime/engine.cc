@@ -1,0 +1,319 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <sstream>
+
+namespace lowbit {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::kF32: return 4;
+    case DType::kI64: return 8;
+    case DType::kI32: return 4;
+    case DType::kI8: return 1;
+    case DType::kU8: return 1;
+  }
+  return 1;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::kF32: return "float32";
+    case DType::kI64: return "int64";
+    case DType::kI32: return "int32";
+    case DType::kI8: return "int8";
+    case DType::kU8: return "uint8";
+  }
+  return "?";
+}
+
+DType dtype_from_name(const std::string& s) {
+  if (s == "float32" || s == "f32") return DType::kF32;
+  if (s == "int64" || s == "i64") return DType::kI64;
+  if (s == "int32" || s == "i32") return DType::kI32;
+  if (s == "int8" || s == "i8") return DType::kI8;
+  if (s == "uint8" || s == "u8") return DType::kU8;
+  throw std::invalid_argument("unknown dtype '" + s + "'");
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream o;
+  o << "(";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  if (s.size() == 1) o << ",";
+  o << ")";
+  return o.str();
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) {
+    if (d < 0) throw ShapeError("negative dimension in shape " + shape_str(s));
+    if (d != 0 && n > (int64_t(1) << 48) / d) throw ShapeError("shape " + shape_str(s) + " has too many elements");
+    n *= d;
+  }
+  return n;
+}
+
+int64_t Attrs::get_int(const std::string& k, int64_t def) const {
+  auto it = ints.find(k);
+  return it == ints.end() ? def : it->second;
+}
+double Attrs::get_float(const std::string& k, double def) const {
+  auto it = floats.find(k);
+  if (it != floats.end()) return it->second;
+  auto jt = ints.find(k);
+  return jt == ints.end() ? def : double(jt->second);
+}
+const std::vector<int64_t>* Attrs::get_ints(const std::string& k) const {
+  auto it = int_lists.find(k);
+  return it == int_lists.end() ? nullptr : &it->second;
+}
+std::string Attrs::get_string(const std::string& k, const std::string& def) const {
+  auto it = strings.find(k);
+  return it == strings.end() ? def : it->second;
+}
+
+namespace {
+std::map<std::string, OpFactory>& registry() {
+  static std::map<std::string, OpFactory> r;
+  return r;
+}
+}  // namespace
+
+void register_op(const std::string& name, OpFactory f) { registry()[name] = f; }
+bool op_known(const std::string& name) { return registry().count(name) != 0; }
+std::vector<std::string> known_ops() {
+  std::vector<std::string> out;
+  for (auto& kv : registry()) out.push_back(kv.first);
+  return out;
+}
+
+Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::vector<int> inputs,
+               std::vector<int> outputs)
+    : values_(std::move(values)), nodes_(std::move(nodes)), inputs_(std::move(inputs)), outputs_(std::move(outputs)) {
+  const int nv = int(values_.size());
+  auto check_id = [&](int v, const std::string& where) {
+    if (v < 0 || v >= nv) throw std::invalid_argument(where + ": value id " + std::to_string(v) + " out of range");
+  };
+  producer_.assign(nv, -1);
+  last_use_.assign(nv, -1);
+  std::vector<char> defined(nv, 0);
+  for (int v : inputs_) {
+    check_id(v, "graph input");
+    if (values_[v].is_const) throw std::invalid_argument("graph input '" + values_[v].name + "' is a constant");
+    defined[v] = 1;
+  }
+  for (int v = 0; v < nv; ++v)
+    if (values_[v].is_const) {
+      if (!values_[v].data && values_[v].nbytes) throw std::invalid_argument("constant without data");
+      defined[v] = 1;
+    }
+  // Nodes must come in topological order: every input defined before use, every
+  // output defined exactly once. This also rules out cycles.
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const NodeSpec& n = nodes_[i];
+    const std::string where = "node '" + n.name + "' (" + n.op + ")";
+    for (int v : n.inputs) {
+      if (v == -1) continue;
+      check_id(v, where);
+      if (!defined[v])
+        throw std::invalid_argument(where + " uses '" + values_[v].name + "' before it is produced (graph not in topological order or cyclic)");
+      last_use_[v] = int(i);
+    }
+    for (int v : n.outputs) {
+      check_id(v, where);
+      if (defined[v]) throw std::invalid_argument(where + " redefines '" + values_[v].name + "'");
+      defined[v] = 1;
+      producer_[v] = int(i);
+    }
+    auto it = registry().find(n.op);
+    if (it == registry().end()) throw std::invalid_argument(where + ": unknown op '" + n.op + "'");
+    ops_.push_back(it->second(n, values_));
+  }
+  for (int v : outputs_) {
+    check_id(v, "graph output");
+    if (!defined[v]) throw std::invalid_argument("graph output '" + values_[v].name + "' is never produced");
+  }
+}
+
+std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Shape>& input_shapes) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = plans_.find(input_shapes);
+    if (it != plans_.end()) return it->second;
+  }
+  std::shared_ptr<const Plan> p = make_plan(input_shapes);
+  std::lock_guard<std::mutex> lk(mu_);
+  if (plans_.size() >= 16) plans_.erase(plans_.begin());  // bounded cache
+  plans_[input_shapes] = p;
+  return p;
+}
+
+std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) const {
+  auto plan = std::make_shared<Plan>();
+  const int nv = int(values_.size());
+  plan->shapes.assign(nv, Shape{});
+  plan->offsets.assign(nv, -1);
+  plan->scratch_offsets.assign(nodes_.size(), -1);
+  if (input_shapes.size() != inputs_.size())
+    throw ShapeError("expected " + std::to_string(inputs_.size()) + " inputs, got " + std::to_string(input_shapes.size()));
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    const ValueSpec& v = values_[inputs_[i]];
+    const Shape& s = input_shapes[i];
+    bool ok = s.size() == v.shape.size();
+    for (size_t d = 0; ok && d < s.size(); ++d) ok = (v.shape[d] < 0 || v.shape[d] == s[d]) && s[d] >= 0;
+    if (!ok) {
+      std::string decl = "(";
+      for (size_t d = 0; d < v.shape.size(); ++d) decl += (d ? ", " : "") + (v.shape[d] < 0 ? std::string("?") : std::to_string(v.shape[d]));
+      decl += v.shape.size() == 1 ? ",)" : ")";
+      throw ShapeError("input '" + v.name + "': expected shape " + decl + ", got " + shape_str(s));
+    }
+    shape_numel(s);
+    plan->shapes[inputs_[i]] = s;
+  }
+  for (int v = 0; v < nv; ++v)
+    if (values_[v].is_const) plan->shapes[v] = values_[v].shape;
+
+  // Shape inference in node order.
+  std::vector<size_t> scratch(nodes_.size(), 0);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const NodeSpec& n = nodes_[i];
+    std::vector<const Shape*> in;
+    static const Shape kEmpty;
+    for (int v : n.inputs) in.push_back(v < 0 ? nullptr : &plan->shapes[v]);
+    std::vector<Shape> out(n.outputs.size());
+    try {
+      ops_[i]->infer(in, out);
+      for (auto& s : out) shape_numel(s);
+    } catch (const ShapeError& e) {
+      std::string msg = "node '" + n.name + "' (" + n.op + "): " + e.what() + "; input shapes";
+      for (const Shape* s : in) msg += " " + (s ? shape_str(*s) : std::string("-"));
+      throw ShapeError(msg);
+    }
+    for (size_t k = 0; k < n.outputs.size(); ++k) plan->shapes[n.outputs[k]] = out[k];
+    scratch[i] = ops_[i]->scratch_bytes(in);
+  }
+
+  // Arena layout: greedy by size (largest first), lowest offset that does not
+  // collide with any placed buffer whose lifetime overlaps.
+  struct Buf { int64_t size, first, last; int value; int node; int64_t off; };
+  std::vector<Buf> bufs;
+  std::vector<char> is_output(nv, 0);
+  for (int v : outputs_) is_output[v] = 1;
+  auto align64 = [](int64_t x) { return (x + 63) & ~int64_t(63); };
+  for (int v = 0; v < nv; ++v) {
+    if (producer_[v] < 0 || is_output[v]) continue;
+    int64_t bytes = shape_numel(plan->shapes[v]) * int64_t(dtype_size(values_[v].dtype));
+    int64_t last = std::max(last_use_[v], producer_[v]);
+    bufs.push_back({align64(std::max<int64_t>(bytes, 1)), producer_[v], last, v, -1, 0});
+  }
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (scratch[i]) bufs.push_back({align64(int64_t(scratch[i])), int64_t(i), int64_t(i), -1, int(i), 0});
+  std::vector<size_t> order(bufs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
+  std::vector<size_t> placed;
+  int64_t total = 0;
+  for (size_t idx : order) {
+    Buf& b = bufs[idx];
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (size_t p : placed) {
+      const Buf& o = bufs[p];
+      if (o.first <= b.last && b.first <= o.last) busy.push_back({o.off, o.off + o.size});
+    }
+    std::sort(busy.begin(), busy.end());
+    int64_t off = 0;
+    for (auto& r : busy) {
+      if (off + b.size <= r.first) break;
+      off = std::max(off, r.second);
+    }
+    b.off = off;
+    total = std::max(total, off + b.size);
+    placed.push_back(idx);
+  }
+  for (const Buf& b : bufs) {
+    if (b.value >= 0) plan->offsets[b.value] = b.off;
+    else plan->scratch_offsets[b.node] = b.off;
+  }
+  plan->arena_bytes = total;
+  return plan;
+}
+
+std::unique_ptr<std::vector<uint8_t>> Engine::take_arena() {
+  std::lock_guard<std::mutex> lk(arena_mu_);
+  if (free_arenas_.empty()) return std::make_unique<std::vector<uint8_t>>();
+  auto a = std::move(free_arenas_.back());
+  free_arenas_.pop_back();
+  return a;
+}
+
+void Engine::give_arena(std::unique_ptr<std::vector<uint8_t>> a) {
+  std::lock_guard<std::mutex> lk(arena_mu_);
+  if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(a));
+}
+
+void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
+  const int nv = int(values_.size());
+  auto arena = take_arena();
+  if (arena->size() < size_t(plan.arena_bytes) + 64) arena->resize(size_t(plan.arena_bytes) + 64);
+  uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(arena->data()) + 63) & ~uintptr_t(63));
+
+  std::vector<void*> ptr(nv, nullptr);
+  for (int v = 0; v < nv; ++v) {
+    if (values_[v].is_const) ptr[v] = const_cast<void*>(values_[v].data);
+    else if (plan.offsets[v] >= 0) ptr[v] = base + plan.offsets[v];
+  }
+  for (size_t i = 0; i < inputs_.size(); ++i) ptr[inputs_[i]] = const_cast<void*>(inputs[i]);
+  // Graph outputs produced by a node are written straight into the caller's
+  // buffers; the first listing of a value gets the buffer, repeats are copied.
+  std::vector<char> claimed(nv, 0);
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    int v = outputs_[i];
+    if (producer_[v] >= 0 && !claimed[v]) {
+      ptr[v] = outputs[i];
+      claimed[v] = 1;
+    }
+  }
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const NodeSpec& n = nodes_[i];
+    RunArgs a;
+    a.in.reserve(n.inputs.size());
+    for (int v : n.inputs) {
+      TensorRef t;
+      if (v >= 0) { t.data = ptr[v]; t.shape = plan.shapes[v]; t.dtype = values_[v].dtype; }
+      a.in.push_back(std::move(t));
+    }
+    for (int v : n.outputs) a.out.push_back({ptr[v], plan.shapes[v], values_[v].dtype});
+    a.scratch = plan.scratch_offsets[i] >= 0 ? base + plan.scratch_offsets[i] : nullptr;
+    ops_[i]->run(a);
+  }
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    int v = outputs_[i];
+    if (ptr[v] == outputs[i]) continue;
+    size_t bytes = size_t(shape_numel(plan.shapes[v])) * dtype_size(values_[v].dtype);
+    if (bytes) std::memcpy(outputs[i], ptr[v], bytes);
+  }
+  give_arena(std::move(arena));
+}
+
+void register_dense_ops();
+void register_matmul_ops();
+void register_elementwise_ops();
+void register_normalization_ops();
+void register_shape_ops();
+
+void register_all_ops() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  register_dense_ops();
+  register_matmul_ops();
+  register_elementwise_ops();
+  register_normalization_ops();
+  register_shape_ops();
+}
+
+}  // namespace lowbit

@@ -1,0 +1,39 @@
+// Helpers shared by the op implementations.
+#pragma once
+#include <algorithm>
+#include <string>
+
+#include "runtime/engine.h"
+#include "runtime/threadpool.h"
+
+namespace lowbit {
+
+inline int64_t norm_axis(int64_t axis, int64_t rank, const char* what) {
+  int64_t a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= std::max<int64_t>(rank, 1))
+    throw ShapeError(std::string(what) + " axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+  return a;
+}
+
+inline void need_inputs(const std::vector<const Shape*>& in, size_t n, const char* op) {
+  if (in.size() < n) throw ShapeError(std::string(op) + " expects " + std::to_string(n) + " inputs");
+  for (size_t i = 0; i < n; ++i)
+    if (!in[i]) throw ShapeError(std::string(op) + " input " + std::to_string(i) + " is required");
+}
+
+// Splits n items into chunks of at least `grain` and runs them on the pool.
+template <class F>
+void parallel_chunks(int64_t n, int64_t grain, F&& f) {
+  ThreadPool& pool = ThreadPool::global();
+  int64_t t = pool.num_threads();
+  int64_t parts = std::min<int64_t>(t, std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
+  if (parts <= 1) {
+    f(int64_t(0), n);
+    return;
+  }
+  std::vector<int64_t> b = split_range(n, parts, 1);
+  std::function<void(int64_t)> fn = [&](int64_t i) { f(b[i], b[i + 1]); };
+  pool.parallel_for(int64_t(b.size()) - 1, fn);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,155 @@
+// Reshape, Flatten (copies: cheap next to the GEMMs, and keeps the arena plan
+// free of aliases) and Transpose.
+#include <cstring>
+
+#include "runtime/ops/common.h"
+
+namespace lowbit {
+namespace {
+
+void copy_f32(const RunArgs& r) {
+  int64_t n = r.out[0].numel();
+  if (n && r.out[0].data != r.in[0].data) std::memcpy(r.out[0].data, r.in[0].data, size_t(n) * dtype_size(r.in[0].dtype));
+}
+
+class Reshape : public Op {
+ public:
+  Reshape(std::vector<int64_t> shape, bool allowzero) : target_(std::move(shape)), allowzero_(allowzero) {}
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, "Reshape");
+    const Shape& x = *in[0];
+    const int64_t n = shape_numel(x);
+    Shape o(target_.size());
+    int64_t known = 1, infer_at = -1;
+    for (size_t i = 0; i < target_.size(); ++i) {
+      int64_t d = target_[i];
+      if (d == 0 && !allowzero_) {
+        if (i >= x.size()) throw ShapeError("Reshape target " + shape_str(target_) + " copies dim " + std::to_string(i) + " the input lacks");
+        d = x[i];
+      }
+      if (d == -1) {
+        if (infer_at >= 0) throw ShapeError("Reshape target " + shape_str(target_) + " has more than one -1");
+        infer_at = int64_t(i);
+        continue;
+      }
+      if (d < 0) throw ShapeError("Reshape target " + shape_str(target_) + " has a negative dim");
+      o[i] = d;
+      known *= d;
+      if (known > (int64_t(1) << 48)) throw ShapeError("Reshape target too large");
+    }
+    if (infer_at >= 0) {
+      if (known == 0 || n % known) throw ShapeError("cannot reshape " + shape_str(x) + " to " + shape_str(target_));
+      o[infer_at] = n / known;
+    } else if (known != n) {
+      throw ShapeError("cannot reshape " + shape_str(x) + " (" + std::to_string(n) + " elements) to " + shape_str(target_));
+    }
+    out[0] = o;
+  }
+  void run(const RunArgs& r) const override { copy_f32(r); }
+
+ private:
+  std::vector<int64_t> target_;
+  bool allowzero_;
+};
+
+class Flatten : public Op {
+ public:
+  explicit Flatten(int64_t axis) : axis_(axis) {}
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, "Flatten");
+    const Shape& x = *in[0];
+    int64_t r = int64_t(x.size());
+    int64_t a = axis_ < 0 ? axis_ + r : axis_;
+    if (a < 0 || a > r) throw ShapeError("Flatten axis " + std::to_string(axis_) + " out of range for rank " + std::to_string(r));
+    int64_t outer = 1, inner = 1;
+    for (int64_t d = 0; d < a; ++d) outer *= x[d];
+    for (int64_t d = a; d < r; ++d) inner *= x[d];
+    out[0] = {outer, inner};
+  }
+  void run(const RunArgs& r) const override { copy_f32(r); }
+
+ private:
+  int64_t axis_;
+};
+
+class Transpose : public Op {
+ public:
+  explicit Transpose(std::vector<int64_t> perm) : perm_(std::move(perm)) {}
+  std::vector<int64_t> perm_for(size_t rank) const {
+    std::vector<int64_t> p = perm_;
+    if (p.empty())
+      for (size_t i = 0; i < rank; ++i) p.push_back(int64_t(rank - 1 - i));
+    if (p.size() != rank) throw ShapeError("Transpose perm has " + std::to_string(p.size()) + " entries for rank " + std::to_string(rank));
+    std::vector<char> seen(rank, 0);
+    for (int64_t v : p) {
+      if (v < 0 || v >= int64_t(rank) || seen[v]) throw ShapeError("Transpose perm is not a permutation");
+      seen[v] = 1;
+    }
+    return p;
+  }
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, "Transpose");
+    auto p = perm_for(in[0]->size());
+    Shape o(p.size());
+    for (size_t i = 0; i < p.size(); ++i) o[i] = (*in[0])[p[i]];
+    out[0] = o;
+  }
+  void run(const RunArgs& r) const override {
+    const Shape& s = r.in[0].shape;
+    const size_t rank = s.size();
+    auto p = perm_for(rank);
+    const Shape& os = r.out[0].shape;
+    const int64_t n = shape_numel(os);
+    if (n == 0) return;
+    std::vector<int64_t> istride(rank, 1);
+    for (int64_t d = int64_t(rank) - 2; d >= 0; --d) istride[d] = istride[d + 1] * s[d + 1];
+    std::vector<int64_t> st(rank);  // input stride for each output dim
+    for (size_t i = 0; i < rank; ++i) st[i] = istride[p[i]];
+    const float* x = r.in[0].as<const float>();
+    float* y = r.out[0].as<float>();
+    const int64_t inner = rank ? os.back() : 1;
+    const int64_t sin = rank ? st.back() : 1;
+    const int64_t rows = inner ? n / inner : 0;
+    parallel_chunks(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1)), [&](int64_t r0, int64_t r1) {
+      std::vector<int64_t> idx(rank ? rank - 1 : 0, 0);
+      int64_t rem = r0;
+      for (int64_t d = int64_t(rank) - 2; d >= 0; --d) { idx[d] = rem % os[d]; rem /= os[d]; }
+      for (int64_t row = r0; row < r1; ++row) {
+        int64_t off = 0;
+        for (size_t d = 0; d + 1 < rank; ++d) off += idx[d] * st[d];
+        float* yr = y + row * inner;
+        for (int64_t k = 0; k < inner; ++k) yr[k] = x[off + k * sin];
+        for (int64_t d = int64_t(rank) - 2; d >= 0; --d) {
+          if (++idx[d] < os[d]) break;
+          idx[d] = 0;
+        }
+      }
+    });
+  }
+
+ private:
+  std::vector<int64_t> perm_;
+};
+
+std::unique_ptr<Op> mk_reshape(const NodeSpec& n, const std::vector<ValueSpec>&) {
+  const auto* s = n.attrs.get_ints("shape");
+  if (!s) throw std::invalid_argument("Reshape '" + n.name + "' needs a constant 'shape' attribute");
+  return std::make_unique<Reshape>(*s, n.attrs.get_int("allowzero", 0) != 0);
+}
+std::unique_ptr<Op> mk_flatten(const NodeSpec& n, const std::vector<ValueSpec>&) {
+  return std::make_unique<Flatten>(n.attrs.get_int("axis", 1));
+}
+std::unique_ptr<Op> mk_transpose(const NodeSpec& n, const std::vector<ValueSpec>&) {
+  const auto* p = n.attrs.get_ints("perm");
+  return std::make_unique<Transpose>(p ? *p : std::vector<int64_t>{});
+}
+
+}  // namespace
+
+void register_shape_ops() {
+  register_op("Reshape", &mk_reshape);
+  register_op("Flatten", &mk_flatten);
+  register_op("Transpose", &mk_transpose);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,452 @@
+"""The .qbin file: writer and validating reader (docs/format.md is the spec).
+
+Layout: a 64-byte little-endian preamble, a UTF-8 JSON header, then the data
+region; every tensor's bytes start on a 64-byte boundary. Loading maps the file
+and hands the kernels views into the map: no copy, no repack.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .errors import FormatError
+from .ir import DTYPES, Graph, Node, Tensor, ValueInfo
+
+MAGIC = b"\x89QBIN\r\n\x1a"  # PNG-style: catches text-mode mangling and 7-bit transfers
+VERSION = 1
+PREAMBLE_SIZE = 64
+ALIGN = 64
+# Preamble: magic, version, flags, header_len, data_offset, data_len,
+# header_crc32c, data_crc32c, 12 reserved bytes, preamble_crc32c (of bytes 0..59).
+_PREAMBLE = struct.Struct("<8sIIQQQII12sI")
+assert _PREAMBLE.size == PREAMBLE_SIZE
+
+MAX_HEADER_BYTES = 64 << 20
+MAX_NAME_LEN = 1024
+MAX_RANK = 8
+MAX_DIM = 1 << 40
+MAX_NUMEL = 1 << 48
+MAX_TENSORS = 1 << 20
+MAX_NODES = 1 << 20
+MAX_LIST = 1 << 16  # entries in any attribute list or node input/output list
+
+_TOP_KEYS = {"format", "version", "producer", "graph", "tensors", "metadata"}
+_GRAPH_KEYS = {"inputs", "outputs", "nodes"}
+_VALUE_KEYS = {"name", "dtype", "shape"}
+_NODE_KEYS = {"name", "op", "inputs", "outputs", "attrs"}
+_TENSOR_KEYS = {"name", "dtype", "shape", "encoding", "offset", "nbytes", "meta"}
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _nbytes_raw(dtype: str, shape: tuple[int, ...]) -> int:
+    return _numel(shape) * DTYPES[dtype].itemsize
+
+
+def _nbytes_f32_n16(dtype: str, shape: tuple[int, ...]) -> int:
+    if dtype != "float32" or len(shape) != 2:
+        raise ValueError("f32-n16 needs a float32 tensor of rank 2 [K, N]")
+    k, n = shape
+    return (n + 15) // 16 * 16 * k * 4
+
+
+#: Known encodings: name -> bytes needed for (dtype, logical shape).
+ENCODINGS = {"raw": _nbytes_raw, "f32-n16": _nbytes_f32_n16}
+
+
+def _align(x: int) -> int:
+    return (x + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (tuple, np.ndarray)):
+        return list(o)
+    raise TypeError(f"cannot store {type(o).__name__} in a .qbin header")
+
+
+def header_dict(graph: Graph, offsets: dict[str, int], producer: dict[str, Any]) -> dict[str, Any]:
+    def vi(v: ValueInfo) -> dict[str, Any]:
+        return {"name": v.name, "dtype": v.dtype, "shape": list(v.shape)}
+
+    tensors = []
+    for name, t in graph.tensors.items():
+        entry = {"name": name, "dtype": t.dtype, "shape": list(t.shape), "encoding": t.encoding,
+                 "offset": offsets[name], "nbytes": t.nbytes}
+        if t.meta:
+            entry["meta"] = t.meta
+        tensors.append(entry)
+    return {
+        "format": "lowbit.qbin",
+        "version": VERSION,
+        "producer": producer,
+        "graph": {
+            "inputs": [vi(v) for v in graph.inputs],
+            "outputs": [vi(v) for v in graph.outputs],
+            "nodes": [{"name": n.name, "op": n.op, "inputs": n.inputs, "outputs": n.outputs, "attrs": n.attrs}
+                      for n in graph.nodes],
+        },
+        "tensors": tensors,
+        "metadata": graph.metadata,
+    }
+
+
+def save(graph: Graph, path: str | os.PathLike, producer: dict[str, Any] | None = None) -> int:
+    """Writes ``graph`` to ``path`` (atomically: a temp file renamed into place).
+    The bytes depend only on the graph and producer. Returns the file size."""
+    from . import __version__
+
+    for name, t in graph.tensors.items():
+        if t.encoding not in ENCODINGS:
+            raise ValueError(f"tensor '{name}': unknown encoding '{t.encoding}'")
+        want = ENCODINGS[t.encoding](t.dtype, t.shape)
+        if want != t.nbytes:
+            raise ValueError(f"tensor '{name}': {t.nbytes} bytes, encoding {t.encoding} of {t.shape} needs {want}")
+    offsets: dict[str, int] = {}
+    pos = 0
+    for name, t in graph.tensors.items():
+        offsets[name] = pos
+        pos = _align(pos + t.nbytes)
+    data_len = pos
+    prod = {"name": "lowbit", "version": __version__}
+    prod.update(producer or {})
+    header = json.dumps(header_dict(graph, offsets, prod), separators=(",", ":"), default=_json_default,
+                        allow_nan=False).encode("utf-8")
+    if len(header) > MAX_HEADER_BYTES:
+        raise ValueError(f"header is {len(header)} bytes, above the {MAX_HEADER_BYTES}-byte cap")
+    data_offset = _align(PREAMBLE_SIZE + len(header))
+
+    data_crc = 0
+    chunks: list[tuple[int, np.ndarray]] = []
+    for name, t in graph.tensors.items():
+        chunks.append((offsets[name], np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)))
+    # CRC over the data region including the zero padding between tensors.
+    pos = 0
+    zeros = bytes(ALIGN)
+    for off, buf in chunks:
+        if off > pos:
+            data_crc = _core.crc32c(zeros[: off - pos], data_crc)
+        data_crc = _core.crc32c(buf, data_crc)
+        pos = off + buf.nbytes
+    if data_len > pos:
+        data_crc = _core.crc32c(zeros[: data_len - pos], data_crc)
+
+    head = struct.pack("<8sIIQQQII12s", MAGIC, VERSION, 0, len(header), data_offset, data_len,
+                       _core.crc32c(header), data_crc, bytes(12))
+    preamble = head + struct.pack("<I", _core.crc32c(head))
+
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".qbin-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(preamble)
+            f.write(header)
+            f.write(bytes(data_offset - PREAMBLE_SIZE - len(header)))
+            pos = 0
+            for off, buf in chunks:
+                if off > pos:
+                    f.write(bytes(off - pos))
+                f.write(memoryview(buf))
+                pos = off + buf.nbytes
+            if data_len > pos:
+                f.write(bytes(data_len - pos))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return data_offset + data_len
+
+
+@dataclass
+class LoadedFile:
+    path: str
+    graph: Graph
+    header: dict[str, Any]
+    mm: mmap.mmap | None
+    file_size: int
+
+
+class _Validator:
+    """Checks a parsed header against the rules of docs/format.md."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, msg: str) -> FormatError:
+        return FormatError(f"{self.path}: {msg}")
+
+    def obj(self, v: Any, keys: set[str], required: set[str], where: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise self.fail(f"{where} must be an object, got {type(v).__name__}")
+        extra = set(v) - keys
+        if extra:
+            raise self.fail(f"{where} has unknown field(s) {sorted(extra)}")
+        missing = required - set(v)
+        if missing:
+            raise self.fail(f"{where} lacks field(s) {sorted(missing)}")
+        return v
+
+    def name(self, v: Any, where: str, allow_empty: bool = False) -> str:
+        if not isinstance(v, str):
+            raise self.fail(f"{where} must be a string, got {type(v).__name__}")
+        if len(v) > MAX_NAME_LEN:
+            raise self.fail(f"{where} is {len(v)} characters long (cap {MAX_NAME_LEN})")
+        if not v and not allow_empty:
+            raise self.fail(f"{where} is empty")
+        return v
+
+    def lst(self, v: Any, where: str, cap: int = MAX_LIST) -> list[Any]:
+        if not isinstance(v, list):
+            raise self.fail(f"{where} must be a list, got {type(v).__name__}")
+        if len(v) > cap:
+            raise self.fail(f"{where} has {len(v)} entries (cap {cap})")
+        return v
+
+    def dtype(self, v: Any, where: str) -> str:
+        if v not in DTYPES:
+            raise self.fail(f"{where}: unknown dtype {v!r}; expected one of {sorted(DTYPES)}")
+        return v
+
+    def int_(self, v: Any, where: str, lo: int, hi: int) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or not (lo <= v <= hi):
+            raise self.fail(f"{where} must be an integer in [{lo}, {hi}], got {v!r}")
+        return v
+
+    def shape(self, v: Any, where: str, symbolic: bool) -> tuple[Any, ...]:
+        dims = self.lst(v, where, MAX_RANK)
+        out = []
+        for i, d in enumerate(dims):
+            if symbolic and (d is None or isinstance(d, str)):
+                out.append(self.name(d, f"{where}[{i}]") if d is not None else None)
+            else:
+                out.append(self.int_(d, f"{where}[{i}]", 0, MAX_DIM))
+        if not symbolic and _numel(tuple(out)) > MAX_NUMEL:
+            raise self.fail(f"{where} {tuple(out)}: shape product overflows the {MAX_NUMEL}-element cap")
+        return tuple(out)
+
+    def attrs(self, v: Any, where: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise self.fail(f"{where} must be an object")
+        if len(v) > 64:
+            raise self.fail(f"{where} has {len(v)} attributes (cap 64)")
+        for k, a in v.items():
+            self.name(k, f"{where} key")
+            if isinstance(a, bool) or isinstance(a, int):
+                if isinstance(a, int) and not (-(1 << 63) <= a < (1 << 63)):
+                    raise self.fail(f"{where}.{k} does not fit in 64 bits")
+            elif isinstance(a, float):
+                pass
+            elif isinstance(a, str):
+                self.name(a, f"{where}.{k}", allow_empty=True)
+            elif isinstance(a, list):
+                for e in self.lst(a, f"{where}.{k}"):
+                    if not isinstance(e, int) or isinstance(e, bool) or not (-(1 << 63) <= e < (1 << 63)):
+                        raise self.fail(f"{where}.{k} must hold 64-bit integers only")
+            else:
+                raise self.fail(f"{where}.{k} has unsupported type {type(a).__name__}")
+        return v
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"duplicate key {k!r}")
+        d[k] = v
+    return d
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in header")
+
+
+def read_preamble(path: str, buf: bytes | memoryview, file_size: int) -> tuple[int, int, int, int, int]:
+    """Validates the preamble; returns (version, header_len, data_offset, data_len, header_crc, data_crc)."""
+    if file_size < PREAMBLE_SIZE:
+        raise FormatError(f"{path}: truncated: the file is {file_size} bytes, a .qbin preamble alone is {PREAMBLE_SIZE}")
+    magic, version, flags, header_len, data_offset, data_len, hcrc, dcrc, reserved, pcrc = _PREAMBLE.unpack(
+        bytes(buf[:PREAMBLE_SIZE]))
+    if magic != MAGIC:
+        raise FormatError(f"{path}: not a .qbin file: magic bytes are {magic!r}, expected {MAGIC!r}")
+    if version > VERSION:
+        raise FormatError(f"{path}: file format version {version} is newer than this lowbit supports "
+                          f"(version {VERSION}); upgrade lowbit to read it")
+    if version < 1:
+        raise FormatError(f"{path}: file format version {version} is not valid (expected {VERSION})")
+    if _core.crc32c(bytes(buf[:PREAMBLE_SIZE - 4])) != pcrc:
+        raise FormatError(f"{path}: preamble checksum mismatch: the file is corrupted")
+    if flags != 0 or any(reserved):
+        raise FormatError(f"{path}: unknown preamble flags {flags:#x} or non-zero reserved bytes")
+    if header_len > MAX_HEADER_BYTES:
+        raise FormatError(f"{path}: header length {header_len} exceeds the cap of {MAX_HEADER_BYTES} bytes")
+    if PREAMBLE_SIZE + header_len > file_size:
+        raise FormatError(f"{path}: header length {header_len} extends beyond the end of the file "
+                          f"({file_size} bytes): truncated or corrupted")
+    if data_offset != _align(PREAMBLE_SIZE + header_len):
+        raise FormatError(f"{path}: data offset {data_offset} is not the 64-byte aligned end of the header "
+                          f"({_align(PREAMBLE_SIZE + header_len)})")
+    if data_offset + data_len != file_size:
+        if data_offset + data_len > file_size:
+            raise FormatError(f"{path}: truncated: the preamble declares {data_offset + data_len} bytes, "
+                              f"the file has {file_size}")
+        raise FormatError(f"{path}: {file_size - data_offset - data_len} unexpected trailing bytes after the data region")
+    return header_len, data_offset, data_len, hcrc, dcrc
+
+
+def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str, Any], dict[str, tuple[int, int]]]:
+    """Parses and validates the JSON header. Returns the graph (tensors without
+    data), the header, and name -> (offset, nbytes) inside the data region."""
+    v = _Validator(path)
+    try:
+        text = raw.decode("utf-8")
+        hdr = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError(f"{path}: header is not valid UTF-8 JSON: {e}") from None
+    v.obj(hdr, _TOP_KEYS, {"format", "version", "graph", "tensors"}, "header")
+    if hdr["format"] != "lowbit.qbin":
+        raise v.fail(f"header format is {hdr['format']!r}, expected 'lowbit.qbin'")
+    if hdr["version"] != VERSION:
+        raise v.fail(f"header version {hdr['version']!r} differs from the preamble's ({VERSION})")
+    g = v.obj(hdr["graph"], _GRAPH_KEYS, _GRAPH_KEYS, "graph")
+
+    tensors: dict[str, Tensor] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    for i, t in enumerate(v.lst(hdr["tensors"], "tensors", MAX_TENSORS)):
+        where = f"tensors[{i}]"
+        v.obj(t, _TENSOR_KEYS, _TENSOR_KEYS - {"meta"}, where)
+        name = v.name(t["name"], f"{where}.name")
+        if name in tensors:
+            raise v.fail(f"tensor name '{name}' appears twice")
+        dtype = v.dtype(t["dtype"], f"tensor '{name}'")
+        shape = v.shape(t["shape"], f"tensor '{name}' shape", symbolic=False)
+        enc = t["encoding"]
+        if enc not in ENCODINGS:
+            raise v.fail(f"tensor '{name}': unknown encoding {enc!r}; expected one of {sorted(ENCODINGS)}")
+        try:
+            want = ENCODINGS[enc](dtype, shape)
+        except ValueError as e:
+            raise v.fail(f"tensor '{name}': {e}") from None
+        off = v.int_(t["offset"], f"tensor '{name}' offset", 0, 1 << 62)
+        nbytes = v.int_(t["nbytes"], f"tensor '{name}' nbytes", 0, 1 << 62)
+        if nbytes != want:
+            raise v.fail(f"tensor '{name}': nbytes {nbytes} does not match encoding {enc} of shape {shape} "
+                         f"({want} bytes)")
+        if off % ALIGN:
+            raise v.fail(f"tensor '{name}': offset {off} is not {ALIGN}-byte aligned")
+        if off + nbytes > data_len:
+            raise v.fail(f"tensor '{name}': bytes [{off}, {off + nbytes}) lie outside the data region "
+                         f"({data_len} bytes)")
+        meta = t.get("meta", {})
+        if not isinstance(meta, dict):
+            raise v.fail(f"tensor '{name}': meta must be an object")
+        spans[name] = (off, nbytes)
+        tensors[name] = Tensor(name, np.empty(0, np.uint8), dtype, shape, enc, meta)
+    ordered = sorted((o, n, name) for name, (o, n) in spans.items() if n > 0)
+    for (o1, n1, a), (o2, _, b) in zip(ordered, ordered[1:]):
+        if o1 + n1 > o2:
+            raise v.fail(f"tensors '{a}' and '{b}' overlap in the data region")
+
+    def value_infos(lst: Any, where: str) -> list[ValueInfo]:
+        out = []
+        for i, e in enumerate(v.lst(lst, where)):
+            v.obj(e, _VALUE_KEYS, _VALUE_KEYS, f"{where}[{i}]")
+            nm = v.name(e["name"], f"{where}[{i}].name")
+            out.append(ValueInfo(nm, v.dtype(e["dtype"], f"{where} '{nm}'"),
+                                 v.shape(e["shape"], f"{where} '{nm}' shape", symbolic=True)))
+        return out
+
+    inputs = value_infos(g["inputs"], "graph.inputs")
+    outputs = value_infos(g["outputs"], "graph.outputs")
+    known = set(_core.known_ops())
+    nodes: list[Node] = []
+    defined = {i.name for i in inputs} | set(tensors)
+    if len(defined) != len(inputs) + len(tensors):
+        raise v.fail("a graph input has the same name as another input or a tensor")
+    for i, n in enumerate(v.lst(g["nodes"], "graph.nodes", MAX_NODES)):
+        where = f"graph.nodes[{i}]"
+        v.obj(n, _NODE_KEYS, _NODE_KEYS - {"attrs"}, where)
+        nm = v.name(n["name"], f"{where}.name", allow_empty=True)
+        op = v.name(n["op"], f"{where}.op")
+        if op not in known:
+            raise v.fail(f"node '{nm}': unknown op {op!r} (written by a newer lowbit?)")
+        ins = [v.name(x, f"{where}.inputs", allow_empty=True) for x in v.lst(n["inputs"], f"{where}.inputs")]
+        outs = [v.name(x, f"{where}.outputs") for x in v.lst(n["outputs"], f"{where}.outputs")]
+        for x in ins:
+            if x and x not in defined:
+                raise v.fail(f"node '{nm}' ({op}) reads '{x}', which no input, tensor or earlier node defines")
+        for x in outs:
+            if x in defined:
+                raise v.fail(f"node '{nm}' ({op}) redefines '{x}'")
+            defined.add(x)
+        nodes.append(Node(op, ins, outs, v.attrs(n.get("attrs", {}), f"{where}.attrs"), nm))
+    for o in outputs:
+        if o.name not in defined:
+            raise v.fail(f"graph output '{o.name}' is never produced")
+    producer = hdr.get("producer", {})
+    if not isinstance(producer, dict):
+        raise v.fail("producer must be an object")
+    meta = hdr.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise v.fail("metadata must be an object")
+    return Graph(inputs, outputs, nodes, tensors, meta), hdr, spans
+
+
+def load_file(path: str | os.PathLike, verify: bool = True) -> LoadedFile:
+    """Maps ``path`` and validates it; tensors become views into the map."""
+    spath = os.fspath(path)
+    try:
+        f = open(spath, "rb")
+    except OSError as e:
+        raise FormatError(f"{spath}: cannot open: {e.strerror}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size < PREAMBLE_SIZE:
+            raise FormatError(f"{spath}: truncated: the file is {size} bytes, a .qbin preamble alone is {PREAMBLE_SIZE}")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        header_len, data_offset, data_len, hcrc, dcrc = read_preamble(spath, mm, size)
+        raw = mm[PREAMBLE_SIZE:PREAMBLE_SIZE + header_len]
+        if _core.crc32c(raw) != hcrc:
+            raise FormatError(f"{spath}: header checksum mismatch: the file is corrupted")
+        graph, hdr, spans = parse_header(spath, raw, data_len)
+        if verify:
+            if hasattr(mmap, "MADV_POPULATE_READ"):
+                try:  # fault the pages in one call instead of one fault per 4 KiB
+                    mm.madvise(mmap.MADV_POPULATE_READ, data_offset - data_offset % mmap.PAGESIZE)
+                except OSError:
+                    pass
+            if _core.crc32c(memoryview(mm)[data_offset:]) != dcrc:
+                raise FormatError(f"{spath}: data checksum mismatch: the file is corrupted")
+        for name, t in graph.tensors.items():
+            off, nbytes = spans[name]
+            t.data = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=data_offset + off)
+            if t.encoding == "raw":
+                t.data = t.data.view(DTYPES[t.dtype])
+            else:
+                t.data = t.data.view(np.float32) if nbytes % 4 == 0 else t.data
+        return LoadedFile(spath, graph, hdr, mm, size)
+    except BaseException:
+        try:
+            mm.close()
+        except BufferError:
+            pass
+        raise

@@ -1,0 +1,328 @@
+"""ONNX importer: an ``onnx.ModelProto`` (or a path) to a lowbit ``Graph``.
+
+Each supported op has a small handler that emits lowbit IR nodes. Every
+unsupported op in the model is collected first and reported in one
+``UnsupportedOpError``. ``onnx`` is imported lazily (it is an optional extra).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ir import Graph, Node, Tensor, ValueInfo
+
+MIN_OPSET, MAX_OPSET = 11, 23
+MAX_GRAPH_NODES = 1 << 20
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        from onnx import numpy_helper  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("importing ONNX models needs the 'onnx' package: pip install 'lowbit[onnx]'") from None
+    import onnx
+    return onnx
+
+
+class _Ctx:
+    """State of one import: the graph being built and the ONNX opset."""
+
+    def __init__(self, opset: int):
+        self.opset = opset
+        self.nodes: list[Node] = []
+        self.tensors: dict[str, Tensor] = {}
+        self._names: set[str] = set()
+
+    def const(self, name: str) -> np.ndarray | None:
+        t = self.tensors.get(name)
+        return None if t is None else t.array()
+
+    def add_const(self, base: str, arr: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.tensors[name] = Tensor.from_array(name, arr)
+        return name
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names or name in self.tensors:
+            name = f"{base}_{k}"
+            k += 1
+        self._names.add(name)
+        return name
+
+    def emit(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs: Any) -> None:
+        self.nodes.append(Node(op, list(inputs), list(outputs), attrs, name))
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    import onnx
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _float_array(ctx: _Ctx, name: str, what: str) -> np.ndarray:
+    arr = ctx.const(name)
+    if arr is None:
+        raise ValueError(f"{what}: expected a constant, '{name}' is computed at run time")
+    return arr
+
+
+# -- handlers: (ctx, node, attrs, inputs, outputs) -> None --------------------
+
+def _h_matmul(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    w = ctx.const(ins[1])
+    if w is not None and w.ndim == 2 and w.dtype == np.float32 and ctx.const(ins[0]) is None:
+        wname = ctx.add_const(f"{node.name or outs[0]}.weight", w)
+        ctx.emit("Dense", [ins[0], wname], outs, node.name, activation=0)
+    else:
+        ctx.emit("MatMul", ins[:2], outs, node.name)
+
+
+def _h_gemm(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    trans_a, trans_b = int(a.get("transA", 0)), int(a.get("transB", 0))
+    base = node.name or outs[0]
+    x = ins[0]
+    if trans_a:
+        t = ctx.fresh(f"{base}.At")
+        ctx.emit("Transpose", [x], [t], f"{base}/transA", perm=[1, 0])
+        x = t
+    c_name = ins[2] if len(ins) > 2 and ins[2] else None
+    w = ctx.const(ins[1])
+    if w is not None and w.ndim == 2:
+        w = (w.T if trans_b else w) * np.float32(alpha)
+        n = w.shape[1]
+        bias = None
+        if c_name is not None:
+            c = ctx.const(c_name)
+            if c is not None and c.size in (1, n) and (c.ndim <= 1 or (c.ndim == 2 and c.shape[0] == 1 and c.size == n)
+                                                       or c.size == 1):
+                bias = np.broadcast_to(c.reshape(-1) * np.float32(beta), (n,)).astype(np.float32)
+        wname = ctx.add_const(f"{base}.weight", np.ascontiguousarray(w, dtype=np.float32))
+        inputs = [x, wname]
+        if bias is not None:
+            inputs.append(ctx.add_const(f"{base}.bias", bias))
+        if c_name is not None and bias is None:
+            y = ctx.fresh(f"{base}.ab")
+            ctx.emit("Dense", inputs, [y], base, activation=0)
+            cc = c_name
+            if beta != 1.0:
+                cc = ctx.fresh(f"{base}.betaC")
+                ctx.emit("Mul", [c_name, ctx.add_const(f"{base}.beta", np.float32(beta))], [cc], f"{base}/beta")
+            ctx.emit("Add", [y, cc], outs, f"{base}/addC")
+        else:
+            ctx.emit("Dense", inputs, outs, base, activation=0)
+        return
+    b = ins[1]
+    if trans_b:
+        t = ctx.fresh(f"{base}.Bt")
+        ctx.emit("Transpose", [b], [t], f"{base}/transB", perm=[1, 0])
+        b = t
+    y = ctx.fresh(f"{base}.ab") if (alpha != 1.0 or c_name) else outs[0]
+    ctx.emit("MatMul", [x, b], [y], base)
+    if alpha != 1.0:
+        y2 = ctx.fresh(f"{base}.alpha") if c_name else outs[0]
+        ctx.emit("Mul", [y, ctx.add_const(f"{base}.alpha_c", np.float32(alpha))], [y2], f"{base}/alpha")
+        y = y2
+    if c_name:
+        cc = c_name
+        if beta != 1.0:
+            cc = ctx.fresh(f"{base}.betaC")
+            ctx.emit("Mul", [c_name, ctx.add_const(f"{base}.beta", np.float32(beta))], [cc], f"{base}/beta")
+        ctx.emit("Add", [y, cc], outs, f"{base}/addC")
+
+
+def _simple(op: str) -> Callable:
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        ctx.emit(op, ins, outs[:1], node.name)
+    return h
+
+
+def _h_gelu(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    approx = a.get("approximate", b"none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    if approx != "none":
+        raise UnsupportedOpError(f"Gelu(approximate='{approx}') is not supported (node '{node.name}')",
+                                 {"Gelu(approximate=tanh)": [node.name]}, ctx.opset)
+    ctx.emit("Gelu", ins[:1], outs[:1], node.name)
+
+
+def _h_softmax(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    if ctx.opset >= 13:
+        ctx.emit("Softmax", ins[:1], outs[:1], node.name, axis=int(a.get("axis", -1)), legacy=0)
+    else:  # before opset 13, Softmax normalizes over all axes from `axis` on
+        ctx.emit("Softmax", ins[:1], outs[:1], node.name, axis=int(a.get("axis", 1)), legacy=1)
+
+
+def _h_layernorm(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    ctx.emit("LayerNormalization", ins[:3], [o for o in outs if o] if all(outs) else outs[:1], node.name,
+             axis=int(a.get("axis", -1)), epsilon=float(a.get("epsilon", 1e-5)))
+
+
+def _h_reshape(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    shape = _float_array(ctx, ins[1], f"Reshape '{node.name}' shape")
+    ctx.emit("Reshape", ins[:1], outs, node.name, shape=[int(s) for s in shape.reshape(-1)],
+             allowzero=int(a.get("allowzero", 0)))
+
+
+def _h_flatten(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    ctx.emit("Flatten", ins[:1], outs, node.name, axis=int(a.get("axis", 1)))
+
+
+def _h_transpose(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    attrs = {"perm": [int(p) for p in a["perm"]]} if "perm" in a else {}
+    ctx.emit("Transpose", ins[:1], outs, node.name, **attrs)
+
+
+def _h_constant(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    from onnx import numpy_helper
+    if "value" in a:
+        arr = numpy_helper.to_array(a["value"])
+    elif "value_float" in a:
+        arr = np.array(a["value_float"], np.float32)
+    elif "value_floats" in a:
+        arr = np.array(a["value_floats"], np.float32)
+    elif "value_int" in a:
+        arr = np.array(a["value_int"], np.int64)
+    elif "value_ints" in a:
+        arr = np.array(a["value_ints"], np.int64)
+    else:
+        raise UnsupportedOpError(f"Constant node '{node.name}' uses an unsupported value attribute",
+                                 {"Constant(sparse/string)": [node.name]}, ctx.opset)
+    ctx.tensors[outs[0]] = Tensor.from_array(outs[0], arr)
+    ctx._names.add(outs[0])
+
+
+HANDLERS: dict[str, Callable] = {
+    "MatMul": _h_matmul,
+    "Gemm": _h_gemm,
+    "Add": _simple("Add"), "Sub": _simple("Sub"), "Mul": _simple("Mul"), "Div": _simple("Div"),
+    "Pow": _simple("Pow"),
+    "Relu": _simple("Relu"), "Sigmoid": _simple("Sigmoid"), "Tanh": _simple("Tanh"),
+    "Erf": _simple("Erf"), "Sqrt": _simple("Sqrt"), "Reciprocal": _simple("Reciprocal"),
+    "Exp": _simple("Exp"), "Neg": _simple("Neg"), "Abs": _simple("Abs"),
+    "Identity": _simple("Identity"),
+    "Gelu": _h_gelu,
+    "Softmax": _h_softmax,
+    "LayerNormalization": _h_layernorm,
+    "Reshape": _h_reshape,
+    "Flatten": _h_flatten,
+    "Transpose": _h_transpose,
+    "Constant": _h_constant,
+}
+
+_ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 3: "int8", 2: "uint8"}
+
+
+def supported_ops() -> list[str]:
+    """The ONNX operators (default domain) this importer handles."""
+    return sorted(HANDLERS)
+
+
+def _safe_external_data(model: Any, base_dir: str) -> None:
+    """Loads external tensor data only from files inside the model's folder."""
+    from onnx import external_data_helper
+
+    root = os.path.realpath(base_dir)
+    for t in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(t):
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        full = os.path.realpath(os.path.join(root, loc))
+        if os.path.isabs(loc) or ".." in loc.replace("\\", "/").split("/") or os.path.commonpath([root, full]) != root:
+            raise ValueError(f"tensor '{t.name}': external data location {loc!r} points outside the model folder")
+        if not os.path.isfile(full):
+            raise ValueError(f"tensor '{t.name}': external data file {loc!r} not found next to the model")
+    external_data_helper.load_external_data_for_model(model, root)
+
+
+def load_model(src: Any) -> Any:
+    onnx = _require_onnx()
+    if isinstance(src, onnx.ModelProto):
+        return src
+    path = os.fspath(src)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf raises its own DecodeError types
+        raise ValueError(f"{path}: not a readable ONNX model: {e}") from None
+    _safe_external_data(model, os.path.dirname(os.path.abspath(path)))
+    return model
+
+
+def import_onnx(src: Any) -> Graph:
+    """Imports an ONNX model (path or ModelProto) into a lowbit Graph."""
+    onnx = _require_onnx()
+    from onnx import numpy_helper
+
+    model = load_model(src)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise ValueError("the ONNX model does not import the default opset")
+    if not (MIN_OPSET <= opset <= MAX_OPSET):
+        raise UnsupportedOpError(f"ONNX opset {opset} is not supported (lowbit imports opsets {MIN_OPSET} to {MAX_OPSET})",
+                                 {}, opset)
+    g = model.graph
+    if len(g.node) > MAX_GRAPH_NODES:
+        raise ValueError(f"the ONNX graph has {len(g.node)} nodes (cap {MAX_GRAPH_NODES})")
+
+    unsupported: dict[str, list[str]] = {}
+    for n in g.node:
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        if n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS:
+            unsupported.setdefault(key, []).append(n.name or "(unnamed)")
+    if unsupported:
+        parts = [f"{op} (node{'s' if len(ns) > 1 else ''} {', '.join(repr(x) for x in ns[:5])}"
+                 f"{', ...' if len(ns) > 5 else ''})" for op, ns in sorted(unsupported.items())]
+        raise UnsupportedOpError(f"unsupported ONNX op{'s' if len(parts) > 1 else ''} at opset {opset}: "
+                                 + "; ".join(parts), unsupported, opset)
+
+    ctx = _Ctx(opset)
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        ctx.tensors[init.name] = Tensor.from_array(init.name, arr)
+        ctx._names.add(init.name)
+
+    def value_info(vi: Any) -> ValueInfo:
+        tt = vi.type.tensor_type
+        dt = _ONNX_DTYPES.get(tt.elem_type)
+        if dt != "float32":
+            raise UnsupportedOpError(f"graph value '{vi.name}' has ONNX element type {tt.elem_type}; "
+                                     "this lowbit version runs float32 inputs and outputs", {}, opset)
+        dims: list[Any] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(str(d.dim_param))
+            else:
+                dims.append(None)
+        return ValueInfo(vi.name, dt, tuple(dims))
+
+    inputs = [value_info(v) for v in g.input if v.name not in ctx.tensors]
+    outputs = [value_info(v) for v in g.output]
+    for v in inputs:
+        ctx._names.add(v.name)
+    for n in g.node:
+        for o in n.output:
+            ctx._names.add(o)
+    for i, n in enumerate(g.node):
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+        ins = list(n.input)
+        outs = list(n.output)
+        HANDLERS[n.op_type](ctx, n, _attrs(n), ins, outs)
+    src_bytes = sum(int(np.prod(i.dims, dtype=np.int64)) * 4 for i in g.initializer if i.data_type == 1)
+    graph = Graph(inputs, outputs, ctx.nodes, ctx.tensors,
+                  {"source": "onnx", "opset": opset, "producer_name": model.producer_name,
+                   "source_weight_bytes": src_bytes})
+    graph.check()
+    return graph

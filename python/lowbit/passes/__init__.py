@@ -1,0 +1,41 @@
+"""Graph rewrites. Each pass is a small function ``Graph -> Graph`` with a
+docstring saying what it rewrites; ``DEFAULT_PIPELINE`` is the order convert
+uses, and ``run_passes`` applies a list of them."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from ..ir import Graph
+from .cleanup import eliminate_dead_code, eliminate_identity
+from .fold import fold_constants
+from .fuse import fuse_dense_activation, fuse_dense_bias, fuse_gelu
+from .pack import check_runtime_dtypes, pack_dense_weights
+
+Pass = Callable[[Graph], Graph]
+
+DEFAULT_PIPELINE: list[Pass] = [
+    fold_constants,
+    eliminate_identity,
+    fuse_gelu,
+    fuse_dense_bias,
+    fuse_dense_activation,
+    eliminate_dead_code,
+    check_runtime_dtypes,
+    pack_dense_weights,
+]
+
+
+def run_passes(graph: Graph, passes: Iterable[Pass] = DEFAULT_PIPELINE) -> tuple[Graph, list[str]]:
+    """Applies ``passes`` in order; returns the graph and the names of the passes run."""
+    done = []
+    for p in passes:
+        graph = p(graph)
+        graph.check()
+        done.append(p.__name__)
+    return graph, done
+
+
+__all__ = ["DEFAULT_PIPELINE", "run_passes", "fold_constants", "eliminate_identity", "fuse_gelu",
+           "fuse_dense_bias", "fuse_dense_activation", "eliminate_dead_code", "check_runtime_dtypes",
+           "pack_dense_weights"]

@@ -1,0 +1,145 @@
+"""Fusions: the GELU erf pattern into one op, and bias / activation into Dense."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir import Graph, Node
+
+
+def _scalar(graph: Graph, name: str) -> float | None:
+    arr = graph.const(name)
+    if arr is None or arr.size != 1 or arr.dtype != np.float32:
+        return None
+    return float(arr.reshape(-1)[0])
+
+
+def _other(node: Node, name: str) -> str | None:
+    """The other input of a binary node, given one of them."""
+    if len(node.inputs) != 2:
+        return None
+    if node.inputs[0] == name:
+        return node.inputs[1]
+    if node.inputs[1] == name:
+        return node.inputs[0]
+    return None
+
+
+def _close(v: float | None, want: float, rtol: float = 1e-3) -> bool:
+    return v is not None and abs(v - want) <= rtol * abs(want)
+
+
+def fuse_gelu(graph: Graph) -> Graph:
+    """Rewrites the exact-GELU subgraph that exporters emit,
+    ``0.5 * x * (1 + erf(x / sqrt(2)))`` (with x / sqrt(2) written as a Div or a
+    Mul by 1/sqrt(2), and the 0.5 applied to x first or to the product last),
+    into one ``Gelu(x)`` node. Intermediates read elsewhere block the rewrite."""
+    prod = graph.producers()
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    remove: set[int] = set()
+    replace: dict[int, Node] = {}
+
+    def sole(name: str) -> Node | None:
+        c = cons.get(name, [])
+        return c[0] if len(c) == 1 and name not in outputs else None
+
+    for erf in graph.nodes:
+        if erf.op != "Erf":
+            continue
+        scale = prod.get(erf.inputs[0])
+        if scale is None or scale.op not in ("Div", "Mul") or sole(scale.outputs[0]) is not erf:
+            continue
+        x = scale.inputs[0]
+        c = _scalar(graph, scale.inputs[1])
+        if scale.op == "Mul" and c is None:  # constant may come first in a Mul
+            x, c = scale.inputs[1], _scalar(graph, scale.inputs[0])
+        if not (_close(c, math.sqrt(2)) if scale.op == "Div" else _close(c, 1 / math.sqrt(2))):
+            continue
+        add = sole(erf.outputs[0])
+        if add is None or add.op != "Add" or not _close(_scalar(graph, _other(add, erf.outputs[0]) or ""), 1.0):
+            continue
+        mul = sole(add.outputs[0])
+        if mul is None or mul.op != "Mul":
+            continue
+        other = _other(mul, add.outputs[0])
+        chain = [scale, erf, add, mul]
+        if other == x:  # (x * (1 + erf)) * 0.5
+            half = sole(mul.outputs[0])
+            if half is None or half.op != "Mul" or not _close(_scalar(graph, _other(half, mul.outputs[0]) or ""), 0.5):
+                continue
+            chain.append(half)
+            last = half
+        else:  # (x * 0.5) * (1 + erf)
+            pre = prod.get(other or "")
+            if pre is None or pre.op != "Mul" or sole(pre.outputs[0]) is not mul:
+                continue
+            if _other(pre, x) is None or not _close(_scalar(graph, _other(pre, x) or ""), 0.5):
+                continue
+            chain.append(pre)
+            last = mul
+        ids = [graph.nodes.index(n) for n in chain]
+        if any(i in remove for i in ids):
+            continue
+        remove.update(ids)
+        replace[graph.nodes.index(last)] = Node("Gelu", [x], list(last.outputs), {}, erf.name + "/gelu")
+    graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove or i in replace]
+    return graph
+
+
+def fuse_dense_bias(graph: Graph) -> Graph:
+    """Folds ``Add(Dense(x, W), b)`` into ``Dense(x, W, b)`` when b is a float32
+    constant with N elements broadcasting along the last axis and the Dense
+    output is read only by that Add."""
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    removed: set[int] = set()
+    by_out = {n.outputs[0]: n for n in graph.nodes if n.op == "Dense"}
+    for idx, add in enumerate(graph.nodes):
+        if add.op != "Add" or len(add.inputs) != 2:
+            continue
+        for dense_in, b_in in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+            d = by_out.get(dense_in)
+            b = graph.const(b_in)
+            if d is None or b is None or len(d.inputs) > 2 or d.attrs.get("activation", 0):
+                continue
+            n_out = graph.tensors[d.inputs[1]].shape[1]
+            if b.dtype != np.float32 or b.size != n_out or any(s != 1 for s in b.shape[:-1]) or \
+                    (b.ndim and b.shape[-1] != n_out):
+                continue
+            if len(cons.get(dense_in, [])) != 1 or dense_in in outputs:
+                continue
+            bname = graph.unique_name(f"{d.name}.bias")
+            graph.tensors[bname] = graph.tensors[b_in].__class__.from_array(bname, b.reshape(-1))
+            d.inputs.append(bname)
+            d.outputs = list(add.outputs)
+            removed.add(idx)
+            break
+    graph.nodes = [n for i, n in enumerate(graph.nodes) if i not in removed]
+    return graph
+
+
+_ACTS = {"Relu": 1, "Gelu": 2}
+
+
+def fuse_dense_activation(graph: Graph) -> Graph:
+    """Folds a Relu or Gelu that is the only reader of a Dense output into the
+    Dense node (the GEMM applies it while the tile is still in registers)."""
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    removed: set[int] = set()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    for d in graph.nodes:
+        if d.op != "Dense" or d.attrs.get("activation", 0):
+            continue
+        c = cons.get(d.outputs[0], [])
+        if len(c) != 1 or c[0].op not in _ACTS or d.outputs[0] in outputs:
+            continue
+        act = c[0]
+        d.attrs["activation"] = _ACTS[act.op]
+        d.outputs = list(act.outputs)
+        removed.add(index[id(act)])
+    graph.nodes = [n for i, n in enumerate(graph.nodes) if i not in removed]
+    return graph
