@@ -115,7 +115,7 @@ class Model:
             if isinstance(exp, int) and got != exp:
                 raise ValueError(f"input '{spec.name}': expected shape {spec.shape_str()}, got {_fmt_shape(arr.shape)} "
                                  f"(dimension {d} is {got}, expected {exp})")
-        return np.ascontiguousarray(arr)
+        return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
     def run(self, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
         specs = self.graph.inputs

@@ -13,14 +13,38 @@ namespace avx512 {
 namespace {
 
 constexpr int64_t kMR = 12;   // rows per register tile (12 x 32 -> 24 zmm accumulators)
-constexpr int64_t kKC = 384;  // K block; partial sums go through C exactly in fp32
-constexpr int64_t kNC = 512;  // N block: kKC x kNC of packed B (768 KB) stays in L2
+constexpr int64_t kKC = 768;  // max K block; partial sums go through C exactly in fp32
+constexpr int64_t kL2Budget = 512 * 1024;  // bytes of packed B per (K block x N block), kept in L2
+constexpr int64_t kMaxNC = 2048;
+constexpr int64_t kABufStride = kKC + 64;  // floats per row of the stack copy of A (stride padding)
 constexpr int64_t kGemvMaxRows = 4;
 constexpr int64_t kPf = 1024;  // small-M path: prefetch distance in bytes along each panel
 
 inline __mmask16 TailMask(int64_t n) {
   if (n <= 0) return 0;
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// True when the rows of A (stride ld floats) would crowd one L1 set (8-way, 4 KB period).
+inline bool RowsAlias(int64_t ld, int64_t rows) {
+  int cnt[64] = {0};
+  for (int64_t r = 0; r < rows; ++r)
+    if (++cnt[((r * ld * 4) >> 6) & 63] > 4) return true;
+  return false;
+}
+
+// Copies rows x kc of A into dst (row stride ldp).
+void CopyRows(const float* A, int64_t lda, int64_t rows, int64_t kc, float* dst, int64_t ldp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = A + r * lda;
+    float* d = dst + r * ldp;
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(d + k, _mm512_loadu_ps(s + k));
+    if (k < kc) {
+      const __mmask16 m = TailMask(kc - k);
+      _mm512_mask_storeu_ps(d + k, m, _mm512_maskz_loadu_ps(m, s + k));
+    }
+  }
 }
 
 // ---- GELU, evaluated in double so the result is within ~1 ulp of the double reference. ----
@@ -260,16 +284,27 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
   const int64_t bs = K * 16;
   const bool relu = g.act == Activation::kRelu;
   const bool gelu = g.act == Activation::kGelu;
+  // Balanced K blocks of at most kKC and an N block sized so kc x nc of packed B fits the L2 budget.
+  const int64_t nkb = K > kKC ? (K + kKC - 1) / kKC : 1;
+  const int64_t kcb = (K + nkb - 1) / nkb;
+  int64_t nc = kcb > 0 ? kL2Budget / (kcb * 4) / 32 * 32 : kMaxNC;
+  nc = nc < 32 ? 32 : (nc > kMaxNC ? kMaxNC : nc);
   // Balanced row tiles: ceil(rows/12) tiles whose heights differ by at most one (>= 5 rows each).
   const int64_t ntiles = (rows + kMR - 1) / kMR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;
-  for (int64_t jc = n0; jc < n1; jc += kNC) {
-    const int64_t jend = jc + kNC < n1 ? jc + kNC : n1;
+  // A rows are read in place unless their stride piles them into a few L1 sets (lda*4 near a
+  // multiple of 4 KB); then each row tile's K block is copied to a stack buffer with a safe stride.
+  const bool copy_a = RowsAlias(g.lda, base + (extra ? 1 : 0));
+  int64_t ldp = (kcb + 15) / 16 * 16;
+  while (RowsAlias(ldp, kMR)) ldp += 16;
+  alignas(64) float abuf[kMR * kABufStride];
+  for (int64_t jc = n0; jc < n1; jc += nc) {
+    const int64_t jend = jc + nc < n1 ? jc + nc : n1;
     int64_t pc = 0;
     do {
-      const int64_t kc = K - pc < kKC ? K - pc : kKC;
+      const int64_t kc = K - pc < kcb ? K - pc : kcb;
       TileArgs t;
-      t.lda = g.lda;
+      t.lda = copy_a ? ldp : g.lda;
       t.bstride = bs;
       t.kc = kc;
       t.ldc = g.ldc;
@@ -279,7 +314,12 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
-        t.A = g.A + m * g.lda + pc;
+        if (copy_a) {
+          CopyRows(g.A + m * g.lda + pc, g.lda, mr, kc, abuf, ldp);
+          t.A = abuf;
+        } else {
+          t.A = g.A + m * g.lda + pc;
+        }
         for (int64_t jr = jc; jr < jend; jr += 32) {
           const int64_t w = jend - jr < 32 ? jend - jr : 32;
           t.B = g.Bp + (jr / 16) * bs + pc * 16;
