@@ -1,0 +1,37 @@
+"""Shared machinery for the benches: peers built in the same process, results
+collected per session and written to bench/results/<suite>.json for docs/."""
+
+import json
+import os
+import platform
+
+import pytest
+
+import lowbit
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+_results: dict = {}
+
+
+def record(suite: str, key: str, value) -> None:
+    _results.setdefault(suite, {})[key] = value
+
+
+def recorded(suite: str) -> dict:
+    return _results.get(suite, {})
+
+
+def machine() -> dict:
+    info = lowbit.cpu_info()
+    return {"isa": info["isa"], "vendor": info["vendor"], "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _write_results():
+    yield
+    if not _results:
+        return
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    for suite, data in _results.items():
+        with open(os.path.join(RESULTS_DIR, f"{suite}.json"), "w") as f:
+            json.dump({"machine": machine(), "results": data}, f, indent=2, sort_keys=True)
