@@ -104,6 +104,8 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
   for (int v : inputs_) {
     check_id(v, "graph input");
     if (values_[v].is_const) throw std::invalid_argument("graph input '" + values_[v].name + "' is a constant");
+    if (values_[v].dtype != DType::kF32)
+      throw std::invalid_argument("graph input '" + values_[v].name + "' is " + dtype_name(values_[v].dtype) + ", expected float32");
     defined[v] = 1;
   }
   for (int v = 0; v < nv; ++v)
@@ -129,6 +131,22 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
       defined[v] = 1;
       producer_[v] = int(i);
     }
+    // Every run-time kernel so far reads and writes float32, and only Dense reads
+    // a packed constant (its weight); anything else in a file is rejected here so
+    // that no kernel can read a buffer as a type or layout it is not.
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      int v = n.inputs[k];
+      if (v < 0) continue;
+      const ValueSpec& vs = values_[v];
+      if (vs.dtype != DType::kF32)
+        throw std::invalid_argument(where + ": input '" + vs.name + "' is " + dtype_name(vs.dtype) + ", expected float32");
+      bool packed_ok = n.op == "Dense" && k == 1;
+      if (vs.is_const && vs.encoding != "raw" && !packed_ok)
+        throw std::invalid_argument(where + ": input '" + vs.name + "' has encoding " + vs.encoding + ", expected raw");
+    }
+    for (int v : n.outputs)
+      if (values_[v].dtype != DType::kF32)
+        throw std::invalid_argument(where + ": output '" + values_[v].name + "' is " + dtype_name(values_[v].dtype) + ", expected float32");
     auto it = registry().find(n.op);
     if (it == registry().end()) throw std::invalid_argument(where + ": unknown op '" + n.op + "'");
     ops_.push_back(it->second(n, values_));

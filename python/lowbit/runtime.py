@@ -55,6 +55,13 @@ class Model:
         except (ValueError, RuntimeError) as e:
             raise FormatError(f"{loaded.path}: the graph does not validate: {e}") from None
         self._kernels = self._engine.node_kernels()
+        # Plan once at load when every input dim is known; symbolic dims (batch,
+        # sequence) are planned on first sight of each shape and cached.
+        if all(isinstance(d, int) for v in self.graph.inputs for d in v.shape):
+            try:
+                self._engine.arena_bytes([list(v.shape) for v in self.graph.inputs])
+            except ValueError as e:
+                raise FormatError(f"{loaded.path}: the graph's shapes do not agree: {e}") from None
 
     # -- introspection -------------------------------------------------------
     @property

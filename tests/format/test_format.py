@@ -251,7 +251,8 @@ def test_engine_rejects_inconsistent_weight(tmp_path, good):
     # executor's own checks turn it into a FormatError, never a crash.
     def f(h):
         dense = next(n for n in h["graph"]["nodes"] if n["op"] == "Dense" and len(n["inputs"]) == 3)
-        dense["inputs"][2] = dense["inputs"][1]
+        ln = next(n for n in h["graph"]["nodes"] if n["op"] == "LayerNormalization")
+        dense["inputs"][2] = ln["inputs"][1]  # a raw float32 vector of the wrong length
     _expect(_mutate(tmp_path, good, f), "bias")
 
 
@@ -262,3 +263,31 @@ def test_missing_file(tmp_path):
 def test_format_error_is_value_error():
     assert issubclass(FormatError, ValueError)
     assert issubclass(lowbit.UnsupportedOpError, ValueError)
+
+
+def test_constant_dtype_a_kernel_cannot_read(tmp_path, good):
+    # a uint8 tensor where a float32 kernel reads: rejected before any kernel runs
+    def f(h):
+        ln = next(n for n in h["graph"]["nodes"] if n["op"] == "LayerNormalization")
+        t = next(t for t in h["tensors"] if t["name"] == ln["inputs"][1])
+        t.update(dtype="uint8", nbytes=t["nbytes"] // 4)
+    _expect(_mutate(tmp_path, good, f), "is uint8, expected float32")
+
+
+def test_packed_tensor_where_raw_is_read(tmp_path, good):
+    def f(h):
+        ln = next(n for n in h["graph"]["nodes"] if n["op"] == "LayerNormalization")
+        dense = next(n for n in h["graph"]["nodes"] if n["op"] == "Dense")
+        ln["inputs"][1] = dense["inputs"][1]
+    _expect(_mutate(tmp_path, good, f), "has encoding f32-n16, expected raw")
+
+
+def test_graph_io_dtype(tmp_path, good):
+    _expect(_mutate(tmp_path, good, lambda h: h["graph"]["outputs"][0].update(dtype="int8")), "expected float32")
+    _expect(_mutate(tmp_path, good, lambda h: h["graph"]["inputs"][0].update(dtype="int64"), "i.qbin"),
+            "expected float32")
+
+
+def test_static_shapes_that_disagree_fail_at_load(tmp_path, good):
+    # with every input dim known the plan is made at load, so a wrong width is caught there
+    _expect(_mutate(tmp_path, good, lambda h: h["graph"]["inputs"][0].update(shape=[2, 17])), "do not agree")
