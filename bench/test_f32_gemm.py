@@ -14,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import lowbit
+from lowbit import _core
 from lowbit.format import save
 from lowbit.ir import Graph, Node, Tensor, ValueInfo
 from lowbit.passes import pack_dense_weights
@@ -60,13 +61,21 @@ def _ort_session(blob, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("peer", ["lowbit", "onnxruntime"])
+@pytest.mark.parametrize("peer", ["lowbit", "lowbit-avx2-kernel", "onnxruntime"])
 def test_fp32_gemm(benchmark, peers, peer, shape, threads):
     model, blob, x = peers[shape]
     rounds, iters = ROUNDS[shape]
     if peer == "lowbit":
         lowbit.set_num_threads(threads)
         fn = lambda: model.run(x)  # noqa: E731
+    elif peer == "lowbit-avx2-kernel":
+        # the AVX2 kernel called directly on the same packed weights (single thread: no pool)
+        if threads != 1 or "avx2" not in lowbit.cpu_info()["supported_isas"]:
+            pytest.skip("AVX2 kernel timed at 1 thread, on CPUs that have it")
+        w = next(t for t in model.graph.tensors.values() if t.encoding == "f32-n16")
+        n = w.shape[1]
+        c = np.empty((x.shape[0], n), np.float32)
+        fn = lambda: (_core.f32_gemm("avx2", x, w.data, None, 0, n, c, 0, x.shape[0], 0, n), c)[1]  # noqa: E731
     else:
         sess = _ort_session(blob, threads)
         fn = lambda: sess.run(None, {"x": x})  # noqa: E731
@@ -79,7 +88,8 @@ def test_fp32_gemm(benchmark, peers, peer, shape, threads):
     benchmark.pedantic(fn, rounds=rounds, iterations=iters, warmup_rounds=2)
     M, K, N = SHAPES[shape]
     t = benchmark.stats.stats.min
-    record("f32_gemm", f"{peer}/{shape}/{threads}t", {"seconds": t, "gops": 2 * M * K * N / t / 1e9})
+    record("f32_gemm", f"{peer}/{shape}/{threads}t", {"seconds": t, "median_seconds": benchmark.stats.stats.median,
+                                                       "gops": 2 * M * K * N / t / 1e9})
     lowbit.set_num_threads(2)
 
 

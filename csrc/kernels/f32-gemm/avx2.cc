@@ -13,10 +13,16 @@ namespace avx2 {
 namespace {
 
 constexpr int64_t kMR = 6;    // rows per register tile (6 x 16 -> 12 ymm accumulators)
-constexpr int64_t kKC = 384;  // K block; partial sums go through C exactly in fp32
-constexpr int64_t kNC = 512;  // N block: kKC x kNC of packed B stays in L2
+constexpr int64_t kKC = 768;  // max K block; partial sums go through C exactly in fp32
+constexpr int64_t kL2Budget = 512 * 1024;  // bytes of packed B per (K block x N block), kept in L2
+constexpr int64_t kMaxNC = 2048;
+constexpr int64_t kABufStride = kKC + 64;  // floats per row of the stack copy of A (stride padding)
+constexpr int64_t kTilePf = 4096;  // register tiles: prefetch distance in bytes along the panel
 constexpr int64_t kGemvMaxRows = 4;
-constexpr int64_t kPf = 1024;  // small-M path: prefetch distance in bytes along each panel
+// Small-M path: prefetch distance in bytes along each of its P panel streams (measured: 1 KB is best
+// with 2+ streams, a lone stream needs ~8 KB to cover DRAM latency).
+template <int P>
+constexpr int64_t kPf = P >= 2 ? 1024 : 8192;
 
 // Lane masks for maskload/maskstore: 8 valid lanes of the window starting at kMaskTab + 8 - n.
 alignas(64) constexpr int32_t kMaskTab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -24,6 +30,25 @@ alignas(64) constexpr int32_t kMaskTab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0,
 inline __m256i HalfMask(int64_t n) {  // first clamp(n, 0, 8) lanes set
   n = n < 0 ? 0 : (n > 8 ? 8 : n);
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTab + 8 - n));
+}
+
+// True when the rows of A (stride ld floats) would crowd one L1 set (8-way, 4 KB period).
+inline bool RowsAlias(int64_t ld, int64_t rows) {
+  int cnt[64] = {0};
+  for (int64_t r = 0; r < rows; ++r)
+    if (++cnt[((r * ld * 4) >> 6) & 63] > 4) return true;
+  return false;
+}
+
+// Copies rows x kc of A into dst (row stride ldp).
+void CopyRows(const float* A, int64_t lda, int64_t rows, int64_t kc, float* dst, int64_t ldp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = A + r * lda;
+    float* d = dst + r * ldp;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) _mm256_storeu_ps(d + k, _mm256_loadu_ps(s + k));
+    for (; k < kc; ++k) d[k] = s[k];
+  }
 }
 
 // ---- GELU, evaluated in double so the result is within ~1 ulp of the double reference. ----
@@ -35,9 +60,7 @@ inline __m256d ExpNegPd(__m256d v) {  // exp(v) for v in [-200, 0]
   const __m256d n = _mm256_sub_pd(kd, shifter);
   __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93147180369123816490e-01), v);
   r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.90821492927058770002e-10), r);
-  __m256d p = _mm256_set1_pd(1.0 / 3628800.0);
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 362880.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 40320.0));
+  __m256d p = _mm256_set1_pd(1.0 / 40320.0);  // Taylor degree 8: |r| <= 0.347 -> error < 2e-10
   p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 5040.0));
   p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 720.0));
   p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 120.0));
@@ -52,28 +75,29 @@ inline __m256d ExpNegPd(__m256d v) {  // exp(v) for v in [-200, 0]
 }
 
 inline __m256d GeluPd(__m256d x) {
-  // erfc(u) = t * exp(P(s) - u^2), t = 2/(2+u), s = affine(t); P: degree-14 fit, |err| < 3e-11 on u in [0, 10.5].
+  // erfc(u) = t * exp(P(s) - u^2), t = 2/(2+u), s = affine(t); P: degree-12 fit, |err| < 3e-10 on u in [0, 10.5].
   const __m256d ax = _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
-  const __m256d u = _mm256_min_pd(_mm256_set1_pd(10.5), _mm256_mul_pd(ax, _mm256_set1_pd(0.70710678118654752440)));
+  const __m256d ur = _mm256_mul_pd(ax, _mm256_set1_pd(0.70710678118654752440));
+  const __m256d u = _mm256_min_pd(_mm256_set1_pd(10.5), ur);
+  // beyond u = 10.5 even |x| = FLT_MAX gives |0.5*x*erfc(u)| below half the smallest denormal: use erfc = 0
+  const __m256d big = _mm256_cmp_pd(ur, _mm256_set1_pd(10.5), _CMP_GT_OQ);
   const __m256d two = _mm256_set1_pd(2.0);
   const __m256d t = _mm256_div_pd(two, _mm256_add_pd(two, u));
   const __m256d s = _mm256_fmadd_pd(t, _mm256_set1_pd(2.380952380952381), _mm256_set1_pd(-1.380952380952381));
-  __m256d p = _mm256_set1_pd(-9.599702394164224e-07);
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-3.146861111576666e-07));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(8.958165468974536e-06));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-4.651727485427214e-06));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-4.543237976257497e-05));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(7.48354504558746e-05));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.0001545557963326634));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.0005876850311101876));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.00026750236516061727));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.003877302893832983));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.001230681035484032));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.030147671848041988));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.0167160576762038));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.5746099746326077));
+  __m256d p = _mm256_set1_pd(5.833123761120719e-06);
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-5.693706182049543e-06));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-4.151840884299431e-05));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(7.616710832354659e-05));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.00015220182689174716));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.0005885057158371344));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.00026681377194794645));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.0038775503047595154));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.001230767429959883));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.030147704097097043));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.01671606077667363));
+  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.5746099758493842));
   p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.5631567855932652));
-  const __m256d e = _mm256_mul_pd(t, ExpNegPd(_mm256_fnmadd_pd(u, u, p)));  // erfc(|x|/sqrt2)
+  const __m256d e = _mm256_andnot_pd(big, _mm256_mul_pd(t, ExpNegPd(_mm256_fnmadd_pd(u, u, p))));  // erfc(|x|/sqrt2)
   // x < 0: 0.5*x*erfc(u);  x >= 0: 0.5*x*(2 - erfc(u)) -- no cancellation on either side.
   const __m256d neg = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ);
   const __m256d f = _mm256_blendv_pd(_mm256_sub_pd(two, e), e, neg);
@@ -125,29 +149,31 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
   const bool full = t.ncols == 16;
   const __m256i m0 = HalfMask(t.ncols), m1 = HalfMask(t.ncols - 8);
   if (t.first) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   } else if (full) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       acc[r][0] = _mm256_loadu_ps(t.C + r * t.ldc);
       acc[r][1] = _mm256_loadu_ps(t.C + r * t.ldc + 8);
     }
   } else {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       acc[r][0] = _mm256_maskload_ps(t.C + r * t.ldc, m0);
       acc[r][1] = _mm256_maskload_ps(t.C + r * t.ldc + 8, m1);
     }
   }
   const float* a[MR];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) a[r] = t.A + r * t.lda;
   const float* b = t.B;
   for (int64_t k = 0; k < t.kc; ++k) {
+    // B comes from DRAM/L3 on a block's first row tile: prefetch ahead into L2 (near free when it hits L2)
+    _mm_prefetch(reinterpret_cast<const char*>(b + 16 * k) + kTilePf, _MM_HINT_T1);
     const __m256 vb0 = _mm256_loadu_ps(b + 16 * k);
     const __m256 vb1 = _mm256_loadu_ps(b + 16 * k + 8);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m256 va = _mm256_broadcast_ss(a[r] + k);
       acc[r][0] = _mm256_fmadd_ps(va, vb0, acc[r][0]);
@@ -155,20 +181,20 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
     }
   }
   if (t.last) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       acc[r][0] = BiasRelu(acc[r][0], t.bias, m0, full, t.relu);
       acc[r][1] = BiasRelu(acc[r][1], t.bias == nullptr ? nullptr : t.bias + 8, m1, full, t.relu);
     }
   }
   if (full) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       _mm256_storeu_ps(t.C + r * t.ldc, acc[r][0]);
       _mm256_storeu_ps(t.C + r * t.ldc + 8, acc[r][1]);
     }
   } else {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       _mm256_maskstore_ps(t.C + r * t.ldc, m0, acc[r][0]);
       _mm256_maskstore_ps(t.C + r * t.ldc + 8, m1, acc[r][1]);
@@ -195,37 +221,37 @@ __attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64
   const float* B = g.Bp + (nb / 16) * K * 16;
   const int64_t bs = K * 16;
   __m256 acc[M][2 * P];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
   for (int m = 0; m < M; ++m)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < 2 * P; ++p) acc[m][p] = _mm256_setzero_ps();
   const float* a[M];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
   for (int m = 0; m < M; ++m) a[m] = g.A + (m0 + m) * g.lda;
   for (int64_t k = 0; k < K; ++k) {
     __m256 vb[2 * P];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-      // one 64-byte line per panel per k: prefetch each panel's line kPf bytes ahead
-      _mm_prefetch(reinterpret_cast<const char*>(B + p * bs + 16 * k) + kPf, _MM_HINT_T0);
+      // one 64-byte line per panel per k: prefetch it kPf<P> bytes ahead into L2 (T1 beat T0/none here)
+      _mm_prefetch(reinterpret_cast<const char*>(B + p * bs + 16 * k) + kPf<P>, _MM_HINT_T1);
       vb[2 * p] = _mm256_loadu_ps(B + p * bs + 16 * k);
       vb[2 * p + 1] = _mm256_loadu_ps(B + p * bs + 16 * k + 8);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       const __m256 va = _mm256_broadcast_ss(a[m] + k);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int p = 0; p < 2 * P; ++p) acc[m][p] = _mm256_fmadd_ps(va, vb[p], acc[m][p]);
     }
   }
   const bool relu = g.act == Activation::kRelu;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int h = 0; h < 2 * P; ++h) {
     const int64_t valid = ncols - 8 * h;
     const bool full = valid >= 8;
     const __m256i mk = HalfMask(valid);
     const float* bias = g.bias == nullptr ? nullptr : g.bias + nb + 8 * h;
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       float* c = g.C + (m0 + m) * g.ldc + nb + 8 * h;
       const __m256 y = BiasRelu(acc[m][h], bias, mk, full, relu);
@@ -255,7 +281,7 @@ void GemvRows(const F32GemmArgs& g, int64_t m0, int64_t n0, int64_t n1) {
 void Gemv(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   switch (m1 - m0) {
     case 1: GemvRows<1, 4>(g, m0, n0, n1); break;
-    case 2: GemvRows<2, 2>(g, m0, n0, n1); break;
+    case 2: GemvRows<2, 3>(g, m0, n0, n1); break;
     case 3: GemvRows<3, 2>(g, m0, n0, n1); break;
     default: GemvRows<4, 1>(g, m0, n0, n1); break;
   }
@@ -274,16 +300,27 @@ void f32_gemm_6x16__avx2(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n
   const int64_t bs = K * 16;
   const bool relu = g.act == Activation::kRelu;
   const bool gelu = g.act == Activation::kGelu;
+  // Balanced K blocks of at most kKC and an N block sized so kc x nc of packed B fits the L2 budget.
+  const int64_t nkb = K > kKC ? (K + kKC - 1) / kKC : 1;
+  const int64_t kcb = (K + nkb - 1) / nkb;
+  int64_t nc = kcb > 0 ? kL2Budget / (kcb * 4) / 16 * 16 : kMaxNC;
+  nc = nc < 16 ? 16 : (nc > kMaxNC ? kMaxNC : nc);
   // Balanced row tiles: ceil(rows/6) tiles whose heights differ by at most one.
   const int64_t ntiles = (rows + kMR - 1) / kMR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;
-  for (int64_t jc = n0; jc < n1; jc += kNC) {
-    const int64_t jend = jc + kNC < n1 ? jc + kNC : n1;
+  // A rows are read in place unless their stride piles them into a few L1 sets (lda*4 near a
+  // multiple of 4 KB); then each row tile's K block is copied to a stack buffer with a safe stride.
+  const bool copy_a = RowsAlias(g.lda, base + (extra ? 1 : 0));
+  int64_t ldp = (kcb + 15) / 16 * 16;
+  while (ldp + 16 <= kABufStride && RowsAlias(ldp, kMR)) ldp += 16;
+  alignas(64) float abuf[kMR * kABufStride];
+  for (int64_t jc = n0; jc < n1; jc += nc) {
+    const int64_t jend = jc + nc < n1 ? jc + nc : n1;
     int64_t pc = 0;
     do {
-      const int64_t kc = K - pc < kKC ? K - pc : kKC;
+      const int64_t kc = K - pc < kcb ? K - pc : kcb;
       TileArgs t;
-      t.lda = g.lda;
+      t.lda = copy_a ? ldp : g.lda;
       t.kc = kc;
       t.ldc = g.ldc;
       t.first = pc == 0;
@@ -292,7 +329,12 @@ void f32_gemm_6x16__avx2(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
-        t.A = g.A + m * g.lda + pc;
+        if (copy_a) {
+          CopyRows(g.A + m * g.lda + pc, g.lda, mr, kc, abuf, ldp);
+          t.A = abuf;
+        } else {
+          t.A = g.A + m * g.lda + pc;
+        }
         for (int64_t jr = jc; jr < jend; jr += 16) {
           t.ncols = jend - jr < 16 ? jend - jr : 16;
           t.B = g.Bp + (jr / 16) * bs + pc * 16;

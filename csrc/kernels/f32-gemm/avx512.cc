@@ -4,6 +4,10 @@
 // Every output follows the contract chain acc = fma(A[m,k], B[k,n], acc), k = 0..K-1, from 0;
 // K blocks store the fp32 partial sum to C and reload it, bias and activation come after the
 // last block. Tiles, edges and the small-M path differ only in which outputs run side by side.
+// GCC 12's AVX-512 headers self-initialise _mm512_undefined_*(): silence its -Wmaybe-uninitialized false positives.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include "f32_gemm.h"
@@ -17,8 +21,12 @@ constexpr int64_t kKC = 768;  // max K block; partial sums go through C exactly 
 constexpr int64_t kL2Budget = 512 * 1024;  // bytes of packed B per (K block x N block), kept in L2
 constexpr int64_t kMaxNC = 2048;
 constexpr int64_t kABufStride = kKC + 64;  // floats per row of the stack copy of A (stride padding)
-constexpr int64_t kGemvMaxRows = 4;
-constexpr int64_t kPf = 1024;  // small-M path: prefetch distance in bytes along each panel
+constexpr int64_t kGemvMaxRows = 6;  // rows 1..6 take the small-M path, more go to register tiles
+// Small-M path: prefetch distance in bytes along each of its P panel streams (measured: 1 KB is best
+// with 2+ streams, a lone stream needs ~8 KB to cover DRAM latency).
+template <int P>
+constexpr int64_t kPf = P >= 2 ? 1024 : 8192;
+constexpr int64_t kTilePf = 2048;  // register tiles: prefetch distance in bytes along each panel
 
 inline __mmask16 TailMask(int64_t n) {
   if (n <= 0) return 0;
@@ -55,9 +63,7 @@ inline __m512d ExpNegPd(__m512d v) {  // exp(v) for v in [-200, 0]
   const __m512d n = _mm512_sub_pd(kd, shifter);
   __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(6.93147180369123816490e-01), v);
   r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10), r);
-  __m512d p = _mm512_set1_pd(1.0 / 3628800.0);
-  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 362880.0));
-  p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 40320.0));
+  __m512d p = _mm512_set1_pd(1.0 / 40320.0);  // Taylor degree 8: |r| <= 0.347 -> error < 2e-10
   p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 5040.0));
   p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 720.0));
   p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 120.0));
@@ -72,27 +78,28 @@ inline __m512d ExpNegPd(__m512d v) {  // exp(v) for v in [-200, 0]
 }
 
 inline __m512d GeluPd(__m512d x) {
-  // erfc(u) = t * exp(P(s) - u^2), t = 2/(2+u), s = affine(t); P: degree-14 fit, |err| < 3e-11 on u in [0, 10.5].
-  const __m512d u = _mm512_min_pd(_mm512_set1_pd(10.5), _mm512_mul_pd(_mm512_abs_pd(x), _mm512_set1_pd(0.70710678118654752440)));
+  // erfc(u) = t * exp(P(s) - u^2), t = 2/(2+u), s = affine(t); P: degree-12 fit, |err| < 3e-10 on u in [0, 10.5].
+  const __m512d ur = _mm512_mul_pd(_mm512_abs_pd(x), _mm512_set1_pd(0.70710678118654752440));
+  const __m512d u = _mm512_min_pd(_mm512_set1_pd(10.5), ur);
+  // beyond u = 10.5 even |x| = FLT_MAX gives |0.5*x*erfc(u)| below half the smallest denormal: use erfc = 0
+  const __mmask8 big = _mm512_cmp_pd_mask(ur, _mm512_set1_pd(10.5), _CMP_GT_OQ);
   const __m512d two = _mm512_set1_pd(2.0);
   const __m512d t = _mm512_div_pd(two, _mm512_add_pd(two, u));
   const __m512d s = _mm512_fmadd_pd(t, _mm512_set1_pd(2.380952380952381), _mm512_set1_pd(-1.380952380952381));
-  __m512d p = _mm512_set1_pd(-9.599702394164224e-07);
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-3.146861111576666e-07));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(8.958165468974536e-06));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-4.651727485427214e-06));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-4.543237976257497e-05));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(7.48354504558746e-05));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.0001545557963326634));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.0005876850311101876));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.00026750236516061727));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.003877302893832983));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.001230681035484032));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.030147671848041988));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.0167160576762038));
-  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.5746099746326077));
+  __m512d p = _mm512_set1_pd(5.833123761120719e-06);
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-5.693706182049543e-06));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-4.151840884299431e-05));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(7.616710832354659e-05));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.00015220182689174716));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.0005885057158371344));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.00026681377194794645));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.0038775503047595154));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.001230767429959883));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.030147704097097043));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.01671606077667363));
+  p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(0.5746099758493842));
   p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(-0.5631567855932652));
-  const __m512d e = _mm512_mul_pd(t, ExpNegPd(_mm512_fnmadd_pd(u, u, p)));  // erfc(|x|/sqrt2)
+  const __m512d e = _mm512_maskz_mul_pd(static_cast<__mmask8>(~big), t, ExpNegPd(_mm512_fnmadd_pd(u, u, p)));  // erfc(|x|/sqrt2)
   // x < 0: 0.5*x*erfc(u);  x >= 0: 0.5*x*(2 - erfc(u)) -- no cancellation on either side.
   const __mmask8 neg = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_LT_OQ);
   const __m512d f = _mm512_mask_blend_pd(neg, _mm512_sub_pd(two, e), e);
@@ -143,7 +150,7 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
   if (t.first) {
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 2
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   } else {
 #pragma GCC unroll 16
@@ -158,6 +165,9 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
   const float* b0 = t.B;
   const float* b1 = t.B + (NV == 2 ? t.bstride : 0);
   for (int64_t k = 0; k < t.kc; ++k) {
+    // B comes from DRAM/L3 on a block's first row tile: prefetch ahead into L2 (near free when it hits L2)
+    _mm_prefetch(reinterpret_cast<const char*>(b0 + 16 * k) + kTilePf, _MM_HINT_T1);
+    if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(b1 + 16 * k) + kTilePf, _MM_HINT_T1);
     const __m512 vb0 = _mm512_loadu_ps(b0 + 16 * k);
     const __m512 vb1 = _mm512_loadu_ps(b1 + 16 * k);
 #pragma GCC unroll 16
@@ -203,7 +213,7 @@ void RunTile(int64_t mr, const TileArgs& t, bool two) {
   }
 }
 
-// ---- Small M (1..4 rows): memory-bound GEMV-like path over P panels at once, full K in registers. ----
+// ---- Small M (1..6 rows): memory-bound GEMV-like path over P panels at once, full K in registers. ----
 
 template <int M, int P>
 __attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64_t nb, int64_t ncols) {
@@ -211,34 +221,34 @@ __attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64
   const float* B = g.Bp + (nb / 16) * K * 16;
   const int64_t bs = K * 16;
   __m512 acc[M][P];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
   for (int m = 0; m < M; ++m)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < P; ++p) acc[m][p] = _mm512_setzero_ps();
   const float* a[M];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
   for (int m = 0; m < M; ++m) a[m] = g.A + (m0 + m) * g.lda;
   for (int64_t k = 0; k < K; ++k) {
     __m512 vb[P];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-      // one 64-byte line per panel per k: prefetch each panel's line kPf bytes ahead
-      _mm_prefetch(reinterpret_cast<const char*>(B + p * bs + 16 * k) + kPf, _MM_HINT_T0);
+      // one 64-byte line per panel per k: prefetch it kPf<P> bytes ahead into L2 (T1 beat T0/none here)
+      _mm_prefetch(reinterpret_cast<const char*>(B + p * bs + 16 * k) + kPf<P>, _MM_HINT_T1);
       vb[p] = _mm512_loadu_ps(B + p * bs + 16 * k);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       const __m512 va = _mm512_set1_ps(a[m][k]);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int p = 0; p < P; ++p) acc[m][p] = _mm512_fmadd_ps(va, vb[p], acc[m][p]);
     }
   }
   const bool relu = g.act == Activation::kRelu;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p) {
     const __mmask16 mk = TailMask(ncols - 16 * p);
     const float* bias = g.bias == nullptr ? nullptr : g.bias + nb + 16 * p;
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m)
       _mm512_mask_storeu_ps(g.C + (m0 + m) * g.ldc + nb + 16 * p, mk, BiasRelu(acc[m][p], bias, mk, relu));
   }
@@ -267,7 +277,9 @@ void Gemv(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
     case 1: GemvRows<1, 8>(g, m0, n0, n1); break;
     case 2: GemvRows<2, 8>(g, m0, n0, n1); break;
     case 3: GemvRows<3, 6>(g, m0, n0, n1); break;
-    default: GemvRows<4, 6>(g, m0, n0, n1); break;
+    case 4: GemvRows<4, 6>(g, m0, n0, n1); break;
+    case 5: GemvRows<5, 4>(g, m0, n0, n1); break;
+    default: GemvRows<6, 4>(g, m0, n0, n1); break;
   }
 }
 
@@ -289,14 +301,14 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
   const int64_t kcb = (K + nkb - 1) / nkb;
   int64_t nc = kcb > 0 ? kL2Budget / (kcb * 4) / 32 * 32 : kMaxNC;
   nc = nc < 32 ? 32 : (nc > kMaxNC ? kMaxNC : nc);
-  // Balanced row tiles: ceil(rows/12) tiles whose heights differ by at most one (>= 5 rows each).
+  // Balanced row tiles: ceil(rows/12) tiles whose heights differ by at most one (>= 6 rows each).
   const int64_t ntiles = (rows + kMR - 1) / kMR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;
   // A rows are read in place unless their stride piles them into a few L1 sets (lda*4 near a
   // multiple of 4 KB); then each row tile's K block is copied to a stack buffer with a safe stride.
   const bool copy_a = RowsAlias(g.lda, base + (extra ? 1 : 0));
   int64_t ldp = (kcb + 15) / 16 * 16;
-  while (RowsAlias(ldp, kMR)) ldp += 16;
+  while (ldp + 16 <= kABufStride && RowsAlias(ldp, kMR)) ldp += 16;
   alignas(64) float abuf[kMR * kABufStride];
   for (int64_t jc = n0; jc < n1; jc += nc) {
     const int64_t jend = jc + nc < n1 ? jc + nc : n1;

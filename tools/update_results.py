@@ -1,0 +1,66 @@
+"""Rewrites the results tables in README.md and docs/kernels.md from the bench
+output (bench/results/*.json). Run after `python -m pytest bench`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _load(suite: str) -> dict | None:
+    p = os.path.join(ROOT, "bench", "results", f"{suite}.json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def f32_gemm_table() -> str:
+    data = _load("f32_gemm")
+    if data is None:
+        return "_no bench results yet: run `python -m pytest bench`_"
+    r = data["results"]
+    m = data["machine"]
+    rows = ["| shape (M×K×N) | threads | lowbit | onnxruntime MatMul | lowbit speed ÷ ORT speed | target (1 thread) |",
+            "|---|---|---|---|---|---|"]
+    for shape, note in (("128x768x3072", ""), ("1x4096x4096", " (64 MB of weights from DRAM)")):
+        for t in (1, 2):
+            a, b = r.get(f"lowbit/{shape}/{t}t"), r.get(f"onnxruntime/{shape}/{t}t")
+            if not a or not b:
+                continue
+            ratio = b["seconds"] / a["seconds"]
+            med = b.get("median_seconds", 0) / max(a.get("median_seconds", 0), 1e-12)
+            rows.append(f"| {shape.replace('x', '×')}{note} | {t} | {a['seconds'] * 1e3:.3f} ms ({a['gops']:.1f} GOP/s) "
+                        f"| {b['seconds'] * 1e3:.3f} ms ({b['gops']:.1f} GOP/s) | {ratio:.2f}× (median {med:.2f}×) | "
+                        f"{'≥ 0.8×' if t == 1 else '—'} |")
+        k2 = r.get(f"lowbit-avx2-kernel/{shape}/1t")
+        if k2:
+            rows.append(f"| {shape.replace('x', '×')}, AVX2 kernel alone | 1 | {k2['seconds'] * 1e3:.3f} ms "
+                        f"({k2['gops']:.1f} GOP/s) | | {r[f'onnxruntime/{shape}/1t']['seconds'] / k2['seconds']:.2f}× | |")
+    rows.append("")
+    rows.append(f"Measured by `bench/test_f32_gemm.py` (best round of pytest-benchmark, same process, same inputs) "
+                f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`.")
+    return "\n".join(rows)
+
+
+def _replace(path: str, marker: str, body: str) -> None:
+    with open(path) as f:
+        text = f.read()
+    pat = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"{path}: markers for {marker} not found")
+    with open(path, "w") as f:
+        f.write(pat.sub(lambda mm: mm.group(1) + body + "\n" + mm.group(2), text))
+
+
+def main() -> None:
+    table = f32_gemm_table()
+    _replace(os.path.join(ROOT, "README.md"), "f32-gemm", table)
+    _replace(os.path.join(ROOT, "docs", "kernels.md"), "f32-gemm", table)
+
+
+if __name__ == "__main__":
+    main()
