@@ -222,7 +222,7 @@ class _Validator:
         return v
 
     def dtype(self, v: Any, where: str) -> str:
-        if v not in DTYPES:
+        if not isinstance(v, str) or v not in DTYPES:
             raise self.fail(f"{where}: unknown dtype {v!r}; expected one of {sorted(DTYPES)}")
         return v
 
@@ -280,7 +280,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def read_preamble(path: str, buf: bytes | memoryview, file_size: int) -> tuple[int, int, int, int, int]:
-    """Validates the preamble; returns (version, header_len, data_offset, data_len, header_crc, data_crc)."""
+    """Validates the preamble; returns (header_len, data_offset, data_len, header_crc, data_crc)."""
     if file_size < PREAMBLE_SIZE:
         raise FormatError(f"{path}: truncated: the file is {file_size} bytes, a .qbin preamble alone is {PREAMBLE_SIZE}")
     magic, version, flags, header_len, data_offset, data_len, hcrc, dcrc, reserved, pcrc = _PREAMBLE.unpack(
@@ -339,7 +339,7 @@ def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str,
         dtype = v.dtype(t["dtype"], f"tensor '{name}'")
         shape = v.shape(t["shape"], f"tensor '{name}' shape", symbolic=False)
         enc = t["encoding"]
-        if enc not in ENCODINGS:
+        if not isinstance(enc, str) or enc not in ENCODINGS:
             raise v.fail(f"tensor '{name}': unknown encoding {enc!r}; expected one of {sorted(ENCODINGS)}")
         try:
             want = ENCODINGS[enc](dtype, shape)

@@ -291,3 +291,11 @@ def test_graph_io_dtype(tmp_path, good):
 def test_static_shapes_that_disagree_fail_at_load(tmp_path, good):
     # with every input dim known the plan is made at load, so a wrong width is caught there
     _expect(_mutate(tmp_path, good, lambda h: h["graph"]["inputs"][0].update(shape=[2, 17])), "do not agree")
+
+
+def test_non_string_dtype_and_encoding(tmp_path, good):
+    # found by a structural fuzz of the header: lists/objects where names belong
+    _expect(_mutate(tmp_path, good, lambda h: _first_tensor(h).update(dtype=["float32"])), "unknown dtype")
+    _expect(_mutate(tmp_path, good, lambda h: _first_tensor(h).update(encoding={"raw": 1}), "e.qbin"),
+            "unknown encoding")
+    _expect(_mutate(tmp_path, good, lambda h: h["graph"]["inputs"][0].update(dtype=[1]), "g.qbin"), "unknown dtype")
