@@ -290,10 +290,11 @@ def read_preamble(path: str, buf: bytes | memoryview, file_size: int) -> tuple[i
     if version > VERSION:
         raise FormatError(f"{path}: file format version {version} is newer than this lowbit supports "
                           f"(version {VERSION}); upgrade lowbit to read it")
-    if version < 1:
-        raise FormatError(f"{path}: file format version {version} is not valid (expected {VERSION})")
+    # A newer version may lay out the rest of the preamble differently: say so before the checksum.
     if _core.crc32c(bytes(buf[:PREAMBLE_SIZE - 4])) != pcrc:
         raise FormatError(f"{path}: preamble checksum mismatch: the file is corrupted")
+    if version < 1:
+        raise FormatError(f"{path}: file format version {version} is not valid (expected {VERSION})")
     if flags != 0 or any(reserved):
         raise FormatError(f"{path}: unknown preamble flags {flags:#x} or non-zero reserved bytes")
     if header_len > MAX_HEADER_BYTES:
