@@ -1,0 +1,89 @@
+"""The C++ kernel test (tests/native/kernels_test.cc) built without Python: for
+this machine with the same per-file ISA flags as the extension, and for aarch64
+with Debian's cross compiler, run under qemu-aarch64 (a CPU with CRC + dotprod,
+and an older one without dotprod, to exercise detection and the fallback)."""
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CSRC = os.path.join(ROOT, "csrc")
+TEST = os.path.join(os.path.dirname(__file__), "native", "kernels_test.cc")
+
+COMMON = ["cpu/cpu.cc", "cpu/dispatch.cc", "kernels/crc32c/ref.cc", "kernels/f32-gemm/pack.cc",
+          "kernels/f32-gemm/ref.cc"]
+X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": ["-mavx2", "-mfma", "-mf16c"],
+       "kernels/f32-gemm/avx512.cc": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni",
+                                      "-mavx2", "-mfma", "-mf16c"]}
+ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"]}
+REQUIRE_QEMU = os.environ.get("LOWBIT_REQUIRE_QEMU") == "1"
+
+
+def build(cxx, defs, isa_files, out_dir, extra=()):
+    objs = []
+    base = ["-O2", "-std=c++17", "-ffp-contract=off", f"-I{CSRC}", *defs]
+    for src in COMMON + [TEST]:
+        path = src if os.path.isabs(src) else os.path.join(CSRC, src)
+        obj = os.path.join(out_dir, os.path.basename(path) + f".{len(objs)}.o")
+        subprocess.run([cxx, *base, "-c", path, "-o", obj], check=True, capture_output=True, text=True)
+        objs.append(obj)
+    for src, flags in isa_files.items():
+        obj = os.path.join(out_dir, os.path.basename(src) + f".{len(objs)}.o")
+        subprocess.run([cxx, *base, *flags, "-c", os.path.join(CSRC, src), "-o", obj], check=True,
+                       capture_output=True, text=True)
+        objs.append(obj)
+    exe = os.path.join(out_dir, "kernels_test")
+    subprocess.run([cxx, *objs, "-o", exe, "-pthread", *extra], check=True, capture_output=True, text=True)
+    return exe
+
+
+def run_and_check(cmd, min_isas):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    m = re.search(r"^(\d+) passed, (\d+) failed$", r.stdout, re.M)
+    assert m and int(m.group(1)) > 0 and m.group(2) == "0", r.stdout
+    isas = int(re.search(r"isas tested: (\d+)", r.stdout).group(1))
+    assert isas >= min_isas, r.stdout
+    return r.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="host build is for x86-64 here")
+def test_native_host(tmp_path):
+    if not shutil.which("g++"):
+        pytest.skip("no g++")
+    exe = build("g++", ["-DLOWBIT_X86=1"], X86, str(tmp_path))
+    import lowbit
+    out = run_and_check([exe], len(lowbit.cpu_info()["supported_isas"]))
+    assert f"selected: {lowbit.cpu_info()['isa']}" in out
+
+
+def _arm_tools():
+    cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
+    if not (cxx and qemu):
+        if REQUIRE_QEMU:
+            pytest.fail("aarch64-linux-gnu-g++ and qemu-aarch64 are required (LOWBIT_REQUIRE_QEMU=1)")
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)")
+    return cxx, qemu
+
+
+@pytest.fixture(scope="module")
+def arm_exe(tmp_path_factory):
+    cxx, qemu = _arm_tools()
+    return build(cxx, ["-DLOWBIT_ARM64=1"], ARM, str(tmp_path_factory.mktemp("arm")), extra=["-static"]), qemu
+
+
+def test_native_aarch64_with_crc_and_dotprod(arm_exe):
+    exe, qemu = arm_exe
+    out = run_and_check([qemu, "-cpu", "max", exe], 2)
+    assert "selected: neondot" in out and "crc32c__armv8crc" in out
+
+
+def test_native_aarch64_without_dotprod_falls_back(arm_exe):
+    exe, qemu = arm_exe
+    out = run_and_check([qemu, "-cpu", "cortex-a53", exe], 1)
+    assert "selected: scalar" in out
