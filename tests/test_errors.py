@@ -155,3 +155,18 @@ def test_convert_rejects_other_sources(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00\x01garbage" * 10)
     with pytest.raises(ValueError, match="not a readable ONNX model"):
         lowbit.convert(str(tmp_path / "junk.onnx"), str(tmp_path / "m.qbin"))
+
+
+def test_input_without_shape_and_output_without_shape(tmp_path):
+    F = TensorProto.FLOAT
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", F, None)],
+                          [helper.make_tensor_value_info("y", F, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ValueError, match="'x' declares no shape"):
+        lowbit.convert(model, str(tmp_path / "m.qbin"))
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", F, ["n", 3])], [helper.make_tensor_value_info("y", F, None)])
+    p = str(tmp_path / "m2.qbin")
+    lowbit.convert(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    x = np.array([[-1, 2, -3]], np.float32)
+    np.testing.assert_array_equal(lowbit.load(p).run(x), np.maximum(x, 0))

@@ -67,6 +67,16 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             example_inputs: Any = None, calib: Any = None, recipe: Any = None) -> ConvertReport:
+    """Imports ``src`` (an ``.onnx`` path or an ``onnx.ModelProto``), runs the
+    graph passes (constant folding, GELU/bias/activation fusion, dead-code
+    elimination, weight packing) and writes ``dst`` (a ``.qbin`` file).
+
+    Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
+    ``UnsupportedOpError`` listing every operator it cannot import. ``quant``,
+    ``group_size``, ``calib``, ``recipe`` and torch modules are reserved for the
+    quantized and compressed paths and raise ``NotImplementedError`` in this
+    version.
+    """
     t0 = time.perf_counter()
     if quant is not None:
         raise NotImplementedError(f"quant={quant!r}: quantized encodings are not available in this version yet; "

@@ -153,4 +153,7 @@ class Model:
 
 
 def load(path: str | os.PathLike, *, verify: bool = True) -> Model:
+    """Maps a ``.qbin`` file and validates it (all checksums unless ``verify=False``,
+    which skips only the data checksum, for trusted files). Weights are used in
+    place from the map. Raises ``FormatError`` naming the file and the problem."""
     return Model(load_file(path, verify=verify))

@@ -291,12 +291,17 @@ def import_onnx(src: Any) -> Graph:
         ctx.tensors[init.name] = Tensor.from_array(init.name, arr)
         ctx._names.add(init.name)
 
-    def value_info(vi: Any) -> ValueInfo:
+    def value_info(vi: Any, need_shape: bool = True) -> ValueInfo:
         tt = vi.type.tensor_type
         dt = _ONNX_DTYPES.get(tt.elem_type)
         if dt != "float32":
             raise UnsupportedOpError(f"graph value '{vi.name}' has ONNX element type {tt.elem_type}; "
                                      "this lowbit version runs float32 inputs and outputs", {}, opset)
+        if not tt.HasField("shape") and not need_shape:
+            return ValueInfo(vi.name, dt, ())  # output shapes are informational only
+        if not tt.HasField("shape"):
+            raise ValueError(f"graph value '{vi.name}' declares no shape; lowbit needs at least its rank "
+                             "(re-export with shapes, or run onnx.shape_inference)")
         dims: list[Any] = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
@@ -308,7 +313,7 @@ def import_onnx(src: Any) -> Graph:
         return ValueInfo(vi.name, dt, tuple(dims))
 
     inputs = [value_info(v) for v in g.input if v.name not in ctx.tensors]
-    outputs = [value_info(v) for v in g.output]
+    outputs = [value_info(v, need_shape=False) for v in g.output]
     for v in inputs:
         ctx._names.add(v.name)
     for n in g.node:
