@@ -87,3 +87,22 @@ def test_native_aarch64_without_dotprod_falls_back(arm_exe):
     exe, qemu = arm_exe
     out = run_and_check([qemu, "-cpu", "cortex-a53", exe], 1)
     assert "selected: scalar" in out
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 ISA objects")
+@pytest.mark.parametrize("src,flags", list(X86.items()))
+def test_isa_objects_export_only_their_kernels(tmp_path, src, flags):
+    """An ISA translation unit must define no weak or inline symbols the linker
+    could pick for baseline code (an AVX-512 copy of std::min would SIGILL on
+    an AVX2 machine): only its namespaced kernel entry points are global."""
+    if not shutil.which("g++") or not shutil.which("nm"):
+        pytest.skip("needs g++ and nm")
+    obj = str(tmp_path / "isa.o")
+    subprocess.run(["g++", "-O2", "-std=c++17", "-ffp-contract=off", f"-I{CSRC}", "-DLOWBIT_X86=1", *flags, "-c",
+                    os.path.join(CSRC, src), "-o", obj], check=True)
+    out = subprocess.run(["nm", "-C", "--defined-only", obj], capture_output=True, text=True, check=True).stdout
+    exported = [line for line in out.splitlines() if line.split()[1] in ("T", "W", "V", "D", "B", "u", "i")]
+    assert exported, out
+    ns = "lowbit::sse42::" if "sse42" in src else ("lowbit::avx2::" if "avx2" in src else "lowbit::avx512::")
+    for line in exported:
+        assert line.split()[1] == "T" and ns in line, f"{src} exports {line!r}"
