@@ -106,3 +106,22 @@ def test_isa_objects_export_only_their_kernels(tmp_path, src, flags):
     ns = "lowbit::sse42::" if "sse42" in src else ("lowbit::avx2::" if "avx2" in src else "lowbit::avx512::")
     for line in exported:
         assert line.split()[1] == "T" and ns in line, f"{src} exports {line!r}"
+
+
+def test_threadpool_stress_under_thread_sanitizer(tmp_path):
+    """Runs tests/native/threadpool_test.cc built with -fsanitize=thread (plain
+    build where TSan is unavailable): no data race reports, every item once."""
+    if not shutil.which("g++"):
+        pytest.skip("no g++")
+    src = os.path.join(os.path.dirname(__file__), "native", "threadpool_test.cc")
+    exe = str(tmp_path / "tp")
+    base = ["g++", "-O1", "-g", "-std=c++17", f"-I{CSRC}", src, os.path.join(CSRC, "runtime", "threadpool.cc"),
+            "-o", exe, "-pthread"]
+    tsan = subprocess.run(base + ["-fsanitize=thread"], capture_output=True, text=True)
+    if tsan.returncode != 0:
+        subprocess.run(base, check=True)
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
+    r = subprocess.run([exe], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    assert "WARNING: ThreadSanitizer" not in r.stderr
+    assert re.search(r"^\d+ passed, 0 failed$", r.stdout, re.M), r.stdout

@@ -1,12 +1,27 @@
 #include "runtime/threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 
 namespace lowbit {
 namespace {
+
 thread_local bool t_in_job = false;  // nested parallel_for runs inline
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
 }
+
+// How long an idle worker spins before sleeping: long enough to bridge the gap
+// between two ops of one graph run, short enough not to hog a core afterwards.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+}  // namespace
 
 ThreadPool& ThreadPool::global() {
   static ThreadPool* pool = new ThreadPool();  // never destroyed: workers may outlive static teardown order
@@ -29,7 +44,7 @@ ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::start_workers(int n_workers) {
   stop_ = false;
-  for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 void ThreadPool::stop_workers() {
@@ -61,21 +76,30 @@ void ThreadPool::run_items() {
   }
 }
 
-void ThreadPool::worker_loop(int /*id*/) {
+void ThreadPool::worker_loop() {
   t_in_job = true;
-  uint64_t seen = 0;
+  uint64_t seen = generation_.load();
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_work_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    if (g == seen) {
+      auto t0 = std::chrono::steady_clock::now();
+      int spins = 0;
+      while ((g = generation_.load(std::memory_order_acquire)) == seen && !stop_.load(std::memory_order_relaxed)) {
+        cpu_relax();
+        if ((++spins & 255) == 0 && std::chrono::steady_clock::now() - t0 > kSpin) {
+          std::unique_lock<std::mutex> lk(mu_);
+          cv_work_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
+          t0 = std::chrono::steady_clock::now();
+        }
+      }
     }
-    run_items();
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (--active_workers_ == 0) cv_done_.notify_all();
-    }
+    if (stop_.load()) return;
+    seen = g;
+    // Join the job only if it is still the one we woke for and still open; the
+    // caller waits for active_ to drain before it reuses fn_ and the counters.
+    active_.fetch_add(1);
+    if (job_open_.load() && generation_.load() == g) run_items();
+    active_.fetch_sub(1);
   }
 }
 
@@ -86,22 +110,27 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
+  fn_ = &fn;
+  n_items_ = n;
+  next_.store(0);
+  done_.store(0);
+  job_open_.store(true);
   {
-    std::lock_guard<std::mutex> lk(mu_);
-    fn_ = &fn;
-    n_items_ = n;
-    next_.store(0);
-    done_.store(0);
-    active_workers_ = int(workers_.size());
-    ++generation_;
+    std::lock_guard<std::mutex> lk(mu_);  // pairs with the predicate check of sleeping workers
+    generation_.fetch_add(1);
   }
   cv_work_.notify_all();
   t_in_job = true;
   run_items();
   t_in_job = false;
-  // Wait until every worker has left this job (so fn_ may be reused safely).
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_done_.wait(lk, [&] { return active_workers_ == 0; });
+  // Every item claimed by a worker finishes; then no worker may still hold fn_.
+  for (int spins = 0; done_.load(std::memory_order_acquire) < n; ++spins) {
+    if (spins > 4096) std::this_thread::yield(); else cpu_relax();
+  }
+  job_open_.store(false);
+  for (int spins = 0; active_.load() != 0; ++spins) {
+    if (spins > 4096) std::this_thread::yield(); else cpu_relax();
+  }
   fn_ = nullptr;
 }
 

@@ -3,6 +3,11 @@
 // takes part in the work. Work items are claimed from an atomic counter; kernels
 // make each item's result independent of who runs it, so any thread count gives
 // bit-identical output.
+//
+// Latency matters more than fairness here: a graph run issues one parallel_for
+// per op, tens of microseconds apart. Workers therefore spin briefly after a job
+// before sleeping, and the caller never waits for a sleeping worker to wake: it
+// waits only for the items, then for the workers that actually joined the job.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -33,21 +38,22 @@ class ThreadPool {
   ThreadPool();
   void start_workers(int n_workers);
   void stop_workers();
-  void worker_loop(int id);
+  void worker_loop();
   void run_items();
 
   std::atomic<int> num_threads_{1};
   std::mutex job_mutex_;  // one job at a time; held by the submitting thread
-  std::mutex mu_;
-  std::condition_variable cv_work_, cv_done_;
+  std::mutex mu_;         // guards sleeping on cv_work_
+  std::condition_variable cv_work_;
   std::vector<std::thread> workers_;
-  bool stop_ = false;
-  uint64_t generation_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> generation_{0};  // bumped once per job
+  std::atomic<bool> job_open_{false};    // workers may join the current job
+  std::atomic<int> active_{0};           // workers inside a job right now
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t n_items_ = 0;
   std::atomic<int64_t> next_{0};
   std::atomic<int64_t> done_{0};
-  int active_workers_ = 0;  // workers still inside the current job
 };
 
 // Splits [0, total) into `parts` contiguous chunks aligned to `align`; returns the

@@ -1,0 +1,54 @@
+// Stress test of the thread pool (built with ThreadSanitizer by tests/test_native.py):
+// back-to-back jobs, several submitting threads at once (the losers run inline),
+// nested parallel_for, and set_num_threads while jobs run. Every job must run
+// each item exactly once. Prints "N passed, M failed".
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "runtime/threadpool.h"
+
+using lowbit::ThreadPool;
+
+int main() {
+  ThreadPool& pool = ThreadPool::global();
+  pool.set_num_threads(3);
+  std::atomic<int> failures{0};
+  std::atomic<int> passes{0};
+  auto one_job = [&](int64_t n, bool nested) {
+    std::vector<std::atomic<int>> hits(n);
+    for (auto& h : hits) h.store(0);
+    std::function<void(int64_t)> fn = [&](int64_t i) {
+      hits[i].fetch_add(1);
+      if (nested) {
+        std::atomic<int> inner{0};
+        std::function<void(int64_t)> f2 = [&](int64_t) { inner.fetch_add(1); };
+        pool.parallel_for(5, f2);
+        if (inner.load() != 5) failures.fetch_add(1);
+      }
+    };
+    pool.parallel_for(n, fn);
+    for (auto& h : hits)
+      if (h.load() != 1) { failures.fetch_add(1); return; }
+    passes.fetch_add(1);
+  };
+  // back-to-back jobs of varied sizes from one thread
+  for (int r = 0; r < 2000; ++r) one_job(1 + r % 37, r % 50 == 0);
+  // several submitters at once, with resizes in between
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&, t] {
+      for (int r = 0; r < 500; ++r) one_job(1 + (r * 7 + t) % 29, false);
+    });
+  std::thread resizer([&] {
+    for (int r = 0; r < 20; ++r) {
+      pool.set_num_threads(1 + r % 3);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  for (auto& t : ts) t.join();
+  resizer.join();
+  std::printf("%d passed, %d failed\n", passes.load(), failures.load());
+  return failures.load() ? 1 : 0;
+}
