@@ -22,6 +22,15 @@ def packed(B):
     return out
 
 
+def problem(seed, M, K, N):
+    """Random A [M, K], B [K, N], bias [N] and B packed (aligned)."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((K, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    return A, B, bias, packed(B)
+
+
 def gemm(isa, A, Bp, bias, act, N, m0=0, m1=None, n0=0, n1=None, C=None):
     M = A.shape[0]
     C = np.full((M, N), np.nan, np.float32) if C is None else C
@@ -60,12 +69,8 @@ def test_matches_reference(isa, N, K):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_gelu_epilogue(isa):
-    rng = np.random.default_rng(7)
     M, K, N = 17, 40, 35
-    A = rng.standard_normal((M, K)).astype(np.float32)
-    B = rng.standard_normal((K, N)).astype(np.float32)
-    bias = rng.standard_normal(N).astype(np.float32)
-    Bp = packed(B)
+    A, B, bias, Bp = problem(7, M, K, N)
     want = gemm("scalar", A, Bp, bias, 2, N)
     got = gemm(isa, A, Bp, bias, 2, N)
     np.testing.assert_array_max_ulp(got, want, maxulp=4)
@@ -80,10 +85,7 @@ def test_subrectangles_equal_whole_call(isa):
     """Thread splits call the kernel on sub-rectangles: results must not depend on them."""
     rng = np.random.default_rng(11)
     M, K, N = 70, 300, 90
-    A = rng.standard_normal((M, K)).astype(np.float32)
-    B = rng.standard_normal((K, N)).astype(np.float32)
-    bias = rng.standard_normal(N).astype(np.float32)
-    Bp = packed(B)
+    A, B, bias, Bp = problem(11, M, K, N)
     whole = gemm(isa, A, Bp, bias, 1, N)
     for _ in range(20):
         C = np.full((M, N), np.nan, np.float32)
