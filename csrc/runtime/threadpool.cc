@@ -106,7 +106,8 @@ void ThreadPool::worker_loop() {
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
   std::unique_lock<std::mutex> job(job_mutex_, std::defer_lock);
-  if (n == 1 || t_in_job || workers_.empty() || !job.try_lock()) {
+  // workers_ is only read under job_mutex_: set_num_threads replaces it under that lock.
+  if (n == 1 || t_in_job || !job.try_lock() || workers_.empty()) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
