@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..")  # the repo root
 
 
 def _load(suite: str) -> dict | None:

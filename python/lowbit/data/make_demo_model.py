@@ -1,6 +1,6 @@
 """Builds the demo bundled with lowbit: an MLP trained on scikit-learn's digits
 (UCI optical handwritten digits, CC BY 4.0), written as ONNX, plus the held-out
-test split. Run from the repo root: python tools/make_demo_model.py
+test split. Run: python python/lowbit/data/make_demo_model.py
 
 Writes python/lowbit/data/digits_mlp.onnx and python/lowbit/data/digits_test.npz.
 Training is plain numpy (Adam, cross-entropy), seeded, so the files are reproducible.
@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "python", "lowbit", "data")
+OUT = os.path.dirname(os.path.abspath(__file__))
 SIZES = (64, 256, 128, 10)
 
 
