@@ -200,7 +200,6 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const NodeSpec& n = nodes_[i];
     std::vector<const Shape*> in;
-    static const Shape kEmpty;
     for (int v : n.inputs) in.push_back(v < 0 ? nullptr : &plan->shapes[v]);
     std::vector<Shape> out(n.outputs.size());
     try {

@@ -117,11 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             np.savez(args.output, **y)
         else:
             np.save(args.output, y)
+    ys = y if isinstance(y, dict) else {model.output_names[0]: y}
     if args.json:
-        ys = y if isinstance(y, dict) else {model.output_names[0]: y}
         print(json.dumps({k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in ys.items()}))
     else:
-        ys = y if isinstance(y, dict) else {model.output_names[0]: y}
         for k, v in ys.items():
             print(f"{k}: shape {v.shape} {v.dtype}" + (f" -> {args.output}" if args.output else ""))
     return 0

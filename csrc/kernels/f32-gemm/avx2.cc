@@ -6,6 +6,7 @@
 // last block. Tiles, edges and the small-M path differ only in which outputs run side by side.
 #include <immintrin.h>
 
+#include "common.h"
 #include "f32_gemm.h"
 
 namespace lowbit {
@@ -32,14 +33,6 @@ inline __m256i HalfMask(int64_t n) {  // first clamp(n, 0, 8) lanes set
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTab + 8 - n));
 }
 
-// True when the rows of A (stride ld floats) would crowd one L1 set (8-way, 4 KB period).
-inline bool RowsAlias(int64_t ld, int64_t rows) {
-  int cnt[64] = {0};
-  for (int64_t r = 0; r < rows; ++r)
-    if (++cnt[((r * ld * 4) >> 6) & 63] > 4) return true;
-  return false;
-}
-
 // Copies rows x kc of A into dst (row stride ldp).
 void CopyRows(const float* A, int64_t lda, int64_t rows, int64_t kc, float* dst, int64_t ldp) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -58,17 +51,11 @@ inline __m256d ExpNegPd(__m256d v) {  // exp(v) for v in [-200, 0]
   const __m256d shifter = _mm256_set1_pd(6755399441055744.0);  // 1.5*2^52: fma rounds v*log2e to an integer in the low bits
   const __m256d kd = _mm256_fmadd_pd(v, _mm256_set1_pd(1.4426950408889634), shifter);
   const __m256d n = _mm256_sub_pd(kd, shifter);
-  __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93147180369123816490e-01), v);
-  r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.90821492927058770002e-10), r);
-  __m256d p = _mm256_set1_pd(1.0 / 40320.0);  // Taylor degree 8: |r| <= 0.347 -> error < 2e-10
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 5040.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 720.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 120.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 24.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 6.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(0.5));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
-  p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+  __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(kLn2Hi), v);
+  r = _mm256_fnmadd_pd(n, _mm256_set1_pd(kLn2Lo), r);
+  __m256d p = _mm256_set1_pd(kExpTaylor[0]);
+#pragma GCC unroll 16
+  for (int i = 1; i < 9; ++i) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kExpTaylor[i]));
   // 2^n built from the shifter's low bits: ((bits(kd) + 1023) << 52) keeps only n + 1023.
   const __m256i e = _mm256_slli_epi64(_mm256_add_epi64(_mm256_castpd_si256(kd), _mm256_set1_epi64x(1023)), 52);
   return _mm256_mul_pd(p, _mm256_castsi256_pd(e));
@@ -83,20 +70,10 @@ inline __m256d GeluPd(__m256d x) {
   const __m256d big = _mm256_cmp_pd(ur, _mm256_set1_pd(10.5), _CMP_GT_OQ);
   const __m256d two = _mm256_set1_pd(2.0);
   const __m256d t = _mm256_div_pd(two, _mm256_add_pd(two, u));
-  const __m256d s = _mm256_fmadd_pd(t, _mm256_set1_pd(2.380952380952381), _mm256_set1_pd(-1.380952380952381));
-  __m256d p = _mm256_set1_pd(5.833123761120719e-06);
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-5.693706182049543e-06));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-4.151840884299431e-05));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(7.616710832354659e-05));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.00015220182689174716));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.0005885057158371344));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.00026681377194794645));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.0038775503047595154));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.001230767429959883));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.030147704097097043));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.01671606077667363));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(0.5746099758493842));
-  p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-0.5631567855932652));
+  const __m256d s = _mm256_fmadd_pd(t, _mm256_set1_pd(kGeluS1), _mm256_set1_pd(kGeluS0));
+  __m256d p = _mm256_set1_pd(kGeluErfcPoly[0]);
+#pragma GCC unroll 16
+  for (int i = 1; i < 13; ++i) p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(kGeluErfcPoly[i]));
   const __m256d e = _mm256_andnot_pd(big, _mm256_mul_pd(t, ExpNegPd(_mm256_fnmadd_pd(u, u, p))));  // erfc(|x|/sqrt2)
   // x < 0: 0.5*x*erfc(u);  x >= 0: 0.5*x*(2 - erfc(u)) -- no cancellation on either side.
   const __m256d neg = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ);
@@ -310,9 +287,9 @@ void f32_gemm_6x16__avx2(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n
   const int64_t base = rows / ntiles, extra = rows % ntiles;
   // A rows are read in place unless their stride piles them into a few L1 sets (lda*4 near a
   // multiple of 4 KB); then each row tile's K block is copied to a stack buffer with a safe stride.
-  const bool copy_a = RowsAlias(g.lda, base + (extra ? 1 : 0));
+  const bool copy_a = f32_gemm_rows_alias(g.lda, base + (extra ? 1 : 0));
   int64_t ldp = (kcb + 15) / 16 * 16;
-  while (ldp + 16 <= kABufStride && RowsAlias(ldp, kMR)) ldp += 16;
+  while (ldp + 16 <= kABufStride && f32_gemm_rows_alias(ldp, kMR)) ldp += 16;
   alignas(64) float abuf[kMR * kABufStride];
   for (int64_t jc = n0; jc < n1; jc += nc) {
     const int64_t jend = jc + nc < n1 ? jc + nc : n1;

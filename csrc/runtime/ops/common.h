@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "kernels/f32-gemm/f32_gemm.h"
 #include "runtime/engine.h"
 #include "runtime/threadpool.h"
 
@@ -20,6 +21,10 @@ inline void need_inputs(const std::vector<const Shape*>& in, size_t n, const cha
   for (size_t i = 0; i < n; ++i)
     if (!in[i]) throw ShapeError(std::string(op) + " input " + std::to_string(i) + " is required");
 }
+
+// Runs the selected f32 GEMM over the thread pool (split along N panels or M rows;
+// defined in dense.cc).
+void run_f32_gemm_threaded(const F32GemmArgs& g);
 
 // Splits n items into chunks of at least `grain` and runs them on the pool.
 template <class F>

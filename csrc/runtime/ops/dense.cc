@@ -35,7 +35,6 @@ class DenseF32 : public Op {
     out[0].back() = N_;
   }
   void run(const RunArgs& a) const override {
-    const KernelTable& kt = kernels();
     F32GemmArgs g;
     g.M = a.in[0].numel() / std::max<int64_t>(K_, 1);
     if (K_ == 0) g.M = a.out[0].numel() / std::max<int64_t>(N_, 1);
@@ -48,33 +47,9 @@ class DenseF32 : public Op {
     g.C = a.out[0].as<float>();
     g.ldc = N_;
     g.act = act_;
-    run_gemm(kt.f32_gemm, g);
+    run_f32_gemm_threaded(g);
   }
   std::string kernel() const override { return kernels().f32_gemm_name; }
-
-  // Splits C over threads: along N (whole 16-column panels) when there are enough
-  // panels, else along M. Each element's result is independent of the split.
-  static void run_gemm(F32GemmFn fn, const F32GemmArgs& g) {
-    if (g.M == 0 || g.N == 0) return;
-    ThreadPool& pool = ThreadPool::global();
-    int64_t t = pool.num_threads();
-    int64_t panels = (g.N + 15) / 16;
-    double work = double(g.M) * double(g.N) * double(std::max<int64_t>(g.K, 1));
-    if (t <= 1 || work < 64.0 * 1024) {
-      fn(g, 0, g.M, 0, g.N);
-      return;
-    }
-    if (panels >= 2 * t || g.M < 2 * t) {
-      int64_t parts = std::min(t, panels);
-      std::vector<int64_t> b = split_range(g.N, parts, 16);
-      std::function<void(int64_t)> f = [&](int64_t i) { fn(g, 0, g.M, b[i], b[i + 1]); };
-      pool.parallel_for(int64_t(b.size()) - 1, f);
-    } else {
-      std::vector<int64_t> b = split_range(g.M, t, 1);
-      std::function<void(int64_t)> f = [&](int64_t i) { fn(g, b[i], b[i + 1], 0, g.N); };
-      pool.parallel_for(int64_t(b.size()) - 1, f);
-    }
-  }
 
  private:
   int64_t K_ = 0, N_ = 0;
@@ -87,7 +62,31 @@ std::unique_ptr<Op> make_dense(const NodeSpec& n, const std::vector<ValueSpec>& 
 
 }  // namespace
 
-void run_f32_gemm_threaded(const F32GemmArgs& g) { DenseF32::run_gemm(kernels().f32_gemm, g); }
+
+// Splits C over threads: along N (whole 16-column panels) when there are enough
+// panels, else along M. Each element's result is independent of the split.
+void run_f32_gemm_threaded(const F32GemmArgs& g) {
+  if (g.M == 0 || g.N == 0) return;
+  const F32GemmFn fn = kernels().f32_gemm;
+  ThreadPool& pool = ThreadPool::global();
+  int64_t t = pool.num_threads();
+  int64_t panels = (g.N + 15) / 16;
+  double work = double(g.M) * double(g.N) * double(std::max<int64_t>(g.K, 1));
+  if (t <= 1 || work < 64.0 * 1024) {
+    fn(g, 0, g.M, 0, g.N);
+    return;
+  }
+  if (panels >= 2 * t || g.M < 2 * t) {
+    int64_t parts = std::min(t, panels);
+    std::vector<int64_t> b = split_range(g.N, parts, 16);
+    std::function<void(int64_t)> f = [&](int64_t i) { fn(g, 0, g.M, b[i], b[i + 1]); };
+    pool.parallel_for(int64_t(b.size()) - 1, f);
+  } else {
+    std::vector<int64_t> b = split_range(g.M, t, 1);
+    std::function<void(int64_t)> f = [&](int64_t i) { fn(g, b[i], b[i + 1], 0, g.N); };
+    pool.parallel_for(int64_t(b.size()) - 1, f);
+  }
+}
 
 void register_dense_ops() { register_op("Dense", &make_dense); }
 

@@ -7,9 +7,6 @@
 #include "runtime/ops/common.h"
 
 namespace lowbit {
-
-void run_f32_gemm_threaded(const F32GemmArgs& g);
-
 namespace {
 
 struct MatMulDims {

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..ir import Graph, Node
+from ..ir import Graph, Node, Tensor
 
 
 def _scalar(graph: Graph, name: str) -> float | None:
@@ -112,7 +112,7 @@ def fuse_dense_bias(graph: Graph) -> Graph:
             if len(cons.get(dense_in, [])) != 1 or dense_in in outputs:
                 continue
             bname = graph.unique_name(f"{d.name}.bias")
-            graph.tensors[bname] = graph.tensors[b_in].__class__.from_array(bname, b.reshape(-1))
+            graph.tensors[bname] = Tensor.from_array(bname, b.reshape(-1))
             d.inputs.append(bname)
             d.outputs = list(add.outputs)
             removed.add(idx)

@@ -9,10 +9,6 @@ from .. import _core
 from ..errors import UnsupportedOpError
 from ..ir import Graph, Tensor
 
-# Inputs that ops read as attributes at convert time, not as run-time tensors.
-_SHAPE_ONLY: dict[str, set[int]] = {}
-
-
 def check_runtime_dtypes(graph: Graph) -> Graph:
     """Rejects non-float32 constants that would reach a float32 kernel at run
     time (e.g. integer arithmetic that could not be folded)."""
