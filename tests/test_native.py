@@ -16,11 +16,16 @@ CSRC = os.path.join(ROOT, "csrc")
 TEST = os.path.join(os.path.dirname(__file__), "native", "kernels_test.cc")
 
 COMMON = ["cpu/cpu.cc", "cpu/dispatch.cc", "kernels/crc32c/ref.cc", "kernels/f32-gemm/pack.cc",
-          "kernels/f32-gemm/ref.cc"]
-X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": ["-mavx2", "-mfma", "-mf16c"],
-       "kernels/f32-gemm/avx512.cc": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni",
-                                      "-mavx2", "-mfma", "-mf16c"]}
-ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"]}
+          "kernels/f32-gemm/ref.cc", "kernels/qs8-quant/ref.cc", "kernels/qs8-gemm/pack.cc", "kernels/qs8-gemm/ref.cc",
+          "kernels/q4-gemm/pack.cc", "kernels/q4-gemm/ref.cc"]
+AVX2 = ["-mavx2", "-mfma", "-mf16c"]
+AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
+X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": AVX2, "kernels/qs8-gemm/avx2.cc": AVX2,
+       "kernels/q4-gemm/avx2.cc": AVX2, "kernels/f32-gemm/avx512.cc": AVX512, "kernels/qs8-quant/avx512.cc": AVX512,
+       "kernels/qs8-gemm/avx512vnni.cc": AVX512, "kernels/q4-gemm/avx512vnni.cc": AVX512}
+DOT = ["-march=armv8.2-a+dotprod+fp16"]
+ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"], "kernels/qs8-gemm/neondot.cc": DOT,
+       "kernels/q4-gemm/neondot.cc": DOT}
 REQUIRE_QEMU = os.environ.get("LOWBIT_REQUIRE_QEMU") == "1"
 
 
@@ -60,6 +65,8 @@ def test_native_host(tmp_path):
     import lowbit
     out = run_and_check([exe], len(lowbit.cpu_info()["supported_isas"]))
     assert f"selected: {lowbit.cpu_info()['isa']}" in out
+    if "avx512vnni" in lowbit.cpu_info()["supported_isas"]:
+        assert "qs8_gemm_8x32c4__avx512vnni, q4_gemm_6x32c8__avx512vnni" in out
 
 
 def _arm_tools():
@@ -81,6 +88,9 @@ def test_native_aarch64_with_crc_and_dotprod(arm_exe):
     exe, qemu = arm_exe
     out = run_and_check([qemu, "-cpu", "max", exe], 2)
     assert "selected: neondot" in out and "crc32c__armv8crc" in out
+    # the sdot int8 and 4-bit kernels ran the full sweep against the scalar reference
+    assert "quantized: qs8_quant__scalar, qs8_gemm_4x16c4__neondot, q4_gemm_4x16c8__neondot" in out
+    assert "FAIL" not in out
 
 
 def test_native_aarch64_without_dotprod_falls_back(arm_exe):

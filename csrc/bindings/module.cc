@@ -11,6 +11,7 @@
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "runtime/engine.h"
+#include "runtime/ops/qdense.h"
 #include "runtime/threadpool.h"
 
 namespace py = pybind11;
@@ -190,6 +191,113 @@ void py_f32_gemm(const std::string& isa, py::array_t<float, py::array::c_style> 
   t.f32_gemm(g, m0, m1, n0, n1);
 }
 
+using U8Array = py::array_t<uint8_t, py::array::c_style>;
+
+U8Array aligned_bytes(int64_t n) {
+  // numpy allocations are 16-byte aligned; over-allocate and slice so kernels see 64-byte alignment
+  U8Array raw(std::vector<int64_t>{n + 64});
+  const uintptr_t p = reinterpret_cast<uintptr_t>(raw.mutable_data());
+  const int64_t off = int64_t((64 - (p & 63)) & 63);
+  py::object sl = raw[py::slice(off, off + n, 1)];
+  return py::cast<U8Array>(sl);
+}
+
+U8Array py_pack_qs8(py::array_t<int8_t, py::array::c_style> Wq, py::array_t<float, py::array::c_style | py::array::forcecast> scales) {
+  if (Wq.ndim() != 2) throw std::invalid_argument("pack_qs8 expects int8 weights [K, N]");
+  const int64_t K = Wq.shape(0), N = Wq.shape(1);
+  if (scales.size() != N) throw std::invalid_argument("pack_qs8 expects N scales");
+  if (K > kQs8MaxK) throw std::invalid_argument("pack_qs8: K above " + std::to_string(kQs8MaxK));
+  for (int64_t i = 0; i < K * N; ++i)
+    if (Wq.data()[i] == -128) throw std::invalid_argument("pack_qs8: weights must be in [-127, 127]");
+  U8Array out = aligned_bytes(qs8_packed_bytes(K, N));
+  qs8_gemm_pack(K, N, Wq.data(), scales.data(), out.mutable_data());
+  return out;
+}
+
+Q4Layout q4_layout(const std::string& kind, int64_t group) {
+  if (group != 32 && group != 64 && group != 128) throw std::invalid_argument("group must be 32, 64 or 128");
+  if (kind == "sym") return {Q4Kind::kAffine, false, group};
+  if (kind == "asym") return {Q4Kind::kAffine, true, group};
+  if (kind == "table") return {Q4Kind::kTable, false, group};
+  throw std::invalid_argument("kind must be sym, asym or table");
+}
+
+U8Array py_pack_q4(py::array_t<uint8_t, py::array::c_style> U, py::array_t<uint16_t, py::array::c_style> S, py::object Z,
+                   py::object T, const std::string& kind, int64_t group) {
+  const Q4Layout l = q4_layout(kind, group);
+  if (U.ndim() != 2) throw std::invalid_argument("pack_q4 expects codes [K, N]");
+  const int64_t K = U.shape(0), N = U.shape(1), NG = q4_kg(K, group) / group;
+  if (S.ndim() != 2 || S.shape(0) != NG || S.shape(1) != N) throw std::invalid_argument("pack_q4 expects f16 scale bits [NG, N]");
+  for (int64_t i = 0; i < K * N; ++i)
+    if (U.data()[i] > 15) throw std::invalid_argument("pack_q4: codes must be in [0, 15]");
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> z;
+  py::array_t<int8_t, py::array::c_style | py::array::forcecast> tb;
+  if (l.kind == Q4Kind::kAffine && l.asym) {
+    z = py::cast<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>>(Z);
+    if (z.size() != NG * N) throw std::invalid_argument("pack_q4 expects zero points [NG, N]");
+    for (int64_t i = 0; i < NG * N; ++i)
+      if (z.data()[i] > 15) throw std::invalid_argument("pack_q4: zero points must be in [0, 15]");
+  }
+  if (l.kind == Q4Kind::kTable) {
+    tb = py::cast<py::array_t<int8_t, py::array::c_style | py::array::forcecast>>(T);
+    if (tb.size() != 16) throw std::invalid_argument("pack_q4 expects a 16-entry table");
+    for (int i = 0; i < 16; ++i)
+      if (tb.data()[i] == -128) throw std::invalid_argument("pack_q4: table entries must be in [-127, 127]");
+  }
+  U8Array out = aligned_bytes(q4_parts(K, N, l).total);
+  q4_gemm_pack(K, N, l, U.data(), S.data(), z.size() ? z.data() : nullptr, tb.size() ? tb.data() : nullptr, out.mutable_data());
+  return out;
+}
+
+// Test/bench hook: one quantized Dense with a named ISA's kernels (the runtime path, minus the engine).
+py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X,
+                             U8Array W, const std::string& encoding, int64_t K, int64_t N, py::object bias, int act,
+                             bool threaded) {
+  const KernelTable& t = kernels_for(isa);
+  QWeights w;
+  if (!parse_qweight_encoding(encoding, w)) throw std::invalid_argument("unknown encoding " + encoding);
+  w.K = K;
+  w.N = N;
+  if (K <= 0 || N <= 0 || K > kQs8MaxK) throw std::invalid_argument("bad K/N");
+  if (W.size() != w.packed_bytes()) throw std::invalid_argument("packed weight size mismatch");
+  w.W = W.data();
+  if ((reinterpret_cast<uintptr_t>(w.W) & 63) != 0) throw std::invalid_argument("W must be 64-byte aligned");
+  if (X.ndim() != 2 || X.shape(1) != K) throw std::invalid_argument("X must be [M, K]");
+  if (act < 0 || act > 2) throw std::invalid_argument("bad activation");
+  const int64_t M = X.shape(0);
+  py::array_t<float, py::array::c_style | py::array::forcecast> barr;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    barr = py::cast<py::array_t<float, py::array::c_style | py::array::forcecast>>(bias);
+    if (barr.size() != N) throw std::invalid_argument("bias must have N entries");
+    bp = barr.data();
+  }
+  py::array_t<float> Y(std::vector<int64_t>{M, N});
+  std::vector<uint8_t> scratch(qdense_scratch_bytes(w, M) + 64);
+  void* sp = scratch.data() + ((64 - (reinterpret_cast<uintptr_t>(scratch.data()) & 63)) & 63);
+  const float* xp = X.data();
+  float* yp = Y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    run_qdense(t, w, xp, M, bp, Activation(act), yp, sp, threaded);
+  }
+  return Y;
+}
+
+// Test hook: the activation quantizer of a named ISA -> (q [M, Kp] int8, scale [M], gsum [M, NG]).
+py::tuple py_qs8_quant(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X, int64_t Kp,
+                       int64_t group, bool bias128) {
+  const KernelTable& t = kernels_for(isa);
+  if (X.ndim() != 2 || Kp < X.shape(1) || group <= 0) throw std::invalid_argument("bad arguments");
+  const int64_t M = X.shape(0), K = X.shape(1), NG = (Kp + group - 1) / group;
+  py::array_t<int8_t> q(std::vector<int64_t>{M, Kp});
+  py::array_t<float> sc(std::vector<int64_t>{M});
+  py::array_t<int32_t> gs(std::vector<int64_t>{M, NG});
+  Qs8QuantArgs a{X.data(), K, K, Kp, q.mutable_data(), Kp, sc.mutable_data(), gs.mutable_data(), group, NG, bias128};
+  t.qs8_quant(a, 0, M);
+  return py::make_tuple(q, sc, gs);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -211,6 +319,9 @@ PYBIND11_MODULE(_core, m) {
     const KernelTable& t = isa.empty() ? kernels() : kernels_for(isa);
     py::dict d;
     d["f32-gemm"] = t.f32_gemm_name;
+    d["qs8-quant"] = t.qs8_quant_name;
+    d["qs8-gemm"] = t.qs8_gemm_name;
+    d["q4-gemm"] = t.q4_gemm_name;
     d["crc32c"] = t.crc32c_name;
     return d;
   }, py::arg("isa") = "");
@@ -224,6 +335,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
   m.def("pack_f32_n16", &py_pack_b);
   m.def("f32_gemm", &py_f32_gemm);
+  m.def("pack_qs8", &py_pack_qs8);
+  m.def("pack_q4", &py_pack_q4, py::arg("codes"), py::arg("scales_f16"), py::arg("zeros"), py::arg("table"), py::arg("kind"),
+        py::arg("group"));
+  m.def("qdense", &py_qdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
+  m.def("qs8_quant", &py_qs8_quant);
   m.def("known_ops", &known_ops);
 
   py::class_<PyEngine>(m, "Engine")

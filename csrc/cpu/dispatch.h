@@ -7,6 +7,9 @@
 
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-gemm/f32_gemm.h"
+#include "kernels/q4-gemm/q4_gemm.h"
+#include "kernels/qs8-gemm/qs8_gemm.h"
+#include "kernels/qs8-quant/qs8_quant.h"
 
 namespace lowbit {
 
@@ -19,6 +22,14 @@ struct KernelTable {
   const char* f32_gemm_name;
   Crc32cFn crc32c;
   const char* crc32c_name;
+  F32GeluFn f32_gelu;
+  Qs8QuantFn qs8_quant;
+  const char* qs8_quant_name;
+  Qs8GemmFn qs8_gemm;
+  const char* qs8_gemm_name;
+  bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
+  Q4GemmFn q4_gemm;
+  const char* q4_gemm_name;
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

@@ -9,7 +9,7 @@ from typing import Any
 
 from .format import save
 from .ir import Graph
-from .passes import run_passes
+from .passes import DEFAULT_PIPELINE, pack_dense_weights, run_passes
 
 
 @dataclass
@@ -66,26 +66,42 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
 
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
-            example_inputs: Any = None, calib: Any = None, recipe: Any = None) -> ConvertReport:
+            symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
+            recipe: Any = None) -> ConvertReport:
     """Imports ``src`` (an ``.onnx`` path or an ``onnx.ModelProto``), runs the
     graph passes (constant folding, GELU/bias/activation fusion, dead-code
-    elimination, weight packing) and writes ``dst`` (a ``.qbin`` file).
+    elimination, weight quantization or packing) and writes ``dst`` (a
+    ``.qbin`` file).
+
+    ``quant``: None keeps fp32 weights; ``"int8"`` stores every MatMul/Gemm
+    weight as symmetric per-output-channel int8; ``"int4"`` as 4-bit groups of
+    ``group_size`` (32, 64 or 128) along K, asymmetric with a zero point per
+    group unless ``symmetric=True``; ``"nf4"`` as 4-bit codes into a 16-entry
+    table per layer (``codebook="nf4"``: the NormalFloat-4 levels;
+    ``"kmeans"``: levels learned from the layer's weights) with a scale per
+    group. Scales come from a per-channel/per-group clipping search that
+    minimizes the squared weight error. Activations are quantized to int8 per
+    row at run time.
 
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
-    ``UnsupportedOpError`` listing every operator it cannot import. ``quant``,
-    ``group_size``, ``calib``, ``recipe`` and torch modules are reserved for the
-    quantized and compressed paths and raise ``NotImplementedError`` in this
-    version.
+    ``UnsupportedOpError`` listing every operator it cannot import. ``calib``,
+    ``recipe`` and torch modules are reserved for the compressed paths and
+    raise ``NotImplementedError`` in this version.
     """
     t0 = time.perf_counter()
+    spec = None
     if quant is not None:
-        raise NotImplementedError(f"quant={quant!r}: quantized encodings are not available in this version yet; "
-                                  "convert with quant=None for the fp32 path")
+        from .passes.quantize import QuantSpec
+        spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook))
     if recipe is not None or calib is not None:
         raise NotImplementedError("recipe= and calib= are not available in this version yet")
     graph, src_name = _import(src, example_inputs)
     src_bytes = int(graph.metadata.get("source_weight_bytes", 0))
-    graph, done = run_passes(graph)
+    passes = list(DEFAULT_PIPELINE)
+    if spec is not None:
+        from .passes.quantize import quantize_dense_weights
+        passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))
+    graph, done = run_passes(graph, passes)
     size = save(graph, dst, producer={"source": os.path.basename(src_name)})
     from .runtime import load
     model = load(dst, verify=False)

@@ -64,8 +64,43 @@ def _nbytes_f32_n16(dtype: str, shape: tuple[int, ...]) -> int:
     return (n + 15) // 16 * 16 * k * 4
 
 
+#: Largest K of a quantized weight (keeps the int32 accumulators exact; see docs/format.md).
+QUANT_MAX_K = 131072
+
+
+def _weight_kn(enc: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    if dtype != "float32" or len(shape) != 2:
+        raise ValueError(f"{enc} needs a float32 tensor of rank 2 [K, N]")
+    k, n = shape
+    if k > QUANT_MAX_K:
+        raise ValueError(f"{enc}: K = {k} is above the limit {QUANT_MAX_K}")
+    return k, n
+
+
+def _nbytes_qs8(dtype: str, shape: tuple[int, ...]) -> int:
+    k, n = _weight_kn("qs8-n16k4", dtype, shape)
+    return (n + 15) // 16 * 16 * ((k + 3) // 4 * 4 + 8)
+
+
+def _nbytes_q4(group: int, table: bool, asym: bool):
+    name = f"q4t-g{group}-n16k8" if table else f"q4-g{group}-{'asym' if asym else 'sym'}-n16k8"
+
+    def size(dtype: str, shape: tuple[int, ...]) -> int:
+        k, n = _weight_kn(name, dtype, shape)
+        p = (n + 15) // 16
+        kg = (k + group - 1) // group * group
+        ng = kg // group
+        return (64 if table else 0) + p * kg * 8 + p * ng * 32 + (p * ng * 16 if asym else 0)
+
+    return name, size
+
+
 #: Known encodings: name -> bytes needed for (dtype, logical shape).
-ENCODINGS = {"raw": _nbytes_raw, "f32-n16": _nbytes_f32_n16}
+ENCODINGS = {"raw": _nbytes_raw, "f32-n16": _nbytes_f32_n16, "qs8-n16k4": _nbytes_qs8}
+for _g in (32, 64, 128):
+    for _table, _asym in ((False, False), (False, True), (True, False)):
+        _name, _fn = _nbytes_q4(_g, _table, _asym)
+        ENCODINGS[_name] = _fn
 
 
 def _align(x: int) -> int:
@@ -442,8 +477,8 @@ def load_file(path: str | os.PathLike, verify: bool = True) -> LoadedFile:
             t.data = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=data_offset + off)
             if t.encoding == "raw":
                 t.data = t.data.view(DTYPES[t.dtype])
-            else:
-                t.data = t.data.view(np.float32) if nbytes % 4 == 0 else t.data
+            elif t.encoding == "f32-n16":
+                t.data = t.data.view(np.float32)
         return LoadedFile(spath, graph, hdr, mm, size)
     except BaseException:
         try:

@@ -75,6 +75,94 @@ static void test_gemm(const KernelTable& t) {
   }
 }
 
+// Quantized paths: activations through the table's quantizer (biased when its int8 GEMM asks),
+// then its GEMM; the reference pipeline is the scalar quantizer + scalar GEMM. Exact match.
+struct QProblem {
+  int64_t M, K, N;
+  std::vector<float> x, bias;
+};
+
+static std::vector<float> run_q(const KernelTable& t, const QProblem& p, const uint8_t* W, bool q4, const Q4Layout& lay,
+                                Activation act) {
+  const int64_t Kp = q4 ? q4_kg(p.K, lay.group) : qs8_kp(p.K), NG = q4 ? Kp / lay.group : 0;
+  std::vector<int8_t> q(p.M * Kp + 64);
+  std::vector<float> sc(p.M);
+  std::vector<int32_t> gs(p.M * (NG ? NG : 1));
+  Qs8QuantArgs qa{p.x.data(), p.K, p.K, Kp, q.data(), Kp, sc.data(), q4 ? gs.data() : nullptr, q4 ? lay.group : 0, NG,
+                  !q4 && t.qs8_gemm_biased};
+  t.qs8_quant(qa, 0, p.M);
+  std::vector<float> y(p.M * p.N, -7.0f);
+  if (q4) {
+    Q4GemmArgs g{p.M, p.N, p.K, lay, q.data(), Kp, sc.data(), gs.data(), W, p.bias.data(), y.data(), p.N, act};
+    t.q4_gemm(g, 0, p.M, 0, p.N);
+  } else {
+    Qs8GemmArgs g{p.M, p.N, p.K, q.data(), Kp, sc.data(), W, p.bias.data(), y.data(), p.N, act};
+    t.qs8_gemm(g, 0, p.M, 0, p.N);
+  }
+  return y;
+}
+
+static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  const int64_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128};
+  const int64_t KNs[][2] = {{5, 17}, {37, 33}, {100, 47}, {129, 70}};
+  for (auto& kn : KNs) {
+    const int64_t K = kn[0], N = kn[1];
+    for (int extreme = 0; extreme < 2; ++extreme) {
+      // int8 weights (all +-127 when extreme)
+      std::vector<int8_t> wq(K * N);
+      std::vector<float> ws(N);
+      for (auto& v : wq) v = extreme ? int8_t((rng() & 1) ? 127 : -127) : int8_t(int(rng() % 255) - 127);
+      for (auto& v : ws) v = 0.001f + 0.01f * float(rng() % 100) / 100.0f;
+      std::vector<uint8_t> W8(qs8_packed_bytes(K, N) + 64);
+      uint8_t* w8 = W8.data();
+      while (reinterpret_cast<uintptr_t>(w8) % 64) ++w8;
+      qs8_gemm_pack(K, N, wq.data(), ws.data(), w8);
+      // 4-bit weights, all three kinds, groups 32/64/128 (max nibbles when extreme)
+      struct Q4W { Q4Layout lay; std::vector<uint8_t> buf; uint8_t* p; };
+      std::vector<Q4W> q4s;
+      for (int64_t G : {32, 64, 128})
+        for (int kind = 0; kind < 3; ++kind) {
+          Q4Layout lay{kind == 2 ? Q4Kind::kTable : Q4Kind::kAffine, kind == 1, G};
+          const int64_t NG = q4_kg(K, G) / G;
+          std::vector<uint8_t> U(K * N), Z(NG * N);
+          std::vector<uint16_t> S(NG * N);
+          std::vector<int8_t> T(16);
+          for (auto& v : U) v = extreme ? 15 : uint8_t(rng() % 16);
+          for (auto& v : Z) v = extreme ? 0 : uint8_t(rng() % 16);
+          for (size_t i = 0; i < S.size(); ++i) S[i] = (i % 7 == 0) ? 0 : uint16_t(0x2000 + rng() % 0x1000);  // f16 ~ 0.008..0.03, some 0
+          for (int i = 0; i < 16; ++i) T[i] = extreme ? int8_t(i % 2 ? -127 : 127) : int8_t(int(rng() % 255) - 127);
+          Q4W w{lay, std::vector<uint8_t>(q4_parts(K, N, lay).total + 64), nullptr};
+          w.p = w.buf.data();
+          while (reinterpret_cast<uintptr_t>(w.p) % 64) ++w.p;
+          q4_gemm_pack(K, N, lay, U.data(), S.data(), Z.data(), T.data(), w.p);
+          q4s.push_back(std::move(w));
+        }
+      for (int64_t M : Ms) {
+        QProblem p{M, K, N, std::vector<float>(M * K), std::vector<float>(N)};
+        for (auto& v : p.x) v = extreme ? ((rng() & 1) ? 1.0f : -1.0f) : nd(rng);
+        for (auto& v : p.bias) v = nd(rng);
+        const std::string where = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N) +
+                                  (extreme ? " extreme" : "");
+        for (int act = 0; act < 2; ++act) {
+          const Q4Layout none{Q4Kind::kAffine, false, 32};
+          auto a = run_q(ref_t, p, w8, false, none, Activation(act));
+          auto b = run_q(t, p, w8, false, none, Activation(act));
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_gemm" + where);
+          for (auto& w : q4s) {
+            auto c = run_q(ref_t, p, w.p, true, w.lay, Activation(act));
+            auto d = run_q(t, p, w.p, true, w.lay, Activation(act));
+            check(std::memcmp(c.data(), d.data(), c.size() * 4) == 0,
+                  std::string(t.isa_name) + " q4_gemm kind=" + std::to_string(int(w.lay.kind)) + (w.lay.asym ? "a" : "") +
+                      " G=" + std::to_string(w.lay.group) + where);
+          }
+        }
+      }
+    }
+  }
+}
+
 int main() {
   std::string feats;
   for (auto& f : cpu::feature_names()) feats += f + " ";
@@ -87,6 +175,10 @@ int main() {
     std::printf("testing %s (%s, %s)\n", t.isa_name, t.f32_gemm_name, t.crc32c_name);
     test_crc(t);
     test_gemm(t);
+    if (&t != &all_kernel_tables().back()) {  // the scalar table is the reference itself
+      std::printf("  quantized: %s, %s, %s\n", t.qs8_quant_name, t.qs8_gemm_name, t.q4_gemm_name);
+      test_quantized(t, all_kernel_tables().back());
+    }
     ++tested;
   }
   std::printf("isas tested: %d\n", tested);

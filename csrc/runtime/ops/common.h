@@ -26,6 +26,9 @@ inline void need_inputs(const std::vector<const Shape*>& in, size_t n, const cha
 // defined in dense.cc).
 void run_f32_gemm_threaded(const F32GemmArgs& g);
 
+// Dense over quantized weight encodings (defined in qdense.cc).
+std::unique_ptr<Op> make_qdense(const NodeSpec& n, const std::vector<ValueSpec>& v);
+
 // Splits n items into chunks of at least `grain` and runs them on the pool.
 template <class F>
 void parallel_chunks(int64_t n, int64_t grain, F&& f) {

@@ -57,6 +57,8 @@ class DenseF32 : public Op {
 };
 
 std::unique_ptr<Op> make_dense(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  // quantized weight encodings run the integer kernels (qdense.cc)
+  if (n.inputs.size() >= 2 && n.inputs[1] >= 0 && v[n.inputs[1]].encoding != "f32-n16") return make_qdense(n, v);
   return std::make_unique<DenseF32>(n, v);
 }
 

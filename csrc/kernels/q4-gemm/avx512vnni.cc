@@ -1,0 +1,179 @@
+// AVX-512 VNNI 4-bit GEMM over the q4 layouts (see q4_gemm.h).
+// Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mf16c
+//
+// The codes are the u8 operand of vpdpbusd and the s8 activations the other one, so no
+// bias trick is needed for affine codes: d = sum u*a, and the zero point comes out as
+// z * gsum (the per-group sum of the activations). Table codes go through vpshufb into a
+// table stored +128 (u8), which puts 128 * gsum into the sum; it is taken out the same way.
+// Integer sums are exact and the per-group fma chain runs in the reference's order.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "q4_gemm.h"
+
+namespace lowbit {
+namespace avx512 {
+namespace {
+
+enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
+
+constexpr int64_t kGemvMaxRows = 4;
+constexpr int64_t kPf = 1024;  // prefetch distance (bytes) along each code panel stream
+
+inline __mmask16 TailMask(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+inline __m512i Bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+template <int MR, int NP, int MODE>
+__attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, int64_t ncols) {
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  const int64_t ps = Kg * 8, pidx = nb / 16;
+  const uint8_t* codes = g.W + parts.codes + pidx * ps;
+  const uint16_t* scales = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + pidx * NG * 16;
+  const uint8_t* zeros = g.W + parts.zeros + pidx * NG * 16;
+  __m512i tbl = _mm512_setzero_si512();
+  if (MODE == kTab) {  // T + 128 as u8 (flip the sign bit), in each 128-bit lane for vpshufb
+    const __m128i t = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)), _mm_set1_epi8(char(0x80)));
+    tbl = _mm512_broadcast_i32x4(t);
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 f[MR][NP];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p) f[r][p] = _mm512_setzero_ps();
+  const int8_t* a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) a[r] = g.A + (m + r) * g.lda;
+  const int32_t* gs[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) gs[r] = g.gsum + (m + r) * NG;
+
+  for (int64_t gi = 0; gi < NG; ++gi) {
+    __m512i d[MR][NP];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int p = 0; p < NP; ++p) d[r][p] = _mm512_setzero_si512();
+    const int64_t k8e = (gi + 1) * G / 8;
+    for (int64_t k8 = gi * G / 8; k8 < k8e; ++k8) {
+      __m512i lo[NP], hi[NP];
+#pragma GCC unroll 16
+      for (int p = 0; p < NP; ++p) {
+        const uint8_t* src = codes + p * ps + k8 * 64;
+        _mm_prefetch(reinterpret_cast<const char*>(src) + kPf, _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(src);
+        lo[p] = _mm512_and_si512(v, low4);
+        hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        if (MODE == kTab) {
+          lo[p] = _mm512_shuffle_epi8(tbl, lo[p]);
+          hi[p] = _mm512_shuffle_epi8(tbl, hi[p]);
+        }
+      }
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512i a0 = Bcast4(a[r] + k8 * 8), a1 = Bcast4(a[r] + k8 * 8 + 4);
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) {
+          d[r][p] = _mm512_dpbusd_epi32(d[r][p], lo[p], a0);
+          d[r][p] = _mm512_dpbusd_epi32(d[r][p], hi[p], a1);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p) {
+      const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + (p * NG + gi) * 16)));
+      __m512i z = _mm512_setzero_si512();
+      if (MODE == kAsym)
+        z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + (p * NG + gi) * 16)));
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const int32_t sum = gs[r][gi];
+        __m512i c;
+        if (MODE == kAsym) c = _mm512_sub_epi32(d[r][p], _mm512_mullo_epi32(z, _mm512_set1_epi32(sum)));
+        else c = _mm512_sub_epi32(d[r][p], _mm512_set1_epi32(sum * (MODE == kTab ? 128 : 8)));
+        f[r][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, f[r][p]);
+      }
+    }
+  }
+  const bool relu = g.act == Activation::kRelu;
+#pragma GCC unroll 16
+  for (int p = 0; p < NP; ++p) {
+    const __mmask16 mk = TailMask(ncols - 16 * p);
+    const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb + 16 * p) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      __m512 y = _mm512_mul_ps(f[r][p], _mm512_set1_ps(g.a_scale[m + r]));
+      if (g.bias) y = _mm512_add_ps(y, bias);
+      if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
+      _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb + 16 * p, mk, y);
+    }
+  }
+}
+
+template <int MR, int NP, int MODE>
+void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
+  int64_t nb = n0;
+  for (; nb + 16 * NP <= n1; nb += 16 * NP) Tile<MR, NP, MODE>(g, m, nb, 16 * NP);
+  if constexpr (NP > 1) {
+    if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP, MODE>(g, m, nb, n1 - nb);
+    if (nb < n1) Cols<MR, NP - 1, MODE>(g, m, nb, n1);
+  } else {
+    if (nb < n1) Tile<MR, 1, MODE>(g, m, nb, n1 - nb);
+  }
+}
+
+template <int NP, int MODE>
+void RowsDispatch(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_t n1) {
+  switch (mr) {
+    case 1: Cols<1, NP, MODE>(g, m, n0, n1); break;
+    case 2: Cols<2, NP, MODE>(g, m, n0, n1); break;
+    case 3: Cols<3, NP, MODE>(g, m, n0, n1); break;
+    case 4: Cols<4, NP, MODE>(g, m, n0, n1); break;
+    case 5: Cols<5, NP, MODE>(g, m, n0, n1); break;
+    default: Cols<6, NP, MODE>(g, m, n0, n1); break;
+  }
+}
+
+template <int MODE>
+void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t rows = m1 - m0;
+  if (rows <= kGemvMaxRows) return RowsDispatch<4, MODE>(g, m0, rows, n0, n1);
+  const int64_t ntiles = (rows + 5) / 6;
+  const int64_t base = rows / ntiles, extra = rows % ntiles;
+  const int64_t nc = 64;
+  for (int64_t jc = n0; jc < n1; jc += nc) {
+    const int64_t jend = jc + nc < n1 ? jc + nc : n1;
+    int64_t m = m0;
+    for (int64_t it = 0; it < ntiles; ++it) {
+      const int64_t mr = base + (it < extra ? 1 : 0);
+      RowsDispatch<2, MODE>(g, m, mr, jc, jend);
+      m += mr;
+    }
+  }
+}
+
+}  // namespace
+
+void q4_gemm_6x32c8__avx512vnni(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 <= m0 || n1 <= n0) return;
+  if (g.lay.kind == Q4Kind::kTable) return Run<kTab>(g, m0, m1, n0, n1);
+  if (g.lay.asym) return Run<kAsym>(g, m0, m1, n0, n1);
+  Run<kSym>(g, m0, m1, n0, n1);
+}
+
+}  // namespace avx512
+}  // namespace lowbit

@@ -1,0 +1,90 @@
+// 4-bit weight GEMM with group-wise scales along K:
+//   C[m,n] = act( a_scale[m] * sum_g s[n,g] * sum_{k in g} A_q[m,k] * v(k,n)  + bias[n] )
+// A_q: activations quantized per row by qs8-quant (s8, never biased here);
+// v(k,n): the 4-bit code u decoded either affinely, v = u - z[n,g] (kind kAffine; symmetric
+// weights store z = 8 implicitly), or through a 16-entry s8 table, v = T[u] (kind kTable:
+// NF4 or a learned codebook).
+//
+// Packed layouts (the bytes stored in .qbin, ISA-independent). P = ceil(N/16) panels,
+// Kg = round_up(K, G), NG = Kg / G, G in {32, 64, 128}:
+//   "q4-g{G}-sym-n16k8" / "q4-g{G}-asym-n16k8" (kAffine):
+//     [0, P*Kg*8)        codes: 64 bytes per (panel p, 8 consecutive k = k8): byte j*4 + i holds
+//                        u(8*k8 + i, 16p+j) in its low nibble and u(8*k8 + 4 + i, 16p+j) in its high
+//                        nibble (i = 0..3): the low nibbles are one vpdpbusd/sdot operand, the high
+//                        nibbles the next. Padding codes are z (value 0).
+//     then P*NG*16 f16   s[n,g] at ((p*NG + g)*16 + j)
+//     then P*NG*16 u8    z[n,g] (asym only; sym means z = 8)
+//   "q4t-g{G}-n16k8" (kTable):
+//     [0, 64)            T[0..15] as s8 in [-127, 127], zero padded to 64 bytes
+//     then codes and f16 scales as above (no zero points)
+//
+// Result definition (scalar reference; every ISA matches it bit for bit):
+//   d_g = sum_{k in g} A_q[m,k] * v(k,n)   exact int32 (|d_g| < 2^31 for G <= 128)
+//   f = 0;  for g = 0..NG-1:  f = fma(float(d_g), s[n,g], f)        (in this order)
+//   y = f * a_scale[m];  y = y + bias[n];  y = act(y)
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/f32-gemm/f32_gemm.h"  // Activation
+
+namespace lowbit {
+
+enum class Q4Kind : int32_t { kAffine = 0, kTable = 1 };
+
+struct Q4Layout {
+  Q4Kind kind;
+  bool asym;        // kAffine only
+  int64_t group;    // 32, 64 or 128
+};
+
+struct Q4GemmArgs {
+  int64_t M, N, K;
+  Q4Layout lay;
+  const int8_t* A;        // quantized rows, Kg bytes valid each (zeros past K), row stride lda
+  int64_t lda;
+  const float* a_scale;   // M
+  const int32_t* gsum;    // M x NG sums of A_q per group (row stride NG), for the affine zero points
+  const uint8_t* W;       // packed as above
+  const float* bias;      // N or nullptr
+  float* C;
+  int64_t ldc;
+  Activation act;
+};
+
+using Q4GemmFn = void (*)(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+inline int64_t q4_kg(int64_t K, int64_t G) { return (K + G - 1) / G * G; }
+// Byte offsets of the parts of a packed q4 blob, and its total size.
+struct Q4Parts {
+  int64_t table, codes, scales, zeros, total;
+};
+inline Q4Parts q4_parts(int64_t K, int64_t N, const Q4Layout& l) {
+  const int64_t P = (N + 15) / 16, Kg = q4_kg(K, l.group), NG = Kg / l.group;
+  Q4Parts r;
+  r.table = 0;
+  r.codes = l.kind == Q4Kind::kTable ? 64 : 0;
+  r.scales = r.codes + P * Kg * 8;
+  r.zeros = r.scales + P * NG * 16 * 2;
+  r.total = r.zeros + (l.kind == Q4Kind::kAffine && l.asym ? P * NG * 16 : 0);
+  return r;
+}
+// Packs codes U[K,N] (row-major u8 in [0,15]), f16 scale bits S[NG,N], zero points Z[NG,N]
+// (asym only, else nullptr) and table T[16] (kTable only, else nullptr).
+void q4_gemm_pack(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* U, const uint16_t* S,
+                  const uint8_t* Z, const int8_t* T, uint8_t* out);
+
+namespace ref {
+void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}
+namespace avx2 {
+void q4_gemm_4x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}
+namespace avx512 {
+void q4_gemm_6x32c8__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}
+namespace neon {
+void q4_gemm_4x16c8__neondot(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,45 @@
+// Scalar reference 4-bit GEMM: the definition every ISA kernel reproduces (see q4_gemm.h).
+#include <cmath>
+
+#include "kernels/common/f16.h"
+#include "q4_gemm.h"
+
+namespace lowbit {
+namespace ref {
+
+void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const Q4Layout& l = a.lay;
+  const int64_t P = (a.N + 15) / 16, Kg = q4_kg(a.K, l.group), NG = Kg / l.group;
+  const Q4Parts parts = q4_parts(a.K, a.N, l);
+  const int8_t* T = reinterpret_cast<const int8_t*>(a.W);
+  const uint8_t* codes = a.W + parts.codes;
+  const uint16_t* sc = reinterpret_cast<const uint16_t*>(a.W + parts.scales);
+  const uint8_t* zp = a.W + parts.zeros;
+  (void)P;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* x = a.A + m * a.lda;
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t p = n / 16, j = n % 16;
+      float f = 0.0f;
+      for (int64_t g = 0; g < NG; ++g) {
+        int32_t z = 0;
+        if (l.kind == Q4Kind::kAffine) z = l.asym ? zp[(p * NG + g) * 16 + j] : 8;
+        int32_t d = 0;
+        for (int64_t k = g * l.group; k < (g + 1) * l.group; ++k) {
+          const uint8_t b = codes[(p * Kg / 8 + k / 8) * 64 + j * 4 + (k % 4)];
+          const int32_t u = (k % 8) < 4 ? (b & 0x0F) : (b >> 4);
+          const int32_t v = l.kind == Q4Kind::kAffine ? u - z : int32_t(T[u]);
+          d += int32_t(x[k]) * v;
+        }
+        f = std::fma(float(d), f16_to_f32(sc[(p * NG + g) * 16 + j]), f);
+      }
+      float y = f * a.a_scale[m];
+      if (a.bias != nullptr) y = y + a.bias[n];
+      if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
+      a.C[m * a.ldc + n] = y;
+    }
+  }
+}
+
+}  // namespace ref
+}  // namespace lowbit

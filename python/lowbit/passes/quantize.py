@@ -1,0 +1,267 @@
+"""Weight quantization at convert time: every Dense weight becomes int8
+(per output channel), int4 (group-wise along K, symmetric or asymmetric) or
+4-bit codes into a 16-entry table (NF4 or a k-means codebook), packed into the
+layout the integer kernels read (docs/format.md, docs/kernels.md).
+
+Scales are not min-max: for each channel (int8) or group (4-bit), a grid of
+clipping ratios is tried and the one with the least squared weight error is
+kept, with the stored (f16 for 4-bit) scale used for the rounding. The grid is
+deterministic, so the same weights always give the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import _core
+from ..ir import Graph, Tensor
+
+#: The NormalFloat-4 levels (Dettmers et al., QLoRA, 2023): quantiles of N(0, 1)
+#: scaled to [-1, 1], with an exact zero.
+NF4_LEVELS = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0], dtype=np.float64)
+
+#: Clipping ratios tried per channel/group (1.0 = min-max).
+CLIP_GRID = np.linspace(1.0, 0.55, 19)
+
+QUANT_MODES = ("int8", "int4", "nf4")
+GROUP_SIZES = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What to do to each Dense weight: ``mode`` in int8 | int4 | nf4,
+    ``group`` (4-bit only), ``symmetric`` (int4 only), ``codebook`` (nf4:
+    "nf4" for the fixed NormalFloat table, "kmeans" for one learned from the
+    layer's normalized weights)."""
+
+    mode: str
+    group: int = 32
+    symmetric: bool = False
+    codebook: str = "nf4"
+
+    def __post_init__(self) -> None:
+        if self.mode not in QUANT_MODES:
+            raise ValueError(f"quant={self.mode!r}: expected one of {', '.join(QUANT_MODES)}")
+        if self.mode != "int8" and self.group not in GROUP_SIZES:
+            raise ValueError(f"group_size={self.group!r}: expected one of {GROUP_SIZES}")
+        if self.codebook not in ("nf4", "kmeans"):
+            raise ValueError(f"codebook={self.codebook!r}: expected 'nf4' or 'kmeans'")
+
+    @property
+    def encoding(self) -> str:
+        if self.mode == "int8":
+            return "qs8-n16k4"
+        if self.mode == "int4":
+            return f"q4-g{self.group}-{'sym' if self.symmetric else 'asym'}-n16k8"
+        return f"q4t-g{self.group}-n16k8"
+
+
+# ---- int8, per output channel --------------------------------------------------------
+
+def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W[K, N] -> (q int8 [K, N] in [-127, 127], scale float32 [N]) with the
+    clipping ratio per column that minimizes sum_k (q*s - w)^2."""
+    w = np.asarray(w, dtype=np.float32)
+    amax = np.abs(w).max(axis=0) if w.shape[0] else np.zeros(w.shape[1], np.float32)
+    best_err = np.full(w.shape[1], np.inf)
+    best_s = np.zeros(w.shape[1], np.float32)
+    for c in CLIP_GRID:
+        s = (amax * np.float32(c) / np.float32(127)).astype(np.float32)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        q = np.clip(np.rint(w * inv), -127, 127)
+        err = ((q * s - w) ** 2).sum(axis=0)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s = np.where(better, s, best_s)
+    inv = np.divide(1.0, best_s, out=np.zeros_like(best_s), where=best_s > 0)
+    q = np.clip(np.rint(w * inv), -127, 127).astype(np.int8)
+    return q, best_s.astype(np.float32)
+
+
+# ---- 4-bit, group-wise along K --------------------------------------------------------
+
+def _groups(w: np.ndarray, group: int) -> np.ndarray:
+    """W[K, N] -> [NG, G, N] float32, K zero-padded to a multiple of G."""
+    k, n = w.shape
+    kg = -(-k // group) * group
+    wp = np.zeros((kg, n), np.float32)
+    wp[:k] = w
+    return wp.reshape(kg // group, group, n)
+
+
+def _f16(s: np.ndarray, what: str) -> np.ndarray:
+    """Scales as stored (f16), back in float32; refuses weights beyond f16 range."""
+    if np.any(~np.isfinite(s)) or np.any(s > 65504.0):
+        raise ValueError(f"{what}: weights too large for f16 group scales (max |w| / scale above 65504)")
+    return s.astype(np.float16).astype(np.float32)
+
+
+def quantize_int4(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """W[K, N] -> (codes u8 [K, N] in [0, 15], f16 scales [NG, N], zero points
+    u8 [NG, N] or None when symmetric (z = 8)). Per group, the clip ratio (and,
+    symmetric, whether the largest magnitude maps to -8 or to 7) with the least
+    squared error wins."""
+    w = np.asarray(w, dtype=np.float32)
+    k, n = w.shape
+    wg = _groups(w, group)
+    ng = wg.shape[0]
+    best_err = np.full((ng, n), np.inf, np.float32)
+    best_s = np.zeros((ng, n), np.float32)
+    best_z = np.full((ng, n), 8.0, np.float32)
+    if symmetric:
+        amax = np.abs(wg).max(axis=1)
+        cands = [(c, d) for c in CLIP_GRID for d in (7.0, 8.0)]
+    else:
+        lo = np.minimum(wg.min(axis=1), 0.0)
+        hi = np.maximum(wg.max(axis=1), 0.0)
+        cands = [(c, 15.0) for c in CLIP_GRID]
+    for c, d in cands:
+        if symmetric:
+            s = _f16(amax * np.float32(c / d), "int4")
+            z = np.full_like(s, 8.0)
+        else:
+            s = _f16((hi - lo) * np.float32(c / d), "int4")
+            inv0 = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+            z = np.clip(np.rint(-lo * np.float32(c) * inv0), 0, 15)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        q = np.clip(np.rint(wg * inv[:, None, :]) + z[:, None, :], 0, 15)
+        err = (((q - z[:, None, :]) * s[:, None, :] - wg) ** 2).sum(axis=1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s = np.where(better, s, best_s)
+        best_z = np.where(better, z, best_z)
+    inv = np.divide(1.0, best_s, out=np.zeros_like(best_s), where=best_s > 0)
+    q = np.clip(np.rint(wg * inv[:, None, :]) + best_z[:, None, :], 0, 15).astype(np.uint8)
+    codes = q.reshape(-1, n)[:k]
+    return (np.ascontiguousarray(codes), best_s.astype(np.float16),
+            None if symmetric else best_z.astype(np.uint8))
+
+
+def nf4_table() -> np.ndarray:
+    """The NF4 levels as the kernel's s8 table (x 127)."""
+    return np.rint(NF4_LEVELS * 127).astype(np.int8)
+
+
+def kmeans_table(w: np.ndarray, group: int, iters: int = 25) -> np.ndarray:
+    """A 16-entry s8 codebook learned by 1-D k-means (Lloyd, started from the NF4
+    levels) on the layer's weights normalized by their group's absmax: the
+    levels follow this layer's weight histogram instead of a normal curve."""
+    wg = _groups(np.asarray(w, np.float32), group)
+    amax = np.abs(wg).max(axis=1, keepdims=True)
+    v = np.divide(wg, amax, out=np.zeros_like(wg), where=amax > 0).ravel().astype(np.float64)
+    if v.size > 1 << 20:  # a fixed, evenly spaced subsample keeps big layers fast and deterministic
+        v = v[:: v.size // (1 << 20)]
+    v.sort()
+    centers = NF4_LEVELS.copy()
+    for _ in range(iters):
+        edges = (centers[1:] + centers[:-1]) / 2
+        idx = np.searchsorted(edges, v)
+        sums = np.bincount(idx, weights=v, minlength=16)
+        cnts = np.bincount(idx, minlength=16)
+        new = np.where(cnts > 0, sums / np.maximum(cnts, 1), centers)
+        if np.allclose(new, centers, atol=1e-7):
+            break
+        centers = np.sort(new)
+    peak = np.abs(centers).max()
+    t = np.rint(centers / peak * 127) if peak > 0 else np.zeros(16)
+    return np.clip(t, -127, 127).astype(np.int8)
+
+
+def quantize_table4(w: np.ndarray, group: int, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W[K, N] -> (codes u8 [K, N], f16 scales [NG, N]) for w ~ s * table[code]:
+    per group, the clip ratio with the least squared error; codes are the
+    nearest table entries."""
+    w = np.asarray(w, dtype=np.float32)
+    k, n = w.shape
+    t = table.astype(np.float32)
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    edges = (ts[1:] + ts[:-1]) / 2
+    tmax = float(np.abs(t).max()) or 1.0
+    wg = _groups(w, group)
+    amax = np.abs(wg).max(axis=1)
+
+    def encode(s: np.ndarray) -> np.ndarray:
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        return order[np.searchsorted(edges, wg * inv[:, None, :])]
+
+    best_err = np.full(amax.shape, np.inf, np.float32)
+    best_s = np.zeros(amax.shape, np.float32)
+    for c in CLIP_GRID:
+        s = _f16(amax * np.float32(c / tmax), "nf4")
+        err = ((t[encode(s)] * s[:, None, :] - wg) ** 2).sum(axis=1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s = np.where(better, s, best_s)
+    codes = encode(best_s).astype(np.uint8).reshape(-1, n)[:k]
+    return np.ascontiguousarray(codes), best_s.astype(np.float16)
+
+
+# ---- packing and dequantization ---------------------------------------------------------
+
+def pack_weight(w: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, dict]:
+    """Quantizes and packs W[K, N]; returns (packed bytes, meta for the header)."""
+    w = np.asarray(w, dtype=np.float32)
+    if spec.mode == "int8":
+        q, s = quantize_int8(w)
+        return _core.pack_qs8(q, s), {"quant": "int8", "clip": "mse"}
+    if spec.mode == "int4":
+        codes, s, z = quantize_int4(w, spec.group, spec.symmetric)
+        kind = "sym" if spec.symmetric else "asym"
+        return (_core.pack_q4(codes, s.view(np.uint16), z, None, kind, spec.group),
+                {"quant": "int4", "group": spec.group, "symmetric": spec.symmetric, "clip": "mse"})
+    table = nf4_table() if spec.codebook == "nf4" else kmeans_table(w, spec.group)
+    codes, s = quantize_table4(w, spec.group, table)
+    return (_core.pack_q4(codes, s.view(np.uint16), None, table, "table", spec.group),
+            {"quant": "nf4", "group": spec.group, "codebook": spec.codebook, "clip": "mse"})
+
+
+def dequantize(w: np.ndarray, spec: QuantSpec) -> np.ndarray:
+    """The float weights a layer effectively computes with under ``spec``
+    (quantize, then expand): for error measurements and tests."""
+    w = np.asarray(w, dtype=np.float32)
+    k, n = w.shape
+    if spec.mode == "int8":
+        q, s = quantize_int8(w)
+        return q.astype(np.float32) * s[None, :]
+    g = spec.group
+    kg = -(-k // g) * g
+    if spec.mode == "int4":
+        codes, s, z = quantize_int4(w, g, spec.symmetric)
+        zz = np.full(s.shape, 8, np.float32) if z is None else z.astype(np.float32)
+        cp = np.zeros((kg, n), np.float32)
+        cp[:k] = codes
+        vals = (cp.reshape(-1, g, n) - zz[:, None, :]) * s.astype(np.float32)[:, None, :]
+        return vals.reshape(kg, n)[:k]
+    table = nf4_table() if spec.codebook == "nf4" else kmeans_table(w, g)
+    codes, s = quantize_table4(w, g, table)
+    cp = np.zeros((kg, n), np.int64)
+    cp[:k] = codes
+    vals = table.astype(np.float32)[cp].reshape(-1, g, n) * s.astype(np.float32)[:, None, :]
+    return vals.reshape(kg, n)[:k]
+
+
+def quantize_dense_weights(spec: QuantSpec) -> Callable[[Graph], Graph]:
+    """Returns the pass that quantizes every raw float32 Dense weight [K, N]
+    per ``spec`` and stores it packed in the integer kernels' layout."""
+
+    def quantize_dense_weights(graph: Graph) -> Graph:
+        for node in graph.nodes:
+            if node.op != "Dense":
+                continue
+            w = graph.tensors[node.inputs[1]]
+            if w.encoding != "raw" or w.dtype != "float32":
+                continue
+            arr = w.array().astype(np.float32, copy=False)
+            packed, meta = pack_weight(arr, spec)
+            graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), spec.encoding, meta)
+        return graph
+
+    return quantize_dense_weights

@@ -1,0 +1,261 @@
+"""The integer kernels: the activation quantizer, the int8 GEMM (qs8) and the
+4-bit GEMM (q4: int4 symmetric/asymmetric and table codes).
+
+Each scalar reference is checked against an independent numpy implementation of
+its definition (qs8_quant.h, qs8_gemm.h, q4_gemm.h), and every ISA this machine
+has must reproduce the scalar reference bit for bit (integer sums are exact and
+the float epilogue follows the same operation order)."""
+
+import numpy as np
+import pytest
+
+from lowbit import _core
+from lowbit.passes.quantize import nf4_table
+
+from conftest import ISAS
+
+MS = list(range(1, 11)) + [15, 16, 17, 31, 32, 33, 63, 64, 65, 128]
+# K and N off the 4/8/16/32-multiples and off the groups
+KNS = [(1, 1), (5, 17), (37, 33), (100, 47), (129, 70)]
+SIMD = [i for i in ISAS if i != "scalar"]
+Q4_KINDS = ["sym", "asym", "table"]
+ENC = {"sym": "q4-g{}-sym-n16k8", "asym": "q4-g{}-asym-n16k8", "table": "q4t-g{}-n16k8"}
+
+
+def f16_bits(s):
+    return np.asarray(s, np.float16).view(np.uint16)
+
+
+def quantize_np(x, Kp):
+    """The activation quantizer's definition, in numpy."""
+    x = np.asarray(x, np.float32)
+    absx = np.abs(x)
+    amax = np.where(np.isnan(absx), 0, absx).max(axis=1).astype(np.float32)
+    scale = (amax / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, 0).astype(np.float32)
+    v = (x * inv[:, None]).astype(np.float32)
+    v = np.where(v > -127, v, -127).astype(np.float32)
+    v = np.where(v < 127, v, 127)
+    q = np.zeros((x.shape[0], Kp), np.int8)
+    q[:, :x.shape[1]] = np.rint(v).astype(np.int8)
+    return q, scale
+
+
+def act_np(y, act):
+    if act == 1:
+        return np.where(np.float32(0) > y, np.float32(0), y)
+    return y
+
+
+# ---- activation quantizer ------------------------------------------------------------
+
+@pytest.mark.parametrize("K", [1, 15, 16, 17, 64, 100, 257])
+def test_quantizer_matches_definition_and_isas(K):
+    rng = np.random.default_rng(K)
+    x = (rng.standard_normal((7, K)) * rng.choice([1e-3, 1.0, 1e3], size=(7, 1))).astype(np.float32)
+    x[3] = 0.0                        # all-zero row: scale 0, codes 0
+    x[4, 0] = np.nan                  # NaN ignored by the max, maps to -127
+    x[5] = np.float32(2.5) * np.sign(rng.standard_normal(K)).astype(np.float32)  # +-127 exactly
+    Kp = (K + 31) // 32 * 32
+    q0, s0, g0 = _core.qs8_quant("scalar", x, Kp, 32, False)
+    qn, sn = quantize_np(x, Kp)
+    np.testing.assert_array_equal(q0, qn)
+    np.testing.assert_array_equal(s0, sn)
+    assert q0.min() >= -127
+    if K > 1:
+        assert q0[5, :K].max() == 127 and q0[5, :K].min() == -127
+    assert q0[4, 0] == -127
+    # group sums over [32g, 32g+32) of the s8 codes
+    ng = Kp // 32
+    np.testing.assert_array_equal(g0, q0.astype(np.int32).reshape(7, ng, 32).sum(axis=2))
+    # biased form: the same codes + 128 as bytes
+    qb, sb, gb = _core.qs8_quant("scalar", x, Kp, 32, True)
+    np.testing.assert_array_equal(qb.view(np.uint8), (q0.astype(np.int16) + 128).astype(np.uint8))
+    np.testing.assert_array_equal(gb, g0)
+    for isa in SIMD:
+        for bias in (False, True):
+            q, s, g = _core.qs8_quant(isa, x, Kp, 32, bias)
+            r = _core.qs8_quant("scalar", x, Kp, 32, bias)
+            np.testing.assert_array_equal(q, r[0], err_msg=isa)
+            np.testing.assert_array_equal(s, r[1], err_msg=isa)
+            np.testing.assert_array_equal(g, r[2], err_msg=isa)
+
+
+# ---- int8 GEMM ---------------------------------------------------------------------------
+
+def qs8_problem(seed, M, K, N, extreme=False):
+    rng = np.random.default_rng(seed)
+    if extreme:  # every weight and activation code at +-127: the maddubs saturation trap
+        Wq = (127 * rng.choice([-1, 1], size=(K, N))).astype(np.int8)
+        x = rng.choice([-1.0, 1.0], size=(M, K)).astype(np.float32)
+    else:
+        Wq = rng.integers(-127, 128, size=(K, N)).astype(np.int8)
+        x = rng.standard_normal((M, K)).astype(np.float32)
+    scales = rng.uniform(0.001, 0.02, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    return x, Wq, scales, bias
+
+
+def qs8_np(x, Wq, scales, bias, act):
+    K = Wq.shape[0]
+    q, s = quantize_np(x, (K + 3) // 4 * 4)
+    acc = q[:, :K].astype(np.int64) @ Wq.astype(np.int64)
+    assert np.abs(acc).max() < 2 ** 31
+    y = acc.astype(np.float32) * (s[:, None] * scales[None, :]).astype(np.float32)
+    y = (y + bias).astype(np.float32)
+    return act_np(y, act)
+
+
+@pytest.mark.parametrize("K,N", KNS)
+def test_qs8_reference_matches_numpy(K, N):
+    for M in (1, 3, 17):
+        for act in (0, 1):
+            x, Wq, sc, b = qs8_problem(K * 1000 + N + M, M, K, N)
+            got = _core.qdense("scalar", x, _core.pack_qs8(Wq, sc), "qs8-n16k4", K, N, b, act)
+            np.testing.assert_array_equal(got, qs8_np(x, Wq, sc, b, act))
+
+
+@pytest.mark.parametrize("isa", SIMD)
+@pytest.mark.parametrize("K,N", KNS + [(256, 64), (1024, 40)])
+def test_qs8_isas_match_reference(isa, K, N):
+    for M in MS:
+        x, Wq, sc, b = qs8_problem(M * 7 + K, M, K, N, extreme=(M % 3 == 0))
+        W = _core.pack_qs8(Wq, sc)
+        for act in (0, 1, 2):
+            want = _core.qdense("scalar", x, W, "qs8-n16k4", K, N, b, act)
+            got = _core.qdense(isa, x, W, "qs8-n16k4", K, N, b, act)
+            if act == 2:  # GELU's vector erf may differ from libm by a few ulp (as in the fp32 GEMM)
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{isa} M={M}")
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} act={act}")
+
+
+def test_qs8_extreme_sum_is_exact():
+    """K = 4096 codes of +127 x +127: 66 million, exact in int32 on every path."""
+    K, N = 4096, 16
+    Wq = np.full((K, N), 127, np.int8)
+    x = np.ones((1, K), np.float32)
+    sc = np.ones(N, np.float32)
+    for isa in ISAS:
+        y = _core.qdense(isa, x, _core.pack_qs8(Wq, sc), "qs8-n16k4", K, N)
+        # acc = 127*127*4096, times a_scale = 1/127 (in float32)
+        want = np.float32(127 * 127 * K) * (np.float32(1) / np.float32(127))
+        np.testing.assert_array_equal(y, np.full((1, N), want, np.float32), err_msg=isa)
+
+
+# ---- 4-bit GEMM ----------------------------------------------------------------------------
+
+def q4_problem(seed, M, K, N, kind, group, extreme=False):
+    rng = np.random.default_rng(seed)
+    ng = (K + group - 1) // group
+    codes = (np.full((K, N), 15) if extreme else rng.integers(0, 16, size=(K, N))).astype(np.uint8)
+    scales = rng.uniform(0.01, 0.1, size=(ng, N)).astype(np.float16)
+    scales[0, : N // 2] = 0  # zero-scale groups (all-zero weights) must not disturb anything
+    zeros = rng.integers(0, 16, size=(ng, N)).astype(np.uint8) if kind == "asym" else None
+    if kind == "asym" and extreme:
+        zeros[:] = 0
+    table = nf4_table() if kind == "table" else None
+    if kind == "table" and extreme:
+        table = np.array([127, -127] * 8, np.int8)
+    if extreme:
+        x = rng.choice([-1.0, 1.0], size=(M, K)).astype(np.float32)
+    else:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    W = _core.pack_q4(codes, f16_bits(scales), zeros, table, kind, group)
+    return x, codes, scales, zeros, table, bias, W
+
+
+def q4_np(x, codes, scales, zeros, table, bias, kind, group, act):
+    K, N = codes.shape
+    kg = (K + group - 1) // group * group
+    ng = kg // group
+    q, s = quantize_np(x, kg)
+    if kind == "table":
+        v = table.astype(np.int64)[codes]
+    else:
+        z = np.full((ng, N), 8) if kind == "sym" else zeros.astype(np.int64)
+        v = codes.astype(np.int64) - np.repeat(z, group, axis=0)[:K]
+    vp = np.zeros((kg, N), np.int64)
+    vp[:K] = v
+    d = np.einsum("mgk,gkn->mgn", q.astype(np.int64).reshape(-1, ng, group), vp.reshape(ng, group, N))
+    f = np.zeros((x.shape[0], N), np.float64)
+    for g in range(ng):  # the fma chain, in float64 then rounded to float32 each step
+        f = (d[:, g, :].astype(np.float64) * scales[g].astype(np.float64) + f).astype(np.float32).astype(np.float64)
+    y = (f.astype(np.float32) * s[:, None]).astype(np.float32)
+    y = (y + bias).astype(np.float32)
+    return act_np(y, act)
+
+
+@pytest.mark.parametrize("kind", Q4_KINDS)
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_reference_matches_numpy(kind, group):
+    for K, N in KNS:
+        for M in (1, 5):
+            x, codes, sc, z, t, b, W = q4_problem(K + N + M, M, K, N, kind, group)
+            got = _core.qdense("scalar", x, W, ENC[kind].format(group), K, N, b, 1)
+            want = q4_np(x, codes, sc, z, t, b, kind, group, 1)
+            # fma vs. float64 emulation: equal up to a rare double-rounding ulp
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("isa", SIMD)
+@pytest.mark.parametrize("kind", Q4_KINDS)
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_isas_match_reference(isa, kind, group):
+    for K, N in KNS + [(256, 64), (1000, 40)]:
+        for M in MS if (K, N) in ((100, 47), (256, 64)) else (1, 2, 4, 5, 6, 7, 13, 33):
+            x, codes, sc, z, t, b, W = q4_problem(M * 31 + K, M, K, N, kind, group, extreme=(M % 4 == 1))
+            enc = ENC[kind].format(group)
+            for act in (0, 1):
+                want = _core.qdense("scalar", x, W, enc, K, N, b, act)
+                got = _core.qdense(isa, x, W, enc, K, N, b, act)
+                np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} M={M} K={K} N={N} act={act}")
+
+
+def test_q4_nibble_order_and_extremes():
+    """One nonzero code at a time: output column n must see exactly that weight,
+    which pins the nibble order (low nibble = k, high = k+4) and the panel layout."""
+    K, N, group = 64, 20, 32
+    ng = K // group
+    for (k, n) in [(0, 0), (3, 1), (4, 2), (7, 15), (8, 16), (37, 19), (63, 5)]:
+        codes = np.full((K, N), 8, np.uint8)  # symmetric zero
+        codes[k, n] = 15                      # +7 at (k, n)
+        scales = np.ones((ng, N), np.float16)
+        W = _core.pack_q4(codes, f16_bits(scales), None, None, "sym", group)
+        x = np.zeros((1, K), np.float32)
+        x[0, k] = 1.0                         # code 127, scale 1/127
+        for isa in ISAS:
+            y = _core.qdense(isa, x, W, ENC["sym"].format(group), K, N)
+            want = np.zeros((1, N), np.float32)
+            want[0, n] = np.float32(7 * 127) * (np.float32(1) / np.float32(127))
+            np.testing.assert_array_equal(y, want, err_msg=f"{isa} k={k} n={n}")
+
+
+@pytest.mark.parametrize("enc,size", [("qs8-n16k4", None), ("q4-g32-asym-n16k8", None)])
+def test_threaded_is_bit_identical(enc, size, threads):
+    import lowbit
+    rng = np.random.default_rng(3)
+    K, N = 640, 300
+    if enc == "qs8-n16k4":
+        W = _core.pack_qs8(rng.integers(-127, 128, (K, N)).astype(np.int8), rng.uniform(0.01, 0.02, N).astype(np.float32))
+    else:
+        W = _core.pack_q4(rng.integers(0, 16, (K, N)).astype(np.uint8), f16_bits(rng.uniform(0.01, 0.1, (K // 32, N))),
+                          rng.integers(0, 16, (K // 32, N)).astype(np.uint8), None, "asym", 32)
+    for M in (1, 3, 64, 130):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        base = _core.qdense(_core.selected_isa(), x, W, enc, K, N, None, 2, False)
+        for t in (2, 3, 4):
+            lowbit.set_num_threads(t)
+            got = _core.qdense(_core.selected_isa(), x, W, enc, K, N, None, 2, True)
+            np.testing.assert_array_equal(got, base, err_msg=f"M={M} threads={t}")
+
+
+def test_pack_rejects_bad_codes():
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        _core.pack_qs8(np.full((4, 4), -128, np.int8), np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 15\]"):
+        _core.pack_q4(np.full((32, 4), 16, np.uint8), f16_bits(np.ones((1, 4))), None, None, "sym", 32)
+    with pytest.raises(ValueError, match="group"):
+        _core.pack_q4(np.zeros((32, 4), np.uint8), f16_bits(np.ones((1, 4))), None, None, "sym", 48)
