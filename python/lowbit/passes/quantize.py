@@ -98,7 +98,7 @@ def _groups(w: np.ndarray, group: int) -> np.ndarray:
 
 def _f16(s: np.ndarray, what: str) -> np.ndarray:
     """Scales as stored (f16), back in float32; refuses weights beyond f16 range."""
-    if np.any(~np.isfinite(s)) or np.any(s > 65504.0):
+    if np.any(~np.isfinite(s)) or np.any(np.abs(s) > 65504.0):
         raise ValueError(f"{what}: weights too large for f16 group scales (max |w| / scale above 65504)")
     return s.astype(np.float16).astype(np.float32)
 
@@ -117,27 +117,32 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarra
     best_z = np.full((ng, n), 8.0, np.float32)
     if symmetric:
         amax = np.abs(wg).max(axis=1)
-        cands = [(c, d) for c in CLIP_GRID for d in (7.0, 8.0)]
+        # the code range is [-8, 7]: the largest magnitude can take -8 if the scale carries its
+        # sign (s = -m/8, m the signed extreme), or 7 with a positive scale; both are tried
+        idx = np.abs(wg).argmax(axis=1)
+        signed_max = np.take_along_axis(wg, idx[:, None, :], axis=1)[:, 0, :]
+        flip = np.where(signed_max > 0, np.float32(-1), np.float32(1))
+        cands = [(c, d) for c in CLIP_GRID for d in (7.0, -8.0)]
     else:
         lo = np.minimum(wg.min(axis=1), 0.0)
         hi = np.maximum(wg.max(axis=1), 0.0)
         cands = [(c, 15.0) for c in CLIP_GRID]
     for c, d in cands:
         if symmetric:
-            s = _f16(amax * np.float32(c / d), "int4")
+            s = _f16(amax * np.float32(c / 7.0), "int4") if d > 0 else _f16(amax * flip * np.float32(c / 8.0), "int4")
             z = np.full_like(s, 8.0)
         else:
             s = _f16((hi - lo) * np.float32(c / d), "int4")
             inv0 = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
             z = np.clip(np.rint(-lo * np.float32(c) * inv0), 0, 15)
-        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
         q = np.clip(np.rint(wg * inv[:, None, :]) + z[:, None, :], 0, 15)
         err = (((q - z[:, None, :]) * s[:, None, :] - wg) ** 2).sum(axis=1)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_s = np.where(better, s, best_s)
         best_z = np.where(better, z, best_z)
-    inv = np.divide(1.0, best_s, out=np.zeros_like(best_s), where=best_s > 0)
+    inv = np.divide(1.0, best_s, out=np.zeros_like(best_s), where=best_s != 0)
     q = np.clip(np.rint(wg * inv[:, None, :]) + best_z[:, None, :], 0, 15).astype(np.uint8)
     codes = q.reshape(-1, n)[:k]
     return (np.ascontiguousarray(codes), best_s.astype(np.float16),
