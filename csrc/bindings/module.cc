@@ -10,6 +10,7 @@
 #include "cpu/dispatch.h"
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-gemm/f32_gemm.h"
+#include "kernels/memread/memread.h"
 #include "runtime/engine.h"
 #include "runtime/ops/qdense.h"
 #include "runtime/threadpool.h"
@@ -341,6 +342,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("qdense", &py_qdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
         py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
   m.def("qs8_quant", &py_qs8_quant);
+  m.def("memread_sum", [](const py::buffer& b) {
+    py::buffer_info info = b.request();
+    const void* p = info.ptr;
+    const size_t n = size_t(info.size) * size_t(info.itemsize);
+    py::gil_scoped_release nogil;
+    return ref::memread_sum__scalar(p, n);
+  }, "Sum of the buffer's 64-bit words: a plain read loop, the memory-bandwidth yardstick of the benches");
   m.def("known_ops", &known_ops);
 
   py::class_<PyEngine>(m, "Engine")

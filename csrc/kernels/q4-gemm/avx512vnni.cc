@@ -30,10 +30,10 @@ inline __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-inline __m512i Bcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
+// acc += codes (u8) x the 4 activation bytes at p (s8, broadcast from memory), in place.
+// (GCC 12 copies accumulators around the intrinsic: the asm keeps them in registers.)
+inline void DpbusdBcast(__m512i& acc, __m512i u8, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*reinterpret_cast<const int32_t*>(p)));
 }
 
 template <int MR, int NP, int MODE>
@@ -50,11 +50,12 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
     tbl = _mm512_broadcast_i32x4(t);
   }
   const __m512i low4 = _mm512_set1_epi8(0x0F);
-  __m512 f[MR][NP];
+  // fp32 sums live in memory (L1): the registers go to the int32 group sums and the codes
+  alignas(64) float f[MR][NP][16];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) f[r][p] = _mm512_setzero_ps();
+    for (int p = 0; p < NP; ++p) _mm512_store_ps(f[r][p], _mm512_setzero_ps());
   const int8_t* a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) a[r] = g.A + (m + r) * g.lda;
@@ -70,26 +71,22 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
       for (int p = 0; p < NP; ++p) d[r][p] = _mm512_setzero_si512();
     const int64_t k8e = (gi + 1) * G / 8;
     for (int64_t k8 = gi * G / 8; k8 < k8e; ++k8) {
-      __m512i lo[NP], hi[NP];
+      // one panel at a time: only its two code vectors are live next to the accumulators
 #pragma GCC unroll 16
       for (int p = 0; p < NP; ++p) {
         const uint8_t* src = codes + p * ps + k8 * 64;
         _mm_prefetch(reinterpret_cast<const char*>(src) + kPf, _MM_HINT_T0);
         const __m512i v = _mm512_loadu_si512(src);
-        lo[p] = _mm512_and_si512(v, low4);
-        hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        __m512i lo = _mm512_and_si512(v, low4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
         if (MODE == kTab) {
-          lo[p] = _mm512_shuffle_epi8(tbl, lo[p]);
-          hi[p] = _mm512_shuffle_epi8(tbl, hi[p]);
+          lo = _mm512_shuffle_epi8(tbl, lo);
+          hi = _mm512_shuffle_epi8(tbl, hi);
         }
-      }
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r) {
-        const __m512i a0 = Bcast4(a[r] + k8 * 8), a1 = Bcast4(a[r] + k8 * 8 + 4);
-#pragma GCC unroll 16
-        for (int p = 0; p < NP; ++p) {
-          d[r][p] = _mm512_dpbusd_epi32(d[r][p], lo[p], a0);
-          d[r][p] = _mm512_dpbusd_epi32(d[r][p], hi[p], a1);
+        for (int r = 0; r < MR; ++r) {
+          DpbusdBcast(d[r][p], lo, a[r] + k8 * 8);
+          DpbusdBcast(d[r][p], hi, a[r] + k8 * 8 + 4);
         }
       }
     }
@@ -105,7 +102,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
         __m512i c;
         if (MODE == kAsym) c = _mm512_sub_epi32(d[r][p], _mm512_mullo_epi32(z, _mm512_set1_epi32(sum)));
         else c = _mm512_sub_epi32(d[r][p], _mm512_set1_epi32(sum * (MODE == kTab ? 128 : 8)));
-        f[r][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, f[r][p]);
+        _mm512_store_ps(f[r][p], _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, _mm512_load_ps(f[r][p])));
       }
     }
   }
@@ -116,7 +113,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
     const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb + 16 * p) : _mm512_setzero_ps();
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      __m512 y = _mm512_mul_ps(f[r][p], _mm512_set1_ps(g.a_scale[m + r]));
+      __m512 y = _mm512_mul_ps(_mm512_load_ps(f[r][p]), _mm512_set1_ps(g.a_scale[m + r]));
       if (g.bias) y = _mm512_add_ps(y, bias);
       if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
       _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb + 16 * p, mk, y);
