@@ -46,6 +46,53 @@ def f32_gemm_table() -> str:
     return "\n".join(rows)
 
 
+def _ms(r: dict | None) -> str:
+    if not r:
+        return "—"
+    t = r["seconds"]
+    return f"{t * 1e6:.0f} µs" if t < 1e-3 else f"{t * 1e3:.2f} ms"
+
+
+def qgemm_table() -> str:
+    data = _load("qgemm")
+    if data is None:
+        return "_no bench results yet: run `python -m pytest bench`_"
+    r, m = data["results"], data["machine"]
+    rows = ["| shape (M×K×N) | threads | lowbit int8 | lowbit int4 g32 | lowbit nf4 g32 | ORT int8 | ORT int4 | PyTorch int8 |",
+            "|---|---|---|---|---|---|---|---|"]
+    for shape in ("1x4096x4096", "128x768x3072", "256x4096x4096"):
+        for t in (1, 2):
+            cells = [_ms(r.get(f"{p}/{shape}/{t}t")) for p in
+                     ("lowbit-int8", "lowbit-int4", "lowbit-nf4", "ort-int8", "ort-int4", "torch-int8")]
+            if all(c == "—" for c in cells):
+                continue
+            rows.append(f"| {shape.replace('x', '×')} | {t} | " + " | ".join(cells) + " |")
+    rows += ["", "| gate (1 thread) | measured | target |", "|---|---|---|"]
+    gates = [("int8 1×4096×4096: lowbit ÷ ORT int8", "lowbit-int8/ort-int8/1x4096x4096", 0.8),
+             ("int8 128×768×3072: lowbit ÷ best peer", "lowbit-int8/ort-int8+torch-int8/128x768x3072", 1.0),
+             ("int8 256×4096×4096: lowbit ÷ best peer", "lowbit-int8/ort-int8+torch-int8/256x4096x4096", 1.0),
+             ("int4 1×4096×4096: lowbit ÷ ORT int4", "lowbit-int4/ort-int4/1x4096x4096", 0.5),
+             ("int4 1×4096×4096: lowbit int4 ÷ lowbit int8", "lowbit-int4/lowbit-int8/1x4096x4096", 0.7),
+             ("int4 128×768×3072: lowbit ÷ ORT int4", "lowbit-int4/ort-int4/128x768x3072", 0.4),
+             ("int4 128×768×3072: lowbit int4 ÷ lowbit int8", "lowbit-int4/lowbit-int8/128x768x3072", 1.25),
+             ("nf4 1×4096×4096: nf4 ÷ int4", "lowbit-nf4/lowbit-int4/1x4096x4096", 1.2),
+             ("nf4 128×768×3072: nf4 ÷ int4", "lowbit-nf4/lowbit-int4/128x768x3072", 1.2)]
+    for label, key, target in gates:
+        v = r.get(f"ratio/{key}/1t")
+        if v is not None:
+            rows.append(f"| {label} (time ratio) | {v:.2f}× | ≤ {target}× |")
+    for q in ("int8", "int4"):
+        st = r.get(f"stream/{q}")
+        if st:
+            rows.append(f"| {q} M=1 streaming {st['weight_bytes'] / 2**20:.0f} MB of weights: GB/s ÷ plain read loop | "
+                        f"{st['fraction']:.0%} ({st['weights_gbs']:.1f} of {st['read_loop_gbs']:.1f} GB/s) | ≥ 70% |")
+    rows.append("")
+    rows.append(f"Measured by `bench/test_qgemm.py` (best round, same process, same inputs, lowbit through `Model.run`) "
+                f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`; int4 symmetric g32 for lowbit and ORT "
+                f"(MatMulNBits, accuracy_level=4).")
+    return "\n".join(rows)
+
+
 def _replace(path: str, marker: str, body: str) -> None:
     with open(path) as f:
         text = f.read()
@@ -60,6 +107,9 @@ def main() -> None:
     table = f32_gemm_table()
     _replace(os.path.join(ROOT, "README.md"), "f32-gemm", table)
     _replace(os.path.join(ROOT, "docs", "kernels.md"), "f32-gemm", table)
+    q = qgemm_table()
+    _replace(os.path.join(ROOT, "README.md"), "qgemm", q)
+    _replace(os.path.join(ROOT, "docs", "kernels.md"), "qgemm", q)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ class ConvertReport:
         lines = [f"converted {self.src} -> {self.dst} in {self.seconds * 1000:.0f} ms",
                  f"  passes: {', '.join(self.passes)}"]
         w = max([len(str(l["name"])) for l in self.layers] + [4])
-        lines.append(f"  {'name':<{w}}  {'op':<18} {'weight':<14} {'encoding':<9} {'bytes':>10}  kernel")
+        lines.append(f"  {'name':<{w}}  {'op':<18} {'weight':<14} {'encoding':<18} {'bytes':>10}  kernel")
         for l in self.layers:
             ws = "x".join(str(d) for d in l["weight_shape"]) if l["weight_shape"] else "-"
             op = l["op"] + (f"+{l['activation']}" if l.get("activation") else "")
-            lines.append(f"  {l['name']:<{w}}  {op:<18} {ws:<14} {l['encoding'] or '-':<9} {l['bytes']:>10}  {l['kernel']}")
+            lines.append(f"  {l['name']:<{w}}  {op:<18} {ws:<14} {l['encoding'] or '-':<18} {l['bytes']:>10}  {l['kernel']}")
         lines.append(f"  file: {self.file_bytes} bytes (source weights: {self.source_weight_bytes} bytes fp32)")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
