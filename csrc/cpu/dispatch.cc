@@ -14,7 +14,7 @@ std::vector<KernelTable> build_tables() {
                &sse42::crc32c__sse42, "crc32c__sse42", &avx512::f32_gelu__avx512,
                &avx512::qs8_quant__avx512, "qs8_quant__avx512",
                &avx512::qs8_gemm_8x32c4__avx512vnni, "qs8_gemm_8x32c4__avx512vnni", true,
-               &avx512::q4_gemm_6x32c8__avx512vnni, "q4_gemm_6x32c8__avx512vnni"});
+               &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42", &avx2::f32_gelu__avx2,
                &ref::qs8_quant__scalar, "qs8_quant__scalar",

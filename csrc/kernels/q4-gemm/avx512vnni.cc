@@ -23,6 +23,7 @@ namespace {
 enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
 
 constexpr int64_t kGemvMaxRows = 4;
+constexpr int64_t kMR = 8;  // rows per register tile for M > 4 (8 x 32: 16 int32 accumulators)
 constexpr int64_t kPf = 1024;  // prefetch distance (bytes) along each code panel stream
 
 inline __mmask16 TailMask(int64_t n) {
@@ -64,11 +65,24 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
   for (int r = 0; r < MR; ++r) gs[r] = g.gsum + (m + r) * NG;
 
   for (int64_t gi = 0; gi < NG; ++gi) {
+    // The int32 group sums start at -z*gsum (the zero point's share), so the group's
+    // epilogue is only convert + fma: sym z = 8, table z = 128 (the +128 table bias).
     __m512i d[MR][NP];
+    if (MODE == kAsym) {
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r)
+      for (int p = 0; p < NP; ++p) {
+        const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + (p * NG + gi) * 16)));
 #pragma GCC unroll 16
-      for (int p = 0; p < NP; ++p) d[r][p] = _mm512_setzero_si512();
+        for (int r = 0; r < MR; ++r) d[r][p] = _mm512_mullo_epi32(z, _mm512_set1_epi32(-gs[r][gi]));
+      }
+    } else {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512i init = _mm512_set1_epi32(-gs[r][gi] * (MODE == kTab ? 128 : 8));
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) d[r][p] = init;
+      }
+    }
     const int64_t k8e = (gi + 1) * G / 8;
     for (int64_t k8 = gi * G / 8; k8 < k8e; ++k8) {
       // one panel at a time: only its two code vectors are live next to the accumulators
@@ -93,17 +107,9 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
       const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + (p * NG + gi) * 16)));
-      __m512i z = _mm512_setzero_si512();
-      if (MODE == kAsym)
-        z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + (p * NG + gi) * 16)));
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r) {
-        const int32_t sum = gs[r][gi];
-        __m512i c;
-        if (MODE == kAsym) c = _mm512_sub_epi32(d[r][p], _mm512_mullo_epi32(z, _mm512_set1_epi32(sum)));
-        else c = _mm512_sub_epi32(d[r][p], _mm512_set1_epi32(sum * (MODE == kTab ? 128 : 8)));
-        _mm512_store_ps(f[r][p], _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, _mm512_load_ps(f[r][p])));
-      }
+      for (int r = 0; r < MR; ++r)
+        _mm512_store_ps(f[r][p], _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][p]), s, _mm512_load_ps(f[r][p])));
     }
   }
   const bool relu = g.act == Activation::kRelu;
@@ -141,7 +147,9 @@ void RowsDispatch(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_
     case 3: Cols<3, NP, MODE>(g, m, n0, n1); break;
     case 4: Cols<4, NP, MODE>(g, m, n0, n1); break;
     case 5: Cols<5, NP, MODE>(g, m, n0, n1); break;
-    default: Cols<6, NP, MODE>(g, m, n0, n1); break;
+    case 6: Cols<6, NP, MODE>(g, m, n0, n1); break;
+    case 7: Cols<7, NP, MODE>(g, m, n0, n1); break;
+    default: Cols<8, NP, MODE>(g, m, n0, n1); break;
   }
 }
 
@@ -149,7 +157,7 @@ template <int MODE>
 void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t rows = m1 - m0;
   if (rows <= kGemvMaxRows) return RowsDispatch<4, MODE>(g, m0, rows, n0, n1);
-  const int64_t ntiles = (rows + 5) / 6;
+  const int64_t ntiles = (rows + kMR - 1) / kMR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;
   const int64_t nc = 64;
   for (int64_t jc = n0; jc < n1; jc += nc) {
@@ -165,7 +173,7 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-void q4_gemm_6x32c8__avx512vnni(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void q4_gemm_8x32c8__avx512vnni(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   if (g.lay.kind == Q4Kind::kTable) return Run<kTab>(g, m0, m1, n0, n1);
   if (g.lay.asym) return Run<kAsym>(g, m0, m1, n0, n1);
