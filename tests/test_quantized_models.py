@@ -178,3 +178,22 @@ def test_bad_quant_arguments(tmp_path, kw, msg):
     src, _, _ = _digits()
     with pytest.raises(ValueError, match=msg):
         lowbit.convert(src, str(tmp_path / "m.qbin"), **kw)
+
+
+def test_corrupt_int8_weight_is_rejected_at_load(tmp_path):
+    """A weight byte of -128 (outside the symmetric range; CRCs recomputed, so only the
+    executor's check can catch it) fails the load with a clear error."""
+    from lowbit.format import load_file, save
+    src, _, _ = _digits()
+    p = str(tmp_path / "m.qbin")
+    lowbit.convert(src, p, quant="int8")
+    f = load_file(p)
+    g = f.graph
+    name = next(n.inputs[1] for n in g.nodes if n.op == "Dense")
+    data = np.array(g.tensors[name].data, copy=True).view(np.uint8)
+    data[5] = 0x80
+    g.tensors[name].data = data
+    bad = str(tmp_path / "bad.qbin")
+    save(g, bad)
+    with pytest.raises(lowbit.FormatError, match=r"-128"):
+        lowbit.load(bad)

@@ -133,6 +133,12 @@ class DenseQ : public Op {
                                   std::to_string(w_.N) + "] needs " + std::to_string(w_.packed_bytes()) + " bytes, got " +
                                   std::to_string(wv.nbytes));
     w_.W = static_cast<const uint8_t*>(wv.data);
+    if (!w_.is_q4 && w_.K > 0) {
+      // -128 breaks the AVX2 sign trick (|-128| is not an s8): reject it so every ISA agrees
+      const size_t wbytes = size_t((w_.N + 15) / 16) * 16 * size_t(qs8_kp(w_.K));
+      if (std::memchr(w_.W, 0x80, wbytes) != nullptr)
+        throw std::invalid_argument("Dense '" + n.name + "': int8 weight holds -128, expected values in [-127, 127]");
+    }
     if (w_.is_q4 && w_.lay.kind == Q4Kind::kTable) {
       // the AVX2 path multiplies |t| x sign(a, t): -128 has no magnitude in s8
       for (int i = 0; i < 16; ++i)
