@@ -57,22 +57,33 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+// An attribute present with another type than the op reads is an error, not
+// the default: a file with activation=[1] must not silently run without it.
+static void attr_type_error(const Attrs& a, const std::string& k, const char* want) {
+  const char* got = a.ints.count(k) ? "an int" : a.floats.count(k) ? "a float" : a.int_lists.count(k) ? "an int list"
+                    : a.strings.count(k) ? "a string" : nullptr;
+  if (got) throw std::invalid_argument("attribute '" + k + "' must be " + want + ", got " + got);
+}
 int64_t Attrs::get_int(const std::string& k, int64_t def) const {
   auto it = ints.find(k);
+  if (it == ints.end()) attr_type_error(*this, k, "an int");
   return it == ints.end() ? def : it->second;
 }
 double Attrs::get_float(const std::string& k, double def) const {
   auto it = floats.find(k);
   if (it != floats.end()) return it->second;
   auto jt = ints.find(k);
+  if (jt == ints.end()) attr_type_error(*this, k, "a number");
   return jt == ints.end() ? def : double(jt->second);
 }
 const std::vector<int64_t>* Attrs::get_ints(const std::string& k) const {
   auto it = int_lists.find(k);
+  if (it == int_lists.end()) attr_type_error(*this, k, "an int list");
   return it == int_lists.end() ? nullptr : &it->second;
 }
 std::string Attrs::get_string(const std::string& k, const std::string& def) const {
   auto it = strings.find(k);
+  if (it == strings.end()) attr_type_error(*this, k, "a string");
   return it == strings.end() ? def : it->second;
 }
 
