@@ -161,6 +161,9 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
     auto it = registry().find(n.op);
     if (it == registry().end()) throw std::invalid_argument(where + ": unknown op '" + n.op + "'");
     ops_.push_back(it->second(n, values_));
+    if (n.outputs.empty() || n.outputs.size() > ops_.back()->max_outputs())
+      throw std::invalid_argument(where + " has " + std::to_string(n.outputs.size()) + " outputs, expected 1" +
+                                  (ops_.back()->max_outputs() > 1 ? " to " + std::to_string(ops_.back()->max_outputs()) : ""));
   }
   for (int v : outputs_) {
     check_id(v, "graph output");

@@ -82,6 +82,9 @@ class Op {
   virtual void run(const RunArgs& a) const = 0;
   virtual std::string kernel() const { return "builtin"; }
   virtual DType out_dtype(size_t i) const { return DType::kF32; }
+  // How many outputs infer() and run() write; a node listing more (or none) is
+  // rejected at load, so no op indexes past the outputs it was given.
+  virtual size_t max_outputs() const { return 1; }
 };
 
 class Engine;

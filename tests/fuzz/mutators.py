@@ -137,6 +137,19 @@ def mutate_header(rng: random.Random, hdr: dict[str, Any], other: dict[str, Any]
                 v[i] = rng.choice([0, 1, 2, 3, 5, 16, 17, 64, -1, -2, 1 << 20, 1 << 40, "n", None])
             else:
                 _get(hdr, p[:-1])[p[-1]] = _other_values(rng, hdr)
+    elif op == 9 and rng.random() < 0.5:  # a new node: any op, inputs from existing values, 0-3 outputs
+        g = hdr.get("graph") if isinstance(hdr, dict) else None
+        if isinstance(g, dict) and isinstance(g.get("nodes"), list):
+            names = _names(hdr) or ["x"]
+            node = {"name": f"new{rng.randrange(100)}", "op": rng.choice(_core.known_ops()),
+                    "inputs": [rng.choice(names + [""]) for _ in range(rng.choice([0, 1, 1, 2, 2, 3]))],
+                    "outputs": [f"new_out{k}" for k in range(rng.choice([0, 1, 1, 1, 2, 3]))]}
+            if rng.random() < 0.5:
+                node["attrs"] = {rng.choice(["axis", "perm", "shape", "activation", "epsilon", "legacy", "allowzero"]):
+                                 _other_values(rng, hdr)}
+            g["nodes"].insert(rng.randrange(len(g["nodes"]) + 1), node)
+            if rng.random() < 0.5 and isinstance(g.get("outputs"), list) and node["outputs"]:
+                g["outputs"].append({"name": rng.choice(node["outputs"]), "dtype": "float32", "shape": []})
     else:  # change a tensor's encoding or dtype to another known one
         ts = hdr.get("tensors") if isinstance(hdr, dict) else None
         if isinstance(ts, list) and ts and isinstance(ts[0], dict):
