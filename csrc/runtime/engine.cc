@@ -48,10 +48,13 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
-  int64_t n = 1;
+  // The product of the non-zero dims is bounded too: ops multiply sub-ranges of a
+  // shape (rows, inner length), and [0, 2^40, 2^40] must not overflow those.
+  int64_t n = 1, nonzero = 1;
   for (int64_t d : s) {
     if (d < 0) throw ShapeError("negative dimension in shape " + shape_str(s));
-    if (d != 0 && n > (int64_t(1) << 48) / d) throw ShapeError("shape " + shape_str(s) + " has too many elements");
+    if (d != 0 && nonzero > (int64_t(1) << 48) / d) throw ShapeError("shape " + shape_str(s) + " has too many elements");
+    if (d != 0) nonzero *= d;
     n *= d;
   }
   return n;
