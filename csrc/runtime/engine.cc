@@ -1,9 +1,15 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <sstream>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace lowbit {
 
@@ -59,6 +65,48 @@ int64_t shape_numel(const Shape& s) {
   }
   return n;
 }
+
+namespace {
+int64_t system_memory_bytes() {
+  int64_t m = int64_t(1) << 50;
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0) m = int64_t(pages) * page;
+  // A container's limit is lower than the machine's memory (cgroup v2, then v1).
+  for (const char* f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    if (FILE* fp = std::fopen(f, "r")) {
+      unsigned long long v = 0;
+      if (std::fscanf(fp, "%llu", &v) == 1 && v > 0 && v < (unsigned long long)m) m = int64_t(v);
+      std::fclose(fp);
+    }
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (unsigned long long)rl.rlim_cur < (unsigned long long)m)
+    m = int64_t(rl.rlim_cur);
+  return m;
+}
+
+int64_t default_memory_limit() {
+  if (const char* env = std::getenv("LOWBIT_MAX_MEMORY")) {
+    char* end = nullptr;
+    long long v = std::strtoll(env, &end, 10);
+    if (end != env && *end == 0 && v > 0) return int64_t(v);
+  }
+  return system_memory_bytes();
+}
+
+std::atomic<int64_t> g_memory_limit{-1};
+}  // namespace
+
+int64_t memory_limit_bytes() {
+  int64_t v = g_memory_limit.load(std::memory_order_relaxed);
+  if (v <= 0) {
+    v = default_memory_limit();
+    g_memory_limit.store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+void set_memory_limit_bytes(int64_t n) { g_memory_limit.store(n > 0 ? n : default_memory_limit()); }
 
 // An attribute present with another type than the op reads is an error, not
 // the default: a file with activation=[1] must not silently run without it.
@@ -249,6 +297,29 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
   std::vector<size_t> order(bufs.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
+  // Checked while placing, before anything is allocated: a file that declares
+  // shapes needing more memory than the machine has fails here with a clear error
+  // (and offsets stay far from int64 overflow).
+  const int64_t limit = memory_limit_bytes();
+  auto too_big = [&](int64_t need, const char* what) {
+    std::string shapes;
+    for (const Shape& s : input_shapes) shapes += (shapes.empty() ? "" : ", ") + shape_str(s);
+    return MemoryLimitError("input shapes " + shapes + " need more than " + std::to_string(need) + " bytes (" + what +
+                            "), above the memory limit of " + std::to_string(limit) +
+                            " bytes (this machine's memory; LOWBIT_MAX_MEMORY overrides it)");
+  };
+  int64_t out_bytes = 0;
+  {
+    std::vector<char> counted(nv, 0);
+    for (int v : outputs_) {
+      if (counted[v]) continue;
+      counted[v] = 1;
+      out_bytes += shape_numel(plan->shapes[v]) * int64_t(dtype_size(values_[v].dtype));
+      if (out_bytes > limit) throw too_big(out_bytes, "outputs");
+    }
+  }
+  for (const Buf& b : bufs)
+    if (b.size > limit) throw too_big(b.size, "one intermediate buffer");
   std::vector<size_t> placed;
   int64_t total = 0;
   for (size_t idx : order) {
@@ -266,6 +337,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
     }
     b.off = off;
     total = std::max(total, off + b.size);
+    if (total + out_bytes > limit) throw too_big(total + out_bytes, "intermediates and outputs");
     placed.push_back(idx);
   }
   for (const Buf& b : bufs) {

@@ -26,6 +26,17 @@ struct ShapeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// A plan needs more memory than lowbit may use (mapped to lowbit's MemoryLimitError,
+// a ValueError): raised while planning, before anything is allocated.
+struct MemoryLimitError : ShapeError {
+  using ShapeError::ShapeError;
+};
+
+// The most bytes one run may allocate (arena + outputs): LOWBIT_MAX_MEMORY if set,
+// else the smallest of physical memory, the cgroup memory limit and RLIMIT_AS.
+int64_t memory_limit_bytes();
+void set_memory_limit_bytes(int64_t n);  // n <= 0: back to the default
+
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);  // throws ShapeError on overflow or negative dims
 
