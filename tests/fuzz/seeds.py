@@ -59,10 +59,10 @@ def _make(nodes, inputs, outputs, inits, opset=17):
     return m
 
 
-def model_mlp():
+def model_mlp(sizes=(16, 32, 24, 20, 5)):
     """Gemm/MatMul+Add/GELU/Relu/Tanh/LayerNorm/Sigmoid/Softmax (tests/models.py)."""
     import models
-    return models.mlp4(seed=3, sizes=(16, 32, 24, 20, 5))
+    return models.mlp4(seed=3, sizes=sizes)
 
 
 def model_ops():
@@ -103,38 +103,38 @@ def model_ops():
                   helper.make_tensor_value_info("z", TP.FLOAT, ["batch", 4, 4])], inits)
 
 
-def model_sparse():
+def model_sparse(k: int = 32, n: int = 16):
     """Weights that are 90% zeros (unstructured) and 80% zeros in 1x4 blocks along
     K: the import-time sparsity detection (issue 4) picks them up when it exists."""
     _, TP, helper, _ = _onnx()
     rng = np.random.default_rng(7)
-    w1 = rng.standard_normal((32, 32)).astype(np.float32)
-    w1[rng.random((32, 32)) < 0.9] = 0
-    w2 = rng.standard_normal((32, 16)).astype(np.float32)
-    keep = rng.random((8, 16)) >= 0.8  # one flag per 1x4 block along K
+    w1 = rng.standard_normal((k, k)).astype(np.float32)
+    w1[rng.random((k, k)) < 0.9] = 0
+    w2 = rng.standard_normal((k, n)).astype(np.float32)
+    keep = rng.random((k // 4, n)) >= 0.8  # one flag per 1x4 block along K
     w2 *= np.repeat(keep, 4, axis=0)
-    inits = {"w1": w1, "b1": rng.standard_normal(32).astype(np.float32), "w2": w2}
+    inits = {"w1": w1, "b1": rng.standard_normal(k).astype(np.float32), "w2": w2}
     mk = helper.make_node
     nodes = [mk("MatMul", ["x", "w1"], ["m1"], name="sp1"), mk("Add", ["m1", "b1"], ["h1"], name="sp1_bias"),
              mk("Relu", ["h1"], ["a1"], name="relu"), mk("MatMul", ["a1", "w2"], ["y"], name="sp2")]
-    return _make(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 32])],
-                 [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 16])], inits)
+    return _make(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", k])],
+                 [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", n])], inits)
 
 
-def model_lowrank():
+def model_lowrank(k: int = 32, r: int = 4, n: int = 48):
     """Two MatMuls in a row with a rank-4 inner dimension and no nonlinearity
     between them (a factored layer), then bias, ReLU and a dense head."""
     _, TP, helper, _ = _onnx()
     rng = np.random.default_rng(11)
-    inits = {"v": rng.standard_normal((32, 4)).astype(np.float32),
-             "u": rng.standard_normal((4, 48)).astype(np.float32),
-             "b": rng.standard_normal(48).astype(np.float32),
-             "w": rng.standard_normal((48, 8)).astype(np.float32)}
+    inits = {"v": rng.standard_normal((k, r)).astype(np.float32),
+             "u": rng.standard_normal((r, n)).astype(np.float32),
+             "b": rng.standard_normal(n).astype(np.float32),
+             "w": rng.standard_normal((n, 8)).astype(np.float32)}
     mk = helper.make_node
     nodes = [mk("MatMul", ["x", "v"], ["xv"], name="lr_v"), mk("MatMul", ["xv", "u"], ["xu"], name="lr_u"),
              mk("Add", ["xu", "b"], ["h"], name="lr_bias"), mk("Relu", ["h"], ["a"], name="relu"),
              mk("MatMul", ["a", "w"], ["y"], name="head")]
-    return _make(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 32])],
+    return _make(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", k])],
                  [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 8])], inits)
 
 
