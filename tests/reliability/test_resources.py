@@ -182,6 +182,29 @@ def test_deep_chain_of_10000_nodes(tmp_path):
     np.testing.assert_allclose(y, _chain_ref(x, n, inits), rtol=1e-5, atol=1e-5)
     assert len(model.graph.nodes) == n
     assert elapsed < 30, f"convert + load + run of a {n}-node chain took {elapsed:.1f} s"
+    # the planner reuses memory along the chain: two live [3, 8] buffers (128 bytes each after alignment)
+    assert model._engine.arena_bytes([[3, 8]]) == 256
+
+
+def test_wide_graph_plans_in_linear_time(tmp_path):
+    # 3,000 values all live until the end: past the planner's work budget, so it
+    # lays them out without reuse (O(n)) instead of searching quadratically.
+    n = 3000
+    nodes = [Node("Relu", ["x"], [f"v{i}"], {}, f"r{i}") for i in range(n)]
+    prev = "v0"
+    for i in range(1, n):
+        out = "y" if i == n - 1 else f"s{i}"
+        nodes.append(Node("Add", [prev, f"v{i}"], [out], {}, f"a{i}"))
+        prev = out
+    p = str(tmp_path / "wide.qbin")
+    save(Graph([ValueInfo("x", "float32", ("n", 4))], [ValueInfo("y", "float32", ())], nodes, {}), p)
+    m = lowbit.load(p)
+    x = np.array([[1, -2, 3, 0.5]], np.float32)
+    t0 = time.perf_counter()
+    y = m.run(x)
+    assert time.perf_counter() - t0 < 5
+    np.testing.assert_array_equal(y, n * np.maximum(x, 0))
+    assert m._engine.arena_bytes([[1, 4]]) == (2 * n - 2) * 64  # every intermediate has its own 64-byte slot
 
 
 def test_cyclic_onnx_graph_is_rejected(tmp_path):
