@@ -1,9 +1,15 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <sstream>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace lowbit {
 
@@ -48,31 +54,87 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
-  int64_t n = 1;
+  // The product of the non-zero dims is bounded too: ops multiply sub-ranges of a
+  // shape (rows, inner length), and [0, 2^40, 2^40] must not overflow those.
+  int64_t n = 1, nonzero = 1;
   for (int64_t d : s) {
     if (d < 0) throw ShapeError("negative dimension in shape " + shape_str(s));
-    if (d != 0 && n > (int64_t(1) << 48) / d) throw ShapeError("shape " + shape_str(s) + " has too many elements");
+    if (d != 0 && nonzero > (int64_t(1) << 48) / d) throw ShapeError("shape " + shape_str(s) + " has too many elements");
+    if (d != 0) nonzero *= d;
     n *= d;
   }
   return n;
 }
 
+namespace {
+int64_t system_memory_bytes() {
+  int64_t m = int64_t(1) << 50;
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0) m = int64_t(pages) * page;
+  // A container's limit is lower than the machine's memory (cgroup v2, then v1).
+  for (const char* f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    if (FILE* fp = std::fopen(f, "r")) {
+      unsigned long long v = 0;
+      if (std::fscanf(fp, "%llu", &v) == 1 && v > 0 && v < (unsigned long long)m) m = int64_t(v);
+      std::fclose(fp);
+    }
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (unsigned long long)rl.rlim_cur < (unsigned long long)m)
+    m = int64_t(rl.rlim_cur);
+  return m;
+}
+
+int64_t default_memory_limit() {
+  if (const char* env = std::getenv("LOWBIT_MAX_MEMORY")) {
+    char* end = nullptr;
+    long long v = std::strtoll(env, &end, 10);
+    if (end != env && *end == 0 && v > 0) return int64_t(v);
+  }
+  return system_memory_bytes();
+}
+
+std::atomic<int64_t> g_memory_limit{-1};
+}  // namespace
+
+int64_t memory_limit_bytes() {
+  int64_t v = g_memory_limit.load(std::memory_order_relaxed);
+  if (v <= 0) {
+    v = default_memory_limit();
+    g_memory_limit.store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+void set_memory_limit_bytes(int64_t n) { g_memory_limit.store(n > 0 ? n : default_memory_limit()); }
+
+// An attribute present with another type than the op reads is an error, not
+// the default: a file with activation=[1] must not silently run without it.
+static void attr_type_error(const Attrs& a, const std::string& k, const char* want) {
+  const char* got = a.ints.count(k) ? "an int" : a.floats.count(k) ? "a float" : a.int_lists.count(k) ? "an int list"
+                    : a.strings.count(k) ? "a string" : nullptr;
+  if (got) throw std::invalid_argument("attribute '" + k + "' must be " + want + ", got " + got);
+}
 int64_t Attrs::get_int(const std::string& k, int64_t def) const {
   auto it = ints.find(k);
+  if (it == ints.end()) attr_type_error(*this, k, "an int");
   return it == ints.end() ? def : it->second;
 }
 double Attrs::get_float(const std::string& k, double def) const {
   auto it = floats.find(k);
   if (it != floats.end()) return it->second;
   auto jt = ints.find(k);
+  if (jt == ints.end()) attr_type_error(*this, k, "a number");
   return jt == ints.end() ? def : double(jt->second);
 }
 const std::vector<int64_t>* Attrs::get_ints(const std::string& k) const {
   auto it = int_lists.find(k);
+  if (it == int_lists.end()) attr_type_error(*this, k, "an int list");
   return it == int_lists.end() ? nullptr : &it->second;
 }
 std::string Attrs::get_string(const std::string& k, const std::string& def) const {
   auto it = strings.find(k);
+  if (it == strings.end()) attr_type_error(*this, k, "a string");
   return it == strings.end() ? def : it->second;
 }
 
@@ -150,6 +212,9 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
     auto it = registry().find(n.op);
     if (it == registry().end()) throw std::invalid_argument(where + ": unknown op '" + n.op + "'");
     ops_.push_back(it->second(n, values_));
+    if (n.outputs.empty() || n.outputs.size() > ops_.back()->max_outputs())
+      throw std::invalid_argument(where + " has " + std::to_string(n.outputs.size()) + " outputs, expected 1" +
+                                  (ops_.back()->max_outputs() > 1 ? " to " + std::to_string(ops_.back()->max_outputs()) : ""));
   }
   for (int v : outputs_) {
     check_id(v, "graph output");
@@ -232,24 +297,79 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
   std::vector<size_t> order(bufs.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
-  std::vector<size_t> placed;
+  // Checked while placing, before anything is allocated: a file that declares
+  // shapes needing more memory than the machine has fails here with a clear error
+  // (and offsets stay far from int64 overflow).
+  const int64_t limit = memory_limit_bytes();
+  auto too_big = [&](int64_t need, const char* what) {
+    std::string shapes;
+    for (const Shape& s : input_shapes) shapes += (shapes.empty() ? "" : ", ") + shape_str(s);
+    return MemoryLimitError("input shapes " + shapes + " need more than " + std::to_string(need) + " bytes (" + what +
+                            "), above the memory limit of " + std::to_string(limit) +
+                            " bytes (this machine's memory; LOWBIT_MAX_MEMORY overrides it)");
+  };
+  int64_t out_bytes = 0;
+  {
+    std::vector<char> counted(nv, 0);
+    for (int v : outputs_) {
+      if (counted[v]) continue;
+      counted[v] = 1;
+      out_bytes += shape_numel(plan->shapes[v]) * int64_t(dtype_size(values_[v].dtype));
+      if (out_bytes > limit) throw too_big(out_bytes, "outputs");
+    }
+  }
+  for (const Buf& b : bufs)
+    if (b.size > limit) throw too_big(b.size, "one intermediate buffer");
+  // Placed buffers are indexed by the node steps they are live at, so finding
+  // those that overlap a lifetime costs the overlaps, not a scan of every placed
+  // buffer (that scan planned a 40,000-node chain in 1.7 s, quadratically). A
+  // pathological file (thousands of long lifetimes) could still make the index
+  // or the search huge: past a work budget the plan falls back to no reuse at
+  // all, O(n), and the memory limit above still applies.
+  constexpr int64_t kMaxLiveEntries = int64_t(1) << 23, kMaxWork = int64_t(1) << 27;
+  int64_t live_entries = 0;
+  for (const Buf& b : bufs) live_entries += b.last - b.first + 1;
+  bool reuse = live_entries <= kMaxLiveEntries;
   int64_t total = 0;
-  for (size_t idx : order) {
-    Buf& b = bufs[idx];
+  if (reuse) {
+    std::vector<std::vector<int>> live_at(nodes_.size());
+    std::vector<size_t> stamp(bufs.size(), SIZE_MAX);
     std::vector<std::pair<int64_t, int64_t>> busy;
-    for (size_t p : placed) {
-      const Buf& o = bufs[p];
-      if (o.first <= b.last && b.first <= o.last) busy.push_back({o.off, o.off + o.size});
+    int64_t work = 0;
+    for (size_t idx : order) {
+      Buf& b = bufs[idx];
+      busy.clear();
+      for (int64_t t = b.first; t <= b.last; ++t) {
+        work += int64_t(live_at[t].size()) + 1;
+        for (int p : live_at[t])
+          if (stamp[p] != idx) {
+            stamp[p] = idx;
+            busy.push_back({bufs[p].off, bufs[p].off + bufs[p].size});
+          }
+      }
+      if (work > kMaxWork) {
+        reuse = false;
+        break;
+      }
+      std::sort(busy.begin(), busy.end());
+      int64_t off = 0;
+      for (auto& r : busy) {
+        if (off + b.size <= r.first) break;
+        off = std::max(off, r.second);
+      }
+      b.off = off;
+      total = std::max(total, off + b.size);
+      if (total + out_bytes > limit) throw too_big(total + out_bytes, "intermediates and outputs");
+      for (int64_t t = b.first; t <= b.last; ++t) live_at[t].push_back(int(idx));
     }
-    std::sort(busy.begin(), busy.end());
-    int64_t off = 0;
-    for (auto& r : busy) {
-      if (off + b.size <= r.first) break;
-      off = std::max(off, r.second);
+  }
+  if (!reuse) {
+    total = 0;
+    for (Buf& b : bufs) {
+      b.off = total;
+      total += b.size;
+      if (total + out_bytes > limit) throw too_big(total + out_bytes, "intermediates and outputs");
     }
-    b.off = off;
-    total = std::max(total, off + b.size);
-    placed.push_back(idx);
   }
   for (const Buf& b : bufs) {
     if (b.value >= 0) plan->offsets[b.value] = b.off;

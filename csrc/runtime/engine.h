@@ -26,6 +26,17 @@ struct ShapeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// A plan needs more memory than lowbit may use (mapped to lowbit's MemoryLimitError,
+// a ValueError): raised while planning, before anything is allocated.
+struct MemoryLimitError : ShapeError {
+  using ShapeError::ShapeError;
+};
+
+// The most bytes one run may allocate (arena + outputs): LOWBIT_MAX_MEMORY if set,
+// else the smallest of physical memory, the cgroup memory limit and RLIMIT_AS.
+int64_t memory_limit_bytes();
+void set_memory_limit_bytes(int64_t n);  // n <= 0: back to the default
+
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);  // throws ShapeError on overflow or negative dims
 
@@ -82,6 +93,9 @@ class Op {
   virtual void run(const RunArgs& a) const = 0;
   virtual std::string kernel() const { return "builtin"; }
   virtual DType out_dtype(size_t i) const { return DType::kF32; }
+  // How many outputs infer() and run() write; a node listing more (or none) is
+  // rejected at load, so no op indexes past the outputs it was given.
+  virtual size_t max_outputs() const { return 1; }
 };
 
 class Engine;

@@ -60,6 +60,8 @@ class Model:
         if all(isinstance(d, int) for v in self.graph.inputs for d in v.shape):
             try:
                 self._engine.arena_bytes([list(v.shape) for v in self.graph.inputs])
+            except _core.MemoryLimitError as e:
+                raise FormatError(f"{loaded.path}: the declared shapes need too much memory: {e}") from None
             except ValueError as e:
                 raise FormatError(f"{loaded.path}: the graph's shapes do not agree: {e}") from None
 

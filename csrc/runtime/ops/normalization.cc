@@ -61,6 +61,7 @@ class Softmax : public Op {
 class LayerNorm : public Op {
  public:
   LayerNorm(int64_t axis, double eps) : axis_(axis), eps_(float(eps)) {}
+  size_t max_outputs() const override { return 3; }  // Y, Mean, InvStdDev
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     need_inputs(in, 2, "LayerNormalization");
     const Shape& x = *in[0];

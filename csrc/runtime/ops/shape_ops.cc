@@ -34,8 +34,9 @@ class Reshape : public Op {
       }
       if (d < 0) throw ShapeError("Reshape target " + shape_str(target_) + " has a negative dim");
       o[i] = d;
+      // check before multiplying: dims come from the file and may be up to 2^63
+      if (d != 0 && known > (int64_t(1) << 48) / d) throw ShapeError("Reshape target " + shape_str(target_) + " is too large");
       known *= d;
-      if (known > (int64_t(1) << 48)) throw ShapeError("Reshape target too large");
     }
     if (infer_at >= 0) {
       if (known == 0 || n % known) throw ShapeError("cannot reshape " + shape_str(x) + " to " + shape_str(target_));

@@ -59,9 +59,88 @@ class _Ctx:
         self.nodes.append(Node(op, list(inputs), list(outputs), attrs, name))
 
 
+#: AttributeProto type each handler expects for the attributes it reads; a
+#: model that stores, say, a tensor where a float belongs is rejected by name.
+_ATTR_TYPES = {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT", "transB": "INT", "approximate": "STRING",
+               "axis": "INT", "epsilon": "FLOAT", "allowzero": "INT", "perm": "INTS", "value": "TENSOR",
+               "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT", "value_ints": "INTS"}
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     import onnx
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    out = {}
+    for a in node.attribute:
+        want = _ATTR_TYPES.get(a.name)
+        got = onnx.AttributeProto.AttributeType.Name(a.type) if a.type in onnx.AttributeProto.AttributeType.values() \
+            else str(a.type)
+        if want is not None and got != want:
+            raise ValueError(f"node '{node.name}' ({node.op_type}): attribute '{a.name}' must be {want}, got {got}")
+        out[a.name] = onnx.helper.get_attribute_value(a)
+    return out
+
+
+#: (min inputs, max inputs, min outputs, max outputs, optional input positions) per ONNX op.
+_ARITY = {"MatMul": (2, 2, 1, 1, ()), "Gemm": (2, 3, 1, 1, (2,)), "LayerNormalization": (2, 3, 1, 3, (2,)),
+          "Reshape": (2, 2, 1, 1, ()), "Constant": (0, 0, 1, 1, ())}
+for _op in ("Add", "Sub", "Mul", "Div", "Pow"):
+    _ARITY[_op] = (2, 2, 1, 1, ())
+for _op in ("Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Reciprocal", "Exp", "Neg", "Abs", "Identity", "Gelu",
+            "Softmax", "Flatten", "Transpose"):
+    _ARITY[_op] = (1, 1, 1, 1, ())
+
+
+def _check_text(value: Any, what: str) -> None:
+    # protobuf hands back bytes for a string field that is not valid UTF-8
+    if not isinstance(value, str):
+        raise ValueError(f"{what} {value!r} is not valid UTF-8")
+
+
+def _check_arity(node: Any) -> None:
+    """Rejects a node whose input/output count or required names do not fit its op."""
+    _check_text(node.name, "node name")
+    lo, hi, olo, ohi, optional = _ARITY[node.op_type]
+    where = f"node '{node.name}' ({node.op_type})"
+    for name in list(node.input) + list(node.output):
+        _check_text(name, f"{where}: value name")
+    if not lo <= len(node.input) <= hi:
+        raise ValueError(f"{where} has {len(node.input)} inputs, expected "
+                         + (f"{lo}" if lo == hi else f"{lo} to {hi}"))
+    if not olo <= len(node.output) <= ohi:
+        raise ValueError(f"{where} has {len(node.output)} outputs, expected "
+                         + (f"{olo}" if olo == ohi else f"{olo} to {ohi}"))
+    for i, name in enumerate(node.input):
+        if not name and i not in optional:
+            raise ValueError(f"{where}: input {i} is required but empty")
+    if not node.output[0]:
+        raise ValueError(f"{where}: output 0 has no name")
+
+
+def _check_dataflow(g: Any, defined: set[str]) -> None:
+    """Every node input must be a graph input, an initializer or the output of an
+    earlier node, and every value is defined once. Tells a missing value (e.g. a
+    missing initializer) apart from one produced later (cycle or unsorted graph)."""
+    producer: dict[str, str] = {}
+    for n in g.node:
+        for o in n.output:
+            if not o:
+                continue
+            if o in producer or o in defined:
+                first = f"node '{producer[o]}'" if o in producer else "a graph input or initializer"
+                raise ValueError(f"value '{o}' is defined twice: by {first} and by node '{n.name}' ({n.op_type})")
+            producer[o] = n.name
+    seen = set(defined)
+    for n in g.node:
+        for i in n.input:
+            if i and i not in seen:
+                if i in producer:
+                    raise ValueError(f"node '{n.name}' ({n.op_type}) reads '{i}', which node '{producer[i]}' produces "
+                                     "later: the graph is cyclic or not in topological order")
+                raise ValueError(f"node '{n.name}' ({n.op_type}) reads '{i}', which is not a graph input, an "
+                                 "initializer or any node's output (a missing initializer?)")
+        seen.update(o for o in n.output if o)
+    for o in g.output:
+        if o.name not in seen:
+            raise ValueError(f"graph output '{o.name}' is not produced by any node, input or initializer")
 
 
 def _float_array(ctx: _Ctx, name: str, what: str) -> np.ndarray:
@@ -181,7 +260,10 @@ def _h_transpose(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str])
 def _h_constant(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
     from onnx import numpy_helper
     if "value" in a:
-        arr = numpy_helper.to_array(a["value"])
+        try:
+            arr = numpy_helper.to_array(a["value"])
+        except Exception as e:  # malformed TensorProto: onnx raises KeyError/ValueError/TypeError
+            raise ValueError(f"Constant node '{node.name}': value cannot be read: {type(e).__name__}: {e}") from None
     elif "value_float" in a:
         arr = np.array(a["value_float"], np.float32)
     elif "value_floats" in a:
@@ -283,9 +365,22 @@ def import_onnx(src: Any) -> Graph:
         raise UnsupportedOpError(f"unsupported ONNX op{'s' if len(parts) > 1 else ''} at opset {opset}: "
                                  + "; ".join(parts), unsupported, opset)
 
+    for i, n in enumerate(g.node):
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+        _check_arity(n)
+    for v in list(g.input) + list(g.output) + list(g.initializer):
+        _check_text(v.name, "graph value name")
+
     ctx = _Ctx(opset)
     for init in g.initializer:
-        arr = numpy_helper.to_array(init)
+        if init.name in ctx.tensors:
+            raise ValueError(f"initializer '{init.name}' appears twice")
+        try:
+            arr = numpy_helper.to_array(init)
+        except Exception as e:  # onnx raises KeyError/ValueError/TypeError for malformed tensors
+            raise ValueError(f"initializer '{init.name}' cannot be read (data type {init.data_type}, dims "
+                             f"{list(init.dims)}): {type(e).__name__}: {e}") from None
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         ctx.tensors[init.name] = Tensor.from_array(init.name, arr)
@@ -305,6 +400,8 @@ def import_onnx(src: Any) -> Graph:
         dims: list[Any] = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
+                if not 0 <= d.dim_value <= (1 << 40):
+                    raise ValueError(f"graph value '{vi.name}' declares dimension {d.dim_value}, outside [0, 2^40]")
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param:
                 dims.append(str(d.dim_param))
@@ -314,14 +411,15 @@ def import_onnx(src: Any) -> Graph:
 
     inputs = [value_info(v) for v in g.input if v.name not in ctx.tensors]
     outputs = [value_info(v, need_shape=False) for v in g.output]
+    if len({v.name for v in inputs}) != len(inputs):
+        raise ValueError("a graph input name appears twice")
+    _check_dataflow(g, {v.name for v in inputs} | set(ctx.tensors))
     for v in inputs:
         ctx._names.add(v.name)
     for n in g.node:
         for o in n.output:
             ctx._names.add(o)
-    for i, n in enumerate(g.node):
-        if not n.name:
-            n.name = f"{n.op_type}_{i}"
+    for n in g.node:
         ins = list(n.input)
         outs = list(n.output)
         HANDLERS[n.op_type](ctx, n, _attrs(n), ins, outs)
