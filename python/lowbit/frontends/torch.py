@@ -45,7 +45,7 @@ def export_onnx(module: Any, example_inputs: Any) -> Any:
         if t.dim() >= 2 and not t.is_floating_point():
             axes[1] = "sequence"
         dynamic[name] = axes
-    was_training = module.training
+    modes = [(m, m.training) for m in module.modules()]  # restored one by one: children may differ
     module.eval()
     buf = io.BytesIO()
     try:
@@ -53,7 +53,8 @@ def export_onnx(module: Any, example_inputs: Any) -> Any:
             torch.onnx.export(module, args, buf, dynamo=False, input_names=names, output_names=["output"],
                               dynamic_axes={**dynamic, "output": {0: "batch"}}, opset_version=OPSET)
     finally:
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
     return onnx.load_from_string(buf.getvalue())
 
 
