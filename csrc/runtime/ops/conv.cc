@@ -9,6 +9,8 @@
 //
 // DepthwiseConv: the direct kernel of kernels/f32-dwconv (weight [kh, kw, C]).
 //
+// Conv also takes an optional residual (input 3, the output's shape) added
+// before the activation: a ResNet block's Add and ReLU run in its epilogue.
 // Both take bias and a fused activation (attr `act`: Relu goes into the GEMM
 // epilogue; Clip / LeakyRelu / HardSigmoid / HardSwish / Sigmoid / Tanh run on
 // each block of rows right after it is computed, while it is in cache).
@@ -66,6 +68,7 @@ class ConvNHWC : public Op {
       if (!b.is_const || b.shape != Shape{G_ * Nper_}) throw std::invalid_argument("Conv '" + n.name + "': bias must be a constant [Cout]");
     }
     act_ = act_params_from(n.attrs.get_string("act", ""), n.attrs, "act_");
+    residual_ = n.inputs.size() > 3 && n.inputs[3] >= 0;
   }
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     need_inputs(in, 1, "Conv");
@@ -74,6 +77,8 @@ class ConvNHWC : public Op {
       throw ShapeError("expected NHWC input with " + std::to_string(G_ * cg_) + " channels, got " + shape_str(x));
     auto g = win_.geometry(x[1], x[2]);
     out[0] = {x[0], g.oh, g.ow, G_ * Nper_};
+    if (residual_ && (in.size() < 4 || !in[3] || *in[3] != out[0]))
+      throw ShapeError("the residual input must have the output's shape " + shape_str(out[0]));
   }
   void run(const RunArgs& a) const override {
     const Shape& xs = a.in[0].shape;
@@ -89,8 +94,11 @@ class ConvNHWC : public Op {
     const bool direct = win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 && geo.pt == 0 && geo.pl == 0 &&
                         OH == H && OW == W;
     const F32GemmFn fn = kernels().f32_gemm;
-    const Activation gemm_act = act_.kind == ActKind::kRelu ? Activation::kRelu : Activation::kNone;
-    const bool post = act_.kind != ActKind::kNone && act_.kind != ActKind::kRelu;
+    // y = act(conv + bias [+ residual]): ReLU runs in the GEMM epilogue unless a residual
+    // must be added first; everything else runs on each block right after its GEMM.
+    const float* res = residual_ ? a.in[3].as<const float>() : nullptr;
+    const Activation gemm_act = act_.kind == ActKind::kRelu && !res ? Activation::kRelu : Activation::kNone;
+    const bool post = res || (act_.kind != ActKind::kNone && gemm_act == Activation::kNone);
 
     for (int64_t g = 0; g < G_; ++g) {
       F32GemmArgs ga;
@@ -107,8 +115,16 @@ class ConvNHWC : public Op {
         for (int64_t m = m0; m < m1; ++m) {
           const int64_t ox = m % OW, t = m / OW, oy = t % OH, n = t / OH;
           float* row = dst + (m - m0) * K_;
+          const int64_t ix0 = ox * win_.sw - geo.pl;
+          const bool row_inside = win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= W && cg_ == C;
           for (int64_t ky = 0; ky < win_.kh; ++ky) {
             const int64_t iy = oy * win_.sh - geo.pt + ky * win_.dh;
+            if (row_inside && iy >= 0 && iy < H) {
+              // the kw taps of this kernel row are adjacent pixels: one contiguous copy
+              std::memcpy(row, x + ((n * H + iy) * W + ix0) * C, size_t(win_.kw * cg_) * 4);
+              row += win_.kw * cg_;
+              continue;
+            }
             for (int64_t kx = 0; kx < win_.kw; ++kx, row += cg_) {
               const int64_t ix = ox * win_.sw - geo.pl + kx * win_.dw;
               if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(row, 0, size_t(cg_) * 4);
@@ -119,7 +135,14 @@ class ConvNHWC : public Op {
       };
       auto epilogue = [&](int64_t m0, int64_t m1) {
         if (!post) return;
-        for (int64_t m = m0; m < m1; ++m) apply_activation(act_, ga.C + m * Cout, ga.C + m * Cout, Nper_);
+        for (int64_t m = m0; m < m1; ++m) {
+          float* yr = ga.C + m * Cout;
+          if (res) {
+            const float* rr = res + m * Cout + g * Nper_;
+            for (int64_t j = 0; j < Nper_; ++j) yr[j] += rr[j];
+          }
+          apply_activation(act_, yr, yr, Nper_);
+        }
       };
       const int64_t tasks = (M + kRowsPerTask - 1) / kRowsPerTask;
       const int64_t threads = ThreadPool::global().num_threads();
@@ -168,6 +191,7 @@ class ConvNHWC : public Op {
   Window2D win_;
   int64_t G_ = 1, K_ = 0, Nper_ = 0, cg_ = 0, panel_floats_ = 0;
   ActParams act_;
+  bool residual_ = false;
 };
 
 class DepthwiseConvNHWC : public Op {

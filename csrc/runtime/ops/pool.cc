@@ -54,7 +54,8 @@ class Pool2D : public Op {
               }
               ++count;
               const float* xp = x + ((n * H + iy) * W + ix) * C;
-              if (max_) for (int64_t c = 0; c < C; ++c) yp[c] = xp[c] > yp[c] || std::isnan(xp[c]) ? xp[c] : yp[c];
+              // (x > m ? x : m) compiles to one max instruction per vector; NaN inputs are not propagated
+              if (max_) for (int64_t c = 0; c < C; ++c) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
               else for (int64_t c = 0; c < C; ++c) yp[c] += xp[c];
             }
           }

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 from ..ir import Graph
 from .cleanup import eliminate_dead_code, eliminate_identity
-from .conv import fold_batchnorm, fuse_conv_activation, pack_conv_weights
+from .conv import fold_batchnorm, fuse_conv_activation, fuse_conv_residual, pack_conv_weights
 from .layout import to_nhwc
 from .fold import fold_constants
 from .fuse import fuse_dense_activation, fuse_dense_bias, fuse_gelu, fuse_layernorm
@@ -24,6 +24,8 @@ DEFAULT_PIPELINE: list[Pass] = [
     fuse_dense_bias,
     fuse_dense_activation,
     fold_batchnorm,
+    fuse_conv_activation,
+    fuse_conv_residual,
     fuse_conv_activation,
     eliminate_dead_code,
     to_nhwc,
@@ -45,5 +47,5 @@ def run_passes(graph: Graph, passes: Iterable[Pass] = DEFAULT_PIPELINE) -> tuple
 
 __all__ = ["DEFAULT_PIPELINE", "run_passes", "fold_constants", "eliminate_identity", "fuse_gelu",
            "fuse_dense_bias", "fuse_dense_activation", "eliminate_dead_code", "check_runtime_dtypes",
-           "pack_dense_weights", "fuse_layernorm", "fold_batchnorm", "fuse_conv_activation", "to_nhwc",
+           "pack_dense_weights", "fuse_layernorm", "fold_batchnorm", "fuse_conv_activation", "fuse_conv_residual", "to_nhwc",
            "pack_conv_weights"]

@@ -78,6 +78,36 @@ def fuse_conv_activation(graph: Graph) -> Graph:
     return graph
 
 
+def fuse_conv_residual(graph: Graph) -> Graph:
+    """Folds ``Add(Conv(x), r)`` into ``Conv(x, W, b, r)`` when the Conv has no
+    activation yet and its output is read only by that Add, and r is a run-time
+    value (a residual branch): the add happens in the Conv's epilogue. Run
+    ``fuse_conv_activation`` after it to fold a following ReLU as well."""
+    prod = graph.producers()
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    removed = set()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    position = {o: i for i, n in enumerate(graph.nodes) for o in n.outputs}
+    for add in graph.nodes:
+        if add.op != "Add" or len(add.inputs) != 2:
+            continue
+        for c_in, r_in in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+            c = prod.get(c_in)
+            if (c is None or c.op != "Conv" or c.attrs.get("act") or len(c.inputs) > 3 or c_in in outputs
+                    or len(cons.get(c_in, [])) != 1 or r_in in graph.tensors or r_in == c_in):
+                continue
+            # the residual must already exist when the Conv runs
+            if position.get(r_in, -1) > index[id(c)]:
+                continue
+            c.inputs = (c.inputs + [""])[:3] + [r_in]
+            c.outputs = list(add.outputs)
+            removed.add(index[id(add)])
+            break
+    graph.nodes = [n for i, n in enumerate(graph.nodes) if i not in removed]
+    return graph
+
+
 def pack_conv_weights(graph: Graph) -> Graph:
     """Lays out NHWC Conv weights for their kernels: a depthwise conv (one input
     and one output channel per group) becomes ``DepthwiseConv`` with a raw

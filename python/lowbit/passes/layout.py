@@ -87,7 +87,7 @@ def to_nhwc(graph: Graph) -> Graph:
     for n in graph.nodes:
         ins = n.inputs
         if n.op in _ALWAYS_NHWC and len(n.attrs.get("kernel_shape", [])) == 2:
-            n.inputs = [nhwc_of(ins[0])] + ins[1:]
+            n.inputs = [nhwc_of(ins[0])] + ins[1:3] + [nhwc_of(i) for i in ins[3:4]]  # x and the residual
             n.attrs["layout"] = "NHWC"
             emit_nhwc(n)
             continue
