@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "runtime/ops/broadcast.h"
+#include "kernels/f32-vmath/f32_vmath.h"
 #include "runtime/ops/activation.h"
 #include "runtime/ops/common.h"
 
@@ -225,6 +226,11 @@ class Unary : public Op {
     float* y = r.out[0].as<float>();
     if constexpr (U == Un::kIdentity) {
       if (n) std::memcpy(y, x, size_t(n) * 4);
+      return;
+    }
+    if constexpr (U == Un::kGelu) {
+      const F32RowFn gelu = vmath().gelu;
+      parallel_chunks(n, kGrain, [&](int64_t i0, int64_t i1) { gelu(x + i0, y + i0, i1 - i0); });
       return;
     }
     parallel_chunks(n, kGrain, [&](int64_t i0, int64_t i1) {
