@@ -13,6 +13,7 @@ not met yet (see docs/kernels.md for the measured ratios and the gap).
 import io
 import os
 import sys
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -117,17 +118,35 @@ def test_model_fp32(benchmark, models, tmp_path_factory, name, peer, threads):
     lowbit.set_num_threads(2)
 
 
+def _interleaved(fns, rounds):
+    """Best time of each function over `rounds` alternating calls: on a shared
+    machine, load changes over seconds, and alternating gives both peers the
+    same conditions (the per-peer pytest-benchmark runs above are sequential)."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, f in enumerate(fns):
+            t = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
 @pytest.mark.parametrize("name", list(BUILD))
-def test_model_fp32_gate(name):
-    r = recorded("models_fp32")
+def test_model_fp32_gate(models, tmp_path_factory, name):
+    """Gate on lowbit time / ORT time at 1 thread, measured interleaved; 2 threads recorded."""
+    _, blob, feeds, _, qm = _get(models, name, tmp_path_factory)
+    ratios = {}
     for t in (1, 2):
-        a, b = r.get(f"lowbit/{name}/{t}t"), r.get(f"onnxruntime/{name}/{t}t")
-        if a and b:
-            record("models_fp32", f"ratio/{name}/{t}t", a["seconds"] / b["seconds"])
-    a, b = r.get(f"lowbit/{name}/1t"), r.get(f"onnxruntime/{name}/1t")
-    if not a or not b:
-        pytest.skip("run together with test_model_fp32")
-    ratio = a["seconds"] / b["seconds"]
-    print(f"\n{name} 1 thread: lowbit {a['seconds'] * 1e3:.1f} ms, ORT {b['seconds'] * 1e3:.1f} ms -> "
-          f"{ratio:.2f}x ORT's time (target {TARGETS[name]}x, gate {GATES[name]}x)")
-    assert ratio <= GATES[name], f"lowbit takes {ratio:.2f}x ORT's time on {name} (gate {GATES[name]}x)"
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = t
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        lowbit.set_num_threads(t)
+        a, b = _interleaved([lambda: qm.run(feeds), lambda: sess.run(None, feeds)], ROUNDS[name][0] * 2)
+        ratios[t] = a / b
+        record("models_fp32", f"interleaved/{name}/{t}t", {"lowbit_seconds": a, "onnxruntime_seconds": b,
+                                                             "ratio": a / b})
+        print(f"\n{name} {t} thread(s): lowbit {a * 1e3:.1f} ms, ORT {b * 1e3:.1f} ms -> {a / b:.2f}x ORT's time")
+    lowbit.set_num_threads(2)
+    print(f"target {TARGETS[name]}x, gate {GATES[name]}x (1 thread)")
+    assert ratios[1] <= GATES[name], f"lowbit takes {ratios[1]:.2f}x ORT's time on {name} (gate {GATES[name]}x)"

@@ -39,9 +39,8 @@ inline T ibin(T x, T y) {
   if constexpr (B == Bin::kMul) return T(uint64_t(x) * uint64_t(y));
   if constexpr (B == Bin::kDiv) {
     if (y == 0) throw std::domain_error("integer division by zero");
-    if (y == T(-1)) return T(uint64_t(0) - uint64_t(x));
-    T q = x / y;  // floor division, as numpy and ONNX Runtime do for integers
-    return (x % y != 0 && ((x < 0) != (y < 0))) ? T(q - 1) : q;
+    if (y == T(-1)) return T(uint64_t(0) - uint64_t(x));  // INT_MIN / -1 would trap
+    return x / y;  // truncates toward zero, as ONNX Runtime does
   }
   if constexpr (B == Bin::kPow) {
     T r = 1;

@@ -266,7 +266,8 @@ def _h_clip(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> N
                 lo = float(v.reshape(-1)[0])
             else:
                 hi = float(v.reshape(-1)[0])
-    ctx.emit("Clip", ins[:1], outs[:1], node.name, min=lo, max=hi)
+    bounds = {k: v for k, v in (("min", lo), ("max", hi)) if np.isfinite(v)}  # absent = unbounded (JSON has no inf)
+    ctx.emit("Clip", ins[:1], outs[:1], node.name, **bounds)
 
 
 def _h_param_act(op: str, defaults: dict[str, float]) -> Callable:

@@ -77,6 +77,12 @@ def _reshape_any(x: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
     return _reshape(x[0], {"shape": [int(v) for v in x[1].reshape(-1)], "allowzero": a.get("allowzero", 0)})
 
 
+def _div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if x.dtype.kind == "i" and y.dtype.kind == "i":  # integer division truncates toward zero (ONNX Runtime)
+        return (np.sign(x) * np.sign(y) * (np.abs(x) // np.abs(y))).astype(np.result_type(x, y))
+    return x / y
+
+
 _BOOL = np.uint8  # booleans are stored as uint8 0/1
 
 #: numpy reference per op, used for folding: (inputs, attrs) -> output.
@@ -84,7 +90,7 @@ NUMPY_OPS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] =
     "Add": lambda i, a: i[0] + i[1],
     "Sub": lambda i, a: i[0] - i[1],
     "Mul": lambda i, a: i[0] * i[1],
-    "Div": lambda i, a: i[0] / i[1],
+    "Div": lambda i, a: _div(i[0], i[1]),
     "Pow": lambda i, a: np.power(i[0], i[1]),
     "Relu": lambda i, a: np.maximum(i[0], 0),
     "Sigmoid": lambda i, a: 1 / (1 + np.exp(-i[0])),
