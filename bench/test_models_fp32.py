@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 TARGETS = {"resnet18": 1.0, "minilm": 0.9}  # lowbit time / ORT time, 1 thread (issue 5)
-GATES = {"resnet18": 1.25, "minilm": 1.25}  # what CI enforces (measured + noise margin; see module docstring)
+GATES = {"resnet18": 1.25, "minilm": 1.2}  # what CI enforces (measured + noise margin; see module docstring)
 ROUNDS = {"resnet18": (10, 2), "minilm": (15, 3)}
 
 

@@ -128,3 +128,20 @@ def test_converts_from_live_module(encoder):
         ref = module(torch.from_numpy(feeds["ids"]), torch.from_numpy(feeds["mask"])).numpy()
     got = m.run(dict(zip(m.input_names, feeds.values())))
     assert _rel(got, ref) <= RTOL
+
+
+def test_bit_identical_across_threads(tmp_path):
+    module, vocab = _bert()
+    lowbit.convert(module, str(tmp_path / "m.qbin"), example_inputs=(torch.randint(1, vocab, (1, 8)),
+                                                                      torch.ones(1, 8, dtype=torch.int64)))
+    m = lowbit.load(str(tmp_path / "m.qbin"))
+    feeds = dict(zip(m.input_names, _feeds(2, 45, vocab, 11).values()))
+    old = lowbit.get_num_threads()
+    try:
+        lowbit.set_num_threads(1)
+        a = m.run(feeds)
+        lowbit.set_num_threads(2)
+        b = m.run(feeds)
+    finally:
+        lowbit.set_num_threads(old)
+    assert np.array_equal(a, b)

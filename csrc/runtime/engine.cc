@@ -1,9 +1,6 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <sstream>
@@ -351,10 +348,7 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
     }
     for (int v : n.outputs) a.out.push_back({ptr[v], plan.shapes[v], values_[v].dtype});
     a.scratch = plan.scratch_offsets[i] >= 0 ? base + plan.scratch_offsets[i] : nullptr;
-    static bool prof = std::getenv("LOWBIT_PROF") != nullptr;
-    auto t0 = std::chrono::steady_clock::now();
     ops_[i]->run(a);
-    if (prof) fprintf(stderr, "PROF %s %s %.1f\n", n.op.c_str(), n.name.c_str(), std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
   }
   for (size_t i = 0; i < outputs_.size(); ++i) {
     int v = outputs_[i];

@@ -402,7 +402,7 @@ HANDLERS: dict[str, Callable] = {
     "Where": _simple("Where"), "Expand": _simple("Expand"), "Range": _simple("Range"),
     "Equal": _simple("Equal"), "Less": _simple("Less"), "Greater": _simple("Greater"),
     "LessOrEqual": _simple("LessOrEqual"), "GreaterOrEqual": _simple("GreaterOrEqual"),
-    "And": _simple("And"), "Or": _simple("Or"), "Not": _simple("Not"),
+    "And": _simple("And"), "Or": _simple("Or"), "Xor": _simple("Xor"), "Not": _simple("Not"),
 }
 
 _ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 3: "int8", 2: "uint8"}
