@@ -13,6 +13,10 @@
 
 namespace lowbit {
 
+// Nodes whose inputs are all known while planning and whose outputs have at
+// most this many elements are evaluated once per plan, not per run.
+constexpr int64_t kPlanTimeMaxElems = 4096;
+
 size_t dtype_size(DType t) {
   switch (t) {
     case DType::kF32: return 4;
@@ -163,11 +167,11 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
   producer_.assign(nv, -1);
   last_use_.assign(nv, -1);
   std::vector<char> defined(nv, 0);
+  std::vector<DType> declared(nv);
+  for (int v = 0; v < nv; ++v) declared[v] = values_[v].dtype;
   for (int v : inputs_) {
     check_id(v, "graph input");
     if (values_[v].is_const) throw std::invalid_argument("graph input '" + values_[v].name + "' is a constant");
-    if (values_[v].dtype != DType::kF32)
-      throw std::invalid_argument("graph input '" + values_[v].name + "' is " + dtype_name(values_[v].dtype) + ", expected float32");
     defined[v] = 1;
   }
   for (int v = 0; v < nv; ++v)
@@ -190,35 +194,40 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
     for (int v : n.outputs) {
       check_id(v, where);
       if (defined[v]) throw std::invalid_argument(where + " redefines '" + values_[v].name + "'");
+      if (values_[v].is_const) throw std::invalid_argument(where + " writes the constant '" + values_[v].name + "'");
       defined[v] = 1;
       producer_[v] = int(i);
     }
-    // Every run-time kernel so far reads and writes float32, and only Dense reads
-    // a packed constant (its weight); anything else in a file is rejected here so
-    // that no kernel can read a buffer as a type or layout it is not.
+    // The factory sees the dtypes of its inputs (resolved in node order); the op
+    // then says which dtypes it reads and which it writes, so no kernel can read
+    // a buffer as a type it is not. Only weight inputs of Dense and Conv may hold
+    // a packed (non-raw) layout.
+    auto it = registry().find(n.op);
+    if (it == registry().end()) throw std::invalid_argument(where + ": unknown op '" + n.op + "'");
+    std::unique_ptr<Op> op = it->second(n, values_);
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       int v = n.inputs[k];
       if (v < 0) continue;
       const ValueSpec& vs = values_[v];
-      if (vs.dtype != DType::kF32)
-        throw std::invalid_argument(where + ": input '" + vs.name + "' is " + dtype_name(vs.dtype) + ", expected float32");
-      bool packed_ok = n.op == "Dense" && k == 1;
+      if (!op->input_dtype_ok(k, vs.dtype))
+        throw std::invalid_argument(where + ": input '" + vs.name + "' is " + dtype_name(vs.dtype) +
+                                    (op->input_dtype_ok(k, DType::kF32) ? ", expected float32" : ", a dtype this op does not read here"));
+      bool packed_ok = (n.op == "Dense" || n.op == "Conv") && k == 1;
       if (vs.is_const && vs.encoding != "raw" && !packed_ok)
         throw std::invalid_argument(where + ": input '" + vs.name + "' has encoding " + vs.encoding + ", expected raw");
     }
-    for (int v : n.outputs)
-      if (values_[v].dtype != DType::kF32)
-        throw std::invalid_argument(where + ": output '" + values_[v].name + "' is " + dtype_name(values_[v].dtype) + ", expected float32");
-    auto it = registry().find(n.op);
-    if (it == registry().end()) throw std::invalid_argument(where + ": unknown op '" + n.op + "'");
-    ops_.push_back(it->second(n, values_));
-    if (n.outputs.empty() || n.outputs.size() > ops_.back()->max_outputs())
+    if (n.outputs.empty() || n.outputs.size() > op->max_outputs())
       throw std::invalid_argument(where + " has " + std::to_string(n.outputs.size()) + " outputs, expected 1" +
-                                  (ops_.back()->max_outputs() > 1 ? " to " + std::to_string(ops_.back()->max_outputs()) : ""));
+                                  (op->max_outputs() > 1 ? " to " + std::to_string(op->max_outputs()) : ""));
+    for (size_t k = 0; k < n.outputs.size(); ++k) values_[n.outputs[k]].dtype = op->out_dtype(k);
+    ops_.push_back(std::move(op));
   }
   for (int v : outputs_) {
     check_id(v, "graph output");
     if (!defined[v]) throw std::invalid_argument("graph output '" + values_[v].name + "' is never produced");
+    if (declared[v] != values_[v].dtype)
+      throw std::invalid_argument("graph output '" + values_[v].name + "' is declared " + dtype_name(declared[v]) +
+                                  ", expected " + dtype_name(values_[v].dtype) + " (what the graph computes)");
   }
 }
 
@@ -241,6 +250,8 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
   plan->shapes.assign(nv, Shape{});
   plan->offsets.assign(nv, -1);
   plan->scratch_offsets.assign(nodes_.size(), -1);
+  plan->known.assign(nv, nullptr);
+  plan->skip.assign(nodes_.size(), 0);
   if (input_shapes.size() != inputs_.size())
     throw ShapeError("expected " + std::to_string(inputs_.size()) + " inputs, got " + std::to_string(input_shapes.size()));
   for (size_t i = 0; i < inputs_.size(); ++i) {
@@ -266,17 +277,47 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
     const NodeSpec& n = nodes_[i];
     std::vector<const Shape*> in;
     for (int v : n.inputs) in.push_back(v < 0 ? nullptr : &plan->shapes[v]);
+    std::vector<const void*> vals;
+    bool all_known = true;
+    for (int v : n.inputs) {
+      const void* p = v < 0 ? nullptr : values_[v].is_const ? values_[v].data : plan->known[v] ? plan->known[v]->data() : nullptr;
+      if (v >= 0 && values_[v].is_const && values_[v].encoding != "raw") p = nullptr;
+      if (v >= 0 && !p) all_known = false;
+      vals.push_back(p);
+    }
     std::vector<Shape> out(n.outputs.size());
     try {
-      ops_[i]->infer(in, out);
-      for (auto& s : out) shape_numel(s);
+      ops_[i]->infer_values(in, vals, out);
+      int64_t out_elems = 0;
+      for (auto& s : out) out_elems += shape_numel(s);
+      // Plan-time evaluation: shape arithmetic and other small all-known nodes.
+      if (ops_[i]->shape_only() || (all_known && out_elems <= kPlanTimeMaxElems)) {
+        RunArgs a;
+        std::vector<std::vector<uint8_t>> tmp_scratch(1);
+        for (size_t k = 0; k < n.inputs.size(); ++k) {
+          TensorRef t;
+          if (n.inputs[k] >= 0) { t.data = const_cast<void*>(vals[k]); t.shape = *in[k]; t.dtype = values_[n.inputs[k]].dtype; }
+          a.in.push_back(std::move(t));
+        }
+        for (size_t k = 0; k < n.outputs.size(); ++k) {
+          int v = n.outputs[k];
+          auto buf = std::make_shared<std::vector<uint8_t>>(size_t(shape_numel(out[k])) * dtype_size(values_[v].dtype) + 8);
+          plan->known[v] = buf;
+          a.out.push_back({buf->data(), out[k], values_[v].dtype});
+        }
+        size_t sb = ops_[i]->scratch_bytes(in);
+        tmp_scratch[0].resize(sb + 64);
+        a.scratch = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(tmp_scratch[0].data()) + 63) & ~uintptr_t(63));
+        ops_[i]->run(a);
+        plan->skip[i] = 1;
+      }
     } catch (const ShapeError& e) {
       std::string msg = "node '" + n.name + "' (" + n.op + "): " + e.what() + "; input shapes";
       for (const Shape* s : in) msg += " " + (s ? shape_str(*s) : std::string("-"));
       throw ShapeError(msg);
     }
     for (size_t k = 0; k < n.outputs.size(); ++k) plan->shapes[n.outputs[k]] = out[k];
-    scratch[i] = ops_[i]->scratch_bytes(in);
+    if (!plan->skip[i]) scratch[i] = ops_[i]->scratch_bytes(in);
   }
 
   // Arena layout: greedy by size (largest first), lowest offset that does not
@@ -287,7 +328,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
   for (int v : outputs_) is_output[v] = 1;
   auto align64 = [](int64_t x) { return (x + 63) & ~int64_t(63); };
   for (int v = 0; v < nv; ++v) {
-    if (producer_[v] < 0 || is_output[v]) continue;
+    if (producer_[v] < 0 || is_output[v] || plan->known[v]) continue;
     int64_t bytes = shape_numel(plan->shapes[v]) * int64_t(dtype_size(values_[v].dtype));
     int64_t last = std::max(last_use_[v], producer_[v]);
     bufs.push_back({align64(std::max<int64_t>(bytes, 1)), producer_[v], last, v, -1, 0});
@@ -401,6 +442,7 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
   std::vector<void*> ptr(nv, nullptr);
   for (int v = 0; v < nv; ++v) {
     if (values_[v].is_const) ptr[v] = const_cast<void*>(values_[v].data);
+    else if (plan.known[v]) ptr[v] = plan.known[v]->data();
     else if (plan.offsets[v] >= 0) ptr[v] = base + plan.offsets[v];
   }
   for (size_t i = 0; i < inputs_.size(); ++i) ptr[inputs_[i]] = const_cast<void*>(inputs[i]);
@@ -409,12 +451,13 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
   std::vector<char> claimed(nv, 0);
   for (size_t i = 0; i < outputs_.size(); ++i) {
     int v = outputs_[i];
-    if (producer_[v] >= 0 && !claimed[v]) {
+    if (producer_[v] >= 0 && !claimed[v] && !plan.known[v]) {
       ptr[v] = outputs[i];
       claimed[v] = 1;
     }
   }
   for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (plan.skip[i]) continue;
     const NodeSpec& n = nodes_[i];
     RunArgs a;
     a.in.reserve(n.inputs.size());
@@ -441,6 +484,9 @@ void register_matmul_ops();
 void register_elementwise_ops();
 void register_normalization_ops();
 void register_shape_ops();
+void register_conv_ops();
+void register_pool_ops();
+void register_tensor_ops();
 
 void register_all_ops() {
   static bool done = false;
@@ -451,6 +497,9 @@ void register_all_ops() {
   register_elementwise_ops();
   register_normalization_ops();
   register_shape_ops();
+  register_conv_ops();
+  register_pool_ops();
+  register_tensor_ops();
 }
 
 }  // namespace lowbit

@@ -89,13 +89,28 @@ class Op {
   // Output shapes (and dtypes) from input shapes. Throws ShapeError naming what
   // was expected and what came.
   virtual void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const = 0;
+  // Ops whose output shape depends on the *values* of small inputs (Reshape's
+  // target, Expand's shape, Range's limits...) override this one; `vals[i]` is
+  // the input's data when it is known while planning (a constant, or a value
+  // computed from shapes and constants at plan time), else nullptr.
+  virtual void infer_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals,
+                            std::vector<Shape>& out) const {
+    infer(in, out);
+  }
   virtual size_t scratch_bytes(const std::vector<const Shape*>& in) const { return 0; }
   virtual void run(const RunArgs& a) const = 0;
   virtual std::string kernel() const { return "builtin"; }
+  // Output dtypes; ops with non-float32 outputs record what they need from the
+  // input dtypes in their constructor (the engine resolves dtypes in node order).
   virtual DType out_dtype(size_t i) const { return DType::kF32; }
   // How many outputs infer() and run() write; a node listing more (or none) is
   // rejected at load, so no op indexes past the outputs it was given.
   virtual size_t max_outputs() const { return 1; }
+  // Which input dtypes the op reads; the engine rejects anything else at load.
+  virtual bool input_dtype_ok(size_t i, DType t) const { return t == DType::kF32; }
+  // True when the outputs depend only on the input *shapes* (Shape): such a node
+  // always runs at plan time.
+  virtual bool shape_only() const { return false; }
 };
 
 class Engine;
@@ -108,6 +123,12 @@ std::vector<std::string> known_ops();
 
 struct Plan {
   std::vector<Shape> shapes;      // per value
+  // Values computed while planning (shape arithmetic: Shape, Gather, Concat... on
+  // int64, from input shapes and constants), null otherwise; their producing
+  // nodes are skipped at run time. This is constant folding with the symbolic
+  // batch/sequence dims bound, done once per input-shape signature.
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> known;
+  std::vector<char> skip;         // per node
   std::vector<int64_t> offsets;   // arena offset per value, -1 when not in the arena
   std::vector<int64_t> scratch_offsets;  // per node
   int64_t arena_bytes = 0;

@@ -60,15 +60,16 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
         from .frontends.onnx import import_onnx
         return import_onnx(src), "<onnx.ModelProto>"
     if mod.startswith("torch") or hasattr(src, "state_dict"):
-        raise NotImplementedError("converting a torch.nn.Module is not available in this version yet; "
-                                  "export it to ONNX first (torch.onnx.export) and convert the .onnx file")
-    raise TypeError(f"convert() takes an .onnx path or an onnx.ModelProto, got {type(src).__name__}")
+        from .frontends.torch import import_torch
+        return import_torch(src, example_inputs), f"<torch {type(src).__name__}>"
+    raise TypeError(f"convert() takes an .onnx path, an onnx.ModelProto or a torch.nn.Module, got {type(src).__name__}")
 
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
             recipe: Any = None) -> ConvertReport:
-    """Imports ``src`` (an ``.onnx`` path or an ``onnx.ModelProto``), runs the
+    """Imports ``src`` (an ``.onnx`` path, an ``onnx.ModelProto``, or a live
+    ``torch.nn.Module`` traced with ``example_inputs``), runs the
     graph passes (constant folding, GELU/bias/activation fusion, dead-code
     elimination, weight quantization or packing) and writes ``dst`` (a
     ``.qbin`` file).
@@ -84,9 +85,9 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     row at run time.
 
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
-    ``UnsupportedOpError`` listing every operator it cannot import. ``calib``,
-    ``recipe`` and torch modules are reserved for the compressed paths and
-    raise ``NotImplementedError`` in this version.
+    ``UnsupportedOpError`` listing every operator it cannot import. ``calib``
+    and ``recipe`` are reserved for the compressed paths and raise
+    ``NotImplementedError`` in this version.
     """
     t0 = time.perf_counter()
     spec = None

@@ -58,10 +58,12 @@ def _nbytes_raw(dtype: str, shape: tuple[int, ...]) -> int:
 
 
 def _nbytes_f32_n16(dtype: str, shape: tuple[int, ...]) -> int:
-    if dtype != "float32" or len(shape) != 2:
-        raise ValueError("f32-n16 needs a float32 tensor of rank 2 [K, N]")
-    k, n = shape
-    return (n + 15) // 16 * 16 * k * 4
+    # rank 2: one matrix [K, N]; rank 3: G matrices [G, K, N] back to back (grouped convolutions)
+    if dtype != "float32" or len(shape) not in (2, 3):
+        raise ValueError("f32-n16 needs a float32 tensor [K, N] or [G, K, N]")
+    g = shape[0] if len(shape) == 3 else 1
+    k, n = shape[-2:]
+    return g * ((n + 15) // 16 * 16 * k * 4)
 
 
 #: Largest K of a quantized weight (keeps the int32 accumulators exact; see docs/format.md).

@@ -1,5 +1,7 @@
 // Numpy-style broadcasting of shapes.
 #pragma once
+#include <vector>
+
 #include "runtime/engine.h"
 
 namespace lowbit {
@@ -29,5 +31,29 @@ inline std::vector<int64_t> broadcast_strides(const Shape& s, const Shape& out) 
   }
   return st;
 }
+
+// Odometer over an output shape, tracking the element offset of each operand.
+struct Broadcast {
+  Shape out;
+  std::vector<std::vector<int64_t>> strides;
+  Broadcast(const Shape& o, const std::vector<const Shape*>& ins) : out(o) {
+    for (const Shape* s : ins) strides.push_back(broadcast_strides(*s, o));
+  }
+  template <class F>
+  void run(F&& f) const {
+    const int64_t n = shape_numel(out);
+    const size_t r = out.size(), k = strides.size();
+    std::vector<int64_t> idx(r, 0), off(k, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      f(i, off.data());
+      for (int64_t d = int64_t(r) - 1; d >= 0; --d) {
+        for (size_t j = 0; j < k; ++j) off[j] += strides[j][d];
+        if (++idx[d] < out[d]) break;
+        for (size_t j = 0; j < k; ++j) off[j] -= strides[j][d] * out[d];
+        idx[d] = 0;
+      }
+    }
+  }
+};
 
 }  // namespace lowbit

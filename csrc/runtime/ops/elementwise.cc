@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "runtime/ops/broadcast.h"
+#include "kernels/f32-vmath/f32_vmath.h"
+#include "runtime/ops/activation.h"
 #include "runtime/ops/common.h"
 
 namespace lowbit {
@@ -30,15 +32,46 @@ void bin_row(const float* a, int64_t sa, const float* b, int64_t sb, float* o, i
   else { float v = bin<B>(a[0], b[0]); for (int64_t i = 0; i < n; ++i) o[i] = v; }
 }
 
+template <Bin B, class T>
+inline T ibin(T x, T y) {
+  if constexpr (B == Bin::kAdd) return T(uint64_t(x) + uint64_t(y));  // wraps instead of signed-overflow UB
+  if constexpr (B == Bin::kSub) return T(uint64_t(x) - uint64_t(y));
+  if constexpr (B == Bin::kMul) return T(uint64_t(x) * uint64_t(y));
+  if constexpr (B == Bin::kDiv) {
+    if (y == 0) throw std::domain_error("integer division by zero");
+    if (y == T(-1)) return T(uint64_t(0) - uint64_t(x));  // INT_MIN / -1 would trap
+    return x / y;  // truncates toward zero, as ONNX Runtime does
+  }
+  if constexpr (B == Bin::kPow) {
+    T r = 1;
+    for (T e = 0; e < y && e < 64; ++e) r = T(uint64_t(r) * uint64_t(x));
+    return r;
+  }
+}
+
 template <Bin B>
 class Binary : public Op {
  public:
-  explicit Binary(std::string name) : name_(std::move(name)) {}
+  Binary(std::string name, DType t) : name_(std::move(name)), t_(t) {}
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     need_inputs(in, 2, name_.c_str());
     out[0] = broadcast_shapes(*in[0], *in[1]);
   }
+  DType out_dtype(size_t) const override { return t_; }
+  bool input_dtype_ok(size_t, DType t) const override {
+    return t == t_ && (t == DType::kF32 || t == DType::kI64 || t == DType::kI32);
+  }
+  template <class T>
+  void run_int(const RunArgs& r) const {
+    Broadcast b(r.out[0].shape, {&r.in[0].shape, &r.in[1].shape});
+    const T* x = r.in[0].as<const T>();
+    const T* y = r.in[1].as<const T>();
+    T* o = r.out[0].as<T>();
+    b.run([&](int64_t i, const int64_t* off) { o[i] = ibin<B, T>(x[off[0]], y[off[1]]); });
+  }
   void run(const RunArgs& r) const override {
+    if (t_ == DType::kI64) return run_int<int64_t>(r);
+    if (t_ == DType::kI32) return run_int<int32_t>(r);
     const Shape& os = r.out[0].shape;
     const int64_t n = shape_numel(os);
     if (n == 0) return;
@@ -71,6 +104,94 @@ class Binary : public Op {
 
  private:
   std::string name_;
+  DType t_;
+};
+
+enum class Cmp { kEq, kLt, kGt, kLe, kGe, kAnd, kOr, kXor };
+
+// Comparisons and logic: numeric (or bool) inputs, bool (uint8 0/1) output.
+template <Cmp C>
+class Compare : public Op {
+ public:
+  Compare(std::string name, DType t) : name_(std::move(name)), t_(t) {}
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 2, name_.c_str());
+    out[0] = broadcast_shapes(*in[0], *in[1]);
+  }
+  DType out_dtype(size_t) const override { return DType::kU8; }
+  bool input_dtype_ok(size_t, DType t) const override {
+    if constexpr (C == Cmp::kAnd || C == Cmp::kOr || C == Cmp::kXor) return t == DType::kU8;
+    return t == t_;
+  }
+  template <class T>
+  void go(const RunArgs& r) const {
+    Broadcast b(r.out[0].shape, {&r.in[0].shape, &r.in[1].shape});
+    const T* x = r.in[0].as<const T>();
+    const T* y = r.in[1].as<const T>();
+    uint8_t* o = r.out[0].as<uint8_t>();
+    b.run([&](int64_t i, const int64_t* off) {
+      const T a = x[off[0]], c = y[off[1]];
+      bool v;
+      if constexpr (C == Cmp::kEq) v = a == c;
+      else if constexpr (C == Cmp::kLt) v = a < c;
+      else if constexpr (C == Cmp::kGt) v = a > c;
+      else if constexpr (C == Cmp::kLe) v = a <= c;
+      else if constexpr (C == Cmp::kGe) v = a >= c;
+      else if constexpr (C == Cmp::kAnd) v = a && c;
+      else if constexpr (C == Cmp::kOr) v = a || c;
+      else v = bool(a) != bool(c);
+      o[i] = v ? 1 : 0;
+    });
+  }
+  void run(const RunArgs& r) const override {
+    switch (t_) {
+      case DType::kF32: return go<float>(r);
+      case DType::kI64: return go<int64_t>(r);
+      case DType::kI32: return go<int32_t>(r);
+      case DType::kI8: return go<int8_t>(r);
+      case DType::kU8: return go<uint8_t>(r);
+    }
+  }
+
+ private:
+  std::string name_;
+  DType t_;
+};
+
+class Not : public Op {
+ public:
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, "Not");
+    out[0] = *in[0];
+  }
+  DType out_dtype(size_t) const override { return DType::kU8; }
+  bool input_dtype_ok(size_t, DType t) const override { return t == DType::kU8; }
+  void run(const RunArgs& r) const override {
+    const int64_t n = r.out[0].numel();
+    for (int64_t i = 0; i < n; ++i) r.out[0].as<uint8_t>()[i] = r.in[0].as<const uint8_t>()[i] ? 0 : 1;
+  }
+};
+
+// Activations with parameters: Clip(min, max), LeakyRelu(alpha),
+// HardSigmoid(alpha, beta), HardSwish. The same formulas serve Conv's fused
+// epilogue (see conv.cc), so a fused and an unfused graph agree bit for bit.
+class ParamAct : public Op {
+ public:
+  ParamAct(std::string name, ActParams p) : name_(std::move(name)), p_(p) {}
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, name_.c_str());
+    out[0] = *in[0];
+  }
+  void run(const RunArgs& r) const override {
+    const int64_t n = r.out[0].numel();
+    const float* x = r.in[0].as<const float>();
+    float* y = r.out[0].as<float>();
+    parallel_chunks(n, kGrain, [&](int64_t i0, int64_t i1) { apply_activation(p_, x + i0, y + i0, i1 - i0); });
+  }
+
+ private:
+  std::string name_;
+  ActParams p_;
 };
 
 enum class Un { kRelu, kSigmoid, kTanh, kGelu, kErf, kSqrt, kReciprocal, kExp, kNeg, kAbs, kIdentity };
@@ -106,6 +227,11 @@ class Unary : public Op {
       if (n) std::memcpy(y, x, size_t(n) * 4);
       return;
     }
+    if constexpr (U == Un::kGelu) {
+      const F32RowFn gelu = vmath().gelu;
+      parallel_chunks(n, kGrain, [&](int64_t i0, int64_t i1) { gelu(x + i0, y + i0, i1 - i0); });
+      return;
+    }
     parallel_chunks(n, kGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) y[i] = un<U>(x[i]);
     });
@@ -115,8 +241,17 @@ class Unary : public Op {
   std::string name_;
 };
 
+DType dt0(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  return n.inputs.empty() || n.inputs[0] < 0 ? DType::kF32 : v[n.inputs[0]].dtype;
+}
 template <Bin B>
-std::unique_ptr<Op> mk_bin(const NodeSpec& n, const std::vector<ValueSpec>&) { return std::make_unique<Binary<B>>(n.op); }
+std::unique_ptr<Op> mk_bin(const NodeSpec& n, const std::vector<ValueSpec>& v) { return std::make_unique<Binary<B>>(n.op, dt0(n, v)); }
+template <Cmp C>
+std::unique_ptr<Op> mk_cmp(const NodeSpec& n, const std::vector<ValueSpec>& v) { return std::make_unique<Compare<C>>(n.op, dt0(n, v)); }
+std::unique_ptr<Op> mk_not(const NodeSpec&, const std::vector<ValueSpec>&) { return std::make_unique<Not>(); }
+std::unique_ptr<Op> mk_act(const NodeSpec& n, const std::vector<ValueSpec>&) {
+  return std::make_unique<ParamAct>(n.op, act_params_from(n.op, n.attrs));
+}
 template <Un U>
 std::unique_ptr<Op> mk_un(const NodeSpec& n, const std::vector<ValueSpec>&) { return std::make_unique<Unary<U>>(n.op); }
 
@@ -139,6 +274,19 @@ void register_elementwise_ops() {
   register_op("Neg", &mk_un<Un::kNeg>);
   register_op("Abs", &mk_un<Un::kAbs>);
   register_op("Identity", &mk_un<Un::kIdentity>);
+  register_op("Equal", &mk_cmp<Cmp::kEq>);
+  register_op("Less", &mk_cmp<Cmp::kLt>);
+  register_op("Greater", &mk_cmp<Cmp::kGt>);
+  register_op("LessOrEqual", &mk_cmp<Cmp::kLe>);
+  register_op("GreaterOrEqual", &mk_cmp<Cmp::kGe>);
+  register_op("And", &mk_cmp<Cmp::kAnd>);
+  register_op("Or", &mk_cmp<Cmp::kOr>);
+  register_op("Xor", &mk_cmp<Cmp::kXor>);
+  register_op("Not", &mk_not);
+  register_op("Clip", &mk_act);
+  register_op("LeakyRelu", &mk_act);
+  register_op("HardSigmoid", &mk_act);
+  register_op("HardSwish", &mk_act);
 }
 
 }  // namespace lowbit

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "runtime/ops/common.h"
+#include "kernels/f32-vmath/f32_vmath.h"
 
 namespace lowbit {
 namespace {
@@ -31,6 +32,14 @@ class Softmax : public Op {
     const float* x = r.in[0].as<const float>();
     float* y = r.out[0].as<float>();
     if (len == 0 || outer * inner == 0) return;
+    if (inner == 1) {
+      // contiguous rows (the usual last-axis softmax): vectorizable passes
+      parallel_chunks(outer, std::max<int64_t>(1, 8192 / len), [&](int64_t i0, int64_t i1) {
+        const F32RowFn row = vmath().softmax_row;
+        for (int64_t i = i0; i < i1; ++i) row(x + i * len, y + i * len, len);
+      });
+      return;
+    }
     parallel_chunks(outer * inner, std::max<int64_t>(1, 8192 / len), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t o = i / inner, in = i % inner;
@@ -50,6 +59,8 @@ class Softmax : public Op {
       }
     });
   }
+
+  std::string kernel() const override { return vmath().softmax_name; }
 
  private:
   int64_t axis_;
@@ -95,16 +106,26 @@ class LayerNorm : public Op {
       for (int64_t i = r0; i < r1; ++i) {
         const float* xr = x + i * len;
         float* yr = y + i * len;
-        double sum = 0;  // accumulate in double: rows can be long and offset
-        for (int64_t k = 0; k < len; ++k) sum += xr[k];
-        const float mean = float(sum / double(len));
-        double var = 0;
-        for (int64_t k = 0; k < len; ++k) { double d = double(xr[k]) - mean; var += d * d; }
-        const float istd = float(1.0 / std::sqrt(var / double(len) + double(eps_)));
-        for (int64_t k = 0; k < len; ++k) {
-          float v = (xr[k] - mean) * istd * g[k];
-          yr[k] = b ? v + b[k] : v;
-        }
+        // two passes, 8 float lanes each (vectorizable, fixed combination order)
+        constexpr int L = 8;
+        float sv[L] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t k = 0;
+        for (; k + L <= len; k += L)
+          for (int j = 0; j < L; ++j) sv[j] += xr[k + j];
+        float sum = 0.f;
+        for (int j = 0; j < L; ++j) sum += sv[j];
+        for (; k < len; ++k) sum += xr[k];
+        const float mean = sum / float(len);
+        float vv[L] = {0, 0, 0, 0, 0, 0, 0, 0};
+        k = 0;
+        for (; k + L <= len; k += L)
+          for (int j = 0; j < L; ++j) { const float d = xr[k + j] - mean; vv[j] += d * d; }
+        float var = 0.f;
+        for (int j = 0; j < L; ++j) var += vv[j];
+        for (; k < len; ++k) { const float d = xr[k] - mean; var += d * d; }
+        const float istd = 1.f / std::sqrt(var / float(len) + eps_);
+        if (b) for (k = 0; k < len; ++k) yr[k] = (xr[k] - mean) * istd * g[k] + b[k];
+        else for (k = 0; k < len; ++k) yr[k] = (xr[k] - mean) * istd * g[k];
         if (mean_out) mean_out[i] = mean;
         if (istd_out) istd_out[i] = istd;
       }

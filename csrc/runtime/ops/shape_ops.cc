@@ -12,11 +12,41 @@ void copy_f32(const RunArgs& r) {
   if (n && r.out[0].data != r.in[0].data) std::memcpy(r.out[0].data, r.in[0].data, size_t(n) * dtype_size(r.in[0].dtype));
 }
 
-class Reshape : public Op {
+// Ops that only move bytes read and write any dtype (the input's).
+class AnyDType : public Op {
  public:
-  Reshape(std::vector<int64_t> shape, bool allowzero) : target_(std::move(shape)), allowzero_(allowzero) {}
+  explicit AnyDType(DType t) : t_(t) {}
+  DType out_dtype(size_t) const override { return t_; }
+  bool input_dtype_ok(size_t i, DType t) const override { return i == 0 ? t == t_ : t == DType::kI64; }
+
+ protected:
+  DType t_;
+};
+
+DType dt0(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  return n.inputs.empty() || n.inputs[0] < 0 ? DType::kF32 : v[n.inputs[0]].dtype;
+}
+
+// Target shape from the attribute (folded at convert time) or from the second
+// input, known while planning (computed from input shapes: Shape -> Gather ->
+// Concat chains, the usual exporter output for dynamic batch / sequence).
+class Reshape : public AnyDType {
+ public:
+  Reshape(DType t, std::vector<int64_t> shape, bool has_attr, bool allowzero)
+      : AnyDType(t), attr_(std::move(shape)), has_attr_(has_attr), allowzero_(allowzero) {}
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    infer_values(in, std::vector<const void*>(in.size(), nullptr), out);
+  }
+  void infer_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals,
+                    std::vector<Shape>& out) const override {
     need_inputs(in, 1, "Reshape");
+    std::vector<int64_t> target_ = attr_;
+    if (!has_attr_) {
+      if (in.size() < 2 || !in[1] || !vals[1])
+        throw ShapeError("Reshape's target shape must be computable from input shapes and constants while planning");
+      const int64_t k = shape_numel(*in[1]);
+      target_.assign(static_cast<const int64_t*>(vals[1]), static_cast<const int64_t*>(vals[1]) + k);
+    }
     const Shape& x = *in[0];
     const int64_t n = shape_numel(x);
     Shape o(target_.size());
@@ -49,13 +79,13 @@ class Reshape : public Op {
   void run(const RunArgs& r) const override { copy_f32(r); }
 
  private:
-  std::vector<int64_t> target_;
-  bool allowzero_;
+  std::vector<int64_t> attr_;
+  bool has_attr_, allowzero_;
 };
 
-class Flatten : public Op {
+class Flatten : public AnyDType {
  public:
-  explicit Flatten(int64_t axis) : axis_(axis) {}
+  Flatten(DType t, int64_t axis) : AnyDType(t), axis_(axis) {}
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     need_inputs(in, 1, "Flatten");
     const Shape& x = *in[0];
@@ -73,9 +103,9 @@ class Flatten : public Op {
   int64_t axis_;
 };
 
-class Transpose : public Op {
+class Transpose : public AnyDType {
  public:
-  explicit Transpose(std::vector<int64_t> perm) : perm_(std::move(perm)) {}
+  Transpose(DType t, std::vector<int64_t> perm) : AnyDType(t), perm_(std::move(perm)) {}
   std::vector<int64_t> perm_for(size_t rank) const {
     std::vector<int64_t> p = perm_;
     if (p.empty())
@@ -96,6 +126,14 @@ class Transpose : public Op {
     out[0] = o;
   }
   void run(const RunArgs& r) const override {
+    switch (dtype_size(t_)) {
+      case 8: return go<int64_t>(r);
+      case 4: return go<float>(r);
+      default: return go<uint8_t>(r);
+    }
+  }
+  template <class T>
+  void go(const RunArgs& r) const {
     const Shape& s = r.in[0].shape;
     const size_t rank = s.size();
     auto p = perm_for(rank);
@@ -106,8 +144,8 @@ class Transpose : public Op {
     for (int64_t d = int64_t(rank) - 2; d >= 0; --d) istride[d] = istride[d + 1] * s[d + 1];
     std::vector<int64_t> st(rank);  // input stride for each output dim
     for (size_t i = 0; i < rank; ++i) st[i] = istride[p[i]];
-    const float* x = r.in[0].as<const float>();
-    float* y = r.out[0].as<float>();
+    const T* x = r.in[0].as<const T>();
+    T* y = r.out[0].as<T>();
     const int64_t inner = rank ? os.back() : 1;
     const int64_t sin = rank ? st.back() : 1;
     const int64_t rows = inner ? n / inner : 0;
@@ -118,7 +156,7 @@ class Transpose : public Op {
       for (int64_t row = r0; row < r1; ++row) {
         int64_t off = 0;
         for (size_t d = 0; d + 1 < rank; ++d) off += idx[d] * st[d];
-        float* yr = y + row * inner;
+        T* yr = y + row * inner;
         for (int64_t k = 0; k < inner; ++k) yr[k] = x[off + k * sin];
         for (int64_t d = int64_t(rank) - 2; d >= 0; --d) {
           if (++idx[d] < os[d]) break;
@@ -132,17 +170,18 @@ class Transpose : public Op {
   std::vector<int64_t> perm_;
 };
 
-std::unique_ptr<Op> mk_reshape(const NodeSpec& n, const std::vector<ValueSpec>&) {
+std::unique_ptr<Op> mk_reshape(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   const auto* s = n.attrs.get_ints("shape");
-  if (!s) throw std::invalid_argument("Reshape '" + n.name + "' needs a constant 'shape' attribute");
-  return std::make_unique<Reshape>(*s, n.attrs.get_int("allowzero", 0) != 0);
+  if (!s && (n.inputs.size() < 2 || n.inputs[1] < 0))
+    throw std::invalid_argument("Reshape '" + n.name + "' needs a 'shape' attribute or a shape input");
+  return std::make_unique<Reshape>(dt0(n, v), s ? *s : std::vector<int64_t>{}, s != nullptr, n.attrs.get_int("allowzero", 0) != 0);
 }
-std::unique_ptr<Op> mk_flatten(const NodeSpec& n, const std::vector<ValueSpec>&) {
-  return std::make_unique<Flatten>(n.attrs.get_int("axis", 1));
+std::unique_ptr<Op> mk_flatten(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  return std::make_unique<Flatten>(dt0(n, v), n.attrs.get_int("axis", 1));
 }
-std::unique_ptr<Op> mk_transpose(const NodeSpec& n, const std::vector<ValueSpec>&) {
+std::unique_ptr<Op> mk_transpose(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   const auto* p = n.attrs.get_ints("perm");
-  return std::make_unique<Transpose>(p ? *p : std::vector<int64_t>{});
+  return std::make_unique<Transpose>(dt0(n, v), p ? *p : std::vector<int64_t>{});
 }
 
 }  // namespace

@@ -66,6 +66,15 @@ _ATTR_TYPES = {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT", "transB": "IN
                "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT", "value_ints": "INTS"}
 
 
+def _storable(arr: np.ndarray) -> np.ndarray:
+    """Maps numpy dtypes to the ones lowbit stores: float64 -> float32, bool -> uint8 (0/1)."""
+    if arr.dtype == np.float64:
+        return arr.astype(np.float32)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    return arr
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     import onnx
     out = {}
@@ -95,10 +104,23 @@ def _check_text(value: Any, what: str) -> None:
         raise ValueError(f"{what} {value!r} is not valid UTF-8")
 
 
-def _check_arity(node: Any) -> None:
+def _schema_arity(op_type: str, opset: int) -> tuple[int, int, int, int, tuple[int, ...]]:
+    """Arity of an op without an _ARITY entry, from ONNX's own schema at this opset."""
+    import onnx
+    try:
+        s = onnx.defs.get_schema(op_type, opset)
+    except Exception:  # not defined at this opset: the handler validates what it reads
+        return 0, 1 << 30, 1, 1 << 30, tuple(range(64))
+    opt = onnx.defs.OpSchema.FormalParameterOption.Optional
+    optional = tuple(i for i, f in enumerate(s.inputs) if f.option == opt)
+    return s.min_input, s.max_input, s.min_output, s.max_output, optional
+
+
+def _check_arity(node: Any, opset: int = 17) -> None:
     """Rejects a node whose input/output count or required names do not fit its op."""
     _check_text(node.name, "node name")
-    lo, hi, olo, ohi, optional = _ARITY[node.op_type]
+    arity = _ARITY.get(node.op_type)
+    lo, hi, olo, ohi, optional = arity if arity is not None else _schema_arity(node.op_type, opset)
     where = f"node '{node.name}' ({node.op_type})"
     for name in list(node.input) + list(node.output):
         _check_text(name, f"{where}: value name")
@@ -275,8 +297,167 @@ def _h_constant(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) 
     else:
         raise UnsupportedOpError(f"Constant node '{node.name}' uses an unsupported value attribute",
                                  {"Constant(sparse/string)": [node.name]}, ctx.opset)
-    ctx.tensors[outs[0]] = Tensor.from_array(outs[0], arr)
+    ctx.tensors[outs[0]] = Tensor.from_array(outs[0], _storable(arr))
     ctx._names.add(outs[0])
+
+
+
+# -- CNN ops ------------------------------------------------------------------
+
+def _window_attrs(a: dict) -> dict:
+    """Sliding-window attributes common to Conv and the pools (2-D)."""
+    out: dict[str, Any] = {}
+    for k in ("kernel_shape", "strides", "pads", "dilations"):
+        if k in a:
+            out[k] = [int(v) for v in a[k]]
+    ap = a.get("auto_pad", b"NOTSET")
+    out["auto_pad"] = ap.decode() if isinstance(ap, bytes) else str(ap)
+    return out
+
+
+def _h_conv(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    w = ctx.const(ins[1])
+    if w is None or w.ndim != 4:
+        raise UnsupportedOpError(f"Conv '{node.name}': only 2-D convolutions with a constant weight are supported",
+                                 {"Conv(non-2D or runtime weight)": [node.name]}, ctx.opset)
+    attrs = _window_attrs(a)
+    attrs["kernel_shape"] = [int(w.shape[2]), int(w.shape[3])]
+    attrs["group"] = int(a.get("group", 1))
+    ctx.emit("Conv", [i for i in ins[:3]], outs[:1], node.name, **attrs)
+
+
+def _h_pool(op: str) -> Callable:
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        attrs = _window_attrs(a)
+        if len(attrs.get("kernel_shape", [])) != 2:
+            raise UnsupportedOpError(f"{op} '{node.name}': only 2-D pooling is supported",
+                                     {f"{op}(non-2D)": [node.name]}, ctx.opset)
+        if len(outs) > 1 and outs[1]:
+            raise UnsupportedOpError(f"MaxPool '{node.name}': the Indices output is not supported",
+                                     {"MaxPool(Indices)": [node.name]}, ctx.opset)
+        attrs["ceil_mode"] = int(a.get("ceil_mode", 0))
+        if op == "AveragePool":
+            attrs["count_include_pad"] = int(a.get("count_include_pad", 0))
+        ctx.emit(op, ins[:1], outs[:1], node.name, **attrs)
+    return h
+
+
+def _h_batchnorm(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    if int(a.get("training_mode", 0)) or (len(outs) > 1 and any(outs[1:])):
+        raise UnsupportedOpError(f"BatchNormalization '{node.name}': training mode is not supported",
+                                 {"BatchNormalization(training)": [node.name]}, ctx.opset)
+    ctx.emit("BatchNormalization", ins[:5], outs[:1], node.name, epsilon=float(a.get("epsilon", 1e-5)))
+
+
+def _h_clip(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    lo, hi = float("-inf"), float("inf")
+    for k, name in ((1, "min"), (2, "max")):
+        if len(ins) > k and ins[k]:
+            v = ctx.const(ins[k])
+            if v is None or v.size != 1:
+                raise UnsupportedOpError(f"Clip '{node.name}': {name} must be a constant scalar",
+                                         {"Clip(runtime bounds)": [node.name]}, ctx.opset)
+            if k == 1:
+                lo = float(v.reshape(-1)[0])
+            else:
+                hi = float(v.reshape(-1)[0])
+    bounds = {k: v for k, v in (("min", lo), ("max", hi)) if np.isfinite(v)}  # absent = unbounded (JSON has no inf)
+    ctx.emit("Clip", ins[:1], outs[:1], node.name, **bounds)
+
+
+def _h_param_act(op: str, defaults: dict[str, float]) -> Callable:
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        ctx.emit(op, ins[:1], outs[:1], node.name, **{k: float(a.get(k, d)) for k, d in defaults.items()})
+    return h
+
+
+# -- tensor / shape ops ---------------------------------------------------------
+
+_ONNX_TO_DTYPE = {1: "float32", 11: "float32", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "uint8"}
+
+
+def _const_ints(ctx: _Ctx, name: str) -> list[int] | None:
+    if not name:
+        return None
+    v = ctx.const(name)
+    return None if v is None else [int(x) for x in v.reshape(-1)]
+
+
+def _h_axes_op(op: str) -> Callable:
+    """Squeeze / Unsqueeze / ReduceMean / ReduceSum: constant axes become an attribute."""
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        attrs: dict[str, Any] = {}
+        if op.startswith("Reduce"):
+            attrs["keepdims"] = int(a.get("keepdims", 1))
+            attrs["noop_with_empty_axes"] = int(a.get("noop_with_empty_axes", 0))
+        inputs = ins[:1]
+        if "axes" in a:
+            attrs["axes"] = [int(x) for x in a["axes"]]
+        elif len(ins) > 1 and ins[1]:
+            axes = _const_ints(ctx, ins[1])
+            if axes is not None:
+                attrs["axes"] = axes
+            else:
+                inputs = ins[:2]
+        ctx.emit(op, inputs, outs[:1], node.name, **attrs)
+    return h
+
+
+def _h_reshape_any(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    shape = _const_ints(ctx, ins[1])
+    if shape is not None:
+        ctx.emit("Reshape", ins[:1], outs, node.name, shape=shape, allowzero=int(a.get("allowzero", 0)))
+    else:
+        ctx.emit("Reshape", ins[:2], outs, node.name, allowzero=int(a.get("allowzero", 0)))
+
+
+def _h_split(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    attrs: dict[str, Any] = {"axis": int(a.get("axis", 0))}
+    inputs = ins[:1]
+    if "split" in a:
+        attrs["split"] = [int(x) for x in a["split"]]
+    elif len(ins) > 1 and ins[1]:
+        sizes = _const_ints(ctx, ins[1])
+        if sizes is not None:
+            attrs["split"] = sizes
+        else:
+            inputs = ins[:2]
+    ctx.emit("Split", inputs, outs, node.name, **attrs)
+
+
+def _h_with_attrs(op: str, keys: dict[str, Any]) -> Callable:
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        ctx.emit(op, ins, outs[:1], node.name, **{k: int(a.get(k, d)) for k, d in keys.items()
+                                                   if k in a or d is not None})
+    return h
+
+
+def _h_shape(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    attrs = {"start": int(a.get("start", 0))}
+    if "end" in a:
+        attrs["end"] = int(a["end"])
+    ctx.emit("Shape", ins[:1], outs[:1], node.name, **attrs)
+
+
+def _h_constant_of_shape(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    from onnx import numpy_helper
+    dtype, value = "float32", 0.0
+    if "value" in a:
+        t = a["value"]
+        if t.data_type not in _ONNX_TO_DTYPE:
+            raise UnsupportedOpError(f"ConstantOfShape '{node.name}': element type {t.data_type} is not supported",
+                                     {"ConstantOfShape(dtype)": [node.name]}, ctx.opset)
+        dtype = _ONNX_TO_DTYPE[t.data_type]
+        value = float(numpy_helper.to_array(t).reshape(-1)[0])
+    ctx.emit("ConstantOfShape", ins[:1], outs[:1], node.name, dtype=dtype, value=value)
+
+
+def _h_cast(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    to = int(a["to"])
+    if to not in _ONNX_TO_DTYPE:
+        raise UnsupportedOpError(f"Cast '{node.name}': target element type {to} is not supported",
+                                 {f"Cast(to={to})": [node.name]}, ctx.opset)
+    ctx.emit("Cast", ins[:1], outs[:1], node.name, to=_ONNX_TO_DTYPE[to], bool=int(to == 9))
 
 
 HANDLERS: dict[str, Callable] = {
@@ -291,10 +472,32 @@ HANDLERS: dict[str, Callable] = {
     "Gelu": _h_gelu,
     "Softmax": _h_softmax,
     "LayerNormalization": _h_layernorm,
-    "Reshape": _h_reshape,
+    "Reshape": _h_reshape_any,
     "Flatten": _h_flatten,
     "Transpose": _h_transpose,
     "Constant": _h_constant,
+    "Conv": _h_conv,
+    "BatchNormalization": _h_batchnorm,
+    "MaxPool": _h_pool("MaxPool"), "AveragePool": _h_pool("AveragePool"),
+    "GlobalAveragePool": _simple("GlobalAveragePool"), "GlobalMaxPool": _simple("GlobalMaxPool"),
+    "Clip": _h_clip,
+    "LeakyRelu": _h_param_act("LeakyRelu", {"alpha": 0.01}),
+    "HardSigmoid": _h_param_act("HardSigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "HardSwish": _simple("HardSwish"),
+    "Concat": _h_with_attrs("Concat", {"axis": None}),
+    "Split": _h_split,
+    "Slice": lambda ctx, node, a, ins, outs: ctx.emit("Slice", ins, outs[:1], node.name),
+    "Gather": _h_with_attrs("Gather", {"axis": 0}),
+    "GatherElements": _h_with_attrs("GatherElements", {"axis": 0}),
+    "Squeeze": _h_axes_op("Squeeze"), "Unsqueeze": _h_axes_op("Unsqueeze"),
+    "ReduceMean": _h_axes_op("ReduceMean"), "ReduceSum": _h_axes_op("ReduceSum"),
+    "Shape": _h_shape,
+    "ConstantOfShape": _h_constant_of_shape,
+    "Cast": _h_cast,
+    "Where": _simple("Where"), "Expand": _simple("Expand"), "Range": _simple("Range"),
+    "Equal": _simple("Equal"), "Less": _simple("Less"), "Greater": _simple("Greater"),
+    "LessOrEqual": _simple("LessOrEqual"), "GreaterOrEqual": _simple("GreaterOrEqual"),
+    "And": _simple("And"), "Or": _simple("Or"), "Xor": _simple("Xor"), "Not": _simple("Not"),
 }
 
 _ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 3: "int8", 2: "uint8"}
@@ -368,7 +571,7 @@ def import_onnx(src: Any) -> Graph:
     for i, n in enumerate(g.node):
         if not n.name:
             n.name = f"{n.op_type}_{i}"
-        _check_arity(n)
+        _check_arity(n, opset)
     for v in list(g.input) + list(g.output) + list(g.initializer):
         _check_text(v.name, "graph value name")
 
@@ -381,17 +584,16 @@ def import_onnx(src: Any) -> Graph:
         except Exception as e:  # onnx raises KeyError/ValueError/TypeError for malformed tensors
             raise ValueError(f"initializer '{init.name}' cannot be read (data type {init.data_type}, dims "
                              f"{list(init.dims)}): {type(e).__name__}: {e}") from None
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
+        arr = _storable(arr)
         ctx.tensors[init.name] = Tensor.from_array(init.name, arr)
         ctx._names.add(init.name)
 
     def value_info(vi: Any, need_shape: bool = True) -> ValueInfo:
         tt = vi.type.tensor_type
         dt = _ONNX_DTYPES.get(tt.elem_type)
-        if dt != "float32":
+        if dt not in ("float32", "int64", "int32"):
             raise UnsupportedOpError(f"graph value '{vi.name}' has ONNX element type {tt.elem_type}; "
-                                     "this lowbit version runs float32 inputs and outputs", {}, opset)
+                                     "lowbit runs float32, int64 and int32 inputs and outputs", {}, opset)
         if not tt.HasField("shape") and not need_shape:
             return ValueInfo(vi.name, dt, ())  # output shapes are informational only
         if not tt.HasField("shape"):

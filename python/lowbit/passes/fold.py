@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..ir import Graph, Node, Tensor
+from ..ir import DTYPES, Graph, Node, Tensor
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -30,12 +30,67 @@ def _softmax(x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _axes_reduce(fn):
+    def f(i: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+        axes = a.get("axes", [int(v) for v in i[1].reshape(-1)] if len(i) > 1 else None)
+        if axes is not None and len(axes) == 0 and not a.get("noop_with_empty_axes", 0):
+            axes = None
+        if axes is not None and len(axes) == 0:
+            return i[0]
+        return fn(i[0], axis=None if axes is None else tuple(axes), keepdims=bool(a.get("keepdims", 1)))
+    return f
+
+
+def _squeeze(i: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    axes = a.get("axes", [int(v) for v in i[1].reshape(-1)] if len(i) > 1 else None)
+    return np.squeeze(i[0], axis=None if axes is None else tuple(axes))
+
+
+def _unsqueeze(i: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    axes = a.get("axes", [int(v) for v in i[1].reshape(-1)] if len(i) > 1 else [])
+    return np.expand_dims(i[0], tuple(axes))
+
+
+def _slice(i: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    x = i[0]
+    starts, ends = i[1].reshape(-1), i[2].reshape(-1)
+    axes = i[3].reshape(-1) if len(i) > 3 else np.arange(len(starts))
+    steps = i[4].reshape(-1) if len(i) > 4 else np.ones(len(starts), np.int64)
+    sl = [slice(None)] * x.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        dim = x.shape[int(ax)]
+        s, e = int(max(min(s, 2 * dim + 1), -2 * dim - 1)), int(max(min(e, 2 * dim + 1), -2 * dim - 1))
+        sl[int(ax)] = slice(s, e, int(st))
+    return x[tuple(sl)]
+
+
+def _cast(i: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    x = i[0]
+    if a.get("bool", 0):
+        return (x != 0).astype(np.uint8)
+    return x.astype(DTYPES[a.get("to", "float32")])
+
+
+def _reshape_any(x: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    if "shape" in a:
+        return _reshape(x[0], a)
+    return _reshape(x[0], {"shape": [int(v) for v in x[1].reshape(-1)], "allowzero": a.get("allowzero", 0)})
+
+
+def _div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if x.dtype.kind == "i" and y.dtype.kind == "i":  # integer division truncates toward zero (ONNX Runtime)
+        return (np.sign(x) * np.sign(y) * (np.abs(x) // np.abs(y))).astype(np.result_type(x, y))
+    return x / y
+
+
+_BOOL = np.uint8  # booleans are stored as uint8 0/1
+
 #: numpy reference per op, used for folding: (inputs, attrs) -> output.
 NUMPY_OPS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
     "Add": lambda i, a: i[0] + i[1],
     "Sub": lambda i, a: i[0] - i[1],
     "Mul": lambda i, a: i[0] * i[1],
-    "Div": lambda i, a: i[0] / i[1],
+    "Div": lambda i, a: _div(i[0], i[1]),
     "Pow": lambda i, a: np.power(i[0], i[1]),
     "Relu": lambda i, a: np.maximum(i[0], 0),
     "Sigmoid": lambda i, a: 1 / (1 + np.exp(-i[0])),
@@ -49,10 +104,30 @@ NUMPY_OPS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] =
     "Abs": lambda i, a: np.abs(i[0]),
     "Identity": lambda i, a: i[0],
     "Transpose": lambda i, a: np.transpose(i[0], a.get("perm")),
-    "Reshape": lambda i, a: _reshape(i[0], a),
+    "Reshape": _reshape_any,
     "Flatten": lambda i, a: i[0].reshape(int(np.prod(i[0].shape[: a.get("axis", 1)])), -1),
     "Softmax": lambda i, a: _softmax(i[0], a),
     "MatMul": lambda i, a: np.matmul(i[0], i[1]),
+    "Shape": lambda i, a: np.array(i[0].shape[a.get("start", 0):a.get("end", None)], np.int64),
+    "Cast": _cast,
+    "Concat": lambda i, a: np.concatenate(i, axis=a["axis"]),
+    "Gather": lambda i, a: np.take(i[0], i[1].astype(np.int64), axis=a.get("axis", 0)),
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Slice": _slice,
+    "Equal": lambda i, a: (i[0] == i[1]).astype(_BOOL),
+    "Less": lambda i, a: (i[0] < i[1]).astype(_BOOL),
+    "Greater": lambda i, a: (i[0] > i[1]).astype(_BOOL),
+    "Not": lambda i, a: (i[0] == 0).astype(_BOOL),
+    "And": lambda i, a: ((i[0] != 0) & (i[1] != 0)).astype(_BOOL),
+    "Or": lambda i, a: ((i[0] != 0) | (i[1] != 0)).astype(_BOOL),
+    "Where": lambda i, a: np.where(i[0] != 0, i[1], i[2]),
+    "Expand": lambda i, a: i[0] * np.ones([int(v) for v in i[1].reshape(-1)], i[0].dtype),
+    "ConstantOfShape": lambda i, a: np.full([int(v) for v in i[0].reshape(-1)], a.get("value", 0.0),
+                                            DTYPES[a.get("dtype", "float32")]),
+    "Range": lambda i, a: np.arange(i[0].reshape(-1)[0], i[1].reshape(-1)[0], i[2].reshape(-1)[0]).astype(i[0].dtype),
+    "ReduceMean": _axes_reduce(np.mean),
+    "ReduceSum": _axes_reduce(np.sum),
 }
 
 
@@ -69,8 +144,10 @@ def fold_constants(graph: Graph) -> Graph:
             vals = [graph.tensors[i].array() for i in ins]
             with np.errstate(all="ignore"):
                 y = np.asarray(NUMPY_OPS[n.op](vals, n.attrs))
-            if vals and all(v.dtype == np.float32 for v in vals):
+            if vals and all(v.dtype == np.float32 for v in vals) and y.dtype == np.float64:
                 y = y.astype(np.float32)
+            if y.dtype == np.bool_:
+                y = y.astype(np.uint8)
             graph.tensors[n.outputs[0]] = Tensor.from_array(n.outputs[0], y)
             continue
         kept.append(n)

@@ -143,3 +143,70 @@ def fuse_dense_activation(graph: Graph) -> Graph:
         removed.add(index[id(act)])
     graph.nodes = [n for i, n in enumerate(graph.nodes) if i not in removed]
     return graph
+
+
+def fuse_layernorm(graph: Graph) -> Graph:
+    """Rewrites the decomposed layer norm that exporters emit below opset 17,
+    ``d = x - ReduceMean(x); y = d / Sqrt(ReduceMean(d ** 2) + eps) * gamma + beta``
+    (reductions over the last axis; gamma and beta constants), into one
+    ``LayerNormalization(x, gamma, beta)``. Intermediates read elsewhere block it."""
+    prod = graph.producers()
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    remove: set[int] = set()
+    replace: dict[int, Node] = {}
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+
+    def only(name: str, op: str) -> Node | None:
+        c = cons.get(name, [])
+        return c[0] if len(c) == 1 and c[0].op == op and name not in outputs else None
+
+    def last_axis(n: Node) -> bool:
+        return n.attrs.get("axes") == [-1] and n.attrs.get("keepdims", 1) == 1
+
+    for mean in graph.nodes:
+        if mean.op != "ReduceMean" or not last_axis(mean):
+            continue
+        x = mean.inputs[0]
+        sub = only(mean.outputs[0], "Sub")
+        if sub is None or sub.inputs != [x, mean.outputs[0]]:
+            continue
+        d = sub.outputs[0]
+        readers = cons.get(d, [])
+        if d in outputs or len(readers) != 2 or {r.op for r in readers} != {"Pow", "Div"}:
+            continue
+        pw = next(r for r in readers if r.op == "Pow")
+        div = next(r for r in readers if r.op == "Div")
+        if pw.inputs[0] != d or not _close(_scalar(graph, pw.inputs[1]), 2.0) or div.inputs[0] != d:
+            continue
+        var = only(pw.outputs[0], "ReduceMean")
+        if var is None or not last_axis(var):
+            continue
+        add = only(var.outputs[0], "Add")
+        eps = _scalar(graph, _other(add, var.outputs[0]) or "") if add else None
+        if add is None or eps is None:
+            continue
+        sq = only(add.outputs[0], "Sqrt")
+        if sq is None or div.inputs[1] != sq.outputs[0] or len(cons.get(sq.outputs[0], [])) != 1:
+            continue
+        mul = only(div.outputs[0], "Mul")
+        gamma = _other(mul, div.outputs[0]) if mul else None
+        if gamma is None or graph.const(gamma) is None:
+            continue
+        chain = [mean, sub, pw, var, add, sq, div, mul]
+        last = mul
+        inputs = [x, gamma]
+        badd = only(mul.outputs[0], "Add")
+        beta = _other(badd, mul.outputs[0]) if badd else None
+        if beta is not None and graph.const(beta) is not None:
+            chain.append(badd)
+            last = badd
+            inputs.append(beta)
+        ids = [index[id(n)] for n in chain]
+        if any(i in remove for i in ids):
+            continue
+        remove.update(ids)
+        replace[index[id(last)]] = Node("LayerNormalization", inputs, list(last.outputs),
+                                        {"axis": -1, "epsilon": float(eps)}, mean.name + "/layernorm")
+    graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove or i in replace]
+    return graph

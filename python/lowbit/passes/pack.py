@@ -9,11 +9,21 @@ from .. import _core
 from ..errors import UnsupportedOpError
 from ..ir import Graph, Tensor
 
+#: ops whose every input is float32 (the engine re-checks each op's dtypes at load)
+FLOAT_ONLY_OPS = {"Dense", "Conv", "DepthwiseConv", "MatMul", "Softmax", "LayerNormalization", "Gelu", "Erf",
+                  "Sqrt", "Relu", "Sigmoid", "Tanh", "Exp", "Reciprocal", "BatchNormalization", "MaxPool",
+                  "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Clip", "LeakyRelu", "HardSigmoid",
+                  "HardSwish", "Pow"}
+
+
 def check_runtime_dtypes(graph: Graph) -> Graph:
-    """Rejects non-float32 constants that would reach a float32 kernel at run
-    time (e.g. integer arithmetic that could not be folded)."""
+    """Rejects non-float32 constants that would reach a float32-only kernel at
+    run time, with the node named (integer shape arithmetic, Gather indices,
+    Where conditions and the like are fine)."""
     bad = []
     for n in graph.nodes:
+        if n.op not in FLOAT_ONLY_OPS:
+            continue
         for i in n.inputs:
             t = graph.tensors.get(i)
             if t is not None and t.dtype != "float32":

@@ -1,0 +1,89 @@
+// AVX-512 row functions (see f32_vmath.h).
+// Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "f32_vmath.h"
+
+namespace lowbit {
+namespace avx512 {
+namespace {
+
+inline __mmask16 Tail(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// exp(x): n = round(x log2 e), r = x - n ln2 (two-part ln2), degree-6 Taylor in
+// r (|r| <= ln2/2: rel. error ~2e-7), scaled by 2^n with scalef (underflows to 0).
+inline __m512 Exp(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // below: exp is 0 in float; keeps r finite
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+}  // namespace
+
+void f32_softmax_row__avx512(const float* x, float* y, int64_t n) {
+  __m512 vm = _mm512_set1_ps(-INFINITY);
+  __mmask16 nan = 0;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = Tail(n - i);
+    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, x + i);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    vm = _mm512_max_ps(vm, v);
+  }
+  if (nan) {
+    for (int64_t i = 0; i < n; ++i) y[i] = NAN;
+    return;
+  }
+  float m = _mm512_reduce_max_ps(vm);
+  if (std::isinf(m)) m = m > 0 ? m : 0.f;
+  const __m512 mm = _mm512_set1_ps(m);
+  __m512 vs = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = Tail(n - i);
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mm));
+    _mm512_mask_storeu_ps(y + i, k, e);
+    vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(k, e));
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(vs));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = Tail(n - i);
+    _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), inv));
+  }
+}
+
+// gelu(x) = 0.5 x erfc(-x / sqrt 2). With u = |x| / sqrt 2 and erfc(u) =
+// t exp(-u^2 + P(t)), t = 1 / (1 + u / 2) (Numerical Recipes' erfcc form, rel.
+// error < 1.2e-7): x < 0 uses 0.5 x erfc(u), x >= 0 uses x - 0.5 x erfc(u),
+// so neither side cancels.
+void f32_gelu__avx512(const float* x, float* y, int64_t n) {
+  static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
+                              0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = Tail(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    const __m512 u = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
+    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(u, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
+    __m512 p = _mm512_set1_ps(c[9]);
+    for (int j = 8; j >= 0; --j) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[j]));
+    const __m512 erfc = _mm512_mul_ps(t, Exp(_mm512_fnmadd_ps(u, u, p)));
+    const __m512 half_x_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), erfc);
+    const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 r = _mm512_mask_blend_ps(neg, _mm512_sub_ps(v, half_x_erfc), half_x_erfc);
+    _mm512_mask_storeu_ps(y + i, k, r);
+  }
+}
+
+}  // namespace avx512
+}  // namespace lowbit

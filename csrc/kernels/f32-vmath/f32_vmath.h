@@ -1,0 +1,34 @@
+// Vectorized fp32 row functions for the transformer ops: softmax over one
+// contiguous row, and exact-form GELU (0.5 x (1 + erf(x / sqrt 2))).
+//
+// The scalar versions (ref.cc) use libm; the AVX-512 versions use polynomial
+// exp / erfc (relative error ~1e-7, a few ulp), so ISAs agree to within a few
+// ulp, not bit for bit. Each result is independent of how rows are split over
+// threads (softmax sums each row in one fixed order per ISA).
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+using F32RowFn = void (*)(const float* x, float* y, int64_t n);
+
+struct VMathKernels {
+  F32RowFn softmax_row;  // y = softmax(x) over n contiguous values (x may equal y)
+  const char* softmax_name;
+  F32RowFn gelu;         // y[i] = gelu(x[i]) (x may equal y)
+  const char* gelu_name;
+};
+
+// The implementation matching the selected dispatch table's ISA.
+const VMathKernels& vmath();
+
+namespace ref {
+void f32_softmax_row__scalar(const float* x, float* y, int64_t n);
+void f32_gelu__scalar(const float* x, float* y, int64_t n);
+}  // namespace ref
+namespace avx512 {
+void f32_softmax_row__avx512(const float* x, float* y, int64_t n);
+void f32_gelu__avx512(const float* x, float* y, int64_t n);
+}  // namespace avx512
+
+}  // namespace lowbit

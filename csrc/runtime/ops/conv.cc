@@ -1,0 +1,260 @@
+// 2-D convolution, fp32, NHWC activations.
+//
+// Conv: im2col onto the f32 GEMM. The weight is packed at convert time as one
+// "f32-n16" matrix per group, shape [G, K, Cout/G] with K = kh*kw*Cin/G ordered
+// (ky, kx, ci) -- the order in which an NHWC input row is gathered, so a 1x1,
+// stride-1, unpadded conv reads the activations in place, with no im2col at all.
+// The GEMM's output rows are output pixels and its columns output channels,
+// which is exactly NHWC: no transposes between convolutions.
+//
+// DepthwiseConv: the direct kernel of kernels/f32-dwconv (weight [kh, kw, C]).
+//
+// Conv also takes an optional residual (input 3, the output's shape) added
+// before the activation: a ResNet block's Add and ReLU run in its epilogue.
+// Both take bias and a fused activation (attr `act`: Relu goes into the GEMM
+// epilogue; Clip / LeakyRelu / HardSigmoid / HardSwish / Sigmoid / Tanh run on
+// each block of rows right after it is computed, while it is in cache).
+// Threads split output rows (or N panels for small images); every output
+// element is computed the same way whatever the split: bit-identical results.
+#include <cstring>
+
+#include "cpu/dispatch.h"
+#include "kernels/f32-dwconv/f32_dwconv.h"
+#include "kernels/f32-gemm/f32_gemm.h"
+#include "runtime/ops/activation.h"
+#include "runtime/ops/common.h"
+#include "runtime/ops/window.h"
+
+namespace lowbit {
+namespace {
+
+constexpr int64_t kRowsPerTask = 96;  // output pixels per im2col block (a multiple of the 12-row tile)
+
+std::vector<float>& thread_buffer() {
+  // Per-thread im2col block, grown once and reused across runs (a pool worker
+  // or the caller; its size does not depend on the thread count).
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
+void check_layout(const NodeSpec& n) {
+  if (n.attrs.get_string("layout", "NCHW") != "NHWC")
+    throw std::invalid_argument(n.op + " '" + n.name + "': the runtime op takes NHWC activations (attr layout='NHWC'); "
+                                "convert the graph with lowbit's passes (to_nhwc)");
+}
+
+class ConvNHWC : public Op {
+ public:
+  ConvNHWC(const NodeSpec& n, const std::vector<ValueSpec>& values) {
+    check_layout(n);
+    if (n.inputs.size() < 2 || n.inputs[1] < 0) throw std::invalid_argument("Conv '" + n.name + "' needs a weight");
+    const ValueSpec& w = values[n.inputs[1]];
+    const auto* ks = n.attrs.get_ints("kernel_shape");
+    if (!ks || ks->size() != 2) throw std::invalid_argument("Conv '" + n.name + "': needs a 2-entry kernel_shape");
+    win_ = Window2D::from(n.attrs, "Conv '" + n.name + "'");
+    G_ = n.attrs.get_int("group", 1);
+    if (!w.is_const || w.encoding != "f32-n16" || w.shape.size() != 3 || w.dtype != DType::kF32)
+      throw std::invalid_argument("Conv '" + n.name + "': weight must be a constant [G, K, N] with encoding f32-n16, got " + w.encoding);
+    if (w.shape[0] != G_ || G_ < 1) throw std::invalid_argument("Conv '" + n.name + "': weight groups differ from attr group");
+    K_ = w.shape[1];
+    Nper_ = w.shape[2];
+    if (K_ < 1 || Nper_ < 1 || K_ % (win_.kh * win_.kw) != 0)
+      throw std::invalid_argument("Conv '" + n.name + "': weight K is not kh*kw*Cin/group");
+    cg_ = K_ / (win_.kh * win_.kw);
+    panel_floats_ = f32_gemm_packed_floats(K_, Nper_);
+    if (w.nbytes != G_ * panel_floats_ * 4) throw std::invalid_argument("Conv '" + n.name + "': packed weight size does not match its shape");
+    if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
+      const ValueSpec& b = values[n.inputs[2]];
+      if (!b.is_const || b.shape != Shape{G_ * Nper_}) throw std::invalid_argument("Conv '" + n.name + "': bias must be a constant [Cout]");
+    }
+    act_ = act_params_from(n.attrs.get_string("act", ""), n.attrs, "act_");
+    residual_ = n.inputs.size() > 3 && n.inputs[3] >= 0;
+  }
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, "Conv");
+    const Shape& x = *in[0];
+    if (x.size() != 4 || x[3] != G_ * cg_)
+      throw ShapeError("expected NHWC input with " + std::to_string(G_ * cg_) + " channels, got " + shape_str(x));
+    auto g = win_.geometry(x[1], x[2]);
+    out[0] = {x[0], g.oh, g.ow, G_ * Nper_};
+    if (residual_ && (in.size() < 4 || !in[3] || *in[3] != out[0]))
+      throw ShapeError("the residual input must have the output's shape " + shape_str(out[0]));
+  }
+  void run(const RunArgs& a) const override {
+    const Shape& xs = a.in[0].shape;
+    const Shape& ys = a.out[0].shape;
+    const int64_t N = xs[0], H = xs[1], W = xs[2], C = xs[3];
+    const int64_t OH = ys[1], OW = ys[2], Cout = ys[3];
+    const int64_t M = N * OH * OW;
+    if (M == 0) return;
+    auto geo = win_.geometry(H, W);
+    const float* x = a.in[0].as<const float>();
+    const float* bias = a.in.size() > 2 && a.in[2].data ? a.in[2].as<const float>() : nullptr;
+    float* y = a.out[0].as<float>();
+    const bool direct = win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 && geo.pt == 0 && geo.pl == 0 &&
+                        OH == H && OW == W;
+    const F32GemmFn fn = kernels().f32_gemm;
+    // y = act(conv + bias [+ residual]): ReLU runs in the GEMM epilogue unless a residual
+    // must be added first; everything else runs on each block right after its GEMM.
+    const float* res = residual_ ? a.in[3].as<const float>() : nullptr;
+    const Activation gemm_act = act_.kind == ActKind::kRelu && !res ? Activation::kRelu : Activation::kNone;
+    const bool post = res || (act_.kind != ActKind::kNone && gemm_act == Activation::kNone);
+
+    for (int64_t g = 0; g < G_; ++g) {
+      F32GemmArgs ga;
+      ga.M = M;
+      ga.N = Nper_;
+      ga.K = K_;
+      ga.Bp = a.in[1].as<const float>() + g * panel_floats_;
+      ga.bias = bias ? bias + g * Nper_ : nullptr;
+      ga.C = y + g * Nper_;
+      ga.ldc = Cout;
+      ga.act = gemm_act;
+      // im2col of output rows [m0, m1) into dst (row stride K_).
+      auto im2col = [&](int64_t m0, int64_t m1, float* dst) {
+        for (int64_t m = m0; m < m1; ++m) {
+          const int64_t ox = m % OW, t = m / OW, oy = t % OH, n = t / OH;
+          float* row = dst + (m - m0) * K_;
+          const int64_t ix0 = ox * win_.sw - geo.pl;
+          const bool row_inside = win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= W && cg_ == C;
+          for (int64_t ky = 0; ky < win_.kh; ++ky) {
+            const int64_t iy = oy * win_.sh - geo.pt + ky * win_.dh;
+            if (row_inside && iy >= 0 && iy < H) {
+              // the kw taps of this kernel row are adjacent pixels: one contiguous copy
+              std::memcpy(row, x + ((n * H + iy) * W + ix0) * C, size_t(win_.kw * cg_) * 4);
+              row += win_.kw * cg_;
+              continue;
+            }
+            for (int64_t kx = 0; kx < win_.kw; ++kx, row += cg_) {
+              const int64_t ix = ox * win_.sw - geo.pl + kx * win_.dw;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(row, 0, size_t(cg_) * 4);
+              else std::memcpy(row, x + ((n * H + iy) * W + ix) * C + g * cg_, size_t(cg_) * 4);
+            }
+          }
+        }
+      };
+      auto epilogue = [&](int64_t m0, int64_t m1) {
+        if (!post) return;
+        for (int64_t m = m0; m < m1; ++m) {
+          float* yr = ga.C + m * Cout;
+          if (res) {
+            const float* rr = res + m * Cout + g * Nper_;
+            for (int64_t j = 0; j < Nper_; ++j) yr[j] += rr[j];
+          }
+          apply_activation(act_, yr, yr, Nper_);
+        }
+      };
+      const int64_t tasks = (M + kRowsPerTask - 1) / kRowsPerTask;
+      const int64_t threads = ThreadPool::global().num_threads();
+      if (tasks >= 2 * threads || threads == 1) {
+        // Row blocks: gather a block, multiply it while it is hot in L1/L2.
+        parallel_chunks(tasks, 1, [&](int64_t t0, int64_t t1) {
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t m0 = t * kRowsPerTask, m1 = std::min(M, m0 + kRowsPerTask);
+            F32GemmArgs gb = ga;  // this block as its own GEMM: rows [m0, m1)
+            gb.M = m1 - m0;
+            gb.C = ga.C + m0 * Cout;
+            if (direct) {
+              gb.A = x + g * cg_ + m0 * C;
+              gb.lda = C;
+            } else {
+              std::vector<float>& buf = thread_buffer();
+              if (buf.size() < size_t(kRowsPerTask * K_)) buf.resize(size_t(kRowsPerTask * K_));
+              im2col(m0, m1, buf.data());
+              gb.A = buf.data();
+              gb.lda = K_;
+            }
+            fn(gb, 0, gb.M, 0, Nper_);
+            epilogue(m0, m1);
+          }
+        });
+      } else {
+        // Few output pixels (late layers): gather everything, split the GEMM by N panels.
+        if (direct) {
+          ga.A = x + g * cg_;
+          ga.lda = C;
+        } else {
+          std::vector<float>& buf = thread_buffer();
+          if (buf.size() < size_t(M * K_)) buf.resize(size_t(M * K_));
+          im2col(0, M, buf.data());
+          ga.A = buf.data();
+          ga.lda = K_;
+        }
+        run_f32_gemm_threaded(ga);
+        if (post) parallel_chunks(M, 64, [&](int64_t m0, int64_t m1) { epilogue(m0, m1); });
+      }
+    }
+  }
+  std::string kernel() const override { return std::string(kernels().f32_gemm_name) + "+im2col"; }
+
+ private:
+  Window2D win_;
+  int64_t G_ = 1, K_ = 0, Nper_ = 0, cg_ = 0, panel_floats_ = 0;
+  ActParams act_;
+  bool residual_ = false;
+};
+
+class DepthwiseConvNHWC : public Op {
+ public:
+  DepthwiseConvNHWC(const NodeSpec& n, const std::vector<ValueSpec>& values) {
+    check_layout(n);
+    if (n.inputs.size() < 2 || n.inputs[1] < 0) throw std::invalid_argument("DepthwiseConv '" + n.name + "' needs a weight");
+    const ValueSpec& w = values[n.inputs[1]];
+    if (!w.is_const || w.encoding != "raw" || w.shape.size() != 3 || w.dtype != DType::kF32)
+      throw std::invalid_argument("DepthwiseConv '" + n.name + "': weight must be a raw float32 constant [kh, kw, C]");
+    win_ = Window2D::from(n.attrs, "DepthwiseConv '" + n.name + "'", w.shape[0], w.shape[1]);
+    C_ = w.shape[2];
+    if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
+      const ValueSpec& b = values[n.inputs[2]];
+      if (!b.is_const || b.shape != Shape{C_}) throw std::invalid_argument("DepthwiseConv '" + n.name + "': bias must be a constant [C]");
+    }
+    act_ = act_params_from(n.attrs.get_string("act", ""), n.attrs, "act_");
+  }
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 1, "DepthwiseConv");
+    const Shape& x = *in[0];
+    if (x.size() != 4 || x[3] != C_) throw ShapeError("expected NHWC input with " + std::to_string(C_) + " channels, got " + shape_str(x));
+    auto g = win_.geometry(x[1], x[2]);
+    out[0] = {x[0], g.oh, g.ow, C_};
+  }
+  void run(const RunArgs& a) const override {
+    const Shape& xs = a.in[0].shape;
+    const Shape& ys = a.out[0].shape;
+    auto geo = win_.geometry(xs[1], xs[2]);
+    F32DwConvArgs d{a.in[0].as<const float>(), a.in[1].as<const float>(),
+                    a.in.size() > 2 && a.in[2].data ? a.in[2].as<const float>() : nullptr, a.out[0].as<float>(),
+                    xs[0], xs[1], xs[2], C_, ys[1], ys[2], win_.kh, win_.kw, win_.sh, win_.sw, win_.dh, win_.dw, geo.pt, geo.pl};
+    const int64_t rows = ys[0] * ys[1];
+    parallel_chunks(rows, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<float>& acc = thread_buffer();
+      if (acc.size() < size_t(C_)) acc.resize(size_t(C_));
+      for (int64_t r = r0; r < r1; ++r) {
+        f32_dwconv_nhwc__scalar(d, r, r + 1, acc.data());
+        if (act_.kind != ActKind::kNone) {
+          float* yr = d.y + r * d.OW * C_;
+          apply_activation(act_, yr, yr, d.OW * C_);
+        }
+      }
+    });
+  }
+  std::string kernel() const override { return "f32_dwconv_nhwc__scalar"; }
+
+ private:
+  Window2D win_;
+  int64_t C_ = 0;
+  ActParams act_;
+};
+
+std::unique_ptr<Op> mk_conv(const NodeSpec& n, const std::vector<ValueSpec>& v) { return std::make_unique<ConvNHWC>(n, v); }
+std::unique_ptr<Op> mk_dwconv(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  return std::make_unique<DepthwiseConvNHWC>(n, v);
+}
+
+}  // namespace
+
+void register_conv_ops() {
+  register_op("Conv", &mk_conv);
+  register_op("DepthwiseConv", &mk_dwconv);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,154 @@
+"""CNN ops alone against onnxruntime: Conv (groups, depthwise, strides, pads,
+auto_pad, dilations, fused activations and residuals), pools, BatchNorm that
+cannot be folded, parametrized activations."""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from test_ops import check
+
+OUT4 = ["n", "co", "ho", "wo"]  # output shapes are informational: symbolic
+
+
+def _w(*shape, seed=1):
+    return (np.random.default_rng(seed).standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+
+CONVS = {
+    "3x3-pad1": dict(c=8, o=16, k=3, pads=[1, 1, 1, 1]),
+    "1x1": dict(c=24, o=40, k=1),
+    "7x7-s2-asym": dict(c=3, o=17, k=7, strides=[2, 2], pads=[3, 2, 1, 3]),
+    "3x3-dil2": dict(c=5, o=6, k=3, dilations=[2, 2], pads=[2, 2, 2, 2]),
+    "same-upper-s2": dict(c=6, o=9, k=3, strides=[2, 2], auto_pad="SAME_UPPER"),
+    "same-lower-s2": dict(c=6, o=9, k=4, strides=[2, 2], auto_pad="SAME_LOWER"),
+    "valid": dict(c=4, o=5, k=3, auto_pad="VALID"),
+    "groups2": dict(c=8, o=12, k=3, group=2, pads=[1, 1, 1, 1]),
+    "depthwise": dict(c=32, o=32, k=3, group=32, pads=[1, 1, 1, 1]),
+    "depthwise-s2": dict(c=24, o=24, k=3, group=24, strides=[2, 2], pads=[1, 1, 1, 1]),
+    "depthwise-mult2": dict(c=8, o=16, k=3, group=8, pads=[1, 1, 1, 1]),
+    "1x1-s2": dict(c=16, o=32, k=1, strides=[2, 2]),
+}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv(tmp_path, name, bias):
+    p = dict(CONVS[name])
+    c, o, k, g = p.pop("c"), p.pop("o"), p.pop("k"), p.get("group", 1)
+    inits = {"w": _w(o, c // g, k, k)}
+    ins = ["x", "w"]
+    if bias:
+        inits["b"] = np.random.default_rng(2).standard_normal(o).astype(np.float32)
+        ins.append("b")
+    node = helper.make_node("Conv", ins, ["y"], **p)
+    m = check(tmp_path, [node], [("x", ["n", c, 13, 11])], OUT4, inits, rtol=1e-4, atol=1e-5)
+    ops = [l["op"] for l in m.layers()]
+    assert ("DepthwiseConv" if (g == c == o) else "Conv") in ops
+
+
+@pytest.mark.parametrize("act,attrs,extra", [
+    ("Relu", {}, {}), ("LeakyRelu", {"alpha": 0.2}, {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, {}),
+    ("HardSwish", {}, {}), ("Sigmoid", {}, {}), ("Tanh", {}, {}),
+    ("Clip", {}, {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)})])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_conv_fused_activation(tmp_path, act, attrs, extra, depthwise):
+    c, o, g = (8, 8, 8) if depthwise else (6, 10, 1)
+    inits = {"w": _w(o, c // g, 3, 3), "b": np.linspace(-1, 1, o).astype(np.float32), **extra}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=g),
+             helper.make_node(act, ["c"] + (["lo", "hi"] if act == "Clip" else []), ["y"], **attrs)]
+    m = check(tmp_path, nodes, [("x", ["n", c, 9, 9])], OUT4, inits, rtol=1e-4, atol=1e-5)
+    assert act not in [l["op"] for l in m.layers()]  # fused into the conv
+
+
+def test_conv_residual_add_relu_fused(tmp_path):
+    inits = {"w1": _w(8, 8, 3, 3), "w2": _w(8, 8, 3, 3, seed=3)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    m = check(tmp_path, nodes, [("x", ["n", 8, 10, 10])], OUT4, inits, rtol=1e-4, atol=1e-5)
+    assert [l["op"] for l in m.layers()] == ["Transpose", "Conv", "Conv", "Transpose"]
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[3, 3], dilations=[2, 2])),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1)),
+    ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1)),
+])
+def test_pool_after_conv(tmp_path, op, attrs):
+    # behind a conv, so the pool runs in NHWC (a lone pool does too: the layout pass moves it)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c"], ["y"], **attrs)]
+    check(tmp_path, nodes, [("x", ["n", 4, 11, 12])], OUT4, {"w": _w(6, 4, 1, 1)}, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("after_conv", [False, True])
+def test_global_pools(tmp_path, op, after_conv):
+    nodes = [helper.make_node(op, ["c" if after_conv else "x"], ["y"])]
+    if after_conv:
+        nodes.insert(0, helper.make_node("Conv", ["x", "w"], ["c"]))
+    check(tmp_path, nodes, [("x", ["n", 6, 7, 5])], OUT4, {"w": _w(6, 6, 1, 1)} if after_conv else {},
+          rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("after_conv", [False, True])
+def test_batchnorm_unfolded(tmp_path, after_conv):
+    # a BN after a Relu (or on the input) cannot fold into a conv: it runs as its own op
+    rng = np.random.default_rng(4)
+    inits = {"s": rng.uniform(0.5, 2, 6).astype(np.float32), "b": rng.standard_normal(6).astype(np.float32),
+             "m": rng.standard_normal(6).astype(np.float32), "v": rng.uniform(0.5, 2, 6).astype(np.float32)}
+    nodes = [helper.make_node("BatchNormalization", ["r" if after_conv else "x", "s", "b", "m", "v"], ["y"],
+                              epsilon=1e-3)]
+    if after_conv:
+        inits["w"] = _w(6, 6, 3, 3)
+        nodes[:0] = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                     helper.make_node("Relu", ["c"], ["r"])]
+    m = check(tmp_path, nodes, [("x", ["n", 6, 5, 4])], OUT4, inits, rtol=1e-5, atol=1e-5)
+    assert "BatchNormalization" in [l["op"] for l in m.layers()]
+
+
+def test_batchnorm_folded_into_conv(tmp_path):
+    rng = np.random.default_rng(5)
+    inits = {"w": _w(7, 3, 3, 3), "cb": rng.standard_normal(7).astype(np.float32),
+             "s": rng.uniform(0.5, 2, 7).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32),
+             "m": rng.standard_normal(7).astype(np.float32), "v": rng.uniform(0.5, 2, 7).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "cb"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])]
+    m = check(tmp_path, nodes, [("x", ["n", 3, 8, 8])], OUT4, inits, rtol=1e-4, atol=1e-5)
+    assert [l["op"] for l in m.layers()] == ["Transpose", "Conv", "Transpose"]
+
+
+@pytest.mark.parametrize("op,attrs", [("LeakyRelu", {"alpha": 0.05}), ("HardSigmoid", {}), ("HardSwish", {}),
+                                      ("Clip", None)])
+def test_parametrized_activations(tmp_path, op, attrs):
+    if op == "Clip":
+        node = helper.make_node("Clip", ["a", "lo", "hi"], ["y"])
+        inits = {"lo": np.array(-0.3, np.float32), "hi": np.array(0.9, np.float32)}
+    else:
+        node, inits = helper.make_node(op, ["a"], ["y"], **attrs), {}
+    check(tmp_path, [node], [("a", ["n", 33])], ["n", 33], inits)
+
+
+def test_clip_without_bounds_and_min_only(tmp_path):
+    check(tmp_path, [helper.make_node("Clip", ["a"], ["y"])], [("a", [4, 5])], [4, 5])
+    check(tmp_path, [helper.make_node("Clip", ["a", "lo"], ["y"])], [("a", [4, 5])], [4, 5],
+          {"lo": np.array(0.1, np.float32)})
+
+
+def test_conv_rejects_wrong_channels(tmp_path):
+    import lowbit
+    from onnx import TensorProto
+    import models
+    model = models.make_model([helper.make_node("Conv", ["x", "w"], ["y"])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c", 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, OUT4)], {"w": _w(4, 3, 3, 3)})
+    p = str(tmp_path / "m.qbin")
+    lowbit.convert(model, p)
+    with pytest.raises(ValueError, match="3 channels"):
+        lowbit.load(p).run(np.zeros((1, 5, 5, 5), np.float32))
