@@ -24,6 +24,7 @@ _EXPORTS = {
     "importance": ("prune", "importance"),
     "cubic_schedule": ("prune", "cubic_schedule"),
     "remove_masks": ("prune", "remove_masks"),
+    "apply_masks": ("prune", "apply_masks"),
     "sparsity_of": ("prune", "sparsity_of"),
     # quantization
     "QuantSpec": ("quantize", "QuantSpec"),

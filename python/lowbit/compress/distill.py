@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._common import batches, logits_of, progress, run_model, seed_everything
+from .prune import apply_masks
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None,
@@ -104,6 +105,7 @@ def train(model: nn.Module, data: Any, *, epochs: int = 5, lr: float = 1e-3, bat
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                apply_masks(model)  # an optimizer step must not revive pruned weights
                 if lr_sched is not None:
                     lr_sched.step()
                 step += 1

@@ -71,6 +71,14 @@ def _apply_mask_hook(module: nn.Module, args):
             _weight_param(module).mul_(mask)
 
 
+def apply_masks(model: nn.Module) -> None:
+    """Re-zeroes the masked weights of every masked layer (``train`` calls this
+    after each optimizer step; the forward pre-hook does it before each forward)."""
+    for m in model.modules():
+        if "lowbit_mask" in m._buffers:
+            _apply_mask_hook(m, ())
+
+
 def set_mask(module: nn.Module, mask: torch.Tensor, pattern: str = "unstructured") -> None:
     """Attaches a 0/1 ``mask`` to ``module`` (zeroing the masked weights now and
     before every forward)."""
