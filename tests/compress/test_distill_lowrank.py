@@ -56,7 +56,8 @@ def test_factorize_is_the_truncated_svd(mlp, cnn):
     best = (U[:, :48] * S[:48]) @ Vh[:48]  # Eckart-Young: the best rank-48 approximation
     assert torch.allclose(f.fc2.second.weight @ f.fc2.first.weight, best, atol=1e-4)
     # rank 64 of a 128x128 layer would hold as many weights as the layer: it stays dense
-    assert isinstance(lc.factorize(model, rank={"fc2": 64}).fc2, nn.Linear)
+    assert isinstance(lc.factorize(model, rank=64).fc2, nn.Linear)
+    assert isinstance(lc.factorize(model, rank=48).fc2, lc.LowRankLinear)
     cm, ctrain, ctest, _ = cnn
     fc = lc.factorize(cm, rank={"block.conv1": 8})
     assert isinstance(fc.block.conv1, lc.LowRankConv2d)

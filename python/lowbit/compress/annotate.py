@@ -100,9 +100,7 @@ def size_report(model: nn.Module) -> dict[str, Any]:
         if isinstance(m, COMPRESSIBLE):
             n, k = weight_matrix(m).shape
             sp = getattr(m, "lowbit_sparsity", None)
-            mask = m._buffers.get("lowbit_mask")
-            if mask is None and float((m.weight == 0).float().mean()) > 0.05:
-                mask = (m.weight != 0).float()  # zeros without a mask (masks removed) still count as sparse
+            mask = m._buffers.get("lowbit_mask")  # only a mask makes a layer sparse (zeros from rounding do not)
             b = weight_bits(n, k, getattr(m, "lowbit_quant", None), mask, sp["pattern"] if sp else "unstructured")
             per_layer[name] = b
             total += b

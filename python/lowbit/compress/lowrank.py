@@ -136,7 +136,8 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
     fraction in (0, 1) means that fraction of min(N, K)), ``energy`` (keep that
     share of sum(sigma^2) per layer), ``param_fraction`` (the selected layers end
     with at most that fraction of their weights; see ``ranks_for_budget``).
-    Layers where the pair would not be smaller than the dense layer stay dense.
+    Layers where the pair would not be smaller than the dense layer stay dense,
+    unless their rank was given explicitly in a ``layer -> rank`` dict.
     For a rank chosen by sensitivity, run ``sensitivity(options=['rank0.5', ...])``
     and ``solve`` (recipe.py), which calls this with a per-layer ``rank`` dict.
     Returns the model (a copy unless ``inplace``)."""
@@ -162,7 +163,7 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
         r = int(r)
         if r < 1:
             raise ValueError(f"rank must be >= 1, got {r} for {n}")
-        if r > max_useful_rank(m):
-            continue  # the factors would hold more weights than the layer
+        if r > max_useful_rank(m) and not isinstance(rank, dict):
+            continue  # the factors would hold more weights than the layer (an explicit per-layer rank is honoured)
         _set_child(model, n, _factor(m, r))
     return model

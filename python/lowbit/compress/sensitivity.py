@@ -11,6 +11,7 @@ from torch import nn
 
 from ._common import batches, compressible_layers, logits_of, loss_for, progress, run_model, weight_matrix
 from .annotate import weight_bits
+from .lowrank import max_useful_rank
 from .quantize import QuantSpec, quantize_matrix
 
 DEFAULT_OPTIONS = ("int8", "int4_g32", "int2_g32", "sparse0.5", "sparse0.75", "sparse0.9", "rank0.5", "rank0.25")
@@ -129,6 +130,9 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
     work = [(n, o) for n in targets for o in options]
     for name, opt in progress(work, progress_bar, "sensitivity"):
         m = targets[name]
+        r = parse_option(opt)["rank"]
+        if r is not None and max(1, int(round(r * min(weight_matrix(m).shape)))) > max_useful_rank(m):
+            continue  # the two factors would not be smaller than the layer: not an option here
         orig = m.weight.data.clone()
         wm, bits = apply_option(orig.reshape(orig.shape[0], -1), opt)
         m.weight.data.copy_(wm.reshape(orig.shape))
