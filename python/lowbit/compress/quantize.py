@@ -53,7 +53,8 @@ class QuantSpec:
     w = s*(q - zero). ``scale_method``: ``minmax``, ``percentile`` (clip at that
     percentile of |w|) or ``mse`` (grid search for the clipping with the least
     squared error). ``method``: ``rtn`` (round to nearest) or ``gptq`` (error
-    compensation from calibration inputs, see ``quantize(calib=...)``).
+    compensation from calibration inputs, see ``quantize(calib=...)``);
+    ``act_order``: GPTQ visits the columns by decreasing input energy.
     """
 
     bits: int = 8
@@ -64,6 +65,7 @@ class QuantSpec:
     scale_method: str = "minmax"
     percentile: float = 99.9
     method: str = "rtn"
+    act_order: bool = False
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -93,7 +95,8 @@ class QuantSpec:
         ``int8`` (per channel), ``int4_g32`` / ``int4_g64_asym`` / ``int2_g32``
         (group-wise), ``int4`` (per channel), ``ternary``, ``binary``, ``nf4``
         (group 64, or ``nf4_g32``), ``kmeans4`` / ``kmeans3``. A ``_mse`` /
-        ``_pct`` suffix picks the scale method, ``_gptq`` the GPTQ method."""
+        ``_pct`` suffix picks the scale method, ``_gptq`` the GPTQ method,
+        ``_act`` GPTQ's activation order, e.g. ``int4_g32_asym_mse_gptq_act``."""
         if isinstance(spec, QuantSpec):
             return copy.copy(spec)
         if isinstance(spec, dict):
@@ -116,6 +119,8 @@ class QuantSpec:
                 kw["scale_method"] = "percentile"
             elif p == "gptq":
                 kw["method"] = "gptq"
+            elif p == "act":
+                kw["act_order"] = True
             elif p == "tensor":
                 kw["granularity"] = "tensor"
             else:
@@ -338,19 +343,31 @@ def gptq_matrix(wm: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, block:
     if spec.granularity == "group":
         block = max(g, (block // g) * g)  # a group never straddles two blocks
     ng = -(-k // g) if spec.granularity == "group" else 1
-    scales = torch.zeros(n, ng)
-    zeros = torch.zeros(n, ng) if not spec.symmetric else None
-    if spec.granularity != "group":
-        wg = _to_groups(W, spec)
-        s, z = choose_scale(wg, spec)
-        s_full = s.reshape(-1, 1).expand(n, 1) if spec.granularity == "tensor" else s.reshape(n, 1)
-        z_full = None if z is None else (z.reshape(-1, 1).expand(n, 1) if spec.granularity == "tensor" else z.reshape(n, 1))
-        scales[:] = s_full
-        if zeros is not None:
-            zeros[:] = z_full
+    # Scales: per tensor / channel from the whole matrix; per group either found when the
+    # column loop reaches the group (dynamic, sees the compensated weights) or, with
+    # act_order, fixed up front from the original weights (static: the permuted order
+    # visits a group's columns out of sequence).
+    static = spec.granularity != "group" or act_order
+    W_orig = W if perm is None else W[:, torch.argsort(perm)]
+    if static:
+        s, z = choose_scale(_to_groups(W_orig, spec), spec)
+        if spec.granularity == "tensor":
+            scales = s.reshape(1, 1).expand(n, 1).clone()
+            zeros = None if z is None else z.reshape(1, 1).expand(n, 1).clone()
+        else:
+            scales = s.reshape(n, ng)
+            zeros = None if z is None else z.reshape(n, ng)
+        col_group = (torch.arange(k) // g) if spec.granularity == "group" else torch.zeros(k, dtype=torch.long)
+        if perm is not None:
+            col_group = col_group[perm]
+        s_col = scales[:, col_group]
+        z_col = None if zeros is None else zeros[:, col_group]
+    else:
+        scales = torch.zeros(n, ng)
+        zeros = torch.zeros(n, ng) if not spec.symmetric else None
     Q = torch.zeros_like(W)
     codes = torch.zeros_like(W)
-    cur_s, cur_z = (scales[:, :1], None if zeros is None else zeros[:, :1])
+    cur_s = cur_z = None
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
         W1 = W[:, i1:i2].clone()
@@ -358,7 +375,10 @@ def gptq_matrix(wm: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, block:
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            if spec.granularity == "group" and col % g == 0:
+            if static:
+                cur_s = s_col[:, col:col + 1]
+                cur_z = None if z_col is None else z_col[:, col:col + 1]
+            elif col % g == 0:
                 seg = W1[:, i:i + g].reshape(n, 1, -1)
                 s, z = choose_scale(seg, spec)
                 cur_s, cur_z = s.reshape(n, 1), (None if z is None else z.reshape(n, 1))
@@ -374,8 +394,6 @@ def gptq_matrix(wm: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, block:
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     if perm is not None:
-        if spec.granularity == "group":
-            raise AssertionError("unreachable: act_order with groups is rejected by the caller")
         inv = torch.argsort(perm)
         Q, codes = Q[:, inv], codes[:, inv]
     return QuantResult(codes.to(torch.int8), scales.float(),
@@ -493,7 +511,8 @@ def quantize(model: nn.Module, spec: Any = "int8", calib: Any = None, *, layers:
     spec when ``calib`` is given for ``"..._gptq"``) use GPTQ error compensation
     with inputs from ``calib`` (tensor, ``(X,)`` tuple or iterable of batches);
     layers are processed in order, each one calibrated on the outputs of the
-    layers already quantized. Returns the quantized model (a copy unless
+    layers already quantized. ``act_order`` quantizes the columns with the
+    largest input energy first (group scales are then fixed up front). Returns the quantized model (a copy unless
     ``inplace``). Each layer gets the buffers and ``lowbit_quant`` dict
     described in this module's docstring.
     """
@@ -508,11 +527,8 @@ def quantize(model: nn.Module, spec: Any = "int8", calib: Any = None, *, layers:
         if s.method == "gptq":
             if calib is None:
                 raise ValueError(f"layer {name}: GPTQ needs calibration inputs (calib=...)")
-            if act_order and s.granularity == "group":
-                raise ValueError("act_order with group-wise scales is not supported (groups would not be "
-                                 "contiguous in K)")
             H = collect_hessian(model, mod, calib, batch_size)
-            res = gptq_matrix(weight_matrix(mod), H, s, act_order=act_order)
+            res = gptq_matrix(weight_matrix(mod), H, s, act_order=act_order or s.act_order)
         else:
             res = quantize_matrix(weight_matrix(mod), s)
         attach(mod, res, s)
