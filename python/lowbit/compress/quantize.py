@@ -465,31 +465,64 @@ def _layer_inputs_matrix(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_hessian(model: nn.Module, module: nn.Module, calib: Any, batch_size: int = 64) -> torch.Tensor:
-    """H = mean over calibration rows of x x^T for the inputs of ``module``
-    (the forward stops right after that layer)."""
+def collect_hessian(model: nn.Module, module: nn.Module, calib: Any, batch_size: int = 64,
+                    siblings: Iterable[nn.Module] = ()) -> tuple[torch.Tensor, list[nn.Module]]:
+    """H = mean over calibration rows of x x^T for the inputs of ``module``, and
+    which of the later layers ``siblings`` are Linear layers reading the very same
+    input tensor (q / k / v projections do): they share H. The forward stops at
+    ``module`` when there are no siblings, else at the first sibling that reads
+    anything else. A batch given as a dict with an ``attention_mask`` [B, T]
+    (Hugging Face style) contributes only its unmasked token rows to a Linear's H."""
     k = weight_matrix(module).shape[1]
     H = torch.zeros(k, k, dtype=torch.float64)
     count = [0]
+    state: dict[str, Any] = {}
+    shared: list[nn.Module] = []
+    candidates = [m for m in siblings if m is not module]
+    compatible = {id(m) for m in candidates if isinstance(module, nn.Linear) and isinstance(m, nn.Linear)
+                  and m.in_features == module.in_features}
 
-    def hook(mod, args):
-        xm = _layer_inputs_matrix(mod, args[0].detach().float()).double()
+    def own_hook(mod, args):
+        x = args[0]
+        m = state.get("mask")
+        if isinstance(mod, nn.Linear) and m is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(m.shape):
+            xm = x.detach()[m.bool()].float().double()  # padding tokens say nothing about real inputs
+        else:
+            xm = _layer_inputs_matrix(mod, x.detach().float()).double()
         H.add_(xm.T @ xm)
         count[0] += xm.shape[0]
+        state["x"] = x
+        if not candidates:
+            raise _StopForward
+
+    def sibling_hook(mod, args):
+        if "x" not in state:
+            return  # runs before ``module`` does: not a sibling
+        if args[0] is state["x"] and id(mod) in compatible:
+            if first_batch[0] and mod not in shared:
+                shared.append(mod)
+            return
         raise _StopForward
 
-    h = module.register_forward_pre_hook(hook)
+    first_batch = [True]
+    hooks = [module.register_forward_pre_hook(own_hook)]
+    hooks += [m.register_forward_pre_hook(sibling_hook) for m in candidates]
     try:
         for b in batches(calib, batch_size):
+            state.clear()
+            if isinstance(b[0], dict) and isinstance(b[0].get("attention_mask"), torch.Tensor):
+                state["mask"] = b[0]["attention_mask"]
             try:
                 run_model(model, b[0])
             except _StopForward:
                 pass
+            first_batch[0] = False
     finally:
-        h.remove()
+        for h in hooks:
+            h.remove()
     if count[0] == 0:
         raise ValueError("calibration data never reached layer; check calib")
-    return (H / count[0]).float()
+    return (H / count[0]).float(), shared
 
 
 def _spec_for(name: str, spec: Any) -> QuantSpec | None:
@@ -523,15 +556,32 @@ def quantize(model: nn.Module, spec: Any = "int8", calib: Any = None, *, layers:
     items = [(n, m, s) for n, m, s in items if s is not None]
     was = model.training
     model.eval()
-    for name, mod, s in progress(items, progress_bar, "quantize"):
-        if s.method == "gptq":
-            if calib is None:
-                raise ValueError(f"layer {name}: GPTQ needs calibration inputs (calib=...)")
-            H = collect_hessian(model, mod, calib, batch_size)
-            res = gptq_matrix(weight_matrix(mod), H, s, act_order=act_order or s.act_order)
-        else:
-            res = quantize_matrix(weight_matrix(mod), s)
-        attach(mod, res, s)
+    done: set[int] = set()
+    for i, (name, mod, s) in enumerate(progress(items, progress_bar, "quantize")):
+        if id(mod) in done:
+            continue
+        if s.method != "gptq":
+            attach(mod, quantize_matrix(weight_matrix(mod), s), s)
+            continue
+        if calib is None:
+            raise ValueError(f"layer {name}: GPTQ needs calibration inputs (calib=...)")
+        later = [m for _, m, ls in items[i + 1:] if id(m) not in done]
+        H, shared = collect_hessian(model, mod, calib, batch_size, siblings=later)
+        # stacking rows is exact for per-channel / per-group scales, not for one scale per tensor
+        shared = [m for m in shared if s.granularity != "tensor" and
+                  next(ls for _, mm, ls in items if mm is m) == s]
+        # layers reading the same input with the same spec are one GPTQ problem: stack their rows
+        group = [mod] + shared
+        mats = [weight_matrix(m) for m in group]
+        res = gptq_matrix(torch.cat(mats, 0), H, s, act_order=act_order or s.act_order)
+        o = 0
+        for m, w in zip(group, mats):
+            n = w.shape[0]
+            part = QuantResult(res.codes[o:o + n], res.scale[o:o + n],
+                               None if res.zero is None else res.zero[o:o + n], None, res.dequant[o:o + n])
+            attach(m, part, s)
+            done.add(id(m))
+            o += n
     model.train(was)
     return model
 
