@@ -20,6 +20,46 @@ CALIB = ["The weather forecast predicts heavy rain over the weekend.", "She sold
 "He forgot his umbrella at the train station again.", "Interest rates were raised by a quarter of a percentage point.",
 "The children built a sandcastle near the edge of the water.", "A good night's sleep improves memory and concentration.",
 "The committee postponed the vote until next month.",
+"Early in the morning the fishing boats leave the harbour, and by noon the market is full of buyers arguing about the price of sardines, squid and the occasional swordfish.",
+"The library extended its opening hours during the exam period, so students can now study there until eleven at night on weekdays and until eight on Saturdays.",
+"After months of negotiation the two companies agreed to merge, creating the largest supplier of wind turbines in the region and promising that no factory would close.",
+"If the dough is too sticky, add a little more flour, knead it for another five minutes and let it rest in a warm place until it has doubled in size.",
+"Astronomers pointed the telescope at a faint galaxy and captured light that had travelled for more than ten billion years before reaching the mirror.",
+"The hikers followed the ridge trail for six hours, stopping only to refill their bottles at a spring and to photograph a family of mountain goats.",
+"Customers complained that the new app logged them out every few minutes, so the developers rolled back the update and promised a fix within a week.",
+"Our neighbour grows tomatoes, beans and pumpkins in a tiny backyard, and every autumn she gives away more vegetables than she can possibly eat.",
+"The orchestra rehearsed the symphony for weeks, yet on the night of the premiere the conductor still changed the tempo of the second movement.",
+"A sudden frost in April destroyed most of the blossoms in the orchard, and the farmer expects the apple harvest to be half of what it was last year.",
+"The professor explained that correlation does not imply causation and asked the class to find examples from the news where the two had been confused.",
+"Traffic on the bridge was stopped for two hours after a truck lost part of its load, scattering crates of oranges across both lanes.",
+"Volunteers cleaned the beach on Sunday morning and collected more than three hundred kilograms of plastic bottles, fishing nets and cigarette filters.",
+"The airline announced that passengers may now bring one small bag and one personal item on board without paying an extra fee.",
+"Before the exam, she reviewed her notes, solved the practice problems from the previous three years and went to bed early.",
+"The architect designed the school around a central courtyard so that every classroom gets daylight from two sides.",
+"Scientists warn that rising sea levels could flood coastal cities within the century unless emissions are cut quickly.",
+"The detective noticed that the clock on the wall had stopped at a quarter past three, exactly when the witness claimed to have heard the shot.",
+"My brother spent the summer repairing an old motorcycle, and by September it finally started on the first try.",
+"The city introduced free public transport for students, and the number of cars near the university dropped by a third.",
+"Bees communicate the direction and distance of flowers to each other through a dance performed inside the hive.",
+"The bakery ran out of croissants before eight o'clock, so the owner decided to bake a second batch every morning.",
+"During the blackout, hospitals switched to emergency generators and postponed all operations that were not urgent.",
+"The documentary follows a group of teenagers who build a solar-powered car and race it across the desert.",
+"Learning a new language as an adult takes patience, but speaking with native speakers every day speeds it up considerably.",
+"The price of coffee beans rose sharply after a drought reduced the harvest in the largest producing countries.",
+"The mayor promised to repair the potholes on the main road before winter, but the work has not started yet.",
+"Our flight was delayed by four hours, so we ate dinner at the airport and watched the planes land in the rain.",
+"The startup uses machine learning to predict when industrial pumps will fail, so that engineers can replace parts in time.",
+"Grandfather told us stories about the war, the years he spent at sea and the village where he grew up.",
+"A new study suggests that children who read for pleasure do better at school in every subject, including mathematics.",
+"The glacier has retreated more than a kilometre in the last fifty years, leaving behind a valley of bare grey rock.",
+"He practised the piano for an hour every evening, even on holidays, until he could play the sonata without a single mistake.",
+"The court ruled that the company must pay compensation to the workers who lost their jobs when the factory closed.",
+"Heavy snow blocked the mountain pass, and the villagers were cut off from the valley for almost a week.",
+"The chef recommends pairing the grilled fish with a dry white wine and a simple salad of tomatoes and herbs.",
+"Engineers tested the bridge by driving twenty loaded trucks onto it at once and measuring how far the deck bent.",
+"The gallery is showing paintings by young artists from the city, and entry is free on the first Sunday of each month.",
+"When the referee blew the final whistle, the players fell to the grass, exhausted after extra time and penalties.",
+"The new law requires all new buildings to have solar panels on the roof and charging points for electric cars.",
 "Last spring the city council approved a plan to turn the abandoned rail yard into a park with playgrounds, a community garden and a small outdoor theatre, and construction is expected to finish before the end of next year.",
 "When the power went out during the storm, the family lit candles, played cards at the kitchen table and listened to the wind rattle the windows until the lights came back on after midnight.",
 "Researchers measured the temperature of the ocean at different depths for ten years and found that the deep water is warming more slowly than the surface, which changes how currents carry heat around the planet.",
@@ -64,8 +104,8 @@ def test_minilm_int4_g32_gptq_cosine(model_and_tokenizer):
     model, tok = model_and_tokenizer
     assert not set(CALIB) & set(EVAL)
     ref = _embed(model, tok, EVAL)
-    # one padded batch; quantize() leaves the padding rows (attention_mask == 0) out of the statistics
-    calib = [dict(tok(CALIB, padding=True, return_tensors="pt"))]
+    # padded batches; quantize() leaves the padding rows (attention_mask == 0) out of the statistics
+    calib = [dict(tok(CALIB[i:i + 32], padding=True, return_tensors="pt")) for i in range(0, len(CALIB), 32)]
     t0, c0 = time.perf_counter(), time.process_time()
     q = lc.quantize(model, "int4_g32_asym_mse_gptq_act", calib=calib, skip=["pooler.dense"], progress_bar=False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -78,14 +78,19 @@ def option_bits(module: nn.Module, option: str) -> int:
     return apply_option(weight_matrix(module), option)[1]
 
 
+def _output(model: nn.Module, x: Any, output_fn: Callable | None) -> torch.Tensor:
+    out = run_model(model, x)
+    return logits_of(out) if output_fn is None else output_fn(out, x)
+
+
 @torch.no_grad()
 def _score(model: nn.Module, data: Any, metric: str, loss_fn, ref: list | None, batch_size: int,
-           max_batches: int | None) -> float:
+           max_batches: int | None, output_fn: Callable | None = None) -> float:
     total, count = 0.0, 0
     for i, b in enumerate(batches(data, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
-        out = logits_of(run_model(model, b[0]))
+        out = _output(model, b[0], output_fn)
         if metric == "loss":
             total += float(loss_fn(out, b[1])) * out.shape[0]
             count += out.shape[0]
@@ -99,13 +104,16 @@ def _score(model: nn.Module, data: Any, metric: str, loss_fn, ref: list | None, 
 def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OPTIONS, *,
                 metric: str = "loss", layers: Iterable[str] | None = None, skip: Iterable[str] = (),
                 loss_fn: Callable | None = None, latency_fn: Callable[[str, nn.Module, str], float] | None = None,
+                output_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                 batch_size: int = 256, max_batches: int | None = None,
                 progress_bar: bool = True) -> dict[str, Any]:
     """Measures each option on each layer alone (every other layer stays fp32).
 
     ``metric``: ``loss`` (task loss on ``(X, Y)``; cross-entropy unless
     ``loss_fn``) or ``output_mse`` (mean squared error of the model output
-    against the fp32 output; needs only inputs). ``latency_fn(layer_name,
+    against the fp32 output; needs only inputs; ``output_fn(model_output,
+    batch_input)`` picks / transforms what is compared, e.g. pooled sentence
+    embeddings). ``latency_fn(layer_name,
     module, option)`` (optional) returns the layer's latency in seconds under
     the option - lowbit's own per-layer timing plugs in here.
 
@@ -122,9 +130,9 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
     lf = loss_for(loss_fn)
     ref = None
     if metric == "output_mse":
-        ref = [logits_of(run_model(model, b[0])).float()
+        ref = [_output(model, b[0], output_fn).float()
                for i, b in zip(range(max_batches or 10 ** 9), batches(data, batch_size))]
-    base = _score(model, data, metric, lf, ref, batch_size, max_batches)
+    base = _score(model, data, metric, lf, ref, batch_size, max_batches, output_fn)
     targets = compressible_layers(model, layers, skip)
     table: dict[str, Any] = {}
     work = [(n, o) for n in targets for o in options]
@@ -137,7 +145,7 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
         wm, bits = apply_option(orig.reshape(orig.shape[0], -1), opt)
         m.weight.data.copy_(wm.reshape(orig.shape))
         try:
-            s = _score(model, data, metric, lf, ref, batch_size, max_batches)
+            s = _score(model, data, metric, lf, ref, batch_size, max_batches, output_fn)
         finally:
             m.weight.data.copy_(orig)
         n_, k_ = weight_matrix(m).shape
