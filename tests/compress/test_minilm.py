@@ -120,3 +120,36 @@ def test_minilm_int4_g32_gptq_cosine(model_and_tokenizer):
     assert cos > cos_rtn
     # CPU time of this (single-threaded) process: the shared test machine's load does not count
     assert cpu < 60.0
+
+
+def test_minilm_mixed_precision_recipe_at_5_bits(model_and_tokenizer):
+    """Sensitivity on the pooled embedding, solver at <= 5.0 bits per weight (scales and
+    zero points included), then GPTQ with the chosen spec per layer."""
+    model, tok = model_and_tokenizer
+    ref = _embed(model, tok, EVAL)
+    calib = [dict(tok(CALIB[i:i + 32], padding=True, return_tensors="pt")) for i in range(0, len(CALIB), 32)]
+
+    def pooled(out, x):
+        m = x["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((out.last_hidden_state * m).sum(1) / m.sum(1), dim=-1)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    # GPTQ options are measured by round to nearest in the sweep (cheap, and an upper bound)
+    options = ["int8_gptq_act", "int4_g32_asym_gptq_act", "int4_g128_asym_gptq_act"]
+    table = lc.sensitivity(model, [dict(tok(CALIB[::8], padding=True, return_tensors="pt"))], options,
+                           metric="output_mse", output_fn=pooled, skip=["pooler.dense"], progress_bar=False)
+    recipe = lc.solve(table, bits_per_weight=5.0)
+    q = recipe.apply(model, calib=calib, progress_bar=False)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    cos = float((_embed(q, tok, EVAL) * ref).sum(-1).mean())
+    size = lc.size_report(q)["per_layer_bits"]  # the encoder's 36 Linear layers (the unused pooler stays fp32)
+    weights = sum(m.weight.numel() for n, m in q.named_modules() if n in recipe.layers)
+    bpw = sum(size[n] for n in recipe.layers) / weights
+    from collections import Counter
+    mix = Counter(l["option"] for l in recipe.layers.values())
+    print(f"MiniLM mixed precision: {dict(mix)}, {bpw:.3f} bits/weight, mean cosine {cos:.4f}, "
+          f"{seconds:.1f} s wall, {cpu:.1f} s CPU")
+    assert len(recipe.layers) == 36 and bpw <= 5.0
+    assert bpw == pytest.approx(recipe.summary["bits_per_weight"])
+    assert cos >= 0.99
+    assert cpu < 60.0
