@@ -14,6 +14,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from . import _core
+from . import compress  # torch is imported lazily, on first use of a compress function
 from .convert import ConvertReport, convert
 from .errors import FormatError, UnsupportedOpError
 from .runtime import Model, load
@@ -47,4 +48,4 @@ def get_num_threads() -> int:
 
 
 __all__ = ["convert", "load", "Model", "ConvertReport", "FormatError", "UnsupportedOpError", "cpu_info",
-           "set_num_threads", "get_num_threads", "__version__"]
+           "set_num_threads", "get_num_threads", "__version__", "compress"]
