@@ -70,3 +70,28 @@ def test_isa_path_matches_onnxruntime(setup, isa):
     assert r.stdout.strip() == isa
     got = np.load(d / f"y_{isa}.npy")
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_depthwise_paths_agree_bit_for_bit(tmp_path):
+    # multiply and add are kept separate in every depthwise path: all ISAs give the same bits
+    w = np.random.default_rng(2).standard_normal((24, 1, 3, 3)).astype(np.float32)
+    b = np.random.default_rng(3).standard_normal(24).astype(np.float32)
+    model = models.make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], group=24, pads=[1, 0, 2, 1],
+                                                strides=[2, 1])],
+                              [helper.make_tensor_value_info("x", F, ["n", 24, 9, 10])],
+                              [helper.make_tensor_value_info("y", F, ["n", 24, "h", "w"])], {"w": w, "b": b})
+    lowbit.convert(model, str(tmp_path / "d.qbin"))
+    x = np.random.default_rng(4).standard_normal((2, 24, 9, 10)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import lowbit, numpy as np, sys; m = lowbit.load(sys.argv[1]); "
+            "np.save(sys.argv[3], m.run(np.load(sys.argv[2])))")
+    outs = []
+    for isa in ISAS:
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.qbin"), str(tmp_path / "x.npy"),
+                            str(tmp_path / f"{isa}.npy")], env=dict(os.environ, LOWBIT_ISA=isa),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(np.load(tmp_path / f"{isa}.npy"))
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+    np.testing.assert_allclose(outs[0], models.ort_run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)

@@ -141,3 +141,43 @@ def test_integer_arithmetic_and_int_output(tmp_path):
     feeds = [{"i": np.arange(-6, 6, dtype=np.int64).reshape(3, 4)}]
     m = run_both(tmp_path, nodes, [helper.make_tensor_value_info("i", I64, [3, "k"])], feeds, inits, out_type=I64)
     assert m.outputs[0].dtype == "int64"
+
+
+def _qbin(tmp_path, nodes, tensors, inputs, outputs=("y",)):
+    from lowbit.format import save
+    from lowbit.ir import Graph, Tensor, ValueInfo
+    g = Graph([ValueInfo(n, dt, s) for n, dt, s in inputs], [ValueInfo(o, "float32", ()) for o in outputs], nodes,
+              {k: Tensor.from_array(k, v) for k, v in tensors.items()})
+    p = str(tmp_path / "bad.qbin")
+    save(g, p)
+    return p
+
+
+def test_malformed_nodes_are_rejected_not_crashing(tmp_path):
+    from lowbit.ir import Node
+    # a node without outputs, a Conv whose weight is not packed, a Where with a float condition
+    for node, tensors, match in [
+        (Node("Split", ["x"], [], {"axis": 0}, "s"), {}, "no outputs"),
+        (Node("Conv", ["x", "w"], ["y"], {"kernel_shape": [1, 1], "layout": "NHWC"}, "c"),
+         {"w": np.ones((4, 4, 1, 1), np.float32)}, "f32-n16"),
+        (Node("Conv", ["x", "w"], ["y"], {"kernel_shape": [1, 1]}, "c"), {"w": np.ones((4, 4, 1, 1), np.float32)},
+         "NHWC"),
+        (Node("Where", ["x", "x", "x"], ["y"], {}, "w"), {}, "float32"),
+    ]:
+        extra = [Node("Relu", ["x"], ["y"], {}, "r")] if not node.outputs else []
+        p = _qbin(tmp_path, [node] + extra, tensors, [("x", "float32", ("n", 4))])
+        with pytest.raises(lowbit.FormatError, match=match):
+            lowbit.load(p)
+
+
+def test_bad_runtime_shape_values_raise(tmp_path):
+    from lowbit.ir import Node
+    nodes = [Node("Slice", ["x", "st", "en", "ax", "step"], ["y"], {}, "s")]
+    p = _qbin(tmp_path, nodes, {"st": _i64(0), "en": _i64(4), "ax": _i64(1), "step": _i64(-(2 ** 62))},
+              [("x", "float32", ("n", 4))])
+    with pytest.raises(ValueError, match="Slice step"):
+        lowbit.load(p).run(np.zeros((2, 4), np.float32))
+    nodes = [Node("Reshape", ["x", "shape"], ["y"], {}, "r")]
+    p = _qbin(tmp_path, nodes, {"shape": _i64(2 ** 40, 2 ** 40)}, [("x", "float32", ("n", 4))])
+    with pytest.raises(ValueError, match="reshape|too many"):
+        lowbit.load(p).run(np.zeros((2, 4), np.float32))

@@ -191,6 +191,7 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
         throw std::invalid_argument(where + " uses '" + values_[v].name + "' before it is produced (graph not in topological order or cyclic)");
       last_use_[v] = int(i);
     }
+    if (n.outputs.empty()) throw std::invalid_argument(where + " has no outputs");
     for (int v : n.outputs) {
       check_id(v, where);
       if (defined[v]) throw std::invalid_argument(where + " redefines '" + values_[v].name + "'");

@@ -19,6 +19,19 @@ struct F32DwConvArgs {
 };
 
 // Computes output rows r in [r0, r1), r = n * OH + oy. `acc` holds C floats.
+// Every path multiplies and adds separately (no FMA) in the same tap order, so
+// all ISAs give the same bits.
+using F32DwConvFn = void (*)(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
 void f32_dwconv_nhwc__scalar(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
+namespace avx512 {
+void f32_dwconv_nhwc__avx512(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
+}
+
+struct F32DwConvKernel {
+  F32DwConvFn fn;
+  const char* name;
+};
+// The implementation for the selected dispatch table's ISA.
+F32DwConvKernel f32_dwconv_kernel();
 
 }  // namespace lowbit

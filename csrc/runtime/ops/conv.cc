@@ -7,7 +7,7 @@
 // The GEMM's output rows are output pixels and its columns output channels,
 // which is exactly NHWC: no transposes between convolutions.
 //
-// DepthwiseConv: the direct kernel of kernels/f32-dwconv (weight [kh, kw, C]).
+// DepthwiseConv: the direct kernels of kernels/f32-dwconv (weight [kh, kw, C]).
 //
 // Conv also takes an optional residual (input 3, the output's shape) added
 // before the activation: a ResNet block's Add and ReLU run in its epilogue.
@@ -225,11 +225,12 @@ class DepthwiseConvNHWC : public Op {
                     a.in.size() > 2 && a.in[2].data ? a.in[2].as<const float>() : nullptr, a.out[0].as<float>(),
                     xs[0], xs[1], xs[2], C_, ys[1], ys[2], win_.kh, win_.kw, win_.sh, win_.sw, win_.dh, win_.dw, geo.pt, geo.pl};
     const int64_t rows = ys[0] * ys[1];
+    const F32DwConvFn fn = f32_dwconv_kernel().fn;
     parallel_chunks(rows, 1, [&](int64_t r0, int64_t r1) {
       std::vector<float>& acc = thread_buffer();
       if (acc.size() < size_t(C_)) acc.resize(size_t(C_));
       for (int64_t r = r0; r < r1; ++r) {
-        f32_dwconv_nhwc__scalar(d, r, r + 1, acc.data());
+        fn(d, r, r + 1, acc.data());
         if (act_.kind != ActKind::kNone) {
           float* yr = d.y + r * d.OW * C_;
           apply_activation(act_, yr, yr, d.OW * C_);
@@ -237,7 +238,7 @@ class DepthwiseConvNHWC : public Op {
       }
     });
   }
-  std::string kernel() const override { return "f32_dwconv_nhwc__scalar"; }
+  std::string kernel() const override { return f32_dwconv_kernel().name; }
 
  private:
   Window2D win_;

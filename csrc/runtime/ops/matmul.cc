@@ -46,7 +46,13 @@ class MatMulF32 : public Op {
   }
   size_t scratch_bytes(const std::vector<const Shape*>& in) const override {
     MatMulDims d = matmul_dims(*in[0], *in[1]);
-    return size_t(f32_gemm_packed_floats(d.K, d.N)) * 4;
+    return size_t(f32_gemm_packed_floats(d.K, d.N)) * 4 * size_t(slots(d));
+  }
+  // One packed B per batch item when that stays small (attention heads: the items
+  // then run in parallel), else one slot reused item after item.
+  static int64_t slots(const MatMulDims& d) {
+    const int64_t nb = shape_numel(d.batch);
+    return nb > 1 && double(nb) * double(f32_gemm_packed_floats(d.K, d.N)) * 4 <= 16.0 * (1 << 20) ? nb : 1;
   }
   void run(const RunArgs& a) const override {
     MatMulDims d = matmul_dims(a.in[0].shape, a.in[1].shape);
@@ -58,19 +64,29 @@ class MatMulF32 : public Op {
     const float* B = a.in[1].as<const float>();
     float* C = a.out[0].as<float>();
     const int64_t rank = int64_t(d.batch.size());
-    std::vector<int64_t> idx(rank, 0);
-    for (int64_t bi = 0; bi < nb; ++bi) {
-      int64_t oa = 0, ob = 0;
-      for (int64_t r = 0; r < rank; ++r) { oa += idx[r] * sa[r]; ob += idx[r] * sb[r]; }
-      const float* Ab = A + oa * d.M * d.K;
-      const float* Bb = B + ob * d.K * d.N;
-      f32_gemm_pack_b(d.K, d.N, Bb, d.N, packed);
-      F32GemmArgs g{d.M, d.N, d.K, Ab, d.K, packed, nullptr, C + bi * d.M * d.N, d.N, Activation::kNone};
-      run_f32_gemm_threaded(g);
+    const int64_t pf = f32_gemm_packed_floats(d.K, d.N);
+    const bool per_item = slots(d) > 1;
+    auto item = [&](int64_t bi, bool threaded) {
+      int64_t oa = 0, ob = 0, rem = bi;
       for (int64_t r = rank - 1; r >= 0; --r) {
-        if (++idx[r] < d.batch[r]) break;
-        idx[r] = 0;
+        const int64_t ix = rem % d.batch[r];
+        rem /= d.batch[r];
+        oa += ix * sa[r];
+        ob += ix * sb[r];
       }
+      float* pk = packed + (per_item ? bi * pf : 0);
+      f32_gemm_pack_b(d.K, d.N, B + ob * d.K * d.N, d.N, pk);
+      F32GemmArgs g{d.M, d.N, d.K, A + oa * d.M * d.K, d.K, pk, nullptr, C + bi * d.M * d.N, d.N, Activation::kNone};
+      if (threaded) run_f32_gemm_threaded(g);
+      else if (g.M && g.N) kernels().f32_gemm(g, 0, g.M, 0, g.N);
+    };
+    if (per_item && nb >= ThreadPool::global().num_threads()) {
+      // many small products (attention: one per head): one item per task, each packs its own B
+      parallel_chunks(nb, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t bi = b0; bi < b1; ++bi) item(bi, false);
+      });
+    } else {
+      for (int64_t bi = 0; bi < nb; ++bi) item(bi, true);
     }
   }
   std::string kernel() const override { return std::string(kernels().f32_gemm_name) + "+pack"; }

@@ -157,7 +157,8 @@ class Transpose : public AnyDType {
         int64_t off = 0;
         for (size_t d = 0; d + 1 < rank; ++d) off += idx[d] * st[d];
         T* yr = y + row * inner;
-        for (int64_t k = 0; k < inner; ++k) yr[k] = x[off + k * sin];
+        if (sin == 1) std::memcpy(yr, x + off, size_t(inner) * sizeof(T));  // innermost axis kept: row copies
+        else for (int64_t k = 0; k < inner; ++k) yr[k] = x[off + k * sin];
         for (int64_t d = int64_t(rank) - 2; d >= 0; --d) {
           if (++idx[d] < os[d]) break;
           idx[d] = 0;

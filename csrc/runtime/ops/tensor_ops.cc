@@ -362,7 +362,7 @@ class Slice : public Op {
       if (seen[ax]) throw ShapeError("Slice repeats an axis");
       seen[ax] = 1;
       int64_t dim = x[ax], st = steps[i];
-      if (st == 0) throw ShapeError("Slice step is 0");
+      if (st == 0 || st > (int64_t(1) << 40) || st < -(int64_t(1) << 40)) throw ShapeError("Slice step must be non-zero and at most 2^40 in size");
       int64_t b = starts[i], e = ends[i];
       if (b < 0) b += dim;
       if (e < 0 && e > INT64_MIN / 2) e += dim;
@@ -681,6 +681,7 @@ std::unique_ptr<Op> mk_concat(const NodeSpec& n, const std::vector<ValueSpec>& v
   return std::make_unique<Concat>(in_dtype(n, v, 0), n.attrs.get_int("axis", 0));
 }
 std::unique_ptr<Op> mk_split(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  if (n.outputs.empty()) throw std::invalid_argument("Split '" + n.name + "' has no outputs");
   bool has;
   auto s = ints_or_empty(n, "split", &has);
   return std::make_unique<Split>(in_dtype(n, v, 0), n.attrs.get_int("axis", 0), s, n.outputs.size());

@@ -165,13 +165,6 @@ def _check_dataflow(g: Any, defined: set[str]) -> None:
             raise ValueError(f"graph output '{o.name}' is not produced by any node, input or initializer")
 
 
-def _float_array(ctx: _Ctx, name: str, what: str) -> np.ndarray:
-    arr = ctx.const(name)
-    if arr is None:
-        raise ValueError(f"{what}: expected a constant, '{name}' is computed at run time")
-    return arr
-
-
 # -- handlers: (ctx, node, attrs, inputs, outputs) -> None --------------------
 
 def _h_matmul(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
@@ -265,9 +258,11 @@ def _h_layernorm(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str])
 
 
 def _h_reshape(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
-    shape = _float_array(ctx, ins[1], f"Reshape '{node.name}' shape")
-    ctx.emit("Reshape", ins[:1], outs, node.name, shape=[int(s) for s in shape.reshape(-1)],
-             allowzero=int(a.get("allowzero", 0)))
+    shape = _const_ints(ctx, ins[1])
+    if shape is not None:
+        ctx.emit("Reshape", ins[:1], outs, node.name, shape=shape, allowzero=int(a.get("allowzero", 0)))
+    else:
+        ctx.emit("Reshape", ins[:2], outs, node.name, allowzero=int(a.get("allowzero", 0)))
 
 
 def _h_flatten(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
@@ -403,14 +398,6 @@ def _h_axes_op(op: str) -> Callable:
     return h
 
 
-def _h_reshape_any(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
-    shape = _const_ints(ctx, ins[1])
-    if shape is not None:
-        ctx.emit("Reshape", ins[:1], outs, node.name, shape=shape, allowzero=int(a.get("allowzero", 0)))
-    else:
-        ctx.emit("Reshape", ins[:2], outs, node.name, allowzero=int(a.get("allowzero", 0)))
-
-
 def _h_split(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
     attrs: dict[str, Any] = {"axis": int(a.get("axis", 0))}
     inputs = ins[:1]
@@ -472,7 +459,7 @@ HANDLERS: dict[str, Callable] = {
     "Gelu": _h_gelu,
     "Softmax": _h_softmax,
     "LayerNormalization": _h_layernorm,
-    "Reshape": _h_reshape_any,
+    "Reshape": _h_reshape,
     "Flatten": _h_flatten,
     "Transpose": _h_transpose,
     "Constant": _h_constant,
