@@ -103,3 +103,17 @@ def test_lowrank_half_params_with_distillation_drop_at_most_1(model_and_data):
     print(f"low-rank: params {n0} -> {n1} ({n1 / n0:.2f}), drop before distill {raw:.2f}, after {drop:.2f}")
     assert n1 <= 0.51 * n0
     assert drop <= 1.0
+
+
+def test_training_is_seeded_and_progress_bars_switch(mlp, capsys):
+    model, train, _, _ = mlp
+    data = (train[0][:256], train[1][:256])
+    a = lc.finetune(lc.prune(model, 0.5, progress_bar=False), data, epochs=1, seed=3, progress_bar=False)
+    b = lc.finetune(lc.prune(model, 0.5, progress_bar=False), data, epochs=1, seed=3, progress_bar=True)
+    for (n1, p1), (n2, p2) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p1, p2), n1  # same seed, same weights (the bar changes nothing)
+    c = lc.finetune(lc.prune(model, 0.5, progress_bar=False), data, epochs=1, seed=4, progress_bar=False)
+    assert not torch.equal(a.fc1.weight, c.fc1.weight)
+    capsys.readouterr()
+    lc.quantize(model, "int8", progress_bar=False)
+    assert capsys.readouterr().err == ""  # nothing printed with the bar off

@@ -100,6 +100,7 @@ def _embed(model, tok, sentences):
     return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
 
 
+@pytest.mark.slow
 def test_minilm_int4_g32_gptq_cosine(model_and_tokenizer):
     model, tok = model_and_tokenizer
     assert not set(CALIB) & set(EVAL)
@@ -122,6 +123,7 @@ def test_minilm_int4_g32_gptq_cosine(model_and_tokenizer):
     assert cpu < 60.0
 
 
+@pytest.mark.slow
 def test_minilm_mixed_precision_recipe_at_5_bits(model_and_tokenizer):
     """Sensitivity on the pooled embedding, solver at <= 5.0 bits per weight (scales and
     zero points included), then GPTQ with the chosen spec per layer."""

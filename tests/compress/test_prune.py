@@ -94,7 +94,7 @@ def test_gradual_90_percent_drop_at_most_1(model_and_data):
 # structured
 
 
-def _best_time(model, x, reps=15):
+def _best_time(model, x, reps=30):
     with torch.no_grad():
         for _ in range(3):
             model(x)
