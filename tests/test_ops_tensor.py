@@ -179,5 +179,5 @@ def test_bad_runtime_shape_values_raise(tmp_path):
         lowbit.load(p).run(np.zeros((2, 4), np.float32))
     nodes = [Node("Reshape", ["x", "shape"], ["y"], {}, "r")]
     p = _qbin(tmp_path, nodes, {"shape": _i64(2 ** 40, 2 ** 40)}, [("x", "float32", ("n", 4))])
-    with pytest.raises(ValueError, match="reshape|too many"):
+    with pytest.raises(ValueError, match="(?i)reshape|too many|too large"):
         lowbit.load(p).run(np.zeros((2, 4), np.float32))
