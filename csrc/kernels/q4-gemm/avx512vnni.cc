@@ -127,6 +127,63 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
   }
 }
 
+// acc += codes x 4 broadcast activation bytes, 256-bit EVEX form ({evex}: the VEX AVX-VNNI
+// encoding of this mnemonic does not exist on AVX-512 VNNI CPUs such as Zen 4).
+inline void DpbusdBcast256(__m256i& acc, __m256i u8, const int8_t* p) {
+  asm("%{evex%} vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*reinterpret_cast<const int32_t*>(p)));
+}
+
+// A last panel with at most 8 valid columns: the first 32 bytes of each 64-byte code
+// block (columns 0..7), 256-bit vectors, half the work of a full panel.
+template <int MR, int MODE>
+__attribute__((noinline)) void TileHalf(const Q4GemmArgs& g, int64_t m, int64_t nb, int64_t ncols) {
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  const int64_t pidx = nb / 16;
+  const uint8_t* codes = g.W + parts.codes + pidx * Kg * 8;
+  const uint16_t* scales = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + pidx * NG * 16;
+  const uint8_t* zeros = g.W + parts.zeros + pidx * NG * 16;
+  __m256i tbl = _mm256_setzero_si256();
+  if (MODE == kTab)
+    tbl = _mm256_broadcastsi128_si256(
+        _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)), _mm_set1_epi8(char(0x80))));
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 f[MR];
+  for (int r = 0; r < MR; ++r) f[r] = _mm256_setzero_ps();
+  for (int64_t gi = 0; gi < NG; ++gi) {
+    __m256i d[MR];
+    __m256i z = _mm256_set1_epi32(MODE == kTab ? 128 : 8);
+    if (MODE == kAsym) {
+      int64_t zz;
+      std::memcpy(&zz, zeros + gi * 16, 8);
+      z = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zz));
+    }
+    for (int r = 0; r < MR; ++r) d[r] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-g.gsum[(m + r) * NG + gi]));
+    for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k8 * 64));
+      __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      if (MODE == kTab) {
+        lo = _mm256_shuffle_epi8(tbl, lo);
+        hi = _mm256_shuffle_epi8(tbl, hi);
+      }
+      for (int r = 0; r < MR; ++r) {
+        DpbusdBcast256(d[r], lo, g.A + (m + r) * g.lda + k8 * 8);
+        DpbusdBcast256(d[r], hi, g.A + (m + r) * g.lda + k8 * 8 + 4);
+      }
+    }
+    const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + gi * 16)));
+    for (int r = 0; r < MR; ++r) f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r]), s, f[r]);
+  }
+  const __mmask8 mk = static_cast<__mmask8>((1u << ncols) - 1u);
+  const __m256 bias = g.bias ? _mm256_maskz_loadu_ps(mk, g.bias + nb) : _mm256_setzero_ps();
+  for (int r = 0; r < MR; ++r) {
+    __m256 y = _mm256_mul_ps(f[r], _mm256_set1_ps(g.a_scale[m + r]));
+    if (g.bias) y = _mm256_add_ps(y, bias);
+    if (g.act == Activation::kRelu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+    _mm256_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+  }
+}
+
 template <int MR, int NP, int MODE>
 void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
   int64_t nb = n0;
@@ -135,7 +192,8 @@ void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
     if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP, MODE>(g, m, nb, n1 - nb);
     if (nb < n1) Cols<MR, NP - 1, MODE>(g, m, nb, n1);
   } else {
-    if (nb < n1) Tile<MR, 1, MODE>(g, m, nb, n1 - nb);
+    if (n1 - nb > 8) Tile<MR, 1, MODE>(g, m, nb, n1 - nb);
+    else if (nb < n1) TileHalf<MR, MODE>(g, m, nb, n1 - nb);
   }
 }
 

@@ -30,6 +30,12 @@ inline __mmask16 TailMask(int64_t n) {
 // intrinsic's result, several extra moves and even spills per step: the asm keeps it in place.)
 inline void Dpbusd(__m512i& acc, __m512i u8, __m512i s8) { asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8)); }
 
+// The 256-bit form. {evex} matters: without it the assembler may pick the VEX (AVX-VNNI)
+// encoding of the same mnemonic, which Zen 4 and other AVX-512 VNNI CPUs lack (#UD).
+inline void Dpbusd256(__m256i& acc, __m256i u8, __m256i s8) {
+  asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+}
+
 inline __m512i Bcast4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -84,6 +90,40 @@ __attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb,
   }
 }
 
+// A last panel with at most 8 valid columns: its first half (32 of the 64 bytes per k-step)
+// through the 256-bit EVEX form, half the work of a full panel.
+template <int MR>
+__attribute__((noinline)) void TileHalf(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t ncols) {
+  const int64_t Kp = qs8_kp(g.K), P = (g.N + 15) / 16, ps = Kp * 16;
+  const uint8_t* W = g.W + (nb / 16) * ps;
+  __m256i acc[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_si256();
+  for (int64_t k = 0; k < Kp; k += 4) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W + k * 16));
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      int32_t v;
+      std::memcpy(&v, g.A + (m + r) * g.lda + k, 4);
+      Dpbusd256(acc[r], _mm256_set1_epi32(v), w);
+    }
+  }
+  const float* wscale = reinterpret_cast<const float*>(g.W + P * ps) + nb;
+  const int32_t* colsum = reinterpret_cast<const int32_t*>(g.W + P * ps + P * 16 * 4) + nb;
+  const __mmask8 mk = static_cast<__mmask8>((1u << ncols) - 1u);
+  const __m256i corr = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum)), 7);
+  const __m256 ws = _mm256_loadu_ps(wscale);
+  const __m256 bias = g.bias ? _mm256_maskz_loadu_ps(mk, g.bias + nb) : _mm256_setzero_ps();
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    const __m256 s = _mm256_mul_ps(_mm256_set1_ps(g.a_scale[m + r]), ws);
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r], corr)), s);
+    if (g.bias) y = _mm256_add_ps(y, bias);
+    if (g.act == Activation::kRelu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+    _mm256_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+  }
+}
+
 // Columns [n0, n1) for rows [m, m+MR), NP panels at a time, narrower tiles for the rest.
 template <int MR, int NP>
 void Cols(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
@@ -93,7 +133,8 @@ void Cols(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
     if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP>(g, m, nb, n1 - nb);
     if (nb < n1) Cols<MR, NP - 1>(g, m, nb, n1);
   } else {
-    if (nb < n1) Tile<MR, 1>(g, m, nb, n1 - nb);
+    if (n1 - nb > 8) Tile<MR, 1>(g, m, nb, n1 - nb);
+    else if (nb < n1) TileHalf<MR>(g, m, nb, n1 - nb);
   }
 }
 
