@@ -117,7 +117,7 @@ def test_qs8_reference_matches_numpy(K, N):
 
 
 @pytest.mark.parametrize("isa", SIMD)
-@pytest.mark.parametrize("K,N", KNS + [(256, 64), (1024, 40)])
+@pytest.mark.parametrize("K,N", KNS + [(256, 64), (1024, 40), (2102, 70)])  # 2102: K blocks of the tiled path
 def test_qs8_isas_match_reference(isa, K, N):
     for M in MS:
         x, Wq, sc, b = qs8_problem(M * 7 + K, M, K, N, extreme=(M % 3 == 0))
@@ -135,13 +135,14 @@ def test_qs8_extreme_sum_is_exact():
     """K = 4096 codes of +127 x +127: 66 million, exact in int32 on every path."""
     K, N = 4096, 16
     Wq = np.full((K, N), 127, np.int8)
-    x = np.ones((1, K), np.float32)
     sc = np.ones(N, np.float32)
-    for isa in ISAS:
-        y = _core.qdense(isa, x, _core.pack_qs8(Wq, sc), "qs8-n16k4", K, N)
-        # acc = 127*127*4096, times a_scale = 1/127 (in float32)
-        want = np.float32(127 * 127 * K) * (np.float32(1) / np.float32(127))
-        np.testing.assert_array_equal(y, np.full((1, N), want, np.float32), err_msg=isa)
+    for M in (1, 9):  # the small-M path and the K-blocked tiles
+        x = np.ones((M, K), np.float32)
+        for isa in ISAS:
+            y = _core.qdense(isa, x, _core.pack_qs8(Wq, sc), "qs8-n16k4", K, N)
+            # acc = 127*127*4096, times a_scale = 1/127 (in float32)
+            want = np.float32(127 * 127 * K) * (np.float32(1) / np.float32(127))
+            np.testing.assert_array_equal(y, np.full((M, N), want, np.float32), err_msg=isa)
 
 
 # ---- 4-bit GEMM ----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ namespace avx512 {
 namespace {
 
 constexpr int64_t kGemvMaxRows = 4;  // 1..4 rows: memory-bound path over 8 (1-2 rows) or 4 panel streams
-constexpr int64_t kPf = 512;         // prefetch distance (bytes) along each weight panel stream
+constexpr int64_t kPf = 512;
+constexpr int64_t kKC = 1024;        // K block of the tiled path: 8 rows x 1 KB of A + 32 columns x 1 KB of W in L1         // prefetch distance (bytes) along each weight panel stream
 
 inline __mmask16 TailMask(int64_t n) {
   if (n <= 0) return 0;
@@ -43,19 +44,29 @@ inline __m512i Bcast4(const int8_t* p) {
 }
 
 // MR rows x NP panels (16 columns each) over the whole K; ncols valid columns from nb.
+// K range [k0, k1) of a K-blocked pass: the int32 sums of earlier blocks wait in C's own
+// memory (as int32 bits, exact, so blocking cannot change a result); the last block
+// applies the epilogue.
+struct KRange {
+  int64_t k0, k1;
+  bool first, last;
+};
+
 template <int MR, int NP>
-__attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t ncols) {
+__attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t ncols, KRange kr) {
   const int64_t Kp = qs8_kp(g.K), P = (g.N + 15) / 16, ps = Kp * 16;
   const uint8_t* W = g.W + (nb / 16) * ps;
   __m512i acc[MR][NP];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_si512();
+    for (int p = 0; p < NP; ++p)
+      acc[r][p] = kr.first ? _mm512_setzero_si512()
+                           : _mm512_maskz_loadu_epi32(TailMask(ncols - 16 * p), g.C + (m + r) * g.ldc + nb + 16 * p);
   const int8_t* a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) a[r] = g.A + (m + r) * g.lda;
-  for (int64_t k = 0; k < Kp; k += 4) {
+  for (int64_t k = kr.k0; k < kr.k1; k += 4) {
     __m512i w[NP];
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
@@ -69,6 +80,14 @@ __attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb,
 #pragma GCC unroll 16
       for (int p = 0; p < NP; ++p) Dpbusd(acc[r][p], ab, w[p]);
     }
+  }
+  if (!kr.last) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int p = 0; p < NP; ++p)
+        _mm512_mask_storeu_epi32(g.C + (m + r) * g.ldc + nb + 16 * p, TailMask(ncols - 16 * p), acc[r][p]);
+    return;
   }
   const float* wscale = reinterpret_cast<const float*>(g.W + P * ps) + nb;
   const int32_t* colsum = reinterpret_cast<const int32_t*>(g.W + P * ps + P * 16 * 4) + nb;
@@ -126,29 +145,29 @@ __attribute__((noinline)) void TileHalf(const Qs8GemmArgs& g, int64_t m, int64_t
 
 // Columns [n0, n1) for rows [m, m+MR), NP panels at a time, narrower tiles for the rest.
 template <int MR, int NP>
-void Cols(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
+void Cols(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1, KRange kr) {
   int64_t nb = n0;
-  for (; nb + 16 * NP <= n1; nb += 16 * NP) Tile<MR, NP>(g, m, nb, 16 * NP);
+  for (; nb + 16 * NP <= n1; nb += 16 * NP) Tile<MR, NP>(g, m, nb, 16 * NP, kr);
   if constexpr (NP > 1) {
-    if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP>(g, m, nb, n1 - nb);
-    if (nb < n1) Cols<MR, NP - 1>(g, m, nb, n1);
+    if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP>(g, m, nb, n1 - nb, kr);
+    if (nb < n1) Cols<MR, NP - 1>(g, m, nb, n1, kr);
   } else {
-    if (n1 - nb > 8) Tile<MR, 1>(g, m, nb, n1 - nb);
+    if (n1 - nb > 8 || !(kr.first && kr.last)) Tile<MR, 1>(g, m, nb, n1 - nb, kr);
     else if (nb < n1) TileHalf<MR>(g, m, nb, n1 - nb);
   }
 }
 
 template <int NP>
-void RowsDispatch(const Qs8GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_t n1) {
+void RowsDispatch(const Qs8GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_t n1, KRange kr) {
   switch (mr) {
-    case 1: Cols<1, NP>(g, m, n0, n1); break;
-    case 2: Cols<2, NP>(g, m, n0, n1); break;
-    case 3: Cols<3, NP>(g, m, n0, n1); break;
-    case 4: Cols<4, NP>(g, m, n0, n1); break;
-    case 5: Cols<5, NP>(g, m, n0, n1); break;
-    case 6: Cols<6, NP>(g, m, n0, n1); break;
-    case 7: Cols<7, NP>(g, m, n0, n1); break;
-    default: Cols<8, NP>(g, m, n0, n1); break;
+    case 1: Cols<1, NP>(g, m, n0, n1, kr); break;
+    case 2: Cols<2, NP>(g, m, n0, n1, kr); break;
+    case 3: Cols<3, NP>(g, m, n0, n1, kr); break;
+    case 4: Cols<4, NP>(g, m, n0, n1, kr); break;
+    case 5: Cols<5, NP>(g, m, n0, n1, kr); break;
+    case 6: Cols<6, NP>(g, m, n0, n1, kr); break;
+    case 7: Cols<7, NP>(g, m, n0, n1, kr); break;
+    default: Cols<8, NP>(g, m, n0, n1, kr); break;
   }
 }
 
@@ -156,23 +175,30 @@ void RowsDispatch(const Qs8GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64
 
 void qs8_gemm_8x32c4__avx512vnni(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
-  const int64_t rows = m1 - m0;
+  const int64_t rows = m1 - m0, Kp = qs8_kp(g.K);
+  const KRange whole{0, Kp, true, true};
   // 1-2 rows: 8 panel streams keep more loads in flight (measured: ~20% faster than 4 at M = 1)
-  if (rows == 1) return Cols<1, 8>(g, m0, n0, n1);
-  if (rows == 2) return Cols<2, 8>(g, m0, n0, n1);
-  if (rows <= kGemvMaxRows) return RowsDispatch<4>(g, m0, rows, n0, n1);
-  // Register tiles of 8 rows x 32 columns. Column blocks outside, rows inside: a block of
-  // packed weights is read from memory once and reused from L1/L2 by every row tile.
+  if (rows == 1) return Cols<1, 8>(g, m0, n0, n1, whole);
+  if (rows == 2) return Cols<2, 8>(g, m0, n0, n1, whole);
+  if (rows <= kGemvMaxRows) return RowsDispatch<4>(g, m0, rows, n0, n1, whole);
+  // Register tiles of 8 rows x 32 columns. K blocks outermost (all rows of A's K block stay
+  // in L2 while every column block streams its weights through L1 once), then column blocks
+  // of 64, rows inside. Sums of earlier K blocks wait in C as int32.
   const int64_t ntiles = (rows + 7) / 8;
   const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights
+  const int64_t nkb = (Kp + kKC - 1) / kKC;
+  const int64_t kcb = (Kp / 4 + nkb - 1) / nkb * 4;  // balanced K blocks, multiples of 4
   const int64_t nc = 64;
-  for (int64_t jc = n0; jc < n1; jc += nc) {
-    const int64_t jend = jc + nc < n1 ? jc + nc : n1;
-    int64_t m = m0;
-    for (int64_t it = 0; it < ntiles; ++it) {
-      const int64_t mr = base + (it < extra ? 1 : 0);
-      RowsDispatch<2>(g, m, mr, jc, jend);
-      m += mr;
+  for (int64_t pc = 0; pc < Kp; pc += kcb) {
+    const KRange kr{pc, pc + kcb < Kp ? pc + kcb : Kp, pc == 0, pc + kcb >= Kp};
+    for (int64_t jc = n0; jc < n1; jc += nc) {
+      const int64_t jend = jc + nc < n1 ? jc + nc : n1;
+      int64_t m = m0;
+      for (int64_t it = 0; it < ntiles; ++it) {
+        const int64_t mr = base + (it < extra ? 1 : 0);
+        RowsDispatch<2>(g, m, mr, jc, jend, kr);
+        m += mr;
+      }
     }
   }
 }
