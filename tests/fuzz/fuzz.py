@@ -33,8 +33,8 @@ TESTS = os.path.dirname(HERE)
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
-EXT = {"qbin": ".qbin", "onnx": ".onnx"}
-CASE_FILE = {"qbin": "case.qbin", "onnx": "case.onnx"}
+EXT = {"qbin": ".qbin", "onnx": ".onnx", "selftest": ".selftest"}
+CASE_FILE = {"qbin": "case.qbin", "onnx": "case.onnx", "selftest": "case.selftest"}
 
 
 # -- child ----------------------------------------------------------------------
@@ -48,6 +48,9 @@ def worker(args: argparse.Namespace) -> int:
     seeds = sorted(os.path.join(args.seed_dir, f) for f in os.listdir(args.seed_dir) if f.endswith(ext))
     blobs = [open(p, "rb").read() for p in seeds]
     mutate = mutators.mutate_qbin if args.target == "qbin" else mutators.mutate_onnx
+    if args.target == "selftest":  # marked inputs that crash, hang or raise, to test this supervisor
+        blobs = [b"ok"]
+        mutate = lambda rng, blob, other: rng.choice([b"ok"] * 6 + [b"BAD", b"CRASH", b"HANG", b"TYPE"])  # noqa: E731
     target = targets.TARGETS[args.target]
     out = sys.stdout
     counts: dict[str, int] = {}
@@ -161,7 +164,7 @@ def supervise(args: argparse.Namespace) -> int:
     got, skipped = seedgen.generate(seed_dir)
     print(f"seeds: {len(got)} .qbin ({', '.join(s.name for s in got)}), {len(seedgen.MODELS)} .onnx; "
           f"skipped options: {', '.join(skipped) or 'none'}", flush=True)
-    share = {"qbin": 1.0 - args.onnx_share, "onnx": args.onnx_share}
+    share = {"qbin": 1.0 - args.onnx_share, "onnx": args.onnx_share, "selftest": 1.0}
     results = []
     for target in args.targets.split(","):
         n = int(round(args.execs * share[target])) if args.execs else 0

@@ -114,4 +114,21 @@ def run_onnx(data: bytes, workdir: str, rng: random.Random) -> str:
     return "converted"
 
 
-TARGETS = {"qbin": run_qbin, "onnx": run_onnx}
+def run_selftest(data: bytes, workdir: str, rng: random.Random) -> str:
+    """Checks the supervisor itself: crashes, hangs or raises on marked inputs."""
+    with open(os.path.join(workdir, "case.selftest"), "wb") as f:
+        f.write(data)
+    if data == b"CRASH":
+        import signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if data == b"HANG":
+        import time
+        time.sleep(3600)
+    if data == b"TYPE":
+        raise TypeError("selftest")
+    if data == b"BAD":
+        return _rejected(FormatError("selftest: an expected rejection"))
+    return "ok"
+
+
+TARGETS = {"qbin": run_qbin, "onnx": run_onnx, "selftest": run_selftest}

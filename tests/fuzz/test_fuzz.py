@@ -63,3 +63,21 @@ def test_short_fuzz_run(tmp_path):
                        capture_output=True, text=True, timeout=600, env=_env())
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
     assert "total: 3000 executions, 0 findings" in r.stdout, r.stdout
+
+
+def test_supervisor_catches_crashes_hangs_and_unexpected_errors(tmp_path):
+    # The selftest target segfaults, sleeps forever or raises TypeError on marked
+    # inputs; the supervisor must save each, restart the child and go on.
+    find = tmp_path / "findings"
+    r = subprocess.run([sys.executable, FUZZ, "--targets", "selftest", "--execs", "40", "--hang-seconds", "2",
+                        "--findings", str(find)], capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "total: 40 executions" in r.stdout, r.stdout
+    saved = sorted(os.listdir(find))
+    kinds = {name.rsplit("-", 1)[1].split(".")[0] for name in saved if name.endswith(".selftest")}
+    assert kinds == {"crash", "hang", "TypeError"}, saved
+    for name in saved:
+        if name.endswith(".selftest"):
+            data = (find / name).read_bytes()
+            want = {"crash": b"CRASH", "hang": b"HANG", "TypeError": b"TYPE"}[name.rsplit("-", 1)[1].split(".")[0]]
+            assert data == want, (name, data)  # the input in flight is the one saved
