@@ -73,7 +73,10 @@ def test_supervisor_catches_crashes_hangs_and_unexpected_errors(tmp_path):
                         "--findings", str(find)], capture_output=True, text=True, timeout=300, env=_env())
     assert r.returncode == 1, r.stdout + r.stderr
     assert "total: 40 executions" in r.stdout, r.stdout
+    crashes = [line for line in r.stdout.splitlines() if "crash (exit status" in line]
+    assert len(crashes) == len(set(crashes)), "a crash was retried instead of skipped"
     saved = sorted(os.listdir(find))
+    assert any(name.endswith("-crash-in-mutator.txt") for name in saved), saved
     kinds = {name.rsplit("-", 1)[1].split(".")[0] for name in saved if name.endswith(".selftest")}
     assert kinds == {"crash", "hang", "TypeError"}, saved
     for name in saved:
