@@ -53,7 +53,7 @@ def test_corpus_of_past_findings_fails_cleanly():
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     for f in files:
         assert f in lines, r.stdout
-        assert expected[f] in lines[f], f"{f}: expected {expected[f]!r}, got {lines[f]!r}"
+        assert expected[f] in f"{f}: {lines[f]}", f"{f}: expected {expected[f]!r}, got {lines[f]!r}"
 
 
 def test_short_fuzz_run(tmp_path):

@@ -89,6 +89,11 @@ for _op in ("Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Reciprocal", "Exp", "Neg"
     _ARITY[_op] = (1, 1, 1, 1, ())
 
 
+def _text_or_replace(value: Any) -> str:
+    """Informational strings (producer name): invalid UTF-8 is replaced, not fatal."""
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+
+
 def _check_text(value: Any, what: str) -> None:
     # protobuf hands back bytes for a string field that is not valid UTF-8
     if not isinstance(value, str):
@@ -425,7 +430,7 @@ def import_onnx(src: Any) -> Graph:
         HANDLERS[n.op_type](ctx, n, _attrs(n), ins, outs)
     src_bytes = sum(int(np.prod(i.dims, dtype=np.int64)) * 4 for i in g.initializer if i.data_type == 1)
     graph = Graph(inputs, outputs, ctx.nodes, ctx.tensors,
-                  {"source": "onnx", "opset": opset, "producer_name": model.producer_name,
+                  {"source": "onnx", "opset": opset, "producer_name": _text_or_replace(model.producer_name),
                    "source_weight_bytes": src_bytes})
     graph.check()
     return graph
