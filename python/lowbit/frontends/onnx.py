@@ -318,6 +318,9 @@ def _safe_external_data(model: Any, base_dir: str) -> None:
     for t in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(t):
             continue
+        for e in t.external_data:
+            _check_text(e.key, f"tensor '{t.name}': external data key")
+            _check_text(e.value, f"tensor '{t.name}': external data value")
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
         full = os.path.realpath(os.path.join(root, loc))
