@@ -364,9 +364,11 @@ def import_onnx(src: Any) -> Graph:
 
     unsupported: dict[str, list[str]] = {}
     for n in g.node:
-        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-        if n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS:
-            unsupported.setdefault(key, []).append(n.name or "(unnamed)")
+        # names come from the file: invalid UTF-8 arrives as bytes; show it replaced, keep the keys str
+        op_type, domain = _text_or_replace(n.op_type), _text_or_replace(n.domain)
+        key = op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"
+        if domain not in ("", "ai.onnx") or n.op_type not in HANDLERS:
+            unsupported.setdefault(key, []).append(_text_or_replace(n.name) or "(unnamed)")
     if unsupported:
         parts = [f"{op} (node{'s' if len(ns) > 1 else ''} {', '.join(repr(x) for x in ns[:5])}"
                  f"{', ...' if len(ns) > 5 else ''})" for op, ns in sorted(unsupported.items())]
