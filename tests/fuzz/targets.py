@@ -44,7 +44,8 @@ def _inputs(model: lowbit.Model, rng: random.Random) -> dict[str, np.ndarray] | 
                 syms.setdefault(key, rng.choice([1, 1, 2, 3, 5]))
                 shape.append(syms[key])
         n = int(np.prod(shape, dtype=np.float64)) if shape else 1
-        if n > MAX_INPUT_ELEMENTS:
+        nonzero = float(np.prod([d for d in shape if d], dtype=np.float64))  # numpy refuses [0, 2^40, 2^40] too
+        if n > MAX_INPUT_ELEMENTS or nonzero > 2.0 ** 48:
             return None
         x = nprng.standard_normal(shape).astype(np.float32)
         if rng.random() < 0.1 and x.size:
