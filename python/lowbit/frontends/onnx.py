@@ -103,10 +103,14 @@ def _check_text(value: Any, what: str) -> None:
 def _check_arity(node: Any) -> None:
     """Rejects a node whose input/output count or required names do not fit its op."""
     _check_text(node.name, "node name")
-    lo, hi, olo, ohi, optional = _ARITY[node.op_type]
     where = f"node '{node.name}' ({node.op_type})"
     for name in list(node.input) + list(node.output):
         _check_text(name, f"{where}: value name")
+    if not node.output or not node.output[0]:
+        raise ValueError(f"{where} has no (named) output")
+    if node.op_type not in _ARITY:  # a handler added without an arity entry: its own checks apply
+        return
+    lo, hi, olo, ohi, optional = _ARITY[node.op_type]
     if not lo <= len(node.input) <= hi:
         raise ValueError(f"{where} has {len(node.input)} inputs, expected "
                          + (f"{lo}" if lo == hi else f"{lo} to {hi}"))
@@ -116,8 +120,6 @@ def _check_arity(node: Any) -> None:
     for i, name in enumerate(node.input):
         if not name and i not in optional:
             raise ValueError(f"{where}: input {i} is required but empty")
-    if not node.output[0]:
-        raise ValueError(f"{where}: output 0 has no name")
 
 
 def _check_dataflow(g: Any, defined: set[str]) -> None:
