@@ -360,12 +360,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("memory_limit", &memory_limit_bytes, "bytes one run may allocate (arena + outputs)");
   m.def("set_memory_limit", &set_memory_limit_bytes, py::arg("nbytes"),
         "overrides the memory limit (tests, fuzzing); 0 restores the default");
-  static py::exception<MemoryLimitError> memory_limit_error(m, "MemoryLimitError", PyExc_ValueError);
+  // Leaked on purpose: a static py::object would be released after the interpreter is gone.
+  static auto* memory_limit_error = new py::exception<MemoryLimitError>(m, "MemoryLimitError", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const MemoryLimitError& e) {
-      py::set_error(memory_limit_error, e.what());
+      py::set_error(*memory_limit_error, e.what());
     } catch (const ShapeError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }

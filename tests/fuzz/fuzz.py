@@ -33,8 +33,8 @@ TESTS = os.path.dirname(HERE)
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
-EXT = {"qbin": ".qbin", "onnx": ".onnx"}
-CASE_FILE = {"qbin": "case.qbin", "onnx": "case.onnx"}
+EXT = {"qbin": ".qbin", "onnx": ".onnx", "selftest": ".selftest"}
+CASE_FILE = {"qbin": "case.qbin", "onnx": "case.onnx", "selftest": "case.selftest"}
 
 
 # -- child ----------------------------------------------------------------------
@@ -48,19 +48,34 @@ def worker(args: argparse.Namespace) -> int:
     seeds = sorted(os.path.join(args.seed_dir, f) for f in os.listdir(args.seed_dir) if f.endswith(ext))
     blobs = [open(p, "rb").read() for p in seeds]
     mutate = mutators.mutate_qbin if args.target == "qbin" else mutators.mutate_onnx
+    if args.target == "selftest":  # marked inputs that crash, hang or raise, to test this supervisor
+        blobs = [b"ok"]
+
+        def mutate(rng, blob, other):
+            data = rng.choice([b"ok"] * 6 + [b"BAD", b"CRASH", b"HANG", b"TYPE", b"MUTATOR"])
+            if data == b"MUTATOR":  # a crash inside the mutation step itself
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return data
     target = targets.TARGETS[args.target]
     out = sys.stdout
+    case_file = os.path.join(args.workdir, CASE_FILE[args.target])
     counts: dict[str, int] = {}
     deadline = args.deadline
     i = args.start
     for i in range(args.start, args.end):
         if deadline and time.time() > deadline:
             break
+        # The index goes out before the mutation: a crash inside the mutators is
+        # charged to this iteration, and the restart skips it.
+        out.write(f"{i}\n")
+        out.flush()
+        try:  # no stale input: a crash before the target writes the case leaves none to save
+            os.unlink(case_file)
+        except FileNotFoundError:
+            pass
         rng = random.Random(f"{args.seed}:{args.target}:{i}")
         k = rng.randrange(len(blobs))
         data = blobs[k] if rng.random() < 0.02 else mutate(rng, blobs[k], blobs[rng.randrange(len(blobs))])
-        out.write(f"{i}\n")
-        out.flush()
         t0 = time.perf_counter()
         try:
             res = target(data, args.workdir, rng)
@@ -79,6 +94,9 @@ def worker(args: argparse.Namespace) -> int:
                 f.write(data)
             out.write(f"finding {i} slow: {dt:.1f} s\n")
         counts[res] = counts.get(res, 0) + 1
+        if (i + 1) % 5000 == 0:  # partial counts survive a later crash
+            out.write("stats " + json.dumps(counts) + "\n")
+            counts = {}
     out.write("done " + json.dumps(counts) + "\n")
     out.flush()
     return 0
@@ -129,20 +147,25 @@ def run_target(args, target: str, n: int, seconds: float, seed_dir: str, finding
                 s = line.decode(errors="replace")
                 if s.startswith("finding"):
                     stats["findings"].append(f"{target}: {s}")
-                elif s.startswith("done"):
-                    for k, v in json.loads(s[5:]).items():
+                elif s.startswith(("done", "stats")):
+                    for k, v in json.loads(s.split(" ", 1)[1]).items():
                         stats["outcomes"][k] = stats["outcomes"].get(k, 0) + v
                 elif s:
                     cur = int(s)
         errf.close()
-        stats["execs"] += max(0, cur - start + 1)
         if status == "exit":
+            stats["execs"] += max(0, cur - start + 1)
             break
+        if cur < start:  # died before announcing a case (start-up): do not retry the same start forever
+            cur = start
+        stats["execs"] += cur - start + 1
         # Crash or hang at iteration `cur`: keep its input, then resume after it.
         name = f"{target}-{args.seed}-{cur}-{status.split()[0]}"
         src = os.path.join(workdir, CASE_FILE[target])
         if os.path.exists(src):
             shutil.copy(src, os.path.join(findings, name + EXT[target]))
+        else:  # died inside the mutators: the case is regenerated from (seed, target, iteration)
+            name += "-in-mutator"
         shutil.copy(os.path.join(workdir, "stderr.txt"), os.path.join(findings, name + ".txt"))
         stats["findings"].append(f"{target}: {status} at iteration {cur} -> {name}{EXT[target]}")
         stats["restarts"] += 1
@@ -161,7 +184,7 @@ def supervise(args: argparse.Namespace) -> int:
     got, skipped = seedgen.generate(seed_dir)
     print(f"seeds: {len(got)} .qbin ({', '.join(s.name for s in got)}), {len(seedgen.MODELS)} .onnx; "
           f"skipped options: {', '.join(skipped) or 'none'}", flush=True)
-    share = {"qbin": 1.0 - args.onnx_share, "onnx": args.onnx_share}
+    share = {"qbin": 1.0 - args.onnx_share, "onnx": args.onnx_share, "selftest": 1.0}
     results = []
     for target in args.targets.split(","):
         n = int(round(args.execs * share[target])) if args.execs else 0

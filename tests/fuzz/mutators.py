@@ -184,6 +184,9 @@ def relayout(rng: random.Random, hdr: Any, data: bytes) -> bytes:
         out = bytearray()
         for t in tensors:
             enc, dt, shape = t["encoding"], t["dtype"], tuple(t["shape"])
+            # only well-typed entries: _numel(["ab", 1 << 40]) would build a 2 TiB string
+            if not all(type(d) is int and 0 <= d <= (1 << 40) for d in shape) or len(shape) > 8:
+                return data
             want = ENCODINGS[enc](dt, shape)
             if want > MAX_CASE_BYTES:
                 return data

@@ -44,7 +44,8 @@ def _inputs(model: lowbit.Model, rng: random.Random) -> dict[str, np.ndarray] | 
                 syms.setdefault(key, rng.choice([1, 1, 2, 3, 5]))
                 shape.append(syms[key])
         n = int(np.prod(shape, dtype=np.float64)) if shape else 1
-        if n > MAX_INPUT_ELEMENTS:
+        nonzero = float(np.prod([d for d in shape if d], dtype=np.float64))  # numpy refuses [0, 2^40, 2^40] too
+        if n > MAX_INPUT_ELEMENTS or nonzero > 2.0 ** 48:
             return None
         x = nprng.standard_normal(shape).astype(np.float32)
         if rng.random() < 0.1 and x.size:
@@ -114,4 +115,21 @@ def run_onnx(data: bytes, workdir: str, rng: random.Random) -> str:
     return "converted"
 
 
-TARGETS = {"qbin": run_qbin, "onnx": run_onnx}
+def run_selftest(data: bytes, workdir: str, rng: random.Random) -> str:
+    """Checks the supervisor itself: crashes, hangs or raises on marked inputs."""
+    with open(os.path.join(workdir, "case.selftest"), "wb") as f:
+        f.write(data)
+    if data == b"CRASH":
+        import signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if data == b"HANG":
+        import time
+        time.sleep(3600)
+    if data == b"TYPE":
+        raise TypeError("selftest")
+    if data == b"BAD":
+        return _rejected(FormatError("selftest: an expected rejection"))
+    return "ok"
+
+
+TARGETS = {"qbin": run_qbin, "onnx": run_onnx, "selftest": run_selftest}

@@ -53,7 +53,7 @@ def test_corpus_of_past_findings_fails_cleanly():
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     for f in files:
         assert f in lines, r.stdout
-        assert expected[f] in lines[f], f"{f}: expected {expected[f]!r}, got {lines[f]!r}"
+        assert expected[f] in f"{f}: {lines[f]}", f"{f}: expected {expected[f]!r}, got {lines[f]!r}"
 
 
 def test_short_fuzz_run(tmp_path):
@@ -63,3 +63,24 @@ def test_short_fuzz_run(tmp_path):
                        capture_output=True, text=True, timeout=600, env=_env())
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
     assert "total: 3000 executions, 0 findings" in r.stdout, r.stdout
+
+
+def test_supervisor_catches_crashes_hangs_and_unexpected_errors(tmp_path):
+    # The selftest target segfaults, sleeps forever or raises TypeError on marked
+    # inputs; the supervisor must save each, restart the child and go on.
+    find = tmp_path / "findings"
+    r = subprocess.run([sys.executable, FUZZ, "--targets", "selftest", "--execs", "40", "--hang-seconds", "2",
+                        "--findings", str(find)], capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "total: 40 executions" in r.stdout, r.stdout
+    crashes = [line for line in r.stdout.splitlines() if "crash (exit status" in line]
+    assert len(crashes) == len(set(crashes)), "a crash was retried instead of skipped"
+    saved = sorted(os.listdir(find))
+    assert any(name.endswith("-crash-in-mutator.txt") for name in saved), saved
+    kinds = {name.rsplit("-", 1)[1].split(".")[0] for name in saved if name.endswith(".selftest")}
+    assert kinds == {"crash", "hang", "TypeError"}, saved
+    for name in saved:
+        if name.endswith(".selftest"):
+            data = (find / name).read_bytes()
+            want = {"crash": b"CRASH", "hang": b"HANG", "TypeError": b"TYPE"}[name.rsplit("-", 1)[1].split(".")[0]]
+            assert data == want, (name, data)  # the input in flight is the one saved

@@ -98,6 +98,11 @@ for _op in ("Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Reciprocal", "Exp", "Neg"
     _ARITY[_op] = (1, 1, 1, 1, ())
 
 
+def _text_or_replace(value: Any) -> str:
+    """Informational strings (producer name): invalid UTF-8 is replaced, not fatal."""
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+
+
 def _check_text(value: Any, what: str) -> None:
     # protobuf hands back bytes for a string field that is not valid UTF-8
     if not isinstance(value, str):
@@ -117,13 +122,16 @@ def _schema_arity(op_type: str, opset: int) -> tuple[int, int, int, int, tuple[i
 
 
 def _check_arity(node: Any, opset: int = 17) -> None:
-    """Rejects a node whose input/output count or required names do not fit its op."""
+    """Rejects a node whose input/output count or required names do not fit its op
+    (from _ARITY, else from ONNX's schema of the op at this opset)."""
     _check_text(node.name, "node name")
-    arity = _ARITY.get(node.op_type)
-    lo, hi, olo, ohi, optional = arity if arity is not None else _schema_arity(node.op_type, opset)
     where = f"node '{node.name}' ({node.op_type})"
     for name in list(node.input) + list(node.output):
         _check_text(name, f"{where}: value name")
+    if not node.output or not node.output[0]:
+        raise ValueError(f"{where} has no (named) output")
+    arity = _ARITY.get(node.op_type)
+    lo, hi, olo, ohi, optional = arity if arity is not None else _schema_arity(node.op_type, opset)
     if not lo <= len(node.input) <= hi:
         raise ValueError(f"{where} has {len(node.input)} inputs, expected "
                          + (f"{lo}" if lo == hi else f"{lo} to {hi}"))
@@ -133,8 +141,6 @@ def _check_arity(node: Any, opset: int = 17) -> None:
     for i, name in enumerate(node.input):
         if not name and i not in optional:
             raise ValueError(f"{where}: input {i} is required but empty")
-    if not node.output[0]:
-        raise ValueError(f"{where}: output 0 has no name")
 
 
 def _check_dataflow(g: Any, defined: set[str]) -> None:
@@ -503,6 +509,9 @@ def _safe_external_data(model: Any, base_dir: str) -> None:
     for t in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(t):
             continue
+        for e in t.external_data:
+            _check_text(e.key, f"tensor '{t.name}': external data key")
+            _check_text(e.value, f"tensor '{t.name}': external data value")
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
         full = os.path.realpath(os.path.join(root, loc))
@@ -546,9 +555,11 @@ def import_onnx(src: Any) -> Graph:
 
     unsupported: dict[str, list[str]] = {}
     for n in g.node:
-        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-        if n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS:
-            unsupported.setdefault(key, []).append(n.name or "(unnamed)")
+        # names come from the file: invalid UTF-8 arrives as bytes; show it replaced, keep the keys str
+        op_type, domain = _text_or_replace(n.op_type), _text_or_replace(n.domain)
+        key = op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"
+        if domain not in ("", "ai.onnx") or n.op_type not in HANDLERS:
+            unsupported.setdefault(key, []).append(_text_or_replace(n.name) or "(unnamed)")
     if unsupported:
         parts = [f"{op} (node{'s' if len(ns) > 1 else ''} {', '.join(repr(x) for x in ns[:5])}"
                  f"{', ...' if len(ns) > 5 else ''})" for op, ns in sorted(unsupported.items())]
@@ -614,7 +625,7 @@ def import_onnx(src: Any) -> Graph:
         HANDLERS[n.op_type](ctx, n, _attrs(n), ins, outs)
     src_bytes = sum(int(np.prod(i.dims, dtype=np.int64)) * 4 for i in g.initializer if i.data_type == 1)
     graph = Graph(inputs, outputs, ctx.nodes, ctx.tensors,
-                  {"source": "onnx", "opset": opset, "producer_name": model.producer_name,
+                  {"source": "onnx", "opset": opset, "producer_name": _text_or_replace(model.producer_name),
                    "source_weight_bytes": src_bytes})
     graph.check()
     return graph

@@ -16,6 +16,8 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 def _reshape(x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     shape = list(a["shape"])
     if not a.get("allowzero", 0):
+        if any(d == 0 and i >= x.ndim for i, d in enumerate(shape)):
+            raise ValueError(f"Reshape target {shape} copies a dimension that the input of shape {x.shape} lacks")
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return x.reshape(shape)
 
@@ -142,8 +144,13 @@ def fold_constants(graph: Graph) -> Graph:
         if (n.op in NUMPY_OPS and ins and len(n.outputs) == 1 and n.outputs[0] not in outputs
                 and all(graph.tensors.get(i) is not None and graph.tensors[i].encoding == "raw" for i in ins)):
             vals = [graph.tensors[i].array() for i in ins]
-            with np.errstate(all="ignore"):
-                y = np.asarray(NUMPY_OPS[n.op](vals, n.attrs))
+            try:
+                with np.errstate(all="ignore"):
+                    y = np.asarray(NUMPY_OPS[n.op](vals, n.attrs))
+            except (ValueError, IndexError, TypeError, ZeroDivisionError) as e:
+                # a node that cannot run on its constant inputs is an invalid graph, not a crash
+                raise ValueError(f"node '{n.name}' ({n.op}) cannot be evaluated on its constant inputs "
+                                 f"{[v.shape for v in vals]}: {e}") from None
             if vals and all(v.dtype == np.float32 for v in vals) and y.dtype == np.float64:
                 y = y.astype(np.float32)
             if y.dtype == np.bool_:
