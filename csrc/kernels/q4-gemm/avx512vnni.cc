@@ -24,7 +24,7 @@ enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
 
 constexpr int64_t kGemvMaxRows = 4;
 constexpr int64_t kMR = 8;  // rows per register tile for M > 4 (8 x 32: 16 int32 accumulators)
-constexpr int64_t kPf = 1024;  // prefetch distance (bytes) along each code panel stream
+constexpr int64_t kPf = 512;  // prefetch distance (bytes) along each code panel stream
 
 inline __mmask16 TailMask(int64_t n) {
   if (n <= 0) return 0;
@@ -51,12 +51,18 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
     tbl = _mm512_broadcast_i32x4(t);
   }
   const __m512i low4 = _mm512_set1_epi8(0x0F);
-  // fp32 sums live in memory (L1): the registers go to the int32 group sums and the codes
+  // fp32 sums: in registers for small tiles (the small-M path), else in memory (L1) so the
+  // registers go to the int32 group sums and the codes
+  constexpr bool kRegF = MR * NP <= 8;
   alignas(64) float f[MR][NP][16];
+  __m512 fr[MR][NP];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) _mm512_store_ps(f[r][p], _mm512_setzero_ps());
+    for (int p = 0; p < NP; ++p) {
+      fr[r][p] = _mm512_setzero_ps();
+      if (!kRegF) _mm512_store_ps(f[r][p], fr[r][p]);
+    }
   const int8_t* a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) a[r] = g.A + (m + r) * g.lda;
@@ -84,6 +90,16 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
       }
     }
     const int64_t k8e = (gi + 1) * G / 8;
+    // Small tiles of affine codes skip the shift: the high nibbles stay in place (16 x code),
+    // go to their own sums, and those are divided by 16 (exactly) once per group.
+    constexpr bool kSplitHi = MODE != kTab && MR <= 2;
+    __m512i dh[MR][NP];
+    if (kSplitHi) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) dh[r][p] = _mm512_setzero_si512();
+    }
     for (int64_t k8 = gi * G / 8; k8 < k8e; ++k8) {
       // one panel at a time: only its two code vectors are live next to the accumulators
 #pragma GCC unroll 16
@@ -91,6 +107,16 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
         const uint8_t* src = codes + p * ps + k8 * 64;
         _mm_prefetch(reinterpret_cast<const char*>(src) + kPf, _MM_HINT_T0);
         const __m512i v = _mm512_loadu_si512(src);
+        if (kSplitHi) {
+          const __m512i lo = _mm512_and_si512(v, low4);
+          const __m512i hi16 = _mm512_andnot_si512(low4, v);
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) {
+            DpbusdBcast(d[r][p], lo, a[r] + k8 * 8);
+            DpbusdBcast(dh[r][p], hi16, a[r] + k8 * 8 + 4);
+          }
+          continue;
+        }
         __m512i lo = _mm512_and_si512(v, low4);
         __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
         if (MODE == kTab) {
@@ -104,12 +130,19 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
         }
       }
     }
+    if (kSplitHi) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p) d[r][p] = _mm512_add_epi32(d[r][p], _mm512_srai_epi32(dh[r][p], 4));
+    }
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
       const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + (p * NG + gi) * 16)));
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r)
-        _mm512_store_ps(f[r][p], _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][p]), s, _mm512_load_ps(f[r][p])));
+        if (kRegF) fr[r][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][p]), s, fr[r][p]);
+        else _mm512_store_ps(f[r][p], _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][p]), s, _mm512_load_ps(f[r][p])));
     }
   }
   const bool relu = g.act == Activation::kRelu;
@@ -119,7 +152,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
     const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb + 16 * p) : _mm512_setzero_ps();
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      __m512 y = _mm512_mul_ps(_mm512_load_ps(f[r][p]), _mm512_set1_ps(g.a_scale[m + r]));
+      __m512 y = _mm512_mul_ps(kRegF ? fr[r][p] : _mm512_load_ps(f[r][p]), _mm512_set1_ps(g.a_scale[m + r]));
       if (g.bias) y = _mm512_add_ps(y, bias);
       if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
       _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb + 16 * p, mk, y);
@@ -214,6 +247,9 @@ void RowsDispatch(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_
 template <int MODE>
 void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t rows = m1 - m0;
+  // 1-2 rows: 8 panel streams keep more loads in flight, as for int8
+  if (rows == 1) return Cols<1, 8, MODE>(g, m0, n0, n1);
+  if (rows == 2) return Cols<2, 8, MODE>(g, m0, n0, n1);
   if (rows <= kGemvMaxRows) return RowsDispatch<4, MODE>(g, m0, rows, n0, n1);
   const int64_t ntiles = (rows + kMR - 1) / kMR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;
