@@ -5,6 +5,11 @@ import json
 import os
 import platform
 
+# PyTorch's OpenMP workers spin-wait after each call by default and can take the CPU from
+# whatever runs next in this process (suspected in a CI run where one lowbit case took 1.6x
+# its usual time at 1 thread but scaled 3.3x at 2). Make them sleep; set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 import lowbit

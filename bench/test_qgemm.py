@@ -34,7 +34,7 @@ from conftest import record, recorded
 
 SHAPES = {"1x4096x4096": (1, 4096, 4096), "128x768x3072": (128, 768, 3072), "256x4096x4096": (256, 4096, 4096)}
 ROUNDS = {"1x4096x4096": (15, 100), "128x768x3072": (10, 10), "256x4096x4096": (5, 2)}
-CI_MARGIN = 1.15  # a ratio this much beyond its target fails CI
+CI_MARGIN = 1.35  # a ratio this much beyond its target fails CI (seen run to run here: +-10%, outliers to 1.6x)
 PEERS = ["lowbit-int8", "lowbit-int4", "lowbit-nf4", "ort-int8", "ort-int4", "torch-int8"]
 SKIP = {("ort-int4", "256x4096x4096"), ("lowbit-int4", "256x4096x4096"), ("lowbit-nf4", "256x4096x4096")}
 
