@@ -11,12 +11,12 @@ std::vector<KernelTable> build_tables() {
   std::vector<KernelTable> t;
 #if defined(LOWBIT_X86)
   t.push_back({Isa::kAvx512Vnni, "avx512vnni", &avx512::f32_gemm_12x32__avx512, "f32_gemm_12x32__avx512",
-               &sse42::crc32c__sse42, "crc32c__sse42", &avx512::f32_gelu__avx512,
+               &sse42::crc32c__sse42, "crc32c__sse42",
                &avx512::qs8_quant__avx512, "qs8_quant__avx512",
                &avx512::qs8_gemm_8x32c4__avx512vnni, "qs8_gemm_8x32c4__avx512vnni", true,
                &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
-               &sse42::crc32c__sse42, "crc32c__sse42", &avx2::f32_gelu__avx2,
+               &sse42::crc32c__sse42, "crc32c__sse42",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
                &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2"});
@@ -24,13 +24,13 @@ std::vector<KernelTable> build_tables() {
 #if defined(LOWBIT_ARM64)
   // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.
   t.push_back({Isa::kNeonDot, "neondot", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
-               &armv8::crc32c__armv8crc, "crc32c__armv8crc", &ref::f32_gelu__scalar,
+               &armv8::crc32c__armv8crc, "crc32c__armv8crc",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
                &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot"});
 #endif
   t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
-               &ref::crc32c__scalar, "crc32c__scalar", &ref::f32_gelu__scalar,
+               &ref::crc32c__scalar, "crc32c__scalar",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
                &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar"});

@@ -22,7 +22,6 @@ struct KernelTable {
   const char* f32_gemm_name;
   Crc32cFn crc32c;
   const char* crc32c_name;
-  F32GeluFn f32_gelu;
   Qs8QuantFn qs8_quant;
   const char* qs8_quant_name;
   Qs8GemmFn qs8_gemm;

@@ -327,7 +327,5 @@ void f32_gemm_6x16__avx2(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n
   }
 }
 
-void f32_gelu__avx2(float* C, int64_t ldc, int64_t rows, int64_t ncols) { GeluBlock(C, ldc, rows, ncols); }
-
 }  // namespace avx2
 }  // namespace lowbit

@@ -326,7 +326,5 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
   }
 }
 
-void f32_gelu__avx512(float* C, int64_t ldc, int64_t rows, int64_t ncols) { GeluBlock(C, ldc, rows, ncols); }
-
 }  // namespace avx512
 }  // namespace lowbit

@@ -41,21 +41,13 @@ inline int64_t f32_gemm_packed_floats(int64_t K, int64_t N) {
 // Packs row-major B[K,N] (row stride ldb) into the "f32-n16" layout.
 void f32_gemm_pack_b(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp);
 
-// In-place GELU over rows x ncols of C (row stride ldc): the activation the GEMMs apply
-// after a finished block, exposed for the integer GEMMs' epilogues. Same bits as the
-// fp32 GEMM's own GELU on each ISA.
-using F32GeluFn = void (*)(float* C, int64_t ldc, int64_t rows, int64_t ncols);
-
 namespace ref {
-void f32_gelu__scalar(float* C, int64_t ldc, int64_t rows, int64_t ncols);
 void f32_gemm_1x16__scalar(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx2 {
-void f32_gelu__avx2(float* C, int64_t ldc, int64_t rows, int64_t ncols);
 void f32_gemm_6x16__avx2(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx512 {
-void f32_gelu__avx512(float* C, int64_t ldc, int64_t rows, int64_t ncols);
 void f32_gemm_12x32__avx512(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 

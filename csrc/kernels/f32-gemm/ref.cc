@@ -19,11 +19,6 @@ float gelu(float x) {
 
 }  // namespace
 
-void f32_gelu__scalar(float* C, int64_t ldc, int64_t rows, int64_t ncols) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < ncols; ++j) C[r * ldc + j] = gelu(C[r * ldc + j]);
-}
-
 void f32_gemm_1x16__scalar(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t K = a.K;
   for (int64_t m = m0; m < m1; ++m) {

@@ -38,7 +38,7 @@ struct Qs8GemmArgs {
 };
 
 // Rows [m0, m1) x columns [n0, n1) (n0 a multiple of 16). GELU is left to the caller
-// (applied on the finished rows by the ISA's f32 GELU), bias and ReLU are fused.
+// (applied on the finished rows by the f32-vmath row GELU, as for fp32 Dense), bias and ReLU are fused.
 using Qs8GemmFn = void (*)(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 
 inline int64_t qs8_kp(int64_t K) { return (K + 3) / 4 * 4; }

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "kernels/f32-vmath/f32_vmath.h"
 #include "runtime/ops/common.h"
 
 namespace lowbit {
@@ -89,11 +90,13 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   } else {
     g8 = {M, w.N, w.K, qa.q, Kp, qa.scale, w.W, bias, y, w.N, act};
   }
+  const F32RowFn gelu = vmath().gelu;
   // Each block: the integer GEMM, then GELU on the finished block while it is in cache.
   auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (w.is_q4) t.q4_gemm(g4, m0, m1, n0, n1);
     else t.qs8_gemm(g8, m0, m1, n0, n1);
-    if (act == Activation::kGelu) t.f32_gelu(y + m0 * w.N + n0, w.N, m1 - m0, n1 - n0);
+    if (act == Activation::kGelu)  // the same row GELU as the fp32 Dense
+      for (int64_t m = m0; m < m1; ++m) gelu(y + m * w.N + n0, y + m * w.N + n0, n1 - n0);
   };
   const int64_t panels = (w.N + 15) / 16;
   const double work = double(M) * double(w.N) * double(w.K);
@@ -174,7 +177,7 @@ class DenseQ : public Op {
         for (int64_t n = 0; n < w_.N; ++n) y[m * w_.N + n] = bias ? bias[n] : 0.0f;
       if (act_ == Activation::kRelu)
         for (int64_t i = 0; i < M * w_.N; ++i) y[i] = (0.0f > y[i]) ? 0.0f : y[i];
-      if (act_ == Activation::kGelu) kernels().f32_gelu(y, w_.N, M, w_.N);
+      if (act_ == Activation::kGelu) vmath().gelu(y, y, M * w_.N);
       return;
     }
     run_qdense(kernels(), w_, a.in[0].as<const float>(), M, bias, act_, y, a.scratch, true);
