@@ -31,7 +31,8 @@ void check_nhwc(const NodeSpec& n) {
     throw std::invalid_argument(n.op + " '" + n.name + "': the runtime op takes NHWC activations (attr layout='NHWC')");
 }
 
-// A per-tensor quantization read from attrs `<p>scale` and `<p>zp`.
+// A per-tensor quantization read from attrs `<p>scale` and `<p>zp` (Quantize / Dequantize:
+// `scale` and `zero_point`, as in ONNX).
 struct QParams {
   float scale = 1.f;
   int32_t zp = 0;
@@ -42,8 +43,10 @@ QParams qparams(const NodeSpec& n, const std::string& p) {
   if (!n.attrs.floats.count(p + "scale") && !n.attrs.ints.count(p + "scale"))
     throw std::invalid_argument(where + "needs attribute '" + p + "scale'");
   QParams q;
+  const std::string zk = p.empty() ? "zero_point" : p + "zp";
+  if (!n.attrs.ints.count(zk)) throw std::invalid_argument(where + "needs attribute '" + zk + "'");
   const double s = n.attrs.get_float(p + "scale", 1.0);
-  const int64_t z = n.attrs.get_int(p + "zp", 0);
+  const int64_t z = n.attrs.get_int(zk, 0);
   if (!(s > 0.0) || !std::isfinite(s) || s > 1e30 || s < 1e-30)
     throw std::invalid_argument(where + "'" + p + "scale' must be a finite positive number, got " + std::to_string(s));
   if (z < -128 || z > 127) throw std::invalid_argument(where + "'" + p + "zp' must be in [-128, 127], got " + std::to_string(z));
