@@ -88,7 +88,16 @@ class PyEngine {
     engine_ = std::make_unique<Engine>(std::move(vs), std::move(ns), std::move(inputs), std::move(outputs));
   }
 
-  py::list run(const py::list& xs) {
+  py::list run(const py::list& xs) { return run_impl(xs, nullptr); }
+
+  // The outputs and each node's wall time in seconds (profiling; plan-time nodes get 0).
+  py::tuple run_profiled(const py::list& xs) {
+    std::vector<double> secs;
+    py::list outs = run_impl(xs, &secs);
+    return py::make_tuple(outs, secs);
+  }
+
+  py::list run_impl(const py::list& xs, std::vector<double>* secs) {
     const auto& in_ids = engine_->inputs();
     if (xs.size() != in_ids.size())
       throw std::invalid_argument("expected " + std::to_string(in_ids.size()) + " inputs, got " + std::to_string(xs.size()));
@@ -100,7 +109,9 @@ class PyEngine {
       const ValueSpec& v = engine_->values()[in_ids[i]];
       bool dtype_ok = (v.dtype == DType::kF32 && a.dtype().is(py::dtype::of<float>())) ||
                       (v.dtype == DType::kI64 && a.dtype().is(py::dtype::of<int64_t>())) ||
-                      (v.dtype == DType::kI32 && a.dtype().is(py::dtype::of<int32_t>()));
+                      (v.dtype == DType::kI32 && a.dtype().is(py::dtype::of<int32_t>())) ||
+                      (v.dtype == DType::kI8 && a.dtype().is(py::dtype::of<int8_t>())) ||  // engine-level tests of int8 ops
+                      (v.dtype == DType::kU8 && a.dtype().is(py::dtype::of<uint8_t>()));
       if (!dtype_ok) throw std::invalid_argument("input '" + v.name + "': expected dtype " + dtype_name(v.dtype));
       if (!(a.flags() & py::array::c_style)) throw std::invalid_argument("input '" + v.name + "' must be C-contiguous");
       Shape s(a.shape(), a.shape() + a.ndim());
@@ -126,7 +137,7 @@ class PyEngine {
     }
     {
       py::gil_scoped_release nogil;
-      engine_->execute(*plan, ptrs, optrs);
+      engine_->execute(*plan, ptrs, optrs, secs);
     }
     return outs;
   }
@@ -411,6 +422,7 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())
       .def("run", &PyEngine::run)
+      .def("run_profiled", &PyEngine::run_profiled)
       .def("node_kernels", &PyEngine::node_kernels)
       .def("arena_bytes", &PyEngine::arena_bytes);
 

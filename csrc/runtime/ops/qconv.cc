@@ -64,6 +64,31 @@ void code_range(const NodeSpec& n, int32_t* lo, int32_t* hi) {
   *hi = int32_t(h);
 }
 
+// rint for |v| <= 2^22 without libm: adding and subtracting 1.5 * 2^23 leaves v rounded half
+// to even (the FPU's default mode), and the loop vectorizes at the baseline ISA.
+inline float round_even(float v) {
+  const float c = 12582912.0f;  // (v + c) - c is not folded: no -ffast-math
+  return (v + c) - c;
+}
+
+// Copies of a few dozen bytes (an im2col row segment: kw * C bytes) without a libc call
+// each: 16-byte moves, the last one overlapping.
+inline void copy_bytes(int8_t* d, const int8_t* s, int64_t n) {
+  if (n >= 16) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) std::memcpy(d + i, s + i, 16);
+    if (i < n) std::memcpy(d + n - 16, s + n - 16, 16);
+  } else if (n >= 8) {
+    std::memcpy(d, s, 8);
+    std::memcpy(d + n - 8, s + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(d, s, 4);
+    std::memcpy(d + n - 4, s + n - 4, 4);
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+  }
+}
+
 std::vector<uint8_t>& thread_bytes(int which) {
   thread_local std::vector<uint8_t> bufs[3];
   return bufs[which];
@@ -97,7 +122,7 @@ class Quantize : public Op {
         float v = x[i] / s;  // a division, as ONNX defines it (and ORT computes it)
         v = v > lo ? v : lo;  // NaN -> the lowest code, as max_ps(v, lo)
         v = v < hi ? v : hi;
-        y[i] = int8_t(int32_t(std::nearbyint(v)) + zp);
+        y[i] = int8_t(int32_t(round_even(v)) + zp);
       }
     });
   }
@@ -233,7 +258,7 @@ class QConv : public Op {
           const int64_t iy = oy * win_.sh - geo.pt + ky * win_.dh;
           const int64_t ix0 = ox * win_.sw - geo.pl;
           if (win_.dw == 1 && iy >= 0 && iy < H && ix0 >= 0 && ix0 + win_.kw <= W && !biased) {
-            std::memcpy(row, x + ((n * H + iy) * W + ix0) * C, size_t(win_.kw * C));  // kw adjacent pixels
+            copy_bytes(row, x + ((n * H + iy) * W + ix0) * C, win_.kw * C);  // kw adjacent pixels
             row += win_.kw * C;
             continue;
           }
@@ -244,7 +269,7 @@ class QConv : public Op {
             } else {
               const int8_t* src = x + ((n * H + iy) * W + ix) * C;
               if (biased) for (int64_t c = 0; c < C; ++c) row[c] = int8_t(src[c] ^ flip);
-              else std::memcpy(row, src, size_t(C));
+              else copy_bytes(row, src, C);
             }
           }
         }
@@ -445,27 +470,40 @@ class QMaxPool : public Op {
     const int8_t* x = a.in[0].as<const int8_t>();
     int8_t* y = a.out[0].as<int8_t>();
     parallel_chunks(ys[0] * OH, 1, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t n = r / OH, oy = r % OH;
-        for (int64_t ox = 0; ox < OW; ++ox) {
-          int8_t* yp = y + (r * OW + ox) * C;
-          for (int64_t c = 0; c < C; ++c) yp[c] = -128;
-          for (int64_t ky = 0; ky < win_.kh; ++ky) {
-            const int64_t iy = oy * win_.sh - geo.pt + ky * win_.dh;
-            if (iy < 0 || iy >= H) continue;
-            for (int64_t kx = 0; kx < win_.kw; ++kx) {
-              const int64_t ix = ox * win_.sw - geo.pl + kx * win_.dw;
-              if (ix < 0 || ix >= W) continue;
-              const int8_t* xp = x + ((n * H + iy) * W + ix) * C;
-              for (int64_t c = 0; c < C; ++c) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
-            }
-          }
-        }
-      }
+      pool_rows(x, y, H, W, C, OH, OW, geo.pt, geo.pl, r0, r1);
     });
   }
 
  private:
+  // Locals, not captures: byte stores may alias anything in memory, which would make every
+  // loop bound a reload and stop the vectorizer.
+  void pool_rows(const int8_t* x, int8_t* y, const int64_t H, const int64_t W, const int64_t C, const int64_t OH,
+                 const int64_t OW, const int64_t pt, const int64_t pl, const int64_t r0, const int64_t r1) const {
+    const int64_t kh = win_.kh, kw = win_.kw, sh = win_.sh, sw = win_.sw, dh = win_.dh, dw = win_.dw;
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / OH, oy = r % OH;
+        for (int64_t ox = 0; ox < OW; ++ox) {
+          // on the codes + 128 as unsigned bytes: the baseline ISA (SSE2) has an unsigned byte max
+          uint8_t* yp = reinterpret_cast<uint8_t*>(y + (r * OW + ox) * C);
+          for (int64_t c = 0; c < C; ++c) yp[c] = 0;
+          for (int64_t ky = 0; ky < kh; ++ky) {
+            const int64_t iy = oy * sh - pt + ky * dh;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < kw; ++kx) {
+              const int64_t ix = ox * sw - pl + kx * dw;
+              if (ix < 0 || ix >= W) continue;
+              const uint8_t* xp = reinterpret_cast<const uint8_t*>(x + ((n * H + iy) * W + ix) * C);
+              for (int64_t c = 0; c < C; ++c) {
+                const uint8_t v = uint8_t(xp[c] ^ 0x80u);
+                yp[c] = v > yp[c] ? v : yp[c];
+              }
+            }
+          }
+          for (int64_t c = 0; c < C; ++c) yp[c] = uint8_t(yp[c] ^ 0x80u);
+        }
+      }
+  }
+
   Window2D win_;
 };
 
