@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .ir import DTYPES, Graph, Node, ValueInfo
+from .ir import DTYPES, Graph, Node, Tensor, ValueInfo
 from .runtime import Model, build_engine
 
 # -- the per-layer table ------------------------------------------------------------------
@@ -183,16 +183,35 @@ def _dtype_name(a: np.ndarray) -> str:
     raise ValueError(f"unsupported dtype {a.dtype}")
 
 
-def _node_engine(graph: Graph, node: Node, values: Mapping[str, np.ndarray]) -> Any:
-    """An engine that runs ``node`` alone on runtime inputs named in ``values``.
-    The engine infers each output's dtype and rejects a wrong declaration, so the
-    first declaration it accepts is the node's real output dtype."""
+def _aligned_const(name: str, arr: np.ndarray) -> Tensor:
+    """A constant whose data starts on a 64-byte boundary, as the engine requires."""
+    t = Tensor.from_array(name, arr)
+    raw = np.empty(t.data.nbytes + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    data = raw[off:off + t.data.nbytes].view(t.data.dtype)
+    data[...] = t.data
+    t.data = data
+    return t
+
+
+def _node_engine(graph: Graph, node: Node, values: Mapping[str, np.ndarray],
+                 int_inputs_const: bool = False) -> tuple[Any, list[str]]:
+    """An engine that runs ``node`` alone on runtime inputs named in ``values``
+    (and the names of those inputs, in order). The engine infers each output's
+    dtype and rejects a wrong declaration, so the first declaration it accepts
+    is the node's real output dtype. ``int_inputs_const`` passes integer inputs
+    as constants: shape arithmetic (Slice ends, Reshape shapes) must be known
+    when the engine plans, as it is inside the whole model."""
+    tensors = {i: graph.tensors[i] for i in node.inputs if i in graph.tensors}
     names: list[str] = []
     for i in node.inputs:
-        if i and i not in graph.tensors and i not in names:
+        if not i or i in graph.tensors or i in names or i in tensors:
+            continue
+        if int_inputs_const and values[i].dtype.kind in "iu":
+            tensors[i] = _aligned_const(i, values[i])
+        else:
             names.append(i)
     ins = [ValueInfo(n, _dtype_name(values[n]), tuple(values[n].shape)) for n in names]
-    tensors = {i: graph.tensors[i] for i in node.inputs if i in graph.tensors}
     first_error: Exception | None = None
     candidates = list(_OUT_DTYPES)
     if ins:
@@ -206,6 +225,18 @@ def _node_engine(graph: Graph, node: Node, values: Mapping[str, np.ndarray]) -> 
     raise ValueError(f"node '{node.name}' ({node.op}) cannot run alone: {first_error}")
 
 
+def _node_runner(graph: Graph, node: Node, values: Mapping[str, np.ndarray]) -> tuple[Any, list[np.ndarray], list]:
+    """(engine, its input arrays, the outputs of a first run) for ``node`` alone."""
+    try:
+        eng, names = _node_engine(graph, node, values)
+        args = [values[i] if values[i].flags.c_contiguous else values[i].copy() for i in names]
+        return eng, args, eng.run(args)
+    except ValueError:
+        eng, names = _node_engine(graph, node, values, int_inputs_const=True)
+        args = [values[i] if values[i].flags.c_contiguous else values[i].copy() for i in names]
+        return eng, args, eng.run(args)
+
+
 def _layer_latency_alone(model: Model, feeds: Mapping[str, np.ndarray], repeat: int,
                          on_layer: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
     graph = model.graph
@@ -214,9 +245,7 @@ def _layer_latency_alone(model: Model, feeds: Mapping[str, np.ndarray], repeat: 
     kernels = [l["kernel"] for l in model.layers()]
     n = len(graph.nodes)
     for idx, node in enumerate(graph.nodes):
-        eng, names = _node_engine(graph, node, values)
-        args = [np.ascontiguousarray(values[i]) for i in names]
-        outs = eng.run(args)  # warm-up: plans the arena
+        eng, args, outs = _node_runner(graph, node, values)  # the first run plans the arena
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -43,7 +44,7 @@ class Failure(Exception):
 class _Progress:
     """A tqdm bar on stderr when it is a terminal and not ``--quiet``; otherwise nothing."""
 
-    def __init__(self, args: argparse.Namespace, total: float, desc: str, unit: str = "it"):
+    def __init__(self, args: argparse.Namespace, total: int, desc: str, unit: str = "it"):
         self.bar: Any = None
         if getattr(args, "quiet", False) or getattr(args, "json", False) or not sys.stderr.isatty():
             return
@@ -51,10 +52,13 @@ class _Progress:
             from tqdm import tqdm
         except ImportError:  # optional nicety
             return
-        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
-        self._n = 0.0
+        # a terminal that reports 0 columns and rows (a bare pty) would hide the bar
+        size = shutil.get_terminal_size((80, 24))
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, ncols=min(size.columns, 100),
+                        nrows=size.lines)
+        self._n = 0
 
-    def to(self, n: float) -> None:
+    def to(self, n: int) -> None:
         if self.bar is not None and n > self._n:
             self.bar.update(n - self._n)
             self._n = n
