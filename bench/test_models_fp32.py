@@ -21,7 +21,7 @@ import pytest
 
 import lowbit
 
-from conftest import record, recorded
+from conftest import record
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -142,7 +142,7 @@ def test_model_fp32_gate(models, tmp_path_factory, name):
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         lowbit.set_num_threads(t)
-        a, b = _interleaved([lambda: qm.run(feeds), lambda: sess.run(None, feeds)], ROUNDS[name][0] * 2)
+        a, b = _interleaved([lambda: qm.run(feeds), lambda: sess.run(None, feeds)], ROUNDS[name][0] * 2)  # noqa: B023
         ratios[t] = a / b
         record("models_fp32", f"interleaved/{name}/{t}t", {"lowbit_seconds": a, "onnxruntime_seconds": b,
                                                              "ratio": a / b})

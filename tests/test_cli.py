@@ -392,7 +392,7 @@ def test_sensitivity_from_config(config):
     assert out["output"] == str(path.parent / "sens.json")
     assert json.loads((path.parent / "sens.json").read_text()) == table
     assert sorted(table["layers"]) == ["0", "2", "4"] and table["metric"] == "loss"
-    for name, l in table["layers"].items():
+    for _name, l in table["layers"].items():
         assert set(l["options"]) == {"fp32", "int8", "int4_g32", "sparse0.5"}
         assert l["options"]["fp32"]["delta"] == 0.0
         assert l["options"]["int4_g32"]["bits"] < l["options"]["int8"]["bits"] < l["options"]["fp32"]["bits"]

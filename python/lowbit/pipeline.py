@@ -114,7 +114,7 @@ def build_model(cfg: dict[str, Any]) -> Any:
 
     m = cfg["model"]
     for p in reversed(m.get("python_path", ["."])):
-        full = _path(cfg, p)
+        full = os.path.join(cfg["_dir"], p)
         if full not in sys.path:
             sys.path.insert(0, full)
     mod_name, _, fn_name = m["factory"].partition(":")
