@@ -82,6 +82,7 @@ def _get(models, name, tmp_path_factory):
         d = tmp_path_factory.mktemp(name)
         (d / "m.onnx").write_bytes(blob)
         lowbit.convert(str(d / "m.onnx"), str(d / "m.qbin"))
+        record("models_fp32", f"size/{name}", {"onnx_bytes": len(blob), "qbin_bytes": os.path.getsize(d / "m.qbin")})
         models[name] = (model, blob, feeds, targs, lowbit.load(str(d / "m.qbin")))
     return models[name]
 
@@ -108,7 +109,9 @@ def test_model_fp32(benchmark, models, tmp_path_factory, name, peer, threads):
             with torch.inference_mode():
                 return model(*targs).numpy()
     y = fn()
-    assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
+    rel_err = float(np.abs(y - ref).max() / np.abs(ref).max())
+    record("models_fp32", f"error/{peer}/{name}/{threads}t", rel_err)  # max |y - y_ORT| / max |y_ORT|
+    assert rel_err <= 1e-4
     rounds, iters = ROUNDS[name]
     benchmark.group = f"{name} fp32 {threads}t"
     benchmark.extra_info.update(peer=peer, threads=threads)
