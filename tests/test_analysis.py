@@ -41,6 +41,8 @@ def test_sparsity_and_rank_come_from_the_header_meta(tmp_path):
     w.meta.update({"nnz": w.shape[0] * w.shape[1] // 4, "rank": 3})
     r = analysis.layer_table(m)[0]
     assert r["sparsity"] == pytest.approx(0.75) and r["rank"] == 3
+    w.meta["density"] = 0.1  # what the sparse encodings write
+    assert analysis.layer_table(m)[0]["sparsity"] == pytest.approx(0.9)
 
 
 def test_example_inputs_follow_declared_shapes():

@@ -157,6 +157,11 @@ def test_convert_calib_flag_passes_the_api_error_through(tmp_path):
     assert r.returncode == 1 and "not available in this version" in r.stderr
     err = json.loads(r.stdout)
     assert err["ok"] is False and err["exit_code"] == 1 and "not available" in err["error"]
+    r = lowbit_cli("convert", str(src), "--calib-method", "entropy")
+    assert r.returncode == 2 and "--calib-method needs --calib" in r.stderr
+    np.savez(tmp_path / "uneven.npz", a=np.zeros((4, 16), np.float32), b=np.zeros((3, 16), np.float32))
+    r = lowbit_cli("convert", str(src), "--calib", str(tmp_path / "uneven.npz"))
+    assert r.returncode == 1 and "disagree on the number of samples" in r.stderr
 
 
 def test_convert_failures_and_bad_usage(tmp_path):

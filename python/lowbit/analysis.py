@@ -41,17 +41,26 @@ def layer_table(model: Model) -> list[dict[str, Any]]:
     graph = model.graph
     for node, layer in zip(graph.nodes, model.layers()):
         consts = [graph.tensors[i] for i in node.inputs if i in graph.tensors]
-        fp32 = 0
+        sizes = []
         for t in consts:
             orig = t.meta.get("original_shape") or t.meta.get("dense_shape")
             shape = tuple(orig) if orig else t.shape
-            fp32 += _numel(shape) * (4 if t.dtype == "float32" else DTYPES[t.dtype].itemsize)
+            sizes.append(_numel(shape) * (4 if t.dtype == "float32" else DTYPES[t.dtype].itemsize))
+        if layer.get("rank") is not None and layer.get("weight_shape") and len(consts) >= 2:
+            # a low-rank layer: before compression it was one [K, N] matrix, not two factors
+            sizes[:2] = [4 * _numel(layer["weight_shape"])]
+        fp32 = sum(sizes)
         weight = consts[0] if consts else None
         meta: Mapping[str, Any] = weight.meta if weight is not None else {}
+        # sparse encodings (issue 4) write density = nonzeros / weights, and nnz = stored values
         sparsity = _first(meta, ("sparsity", "measured_sparsity"))
-        if sparsity is None and meta.get("nnz") is not None and weight is not None:
+        if sparsity is None and meta.get("density") is not None:
+            sparsity = 1.0 - float(meta["density"])
+        elif sparsity is None and meta.get("nnz") is not None and weight is not None:
             sparsity = 1.0 - float(meta["nnz"]) / max(1, _numel(weight.shape))
-        rank = _first(meta, ("rank",))
+        rank = _first(layer, ("rank",))
+        if rank is None:
+            rank = _first(meta, ("rank",))
         if rank is None:
             rank = node.attrs.get("rank")
         row = dict(layer)

@@ -223,15 +223,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_calib(path: str) -> Any:
+def _load_calib(path: str, batch: int = 32) -> list[Any]:
+    """Calibration inputs as ``convert(calib=)`` takes them: an iterable of batches
+    (arrays for a single-input model, dicts name -> array otherwise), here the
+    file's samples in batches of ``batch`` along the first axis."""
     data = np.load(_need_file(path, "calibration file"), allow_pickle=False)
     if isinstance(data, np.ndarray):
-        return data
-    with data:
-        arrays = {k: data[k] for k in data.files}
+        arrays = {"": data}
+    else:
+        with data:
+            arrays = {k: data[k] for k in data.files}
     if not arrays:
         raise Failure(f"calibration file {path!r} holds no arrays", "save inputs with np.savez(path, x=inputs)")
-    return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+    n = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
+    if len(n) != 1:
+        raise Failure(f"calibration file {path!r}: the arrays disagree on the number of samples {sorted(n)}",
+                      "save one array per model input, with the samples along the first axis")
+    total = n.pop()
+    batches: list[Any] = []
+    for i in range(0, total, batch):
+        part = {k: a[i:i + batch] for k, a in arrays.items()}
+        batches.append(next(iter(part.values())) if len(part) == 1 else part)
+    return batches
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -262,6 +275,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["recipe"] = args.recipe
     if args.calib:
         kwargs["calib"] = _load_calib(args.calib)
+    if args.calib_method:
+        if not args.calib:
+            raise UsageError("--calib-method needs --calib DATA.npz")
+        kwargs["calib_method"] = args.calib_method
     if not args.json and not args.quiet and sys.stderr.isatty():
         print(f"converting {src} ...", file=sys.stderr)
     report = lowbit.convert(src, out, **kwargs)
@@ -599,7 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--symmetric", action="store_true", help="int4: symmetric (no zero points)")
     sp.add_argument("--codebook", choices=["nf4", "kmeans"], help="nf4: the NF4 levels or k-means levels per layer")
     sp.add_argument("--recipe", metavar="R.json", help="per-layer recipe (lowbit compress writes one)")
-    sp.add_argument("--calib", metavar="DATA.npz", help="calibration inputs for static activation quantization")
+    sp.add_argument("--calib", metavar="DATA.npz",
+                    help="calibration inputs for static int8 activations (samples along the first axis; one array "
+                         "per model input, named like it)")
+    sp.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
+                    help="how activation ranges come from the calibration histograms")
     sp.set_defaults(fn=cmd_convert)
 
     sp = add("run", "run a .qbin model on a .npy (one input) or .npz (named inputs)",
