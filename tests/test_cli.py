@@ -181,6 +181,8 @@ def test_convert_failures_and_bad_usage(tmp_path):
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = lowbit_cli("convert", str(_mlp(tmp_path)), "--codebook", "kmeans")
     assert r.returncode == 2 and "--codebook applies to --quant nf4" in r.stderr
+    r = lowbit_cli("convert", str(_mlp(tmp_path)), "--time-rows", "1,x")
+    assert r.returncode == 2 and "--time-rows expects" in r.stderr
     r = lowbit_cli("convert", str(_mlp(tmp_path)), "--frobnicate")
     assert r.returncode == 2 and "unrecognized arguments: --frobnicate" in r.stderr
 

@@ -279,6 +279,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if not args.calib:
             raise UsageError("--calib-method needs --calib DATA.npz")
         kwargs["calib_method"] = args.calib_method
+    # sparse / low-rank encodings (issue 4): passed only when given, so the API's defaults apply
+    if args.sparse is not None:
+        kwargs["sparse"] = args.sparse
+    if args.time_rows is not None:
+        try:
+            kwargs["batch"] = tuple(int(b) for b in args.time_rows.split(",") if b.strip())
+        except ValueError:
+            raise UsageError(f"--time-rows expects comma-separated row counts, e.g. 1,16; got {args.time_rows!r}") from None
+        if not kwargs["batch"] or min(kwargs["batch"]) < 1:
+            raise UsageError(f"--time-rows expects row counts >= 1, got {args.time_rows!r}")
     if not args.json and not args.quiet and sys.stderr.isatty():
         print(f"converting {src} ...", file=sys.stderr)
     report = lowbit.convert(src, out, **kwargs)
@@ -286,7 +296,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         _print_json({"src": report.src, "dst": report.dst, "file_bytes": report.file_bytes,
                      "source_weight_bytes": report.source_weight_bytes,
                      "compression_ratio": report.compression_ratio, "seconds": report.seconds,
-                     "passes": report.passes, "layers": report.layers, "notes": report.notes})
+                     "passes": report.passes, "layers": report.layers, "notes": report.notes,
+                     "choices": getattr(report, "choices", [])})
     else:
         print(report)
         print(f"\nnext: lowbit inspect {out}   |   lowbit bench {out} --compare-onnx {src}")
@@ -621,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "per model input, named like it)")
     sp.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
                     help="how activation ranges come from the calibration histograms")
+    sp.add_argument("--sparse", choices=["auto", "off", "csr", "bsr"],
+                    help="sparse/low-rank encodings: auto = the faster of sparse and dense, timed per layer")
+    sp.add_argument("--time-rows", metavar="1,16", help="row counts the per-layer encoding choice is timed at")
     sp.set_defaults(fn=cmd_convert)
 
     sp = add("run", "run a .qbin model on a .npy (one input) or .npz (named inputs)",
