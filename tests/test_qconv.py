@@ -329,7 +329,7 @@ def test_digits_cnn_int8_accuracy_drop(tmp_path):
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr])
-    for epoch in range(25):
+    for _epoch in range(25):
         perm = torch.randperm(len(tr))
         for i in range(0, len(tr), 64):
             b = perm[i:i + 64]

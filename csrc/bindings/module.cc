@@ -88,16 +88,7 @@ class PyEngine {
     engine_ = std::make_unique<Engine>(std::move(vs), std::move(ns), std::move(inputs), std::move(outputs));
   }
 
-  py::list run(const py::list& xs) { return run_impl(xs, nullptr); }
-
-  // The outputs and each node's wall time in seconds (profiling; plan-time nodes get 0).
-  py::tuple run_profiled(const py::list& xs) {
-    std::vector<double> secs;
-    py::list outs = run_impl(xs, &secs);
-    return py::make_tuple(outs, secs);
-  }
-
-  py::list run_impl(const py::list& xs, std::vector<double>* secs) {
+  py::list run(const py::list& xs) {
     const auto& in_ids = engine_->inputs();
     if (xs.size() != in_ids.size())
       throw std::invalid_argument("expected " + std::to_string(in_ids.size()) + " inputs, got " + std::to_string(xs.size()));
@@ -137,7 +128,7 @@ class PyEngine {
     }
     {
       py::gil_scoped_release nogil;
-      engine_->execute(*plan, ptrs, optrs, secs);
+      engine_->execute(*plan, ptrs, optrs);
     }
     return outs;
   }
@@ -422,7 +413,6 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())
       .def("run", &PyEngine::run)
-      .def("run_profiled", &PyEngine::run_profiled)
       .def("node_kernels", &PyEngine::node_kernels)
       .def("arena_bytes", &PyEngine::arena_bytes);
 

@@ -143,9 +143,7 @@ class Engine {
   std::shared_ptr<const Plan> plan_for(const std::vector<Shape>& input_shapes);
 
   // Runs the graph: inputs/outputs are caller-owned buffers of the plan's shapes.
-  // With `node_seconds`, each node's wall time is added to its entry (profiling).
-  void execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
-               std::vector<double>* node_seconds = nullptr);
+  void execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
 
   const std::vector<ValueSpec>& values() const { return values_; }
   const std::vector<NodeSpec>& nodes() const { return nodes_; }

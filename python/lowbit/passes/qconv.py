@@ -337,13 +337,13 @@ def _rewrite_int8(graph: Graph, convs: set[int], params: dict[str, tuple[float, 
         return inner
 
     for n in graph.nodes:
-        if id(n) in convs:
+        codes = _act_codes(n, *params[n.outputs[0]]) if id(n) in convs else None
+        if codes is not None:  # (a Clip whose bounds cross stays float)
             x, y = n.inputs[0], n.outputs[0]
             res = n.inputs[3] if len(n.inputs) > 3 and n.inputs[3] else ""
             xq = to_int8(x)
             xs, xz = q[xq]
             ys, yz = params[y]
-            codes = _act_codes(n, ys, yz)
             w = graph.tensors[n.inputs[1]].array().astype(np.float32)
             depthwise = int(n.attrs.get("group", 1)) != 1
             wq, wsc = _quant_weights(w, depthwise)
@@ -524,14 +524,9 @@ def lower_qdq(graph: Graph) -> Graph:
         lo, hi = -128, 127
         if act is not None and act.op == "Relu":
             lo = max(lo, z)
-        elif act is not None:
-            for k, name in ((1, "min"), (2, "max")):
-                if len(act.inputs) > k and act.inputs[k]:
-                    b = graph.const(act.inputs[k])
-                    if b is None or b.size != 1:
-                        return None
-                    c = _code(float(b.reshape(-1)[0]), s, z)
-                    lo, hi = (max(lo, c), hi) if k == 1 else (lo, min(hi, c))
+        elif act is not None:  # the importer turned Clip's bound inputs into attrs (absent = unbounded)
+            if len(act.inputs) > 1:
+                return None
             if "min" in act.attrs:
                 lo = max(lo, _code(act.attrs["min"], s, z))
             if "max" in act.attrs:
@@ -559,8 +554,9 @@ def lower_qdq(graph: Graph) -> Graph:
         if len(c.inputs) > 2 and c.inputs[2]:
             bnode = prod.get(c.inputs[2])
             unit = (np.float32(xs) * wsc).astype(np.float32)
-            if bnode is not None and bnode.op == "DequantizeLinear" and graph.const(bnode.inputs[0]) is not None:
-                b = graph.const(bnode.inputs[0])
+            b = graph.const(bnode.inputs[0]) if bnode is not None and bnode.op == "DequantizeLinear" else None
+            bf = graph.const(c.inputs[2])
+            if bnode is not None and b is not None:
                 bs = graph.const(bnode.inputs[1])
                 if b.dtype != np.int32 or bs is None or b.size != cout or bs.size not in (1, cout):
                     continue
@@ -569,8 +565,8 @@ def lower_qdq(graph: Graph) -> Graph:
                     bq = b.reshape(-1).astype(np.int32)  # the quantizer's own int32 bias, as onnxruntime runs it
                 else:
                     bq = np.rint(b.reshape(-1).astype(np.float64) * bs / unit).astype(np.int64)
-            elif graph.const(c.inputs[2]) is not None:
-                bq = np.rint(graph.const(c.inputs[2]).reshape(-1).astype(np.float64) / unit).astype(np.int64)
+            elif bf is not None:
+                bq = np.rint(bf.reshape(-1).astype(np.float64) / unit).astype(np.int64)
             else:
                 continue
             limit = (1 << 30) - 1 if g != 1 else _I32.max
@@ -626,9 +622,10 @@ def lower_qdq(graph: Graph) -> Graph:
             continue
         din = dq_of(mp.inputs[0])
         qn = sole_reader(mp.outputs[0], "QuantizeLinear")
-        if din is None or qn is None or _act_param(graph, qn) is None:
+        qp = _act_param(graph, qn) if qn is not None else None
+        if din is None or qn is None or qp is None:
             continue
-        if _act_param(graph, qn)[:2] != din[2][:2] or len(mp.attrs.get("kernel_shape", [])) != 2:
+        if qp[:2] != din[2][:2] or len(mp.attrs.get("kernel_shape", [])) != 2:
             continue
         replaced[index[id(mp)]] = Node("QMaxPool", [din[1]], [qn.outputs[0]], dict(mp.attrs), mp.name)
         removed.add(index[id(qn)])
