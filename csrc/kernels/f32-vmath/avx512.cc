@@ -1,6 +1,6 @@
 // AVX-512 row functions (see f32_vmath.h).
 // Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma
-#include <immintrin.h>
+#include "kernels/common/avx512.h"
 
 #include <cmath>
 
