@@ -22,13 +22,21 @@
 #include <immintrin.h>
 #endif
 
+// The emulated helpers below are the test build's hot spots: optimized even when the kernels
+// around them are compiled at -O0 (tests/test_avx512_emulated.py explains why they are).
+#if defined(LOWBIT_EMULATE_AVX512)
+#define LOWBIT_EMULATED_HOT __attribute__((optimize("O2")))
+#else
+#define LOWBIT_EMULATED_HOT
+#endif
+
 namespace lowbit {
 namespace {
 
 // vpdpbusd: acc.i32[j] += sum over the 4 bytes of lane j of u8[..] (unsigned) * s8[..] (signed),
 // in place. (GCC 12 copies the accumulator around the intrinsic's result, several extra moves and
 // even spills per step: the asm keeps it in place.)
-inline void Dpbusd(__m512i& acc, __m512i u8, __m512i s8) {
+LOWBIT_EMULATED_HOT inline void Dpbusd(__m512i& acc, __m512i u8, __m512i s8) {
 #if defined(LOWBIT_EMULATE_AVX512)
   acc = _mm512_dpbusd_epi32(acc, u8, s8);
 #else
@@ -38,7 +46,7 @@ inline void Dpbusd(__m512i& acc, __m512i u8, __m512i s8) {
 
 // The 256-bit form. {evex} matters: without it the assembler may pick the VEX (AVX-VNNI)
 // encoding of the same mnemonic, which Zen 4 and other AVX-512 VNNI CPUs lack (#UD).
-inline void Dpbusd256(__m256i& acc, __m256i u8, __m256i s8) {
+LOWBIT_EMULATED_HOT inline void Dpbusd256(__m256i& acc, __m256i u8, __m256i s8) {
 #if defined(LOWBIT_EMULATE_AVX512)
   acc = _mm256_dpbusd_epi32(acc, u8, s8);
 #else
@@ -47,7 +55,7 @@ inline void Dpbusd256(__m256i& acc, __m256i u8, __m256i s8) {
 }
 
 // acc += u8 x the 4 signed bytes at p, broadcast to every lane from memory ({1to16}).
-inline void DpbusdBcast(__m512i& acc, __m512i u8, const int8_t* p) {
+LOWBIT_EMULATED_HOT inline void DpbusdBcast(__m512i& acc, __m512i u8, const int8_t* p) {
 #if defined(LOWBIT_EMULATE_AVX512)
   int32_t v;
   __builtin_memcpy(&v, p, 4);
@@ -58,7 +66,7 @@ inline void DpbusdBcast(__m512i& acc, __m512i u8, const int8_t* p) {
 }
 
 // The 256-bit EVEX form of DpbusdBcast ({1to8}).
-inline void DpbusdBcast256(__m256i& acc, __m256i u8, const int8_t* p) {
+LOWBIT_EMULATED_HOT inline void DpbusdBcast256(__m256i& acc, __m256i u8, const int8_t* p) {
 #if defined(LOWBIT_EMULATE_AVX512)
   int32_t v;
   __builtin_memcpy(&v, p, 4);
