@@ -23,8 +23,8 @@ from test_native import AVX512_SOURCES, X86, build, run_and_check
 REQUIRE = os.environ.get("LOWBIT_REQUIRE_AVX512_EMULATION") == "1"
 # Compiled for the AVX2 + FMA + F16C the emulation runs on. -O0: SIMDe inlines every intrinsic
 # into the kernels' unrolled tiles and GCC then needs minutes per kernel at -O1 (measured: 98 s
-# of CPU for q4-gemm/avx512vnni.cc); at -O0 the heaviest one compiles in ~10 s and the whole
-# test still runs in seconds.
+# of CPU for q4-gemm/avx512vnni.cc, 8 s at -O0); the vpdpbusd helpers, the hot spot of the run,
+# are kept at -O2 (kernels/common/avx512.h), and the run takes ~5 s of CPU.
 EMULATION = ["-O0", "-DLOWBIT_EMULATE_AVX512", "-Wno-psabi", "-mavx2", "-mfma", "-mf16c"]
 
 

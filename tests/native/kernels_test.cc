@@ -239,10 +239,11 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
   std::normal_distribution<float> nd;
   const std::vector<int64_t> all_Ms{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128};
   const std::vector<int64_t> few_Ms{1, 2, 3, 5, 9, 17};
-  // the last two: more than 8 panels (the 1-2 row path's full blocks, then an 8-column
-  // tail), and an int8 K over the AVX-512 kernel's 4096 K block (sums wait in C as int32)
+  // N = 41: a 9-column last panel (the narrowest one not given to the 8-column half tile);
+  // the last two: more than 8 panels (the 1-2 row path's full blocks, then an 8-column tail),
+  // and an int8 K over the AVX-512 kernel's 4096 K block (sums wait in C as int32)
   struct Case { int64_t K, N; const std::vector<int64_t>* Ms; bool split; };
-  const Case cases[] = {{5, 17, &all_Ms, false}, {37, 33, &all_Ms, false}, {100, 47, &all_Ms, true},
+  const Case cases[] = {{5, 17, &all_Ms, false}, {37, 41, &all_Ms, false}, {100, 47, &all_Ms, true},
                         {129, 70, &all_Ms, false}, {64, 150, &few_Ms, true}, {4100, 40, &few_Ms, false}};
   for (const Case& cs : cases) {
     const int64_t K = cs.K, N = cs.N;
