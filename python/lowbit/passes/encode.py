@@ -117,8 +117,8 @@ def encode_weight(op: str, spec: WeightSpec) -> Encoded:
     if spec.quant is None:
         return Encoded("f32-n16", None, meta)
     if op not in QUANTIZED_WEIGHT_OPS:
-        return Encoded("f32-n16", None, meta, f"{spec.layer}: {spec.describe()} stored as its exact f32 values "
-                       f"({op} has no quantized weight encoding in this lowbit yet)")
+        why = choose_encoding(op, spec.quant, *spec.matrix.shape)[1]
+        return Encoded("f32-n16", None, meta, f"{spec.layer}: {spec.describe()} stored as its exact f32 values ({why})")
     try:
         plan = _plan(spec)
     except _NoExactEncoding as e:
@@ -136,23 +136,64 @@ class _Plan:
     pack: Callable[[], np.ndarray]
 
 
+def choose_encoding(op: str, quant: dict[str, Any] | None, n: int, k: int) -> tuple[str, str | None]:
+    """The encoding a weight [N, K] read by ``op`` gets under the annotation ``quant``
+    (None: float), decided from the spec alone: ``(encoding, None)``, or
+    ``("f32-n16", why)`` when the spec has no .qbin encoding. ``encode_weight`` then
+    checks that the codes and scales reproduce the weight exactly; the size
+    accounting (``lowbit.compress.size_report(accounting="qbin")``) reads this too."""
+    if quant is None:
+        return "f32-n16", None
+    if op not in QUANTIZED_WEIGHT_OPS:
+        return "f32-n16", f"{op} has no quantized weight encoding in this lowbit yet"
+    scheme, bits = quant["scheme"], int(quant["bits"])
+    try:
+        if scheme == "linear" and bits <= 4:
+            kind = "sym" if quant.get("symmetric", True) else "asym"
+        elif scheme in ("ternary", "binary"):
+            kind = "sym"
+        elif scheme in ("nf4", "kmeans") and bits <= 4:
+            kind = "table"
+        elif scheme == "linear" and bits <= 8:
+            if quant["granularity"] == "group" and _group_len(quant, k) < k:
+                raise _NoExactEncoding(f"{bits}-bit group-wise scales: the int8 encoding has one scale per channel")
+            if k > QS8_MAX_K:
+                raise _NoExactEncoding(f"K = {k} is above the int8 encoding's {QS8_MAX_K}")
+            return "qs8-n16k4", None
+        else:
+            raise _NoExactEncoding(f"no .qbin encoding for {scheme} with {bits} bits")
+        G = _pick_q4_group(quant, k)
+    except _NoExactEncoding as e:
+        return "f32-n16", str(e)
+    return (f"q4t-g{G}-n16k8" if kind == "table" else f"q4-g{G}-{kind}-n16k8"), None
+
+
+def encoded_nbytes(encoding: str, k: int, n: int, groups: int = 1) -> int:
+    """Bytes of a [K, N] weight (``groups`` of them for a grouped conv) in ``encoding``
+    (the formulas of docs/format.md)."""
+    p = -(-n // 16)
+    if encoding == "f32-n16":
+        return groups * p * 16 * k * 4
+    if encoding == "qs8-n16k4":
+        return p * 16 * (-(-k // 4) * 4 + 8)
+    table = encoding.startswith("q4t-")
+    g = int(encoding.split("-")[1][1:])
+    kg = -(-k // g) * g
+    ng = kg // g
+    return (64 if table else 0) + p * kg * 8 + p * ng * 32 + (p * ng * 16 if "-asym-" in encoding else 0)
+
+
 def _plan(spec: WeightSpec) -> _Plan:
-    q = spec.quant
-    scheme, bits = q["scheme"], int(q["bits"])
     n, k = spec.matrix.shape
     if spec.codes is None or spec.scale is None:
         raise _NoExactEncoding("the annotation has no codes / scales")
-    if scheme == "linear" and bits <= 4:
-        return _plan_q4(spec, "sym" if q.get("symmetric", True) else "asym")
-    if scheme in ("ternary", "binary"):
-        return _plan_q4(spec, "sym")
-    if scheme in ("nf4", "kmeans") and bits <= 4:
-        return _plan_q4(spec, "table")
-    if scheme == "linear" and bits <= 8:
-        if q["granularity"] == "group" and _group_len(q, k) < k:
-            raise _NoExactEncoding(f"{bits}-bit group-wise scales: the int8 encoding has one scale per channel")
+    encoding, why = choose_encoding("Dense", spec.quant, n, k)
+    if why is not None:
+        raise _NoExactEncoding(why)
+    if encoding == "qs8-n16k4":
         return _plan_qs8(spec)
-    raise _NoExactEncoding(f"no .qbin encoding for {scheme} with {bits} bits")
+    kind = "table" if encoding.startswith("q4t-") else encoding.split("-")[2]
+    return _plan_q4(spec, kind, int(encoding.split("-")[1][1:]))
 
 
 def _group_len(q: dict, k: int) -> int:
@@ -170,10 +211,9 @@ def _column_scale(spec: WeightSpec, arr: np.ndarray, cols: np.ndarray) -> np.nda
     return arr[:, np.minimum(cols // g, arr.shape[1] - 1)]
 
 
-def _pick_q4_group(spec: WeightSpec) -> int:
+def _pick_q4_group(quant: dict[str, Any], k: int) -> int:
     """The lowbit group size: every lowbit group must lie inside one annotation group."""
-    n, k = spec.matrix.shape
-    g = _group_len(spec.quant, k)
+    g = _group_len(quant, k)
     ok = [G for G in Q4_GROUPS if g >= k or g % G == 0]
     if not ok:
         raise _NoExactEncoding(f"group size {g} is not a multiple of 32 (the 4-bit encodings use groups of 32, 64, 128)")
@@ -190,10 +230,8 @@ def _check_exact(spec: WeightSpec, values_kn: np.ndarray) -> None:
                                "re-quantize it with this lowbit")
 
 
-def _plan_q4(spec: WeightSpec, kind: str) -> _Plan:
-    q = spec.quant
+def _plan_q4(spec: WeightSpec, kind: str, G: int) -> _Plan:
     n, k = spec.matrix.shape
-    G = _pick_q4_group(spec)
     kg = -(-k // G) * G
     ng = kg // G
     starts = np.arange(ng) * G
@@ -250,8 +288,6 @@ def _plan_q4(spec: WeightSpec, kind: str) -> _Plan:
 
 def _plan_qs8(spec: WeightSpec) -> _Plan:
     n, k = spec.matrix.shape
-    if k > QS8_MAX_K:
-        raise _NoExactEncoding(f"K = {k} is above the int8 encoding's {QS8_MAX_K}")
     cols = np.zeros(1, np.int64)
     s = np.ascontiguousarray(_column_scale(spec, spec.scale, cols)[:, 0], dtype=np.float32)      # [N]
     c = np.asarray(spec.codes).astype(np.int32)
