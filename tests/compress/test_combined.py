@@ -13,7 +13,7 @@ from . import _variants as V  # noqa: E402
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_combined_8x_smaller_within_2_points(kind, digits):
-    # CNN: half the channels + distillation; MLP: fc2 as a rank-16 pair; then 75 % gradual
+    # CNN: a quarter of the channels + distillation; MLP: fc2 as a rank-16 pair; then 75 % gradual
     # pruning, 4-bit g64 QAT + distillation (tests/compress/_variants.py)
     model, q = V.compressed(kind, "combined", digits)
     _, test = V.data_of(kind, digits)

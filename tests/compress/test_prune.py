@@ -81,7 +81,7 @@ def test_cubic_schedule():
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_gradual_90_percent_drop_at_most_1(kind, digits):
-    # global magnitude scope, cubic ramp, re-pruned every 5 steps (MLP 20 epochs, CNN 12)
+    # global magnitude scope, cubic ramp, re-pruned every 5 steps (MLP 30 epochs, CNN 12)
     model, p = V.compressed(kind, "prune90", digits)
     _, test = V.data_of(kind, digits)
     acc = lc.evaluate(model, test)
