@@ -67,7 +67,7 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
 
 def _as_recipe(recipe: Any) -> Any:
     """A ``Recipe`` from a Recipe, a dict (the recipe JSON document) or a path to a JSON file."""
-    from .compress.recipe import Recipe
+    from .compress import Recipe  # lazy (torch); not the submodule path, which would shadow compress.sensitivity
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, dict):

@@ -201,9 +201,10 @@ def _group_len(q: dict, k: int) -> int:
     return min(int(q["group_size"]), k) if q["granularity"] == "group" else k
 
 
-def _column_scale(spec: WeightSpec, arr: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def _column_scale(spec: WeightSpec, arr: np.ndarray | None, cols: np.ndarray) -> np.ndarray:
     """The annotation's per-group values ``arr`` ([N, G] or [1, 1]) at columns ``cols``: [N, len(cols)]."""
     n, k = spec.matrix.shape
+    assert arr is not None and spec.quant is not None  # _plan checked both
     arr = np.asarray(arr)
     if arr.shape == (1, 1):
         return np.broadcast_to(arr, (n, len(cols)))
@@ -403,7 +404,7 @@ def decode_weight(encoding: str, shape: tuple, data: Any) -> np.ndarray:
     o = off + p * kg * 8
     s = _f16(raw[o:o + p * ng * 32].view(np.uint16)).reshape(p, ng, 16).transpose(1, 0, 2).reshape(ng, p * 16)[:, :n]
     gi = np.arange(k) // g
-    if table:
+    if tab is not None:
         return tab[u] * s[gi]
     if asym:
         o += p * ng * 32
