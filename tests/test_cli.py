@@ -131,16 +131,15 @@ def test_inspect_table_totals(converted):
     assert "compression" in r.stdout and "total: " in r.stdout
 
 
-# UPDATE AFTER MERGE (branch `recipe`): lowbit.convert(recipe=) is not implemented on main yet, so the
-# CLI must pass the API's NotImplementedError through with exit code 1. Once it lands, assert the
-# recipe's encodings in the converted file instead.
-def test_convert_recipe_flag_passes_the_api_error_through(tmp_path):
+# A recipe applies to a torch module (lowbit.convert(module, recipe=...), tests/compress/test_convert.py);
+# `lowbit convert` reads ONNX files, so --recipe says where recipes go instead.
+def test_convert_recipe_flag_points_to_the_module_path(tmp_path):
     src = _mlp(tmp_path)
     rec = tmp_path / "r.json"
     rec.write_text(json.dumps({"format": "lowbit.recipe/1", "layers": {}}))
     r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "m.qbin"), "--recipe", str(rec))
-    assert r.returncode == 1
-    assert "not available in this version" in r.stderr and "hint:" in r.stderr
+    assert r.returncode == 1 and not (tmp_path / "m.qbin").exists()
+    assert "applies to a PyTorch module" in r.stderr and "hint:" in r.stderr and "lowbit compress" in r.stderr
     r = lowbit_cli("convert", str(src), "--recipe", str(tmp_path / "missing.json"))
     assert r.returncode == 1 and "recipe file" in r.stderr and "does not exist" in r.stderr
     rec.write_text("{not json")
@@ -410,16 +409,21 @@ def test_sensitivity_from_config(config):
     assert r.returncode == 0 and "int4_g32" in r.stdout and "next: add a budget" in r.stdout
 
 
-# UPDATE AFTER MERGE (branch `recipe`): lowbit.convert(module, recipe=) is not on main yet, so
-# `compress` writes the sensitivity table and recipe, then fails at the conversion step with exit 1.
 def test_compress_from_config(config):
     path, cfg = config
     r = lowbit_cli("compress", str(path), "--json")
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "converting with the recipe failed" in r.stderr and "--no-convert" in r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
     rec = json.loads((path.parent / "recipe.json").read_text())
     assert rec["format"] == "lowbit.recipe/1" and rec["summary"]["bits_per_weight"] <= 6.0
     assert sorted(rec["layers"]) == ["0", "2", "4"]
+    # the module converted with its recipe: each layer in the encoding of its option
+    qbin = path.parent / "tiny.qbin"
+    assert out["outputs"]["qbin"] == str(qbin) and out["qbin_bytes"] == os.path.getsize(qbin)
+    import lowbit
+    enc = [l["encoding"] for l in lowbit.load(str(qbin)).layers() if l["op"] == "Dense"]
+    want = {"int8": "qs8-n16k4", "int4_g32": "q4-g32-sym-n16k8", "sparse0.5": "f32-n16", "fp32": "f32-n16"}
+    assert enc == [want[rec["layers"][n]["option"]] for n in ("0", "2", "4")]
     r = lowbit_cli("compress", str(path), "--no-convert", "--bits", "9", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

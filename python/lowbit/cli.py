@@ -272,7 +272,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
             except json.JSONDecodeError as e:
                 raise Failure(f"recipe {args.recipe!r} is not valid JSON: {e}",
                               "a recipe is the JSON written by lowbit compress (docs/compress.md)") from None
-        kwargs["recipe"] = args.recipe
+        # a recipe names torch layers and may need gradients and calibration (GPTQ): it applies to the module
+        raise Failure(f"a recipe applies to a PyTorch module, not to an ONNX file ({src})",
+                      "lowbit compress CONFIG.json applies it and writes the .qbin (output.qbin), or call "
+                      "lowbit.convert(module, 'model.qbin', example_inputs=(x,), recipe='recipe.json') from Python")
     if args.calib:
         kwargs["calib"] = _load_calib(args.calib)
     if args.calib_method:
@@ -485,13 +488,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             _out_dir_ok(p)
     log = (lambda s: None) if (args.quiet or args.json) else (lambda s: print(s, file=sys.stderr))
     summary: dict[str, Any] = {}
-    try:
-        pipeline.run_compress(cfg, _progress_enabled(args), log=log, summary=summary)
-    except NotImplementedError as e:
-        written = ", ".join(summary.get("outputs", {}).values()) or "nothing"
-        raise Failure(f"converting with the recipe failed: {e} (written so far: {written})",
-                      "this lowbit cannot write a .qbin from a recipe yet; rerun with --no-convert "
-                      "(or output.qbin: null) to stop after the recipe") from None
+    pipeline.run_compress(cfg, _progress_enabled(args), log=log, summary=summary)
     if args.json:
         _print_json(summary)
         return 0

@@ -65,6 +65,22 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
     raise TypeError(f"convert() takes an .onnx path, an onnx.ModelProto or a torch.nn.Module, got {type(src).__name__}")
 
 
+def _as_recipe(recipe: Any) -> Any:
+    """A ``Recipe`` from a Recipe, a dict (the recipe JSON document) or a path to a JSON file."""
+    from .compress import Recipe  # lazy (torch); not the submodule path, which would shadow compress.sensitivity
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        import json
+        return Recipe.from_json(json.dumps(recipe))
+    if isinstance(recipe, (str, os.PathLike)):
+        if not os.path.isfile(recipe):
+            raise FileNotFoundError(f"recipe={os.fspath(recipe)!r}: no such file (pass a path to a recipe JSON, "
+                                    "a dict or a lowbit.compress.Recipe)")
+        return Recipe.load(recipe)
+    raise TypeError(f"recipe= takes a lowbit.compress.Recipe, a dict or a path to a recipe JSON, got {type(recipe).__name__}")
+
+
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
             calib_method: str = "percentile", calib_percentile: float = 99.99, recipe: Any = None) -> ConvertReport:
@@ -74,6 +90,18 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     elimination, weight quantization or packing) and writes ``dst`` (a
     ``.qbin`` file).
 
+    A torch module compressed by ``lowbit.compress`` converts as it is: each
+    annotated layer keeps its codes, scales, zero points and codebook (int8 per
+    channel, 2/3/4-bit, ternary and binary as 4-bit codes, NF4 and k-means as a
+    4-bit table; see docs/compress.md), pruned layers keep their zeros, low-rank
+    layers stay two layers, structurally pruned layers are just smaller. A layer
+    whose annotation has no exact .qbin encoding keeps its exact f32 values and the
+    report's notes say why. ``recipe`` (a ``lowbit.compress.Recipe``, its JSON
+    dict or the path of a recipe file) is applied to the torch module first
+    (low-rank, pruning masks, quantization; GPTQ specs calibrate on ``calib``),
+    seeded by the recipe's seed: the same module, recipe and calib give the
+    same file bytes.
+
     ``quant``: None keeps fp32 weights; ``"int8"`` stores every MatMul/Gemm
     weight as symmetric per-output-channel int8; ``"int4"`` as 4-bit groups of
     ``group_size`` (32, 64 or 128) along K, asymmetric with a zero point per
@@ -81,8 +109,9 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     table per layer (``codebook="nf4"``: the NormalFloat-4 levels;
     ``"kmeans"``: levels learned from the layer's weights) with a scale per
     group. Scales come from a per-channel/per-group clipping search that
-    minimizes the squared weight error. Activations are quantized to int8 per
-    row at run time.
+    minimizes the squared weight error. Layers compressed by ``lowbit.compress``
+    keep their own encoding. Activations are quantized to int8 per row at run
+    time.
 
     ``calib`` (with ``quant="int8"``): an iterable of calibration inputs (arrays
     for single-input models, else dicts name -> array). Convolutions then run int8
@@ -95,29 +124,42 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     integer weights and scales and needs neither.
 
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
-    ``UnsupportedOpError`` listing every operator it cannot import. ``recipe``
-    is reserved for the compression toolkit and raises ``NotImplementedError``
-    in this version.
+    ``UnsupportedOpError`` listing every operator it cannot import.
     """
     t0 = time.perf_counter()
     spec = None
     if quant is not None:
         from .passes.quantize import QuantSpec
         spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook))
+    if calib is not None and recipe is None and (spec is None or spec.mode != "int8"):
+        raise ValueError(f"calib= calibrates int8 activations: it needs quant='int8' (or recipe=), got quant={quant!r}")
+    is_torch = not isinstance(src, (str, os.PathLike)) and hasattr(src, "state_dict")
+    notes: list[str] = []
     if recipe is not None:
-        raise NotImplementedError("recipe= is not available in this version yet")
-    if calib is not None and (spec is None or spec.mode != "int8"):
-        raise ValueError(f"calib= calibrates int8 activations: it needs quant='int8', got quant={quant!r}")
+        if not is_torch:
+            raise TypeError("recipe= applies to a torch.nn.Module (compression runs where gradients exist); "
+                            f"got {type(src).__name__}")
+        from .compress import seed_everything
+        rec = _as_recipe(recipe)
+        seed_everything(rec.seed)
+        src = rec.apply(src, calib=calib, progress_bar=False)
+        notes.append(f"recipe applied to {len(rec.layers)} layers (seed {rec.seed})")
+    specs = []
+    if is_torch:  # what lowbit.compress left on the module (codes, scales, masks, low-rank pairs)
+        from .frontends.torch import compressed_weights
+        specs = compressed_weights(src)
     graph, src_name = _import(src, example_inputs)
     src_bytes = int(graph.metadata.get("source_weight_bytes", 0))
     passes = list(DEFAULT_PIPELINE)
-    notes: list[str] = []
     from .passes import qconv
     if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
         passes.insert(0, qconv.lower_qdq)
-    if calib is not None:
+    if calib is not None and spec is not None and spec.mode == "int8":
         passes.insert(passes.index(to_nhwc) + 1, qconv.static_quantize_convs(calib, calib_method, calib_percentile))
     passes.insert(passes.index(pack_conv_weights) + 1, qconv.pack_qconv_weights)
+    if specs:
+        from .passes.encode import encode_compressed_weights
+        passes.insert(passes.index(pack_dense_weights), encode_compressed_weights(specs, notes))
     if spec is not None:
         from .passes.quantize import quantize_dense_weights
         passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))

@@ -101,8 +101,3 @@ def mlp(digits):
 def cnn(digits):
     m = _trained("cnn", digits)
     return m, digits["train_img"], digits["test_img"], evaluate(m, digits["test_img"])
-
-
-@pytest.fixture(params=["mlp", "cnn"])
-def model_and_data(request, mlp, cnn):
-    return {"mlp": mlp, "cnn": cnn}[request.param]

@@ -5,4 +5,4 @@ import importlib.util
 if importlib.util.find_spec("torch") is None:
     collect_ignore_glob = ["test_*.py"]
 else:
-    from ._digits import _one_thread, cnn, digits, mlp, model_and_data  # noqa: F401 (fixtures)
+    from ._digits import _one_thread, cnn, digits, mlp  # noqa: F401 (fixtures)

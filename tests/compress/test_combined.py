@@ -8,20 +8,16 @@ torch = pytest.importorskip("torch")
 
 from lowbit import compress as lc  # noqa: E402
 
+from . import _variants as V  # noqa: E402
 
-def test_combined_8x_smaller_within_2_points(model_and_data):
-    model, train, test, acc = model_and_data
-    c = model
-    if hasattr(model, "block"):  # CNN: structured half channels first, recovered by distillation
-        c = lc.prune_channels(model, 0.5, train[0][:4])
-        lc.distill(model, c, train, epochs=6, lr=3e-3, progress_bar=False)
-    else:  # MLP: the middle layer as a low-rank pair
-        c = lc.factorize(model, rank={"fc2": 32})
-    # 75% unstructured sparsity on the gradual schedule, then 4-bit g32 with QAT + distillation
-    c = lc.prune_gradual(c, train, 0.75, epochs=15, lr=3e-3, progress_bar=False)
-    q = lc.prepare_qat(c, "int4_g32")
-    lc.distill(model, q, train, epochs=5, lr=1e-3, progress_bar=False)
-    lc.finish_qat(q)
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_combined_8x_smaller_within_2_points(kind, digits):
+    # CNN: a quarter of the channels + distillation; MLP: fc2 as a rank-16 pair; then 75 % gradual
+    # pruning, 4-bit g64 QAT + distillation (tests/compress/_variants.py)
+    model, q = V.compressed(kind, "combined", digits)
+    _, test = V.data_of(kind, digits)
+    acc = lc.evaluate(model, test)
     size = lc.size_report(q)
     ratio = lc.fp32_bits(model) / size["bits"]
     drop = acc - lc.evaluate(q, test)

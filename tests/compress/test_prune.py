@@ -11,6 +11,8 @@ from torch import nn  # noqa: E402
 from lowbit import compress as lc  # noqa: E402
 from lowbit.compress.prune import BLOCK  # noqa: E402
 
+from . import _variants as V  # noqa: E402
+
 
 def test_magnitude_per_layer_and_global(mlp):
     model, _, _, _ = mlp
@@ -77,10 +79,12 @@ def test_cubic_schedule():
     assert all(s2 <= s1 + 1e-12 for s1, s2 in zip(steps, steps[1:]))  # fast first, slow at the end
 
 
-def test_gradual_90_percent_drop_at_most_1(model_and_data):
-    model, train, test, acc = model_and_data
-    p = lc.prune_gradual(model, train, 0.9, epochs=20 if hasattr(model, "fc1") else 12, every=5,
-                         lr=3e-3, scope="global", progress_bar=False)
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_gradual_90_percent_drop_at_most_1(kind, digits):
+    # global magnitude scope, cubic ramp, re-pruned every 5 steps (MLP 30 epochs, CNN 12)
+    model, p = V.compressed(kind, "prune90", digits)
+    _, test = V.data_of(kind, digits)
+    acc = lc.evaluate(model, test)
     sp = lc.sparsity_of(p)
     total = sum(m.weight.numel() for m in p.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
     zeros = sum(sp[n] * dict(p.named_modules())[n].weight.numel() for n in sp)
@@ -137,12 +141,13 @@ def test_structured_half_channels_is_exact_before_training(cnn):
         assert torch.allclose(p(x), ref, atol=1e-5)
 
 
-def test_structured_half_channels_with_distillation(model_and_data):
-    model, train, test, acc = model_and_data
-    s = lc.prune_channels(model, 0.5, train[0][:4])
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_structured_half_channels_with_distillation(kind, digits):
+    model, s = V.compressed(kind, "structured", digits)  # half the channels, distilled 15 epochs
+    _, test = V.data_of(kind, digits)
+    acc = lc.evaluate(model, test)
     n0 = sum(p.numel() for p in model.parameters())
     n1 = sum(p.numel() for p in s.parameters())
-    lc.distill(model, s, train, T=4.0, alpha=0.7, epochs=15, lr=3e-3, progress_bar=False)
     drop = acc - lc.evaluate(s, test)
     x = test[0]
     t0, t1 = _best_time(model, x), _best_time(s, x)

@@ -104,6 +104,26 @@ def test_latency_budget_through_a_pluggable_timer(mlp):
         lc.solve(lc.sensitivity(model, _calib(train), ["int8"], progress_bar=False), latency=1.0)
 
 
+
+def test_latency_measured_by_lowbit(mlp):
+    """lowbit_latency converts each layer alone under each option and times it in lowbit."""
+    model, train, _, _ = mlp
+    timer = lc.lowbit_latency(model, train[0][:2], rows=64, repeats=5)
+    t = lc.sensitivity(model, _calib(train), ["int8", "int4_g32", "rank0.25"], latency_fn=timer, progress_bar=False)
+    for name, l in t["layers"].items():
+        for opt, e in l["options"].items():
+            assert 0 < e["latency"] < 0.1, (name, opt)
+    # cached: asking again returns the same measurement
+    assert timer("fc2", model.fc2, "int8") == t["layers"]["fc2"]["options"]["int8"]["latency"]
+    full = sum(l["options"]["fp32"]["latency"] for l in t["layers"].values())
+    cheapest = sum(min(e["latency"] for e in l["options"].values()) for l in t["layers"].values())
+    budget = (full + cheapest) / 2
+    rec = lc.solve(t, latency=budget)
+    assert rec.summary["latency"] <= budget
+    with pytest.raises(ValueError, match="did not run"):
+        seq = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+        lc.lowbit_latency(seq, torch.zeros(1, 4))("2", torch.nn.Linear(4, 4), "int8")
+
 def test_size_accounting_counts_indices_and_scales():
     n, k = 64, 128
     dense4 = weight_bits(n, k, lc.QuantSpec.parse("int4_g32").to_dict())

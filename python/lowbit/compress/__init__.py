@@ -12,7 +12,13 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers: these names are the functions, not the same-named submodules
+    from .distill import distill as distill
+    from .prune import prune as prune
+    from .quantize import quantize as quantize
+    from .sensitivity import sensitivity as sensitivity
 
 # public name -> (submodule, attribute)
 _EXPORTS = {
@@ -45,6 +51,7 @@ _EXPORTS = {
     "ranks_for_budget": ("lowrank", "ranks_for_budget"),
     # sensitivity, recipe, annotation
     "sensitivity": ("sensitivity", "sensitivity"),
+    "lowbit_latency": ("latency", "lowbit_latency"),
     "Recipe": ("recipe", "Recipe"),
     "solve": ("recipe", "solve"),
     "annotation": ("annotate", "annotation"),
@@ -54,7 +61,7 @@ _EXPORTS = {
     "seed_everything": ("_common", "seed_everything"),
 }
 
-_SUBMODULES = ("prune", "quantize", "distill", "lowrank", "sensitivity", "recipe", "annotate")
+_SUBMODULES = ("prune", "quantize", "distill", "lowrank", "sensitivity", "recipe", "annotate", "latency")
 
 __all__ = sorted(_EXPORTS)
 

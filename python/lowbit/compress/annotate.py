@@ -66,9 +66,32 @@ def _index_bits(n: int, k: int, mask: torch.Tensor | None, pattern: str) -> tupl
     return nnz, min(n * k, nnz * INDEX_BITS + (n + 1) * ROWPTR_BITS)
 
 
+def qbin_weight_bits(n: int, k: int, quant: dict | None, op: str = "Dense", groups: int = 1) -> int:
+    """Bits of one [N, K] weight in the ``.qbin`` file ``lowbit.convert`` writes: the
+    encoding the converter picks for ``quant`` (passes/encode.py), padding, f16 scales,
+    u8 zero points, int8 column sums and codebook table included. Pruned weights are
+    stored dense until the sparse encodings exist (issue 4). ``op``: ``Dense`` (Linear)
+    or ``Conv`` (``groups``: the conv's groups; a depthwise conv stores its weights raw)."""
+    from ..passes.encode import choose_encoding, encoded_nbytes
+    if op == "Conv" and groups == n and groups > 1:
+        return n * k * 32
+    encoding, _ = choose_encoding(op, quant, n, k)
+    if op == "Conv" and encoding == "f32-n16":
+        return 8 * encoded_nbytes(encoding, k, n // groups, groups)
+    return 8 * encoded_nbytes(encoding, k, n)
+
+
 def weight_bits(n: int, k: int, quant: dict | None, mask: torch.Tensor | None = None,
-                pattern: str = "unstructured") -> int:
-    """Bits to store one [N, K] weight under ``quant`` (a QuantSpec dict or None for fp32) and ``mask``."""
+                pattern: str = "unstructured", accounting: str = "toolkit", op: str = "Dense",
+                groups: int = 1) -> int:
+    """Bits to store one [N, K] weight under ``quant`` (a QuantSpec dict or None for fp32) and ``mask``.
+    ``accounting="toolkit"``: the values at their bit width, fp32 scales, ``bits``-wide zero
+    points, the cheaper of a bitmap and CSR for masks; ``"qbin"``: the bytes of the .qbin
+    encoding ``lowbit.convert`` writes (``qbin_weight_bits``)."""
+    if accounting == "qbin":
+        return qbin_weight_bits(n, k, quant, op, groups)
+    if accounting != "toolkit":
+        raise ValueError(f"accounting must be 'toolkit' or 'qbin', got {accounting!r}")
     values, idx = _index_bits(n, k, mask, pattern)
     if quant is None:
         return values * 32 + idx
@@ -88,10 +111,15 @@ def weight_bits(n: int, k: int, quant: dict | None, mask: torch.Tensor | None = 
     return total
 
 
-def size_report(model: nn.Module) -> dict[str, Any]:
+def _op_of(m: nn.Module) -> str:
+    return "Dense" if isinstance(m, nn.Linear) else "Conv"
+
+
+def size_report(model: nn.Module, accounting: str = "toolkit") -> dict[str, Any]:
     """Compressed size of ``model`` in bits: each Linear / Conv weight by its
     annotation (quantized values, scales, zero points, codebooks, sparse
-    indices), every other parameter and buffer that the model needs (biases,
+    indices; ``accounting="qbin"``: as the converted file stores it, see
+    ``weight_bits``), every other parameter and buffer that the model needs (biases,
     norms) at 32 bits. ``lowbit_*`` buffers are not counted again."""
     per_layer = {}
     counted = set()
@@ -101,7 +129,8 @@ def size_report(model: nn.Module) -> dict[str, Any]:
             n, k = weight_matrix(m).shape
             sp = getattr(m, "lowbit_sparsity", None)
             mask = m._buffers.get("lowbit_mask")  # only a mask makes a layer sparse (zeros from rounding do not)
-            b = weight_bits(n, k, getattr(m, "lowbit_quant", None), mask, sp["pattern"] if sp else "unstructured")
+            b = weight_bits(n, k, getattr(m, "lowbit_quant", None), mask, sp["pattern"] if sp else "unstructured",
+                            accounting, _op_of(m), getattr(m, "groups", 1))
             per_layer[name] = b
             total += b
             counted.add(id(m.weight))

@@ -10,6 +10,12 @@ model computes) plus the integer codes and scales as buffers, and a
 - ``lowbit_zero``   int32 [N, G]     asymmetric only: w = scale * (code - zero)
 - ``lowbit_codebook`` float32 [2**bits]  ``kmeans`` / ``nf4``: w = scale * codebook[code]
 
+The numbers are the ones lowbit's ``.qbin`` encodings store, so converting a quantized
+layer carries it over exactly: every spec of at most 4 bits (and ternary, binary, NF4,
+4-bit k-means) has f16-representable scales (rounded before the codes are chosen), its
+codebook on the s8 table grid (integers in [-127, 127]), and symmetric int8 codes stay in
+[-127, 127]. docs/compress.md maps each spec to its encoding.
+
 The weight is viewed as a matrix [N, K] = ``weight.reshape(N, -1)``; groups are
 ``group_size`` consecutive entries along K within one row (the last group of a
 row is shorter when K is not a multiple of the group size).
@@ -142,7 +148,9 @@ class QuantSpec:
         return asdict(self)
 
     def qrange(self) -> tuple[int, int]:
-        """The inclusive range of the stored integer codes."""
+        """The inclusive range of the stored integer codes. Symmetric 8-bit codes use the
+        narrow range [-127, 127] (as ONNX Runtime and TFLite do for int8 weights): lowbit's
+        int8 kernels reject -128, whose magnitude is not an s8 (AVX2 sign trick)."""
         if self.scheme == "binary":
             return -1, 1
         if self.scheme == "ternary":
@@ -150,8 +158,26 @@ class QuantSpec:
         if self.scheme in ("kmeans", "nf4"):
             return 0, 2 ** self.bits - 1
         if self.symmetric:
+            if self.bits == 8:
+                return -127, 127
             return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
         return 0, 2 ** self.bits - 1
+
+    @property
+    def f16_scales(self) -> bool:
+        """True when the .qbin encoding of this spec stores its scales as f16 (the 4-bit
+        encodings q4 / q4t carry every spec of at most 4 bits, ternary, binary, NF4 and
+        4-bit k-means): the scales are then rounded to f16 *before* the codes are chosen,
+        so the torch model and the converted file compute with the same numbers."""
+        if self.scheme == "linear":
+            return self.bits <= 4
+        return self.scheme in ("ternary", "binary", "nf4") or self.bits <= 4
+
+    @property
+    def s8_codebook(self) -> bool:
+        """True when the codebook is stored on lowbit's s8 table grid (integers in
+        [-127, 127], the scale carries the 1/127): NF4 and k-means of at most 4 bits."""
+        return self.scheme == "nf4" or (self.scheme == "kmeans" and self.bits <= 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,16 +218,40 @@ def _fake(wg: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, lo: 
     return q, (q - zero) * scale
 
 
+F16_MAX = 65504.0
+F16_MIN_SUBNORMAL = 2.0 ** -24  # the smallest positive f16
+
+
+def storable_scale(scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``scale`` as the .qbin file will hold it: for specs whose encoding stores f16 scales
+    (``spec.f16_scales``), the nearest f16 at or above it, back in float32 (rounding up never
+    shrinks the range the scale was chosen to cover); unchanged otherwise. A scale below the
+    smallest f16 subnormal becomes that subnormal (its weights round to code 0 anyway); one
+    beyond the f16 range is refused."""
+    if not spec.f16_scales:
+        return scale
+    if bool((scale.abs() > F16_MAX).any()) or not bool(torch.isfinite(scale).all()):
+        raise ValueError(f"weights too large for f16 scales (a scale of {float(scale.abs().max()):.4g} is above "
+                         f"{F16_MAX:g}); rescale the layer or use an 8-bit spec")
+    scale = scale.float().clamp(min=F16_MIN_SUBNORMAL)
+    h = scale.half()
+    below = h.float() < scale
+    if bool(below.any()):  # one f16 ulp up (positive values: the next bit pattern)
+        h = torch.where(below, (h.view(torch.int16) + 1).view(torch.float16), h)
+    return h.float()
+
+
 def _grid_params(lo_v: torch.Tensor, hi_v: torch.Tensor, spec: QuantSpec):
-    """Scale (and zero) mapping [lo_v, hi_v] onto the code range."""
+    """Scale (and zero) mapping [lo_v, hi_v] onto the code range (the scale as stored, see
+    ``storable_scale``; the zero point is derived from that stored scale)."""
     qlo, qhi = spec.qrange()
     tiny = torch.finfo(torch.float32).tiny * 1e6
     if spec.symmetric:
         amax = torch.maximum(lo_v.abs(), hi_v.abs())
-        return torch.clamp(amax / max(qhi, 1), min=tiny), None
+        return storable_scale(torch.clamp(amax / max(qhi, 1), min=tiny), spec), None
     lo_v = torch.clamp(lo_v, max=0.0)  # 0 must be exactly representable (pruned weights stay 0)
     hi_v = torch.clamp(hi_v, min=0.0)
-    scale = torch.clamp((hi_v - lo_v) / (qhi - qlo), min=tiny)
+    scale = storable_scale(torch.clamp((hi_v - lo_v) / (qhi - qlo), min=tiny), spec)
     zero = torch.clamp(torch.round(-lo_v / scale) + qlo, qlo, qhi)
     return scale, zero
 
@@ -281,7 +331,7 @@ def quantize_matrix(wm: torch.Tensor, spec: QuantSpec) -> QuantResult:
         q, d = _fake(wg, scale, zero, lo, hi)
     elif spec.scheme == "binary":
         # sign x mean |w| minimises the L2 error of a {-a, a} grid (XNOR-Net)
-        scale = wg.abs().mean(dim=-1, keepdim=True).clamp(min=1e-12)
+        scale = storable_scale(wg.abs().mean(dim=-1, keepdim=True).clamp(min=1e-12), spec)
         q = torch.where(wg >= 0, 1.0, -1.0)
         d = q * scale
     elif spec.scheme == "ternary":
@@ -289,11 +339,12 @@ def quantize_matrix(wm: torch.Tensor, spec: QuantSpec) -> QuantResult:
         delta = 0.7 * wg.abs().mean(dim=-1, keepdim=True)
         q = torch.where(wg > delta, 1.0, torch.where(wg < -delta, -1.0, 0.0))
         nz = q.abs().sum(dim=-1, keepdim=True).clamp(min=1)
-        scale = ((wg.abs() * q.abs()).sum(dim=-1, keepdim=True) / nz).clamp(min=1e-12)
+        scale = storable_scale(((wg.abs() * q.abs()).sum(dim=-1, keepdim=True) / nz).clamp(min=1e-12), spec)
         d = q * scale
     elif spec.scheme == "nf4":
-        codebook = torch.tensor(NF4_LEVELS, dtype=torch.float32)
-        scale = wg.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+        # the NF4 levels on lowbit's s8 table grid (round(127 * level)); the absmax scale carries the 1/127
+        codebook = torch.round(torch.tensor(NF4_LEVELS, dtype=torch.float32) * 127)
+        scale = storable_scale(wg.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127, spec)
         q = ((wg / scale)[..., None] - codebook).abs().argmin(dim=-1).float()
         d = codebook[q.long()] * scale
     else:  # kmeans: one codebook per tensor, learned on w / scale
@@ -301,6 +352,10 @@ def quantize_matrix(wm: torch.Tensor, spec: QuantSpec) -> QuantResult:
         if spec.granularity != "tensor":
             scale = wg.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
         codebook = _kmeans_1d((wg / scale).reshape(-1), 2 ** spec.bits)
+        if spec.s8_codebook:  # the learned levels on the s8 table grid; the scale carries their peak / 127
+            peak = float(codebook.abs().max()) or 1.0
+            codebook = torch.round(codebook / peak * 127)
+            scale = storable_scale(scale * (peak / 127), spec)
         q = ((wg / scale)[..., None] - codebook).abs().argmin(dim=-1).float()
         d = codebook[q.long()] * scale
     codes = _from_groups(q, n, k)
@@ -655,7 +710,7 @@ def finish_qat(model: nn.Module) -> nn.Module:
         if not p:
             continue
         lsq = p[0]
-        step = (lsq.step.detach().abs() + 1e-12)
+        step = storable_scale(lsq.step.detach().abs() + 1e-12, lsq.spec)
         parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
         wm = weight_matrix(mod).float()
         n, k = wm.shape

@@ -173,7 +173,8 @@ def solve(table: dict[str, Any], *, size_bits: float | None = None, bits_per_wei
         rec_layers[n] = {"option": o, "quant": p["quant"], "sparsity": p["sparsity"], "pattern": p["pattern"],
                          "rank": p["rank"], "delta": d, "bits": entry["bits"], "latency": entry.get("latency")}
     total_bits = sum(l["bits"] for l in rec_layers.values())
-    summary = {"metric": table.get("metric"), "sum_delta": sum(l["delta"] for l in rec_layers.values()),
+    summary = {"metric": table.get("metric"), "accounting": table.get("accounting", "toolkit"),
+               "sum_delta": sum(l["delta"] for l in rec_layers.values()),
                "weight_bits": total_bits, "bits_per_weight": total_bits / n_weights, "weights": n_weights}
     if key == "latency":
         summary["latency"] = total(sel)

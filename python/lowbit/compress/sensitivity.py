@@ -46,10 +46,12 @@ def _magnitude_mask(wm: torch.Tensor, sparsity: float, pattern: str) -> torch.Te
 
 
 @torch.no_grad()
-def apply_option(wm: torch.Tensor, option: str) -> tuple[torch.Tensor, int]:
+def apply_option(wm: torch.Tensor, option: str, accounting: str = "toolkit", op: str = "Dense",
+                 groups: int = 1) -> tuple[torch.Tensor, int]:
     """The weight matrix [N, K] after ``option`` (as the torch model would compute with it),
-    and the option's size in bits."""
+    and the option's size in bits (``accounting``, ``op``, ``groups``: see ``weight_bits``)."""
     o = parse_option(option)
+    acc = dict(accounting=accounting, op=op, groups=groups)
     n, k = wm.shape
     w = wm.float()
     if o["rank"] is not None:
@@ -57,7 +59,7 @@ def apply_option(wm: torch.Tensor, option: str) -> tuple[torch.Tensor, int]:
         U, S, Vh = torch.linalg.svd(w.double(), full_matrices=False)
         w = ((U[:, :r] * S[:r]) @ Vh[:r]).float()
         # two factors [N, r] and [r, K], each quantized like the option says
-        bits = weight_bits(n, r, o["quant"]) + weight_bits(r, k, o["quant"])
+        bits = weight_bits(n, r, o["quant"], **acc) + weight_bits(r, k, o["quant"], **acc)
         if o["quant"] is not None:
             a = quantize_matrix((U[:, :r] * S[:r].sqrt()).float(), QuantSpec.parse(o["quant"])).dequant
             b = quantize_matrix((S[:r].sqrt()[:, None] * Vh[:r]).float(), QuantSpec.parse(o["quant"])).dequant
@@ -71,7 +73,7 @@ def apply_option(wm: torch.Tensor, option: str) -> tuple[torch.Tensor, int]:
         w = quantize_matrix(w, QuantSpec.parse(o["quant"])).dequant
         if mask is not None:
             w = w * mask
-    return w, weight_bits(n, k, o["quant"], mask, o["pattern"])
+    return w, weight_bits(n, k, o["quant"], mask, o["pattern"], **acc)
 
 
 def option_bits(module: nn.Module, option: str) -> int:
@@ -105,7 +107,7 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
                 metric: str = "loss", layers: Iterable[str] | None = None, skip: Iterable[str] = (),
                 loss_fn: Callable | None = None, latency_fn: Callable[[str, nn.Module, str], float] | None = None,
                 output_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-                batch_size: int = 256, max_batches: int | None = None,
+                batch_size: int = 256, max_batches: int | None = None, accounting: str = "toolkit",
                 progress_bar: bool = True) -> dict[str, Any]:
     """Measures each option on each layer alone (every other layer stays fp32).
 
@@ -115,7 +117,9 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
     batch_input)`` picks / transforms what is compared, e.g. pooled sentence
     embeddings). ``latency_fn(layer_name,
     module, option)`` (optional) returns the layer's latency in seconds under
-    the option - lowbit's own per-layer timing plugs in here.
+    the option - lowbit's own per-layer timing plugs in here. ``accounting``: how
+    ``bits`` are counted, ``"toolkit"`` (values, fp32 scales, sparse indices) or
+    ``"qbin"`` (the bytes of the converted file's encoding, see ``weight_bits``).
 
     Returns ``{"metric", "baseline", "options", "layers": {name: {"params",
     "fp32_bits", "options": {option: {"delta", "bits", "latency"}}}}}`` where
@@ -142,7 +146,8 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
         if r is not None and max(1, int(round(r * min(weight_matrix(m).shape)))) > max_useful_rank(m):
             continue  # the two factors would not be smaller than the layer: not an option here
         orig = m.weight.data.clone()
-        wm, bits = apply_option(orig.reshape(orig.shape[0], -1), opt)
+        wm, bits = apply_option(orig.reshape(orig.shape[0], -1), opt, accounting,
+                                "Dense" if isinstance(m, nn.Linear) else "Conv", getattr(m, "groups", 1))
         m.weight.data.copy_(wm.reshape(orig.shape))
         try:
             s = _score(model, data, metric, lf, ref, batch_size, max_batches, output_fn)
@@ -150,11 +155,13 @@ def sensitivity(model: nn.Module, data: Any, options: Iterable[str] = DEFAULT_OP
             m.weight.data.copy_(orig)
         n_, k_ = weight_matrix(m).shape
         if name not in table:  # the "keep it fp32" choice, so the solver may leave a layer alone
+            fp32 = apply_option(orig.reshape(orig.shape[0], -1), "fp32", accounting,
+                                "Dense" if isinstance(m, nn.Linear) else "Conv", getattr(m, "groups", 1))[1]
             table[name] = {"params": n_ * k_, "fp32_bits": n_ * k_ * 32, "options": {"fp32": {
-                "delta": 0.0, "bits": n_ * k_ * 32,
+                "delta": 0.0, "bits": fp32,
                 "latency": None if latency_fn is None else float(latency_fn(name, m, "fp32"))}}}
         entry = table[name]
         entry["options"][opt] = {"delta": s - base, "bits": int(bits),
                                  "latency": None if latency_fn is None else float(latency_fn(name, m, opt))}
     model.train(was)
-    return {"metric": metric, "baseline": base, "options": options, "layers": table}
+    return {"metric": metric, "baseline": base, "options": options, "accounting": accounting, "layers": table}

@@ -65,3 +65,56 @@ def import_torch(module: Any, example_inputs: Any) -> Graph:
     graph = import_onnx(export_onnx(module, example_inputs))
     graph.metadata["source"] = "torch"
     return graph
+
+
+def compressed_weights(module: Any) -> list:
+    """What ``lowbit.compress`` left on ``module``: one ``passes.encode.WeightSpec`` per
+    quantized, pruned or low-rank-factor layer (its exact weight values plus the
+    annotation's codes, scales, zero points, codebook, mask and low-rank role; see
+    docs/compress.md). Empty for a module the toolkit has not touched."""
+    import torch
+
+    from ..passes.encode import WeightSpec
+
+    for name, m in module.named_modules():
+        p = getattr(m, "parametrizations", None)
+        if p is not None and "weight" in p and any(type(x).__name__ == "LSQWeight" for x in p["weight"]):
+            raise ValueError(f"layer '{name}' is still being trained for quantization (prepare_qat): call "
+                             "lowbit.compress.finish_qat(model) before converting")
+    if not any(hasattr(m, a) for m in module.modules() for a in ("lowbit_quant", "lowbit_sparsity", "lowbit_lowrank")):
+        return []
+    from ..compress.annotate import annotation
+
+    layers = annotation(module)["layers"]
+    roles: dict[str, dict] = {}
+    for name, e in layers.items():
+        lr = e.get("lowrank")
+        if lr:
+            roles[lr["first"]] = {"role": "first", "of": name, "rank": int(lr["rank"])}
+            roles[lr["second"]] = {"role": "second", "of": name, "rank": int(lr["rank"])}
+    mods = dict(module.named_modules())
+
+    def arr(t: Any, dtype: Any) -> Any:
+        return None if t is None else t.detach().cpu().numpy().astype(dtype)
+
+    specs = []
+    for name in sorted(set(layers) | set(roles)):
+        m = mods.get(name)
+        e = layers.get(name, {})
+        if m is None or not hasattr(m, "weight") or not isinstance(m.weight, torch.Tensor) or "lowrank" in e:
+            continue
+        w = m.weight.detach().float().cpu()
+        n = w.shape[0]
+        q = e.get("quant")
+        sp = e.get("sparsity")
+        mask = m._buffers.get("lowbit_mask")
+        specs.append(WeightSpec(
+            layer=name, op=type(m).__name__, matrix=w.reshape(n, -1).numpy().copy(),
+            quant=None if q is None else {k: v for k, v in q.items() if k != "buffers"},
+            codes=arr(m._buffers.get("lowbit_codes") if q else None, "int32"),
+            scale=arr(m._buffers.get("lowbit_scale") if q else None, "float32"),
+            zero=arr(m._buffers.get("lowbit_zero") if q else None, "int32"),
+            codebook=arr(m._buffers.get("lowbit_codebook") if q else None, "float32"),
+            mask=None if mask is None else (mask.detach().cpu().reshape(n, -1) > 0).numpy(),
+            pattern=sp["pattern"] if sp else "unstructured", lowrank=roles.get(name)))
+    return specs

@@ -33,6 +33,7 @@ DEFAULT_PIPELINE: list[Pass] = [
     check_runtime_dtypes,
     pack_dense_weights,
     pack_conv_weights,
+    eliminate_dead_code,  # packing a conv weight renames it: drop the unpacked copy
 ]
 
 

@@ -135,6 +135,6 @@ def pack_conv_weights(graph: Graph) -> Graph:
             mats = [np.ascontiguousarray(w[k * nper:(k + 1) * nper].transpose(2, 3, 1, 0).reshape(kh * kw * cg, nper))
                     for k in range(g)]
             packed = np.concatenate([_core.pack_f32_n16(m) for m in mats])
-            graph.tensors[name] = Tensor(name, packed, "float32", (g, kh * kw * cg, nper), "f32-n16", {})
+            graph.tensors[name] = Tensor(name, packed, "float32", (g, kh * kw * cg, nper), "f32-n16", dict(t.meta))
         n.inputs[1] = name
     return graph

@@ -45,5 +45,5 @@ def pack_dense_weights(graph: Graph) -> Graph:
             continue
         arr = w.array().astype(np.float32, copy=False)
         packed = _core.pack_f32_n16(np.ascontiguousarray(arr))
-        graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), "f32-n16", {})
+        graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), "f32-n16", dict(w.meta))
     return graph

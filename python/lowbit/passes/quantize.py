@@ -266,7 +266,7 @@ def quantize_dense_weights(spec: QuantSpec) -> Callable[[Graph], Graph]:
                 continue
             arr = w.array().astype(np.float32, copy=False)
             packed, meta = pack_weight(arr, spec)
-            graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), spec.encoding, meta)
+            graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), spec.encoding, dict(w.meta, **meta))
         return graph
 
     return quantize_dense_weights
