@@ -7,9 +7,11 @@
 
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-gemm/f32_gemm.h"
+#include "kernels/f32-spmm/f32_spmm.h"
 #include "kernels/q4-gemm/q4_gemm.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
+#include "kernels/qs8-spmm/qs8_spmm.h"
 
 namespace lowbit {
 
@@ -29,6 +31,13 @@ struct KernelTable {
   bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
   Q4GemmFn q4_gemm;
   const char* q4_gemm_name;
+  // sparse (SELL-8) matmuls: fp32 unstructured, int8 unstructured, int8 1x4 blocks along K
+  F32SpmmFn f32_spmm;
+  const char* f32_spmm_name;
+  Qs8SpmmFn qs8_spmm;
+  const char* qs8_spmm_name;
+  Qs8SpmmFn qs8_bspmm;
+  const char* qs8_bspmm_name;
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

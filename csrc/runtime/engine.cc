@@ -481,6 +481,7 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
 }
 
 void register_dense_ops();
+void register_lowrank_ops();
 void register_matmul_ops();
 void register_elementwise_ops();
 void register_normalization_ops();
@@ -494,6 +495,7 @@ void register_all_ops() {
   if (done) return;
   done = true;
   register_dense_ops();
+  register_lowrank_ops();
   register_matmul_ops();
   register_elementwise_ops();
   register_normalization_ops();

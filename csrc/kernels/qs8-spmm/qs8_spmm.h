@@ -1,0 +1,62 @@
+// int8 sparse x dense matmul over the SELL-8 layout (kernels/sparse/sell.h) with int8
+// values and per-output-channel scales, for unstructured sparsity (bk = 1, "csr") and
+// 1x4 blocks along K (bk = 4, "bsr": one block is one vpmaddubsw/vpdpbusd quad, one sdot lane).
+//
+// Activations are quantized per row by qs8-quant (s8 in [-127, 127], never biased).
+// Result definition (scalar reference; every ISA matches it bit for bit, in any order):
+//   acc = sum over the entries e of lane (s, j):  sum_{i < bk} A[m, bk*idx[e] + i] * val[e*bk + i]   exact int32
+//   y   = float(acc) * (a_scale[m] * scale[8s + j]);  y = y + bias[n];  ReLU as (0 > y) ? 0 : y
+// for n = perm[8s + j] (GELU is applied by the caller on the finished rows).
+// K * 127 * 127 < 2^31 holds for K <= kQs8MaxK, so acc is exact.
+//
+// Packed activation tiles "At" for the batched bsr path (optional, built by qs8_bspmm_pack_a):
+// rows in tiles of 8; tile i, block b is 32 bytes at (i * Kp/4 + b) * 32 where bytes 4r..4r+3 are
+// A[8i + r, 4b .. 4b+3] (zero for rows past M). A block of a weight column then meets 8 rows in
+// one vector: one maddubs/madd pair (AVX2) or two sdot (NEON) with the block's 4 weights broadcast.
+#pragma once
+#include <cstdint>
+
+#include "kernels/f32-gemm/f32_gemm.h"  // Activation
+#include "kernels/sparse/sell.h"
+
+namespace lowbit {
+
+struct Qs8SpmmArgs {
+  int64_t M;
+  const int8_t* A;       // quantized rows; each row readable for round_up(K, 4) + 4 bytes (zeros past K)
+  int64_t lda;
+  const float* a_scale;  // M
+  const int8_t* At;      // bsr only: packed 8-row tiles (see above), or nullptr
+  const SellMatrix* W;
+  const float* bias;     // N or nullptr
+  float* C;
+  int64_t ldc;
+  Activation act;        // kNone or kRelu
+};
+
+// Rows [m0, m1) x slices [s0, s1); with At, m0 is a multiple of 8. Thread-safe on disjoint ranges.
+using Qs8SpmmFn = void (*)(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+
+inline int64_t qs8_spmm_lda(int64_t K) { return (K + 3) / 4 * 4 + 4; }
+inline int64_t qs8_bspmm_at_bytes(int64_t M, int64_t K) { return (M + 7) / 8 * ((K + 3) / 4) * 32; }
+// Builds the 8-row tiles from quantized rows (ISA-independent data movement).
+void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int8_t* At);
+
+namespace ref {
+void qs8_spmm_s8__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+namespace avx2 {
+void qs8_spmm_s8m4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+namespace avx512 {
+void qs8_spmm_s8m4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+void qs8_bspmm_s8c4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+namespace neon {
+void qs8_spmm_s8m4__neondot(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+void qs8_bspmm_s8c4__neondot(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+
+}  // namespace lowbit
