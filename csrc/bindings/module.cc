@@ -286,8 +286,8 @@ py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::arra
   return Y;
 }
 
-// Sparse (SELL-8) packing: W [K, N] float -> "f32-csr-s8" (bk = 1); Wq int8 [K, N] + scales ->
-// "qs8-csr-s8" (bk = 1) or "qs8-bsr1x4-s8" (bk = 4). Returns the blob (64-byte aligned).
+// Sparse packing: W [K, N] float -> "f32-csr-s8" (bk = 1); Wq int8 [K, N] + scales ->
+// "qs8-csr-k16" (bk = 1) or "qs8-bsr1x4-s8" (bk = 4). Returns the blob (64-byte aligned).
 U8Array py_pack_sell_f32(py::array_t<float, py::array::c_style | py::array::forcecast> W, int bk) {
   if (W.ndim() != 2) throw std::invalid_argument("pack_sell_f32 expects a 2-D array [K, N]");
   if (bk != 1) throw std::invalid_argument("pack_sell_f32: fp32 values are stored unstructured (bk = 1)");
@@ -307,9 +307,16 @@ U8Array py_pack_sell_s8(py::array_t<int8_t, py::array::c_style> Wq, py::array_t<
   if (bk != 1 && bk != 4) throw std::invalid_argument("pack_sell_s8: bk must be 1 or 4");
   const int64_t K = Wq.shape(0), N = Wq.shape(1);
   if (scales.size() != N) throw std::invalid_argument("pack_sell_s8 expects N scales");
-  if (K > kQs8MaxK || K > 65536 * int64_t(bk)) throw std::invalid_argument("pack_sell_s8: K above the limit");
+  if (K > kQs8MaxK || (bk == 4 && K > 65536 * int64_t(bk))) throw std::invalid_argument("pack_sell_s8: K above the limit");
   for (int64_t i = 0; i < K * N; ++i)
     if (Wq.data()[i] == -128) throw std::invalid_argument("pack_sell_s8: weights must be in [-127, 127]");
+  if (bk == 1) {  // unstructured int8: the K16 layout ("qs8-csr-k16")
+    const int64_t n = k16_count(K, N, Wq.data());
+    if (n < 0) throw std::invalid_argument("pack_sell_s8: sizes overflow");
+    U8Array out = aligned_bytes(n);
+    k16_pack(K, N, Wq.data(), scales.data(), out.mutable_data(), n);
+    return out;
+  }
   int64_t T = 0;
   const int64_t n = sell_count_s8(K, N, Wq.data(), bk, &T);
   if (n < 0) throw std::invalid_argument("pack_sell_s8: sizes overflow");
@@ -323,12 +330,13 @@ py::dict py_sell_info(U8Array W, const std::string& encoding, int64_t K, int64_t
   SparseWeights w;
   load_sparse_weights("sell_info", encoding, W.data(), W.size(), K, N, w);
   py::dict d;
-  d["K"] = w.w.K;
-  d["N"] = w.w.N;
-  d["steps"] = w.w.T;
-  d["nnz"] = w.w.nnz;
-  d["slices"] = w.w.S;
-  d["block"] = w.w.bk;
+  const bool k16 = w.kind == SparseKind::kQs8Csr;
+  d["K"] = w.K();
+  d["N"] = w.N();
+  d["steps"] = k16 ? w.k16.C : w.w.T;  // cells for K16
+  d["nnz"] = k16 ? w.k16.nnz : w.w.nnz;
+  d["slices"] = k16 ? w.k16.G : w.w.S;
+  d["block"] = k16 ? 1 : w.w.bk;
   return d;
 }
 

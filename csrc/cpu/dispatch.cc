@@ -17,7 +17,7 @@ std::vector<KernelTable> build_tables() {
                &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni",
                // sparse: the AVX2 kernels until AVX-512 ones are verified (no AVX-512 test machine yet)
                &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",
-               &avx2::qs8_spmm_s8m4__avx2, "qs8_spmm_s8m4__avx2",
+               &avx2::qs8_spmm_k16m4__avx2, "qs8_spmm_k16m4__avx2",
                &avx2::qs8_bspmm_s8c4__avx2, "qs8_bspmm_s8c4__avx2"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
@@ -25,7 +25,7 @@ std::vector<KernelTable> build_tables() {
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
                &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
                &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",
-               &avx2::qs8_spmm_s8m4__avx2, "qs8_spmm_s8m4__avx2",
+               &avx2::qs8_spmm_k16m4__avx2, "qs8_spmm_k16m4__avx2",
                &avx2::qs8_bspmm_s8c4__avx2, "qs8_bspmm_s8c4__avx2"});
 #endif
 #if defined(LOWBIT_ARM64)
@@ -36,7 +36,7 @@ std::vector<KernelTable> build_tables() {
                &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
                &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot",
                &neon::f32_spmm_s8m4__neon, "f32_spmm_s8m4__neon",
-               &neon::qs8_spmm_s8m4__neondot, "qs8_spmm_s8m4__neondot",
+               &neon::qs8_spmm_k16m4__neondot, "qs8_spmm_k16m4__neondot",
                &neon::qs8_bspmm_s8c4__neondot, "qs8_bspmm_s8c4__neondot"});
 #endif
   t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
@@ -45,7 +45,7 @@ std::vector<KernelTable> build_tables() {
                &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
                &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar",
                &ref::f32_spmm_s8__scalar, "f32_spmm_s8__scalar",
-               &ref::qs8_spmm_s8__scalar, "qs8_spmm_s8__scalar",
+               &ref::qs8_spmm_k16__scalar, "qs8_spmm_k16__scalar",
                &ref::qs8_bspmm_s8c4__scalar, "qs8_bspmm_s8c4__scalar"});
   return t;
 }

@@ -34,7 +34,7 @@ struct KernelTable {
   // sparse (SELL-8) matmuls: fp32 unstructured, int8 unstructured, int8 1x4 blocks along K
   F32SpmmFn f32_spmm;
   const char* f32_spmm_name;
-  Qs8SpmmFn qs8_spmm;
+  Qs8K16Fn qs8_spmm;
   const char* qs8_spmm_name;
   Qs8SpmmFn qs8_bspmm;
   const char* qs8_bspmm_name;

@@ -11,6 +11,11 @@ namespace lowbit {
 namespace avx2 {
 namespace {
 
+// Eight scalar loads beat vgatherdps on Zen 3 (measured: 740 vs 920 us for 224K steps).
+inline __m256 Gather8(const float* x, const uint16_t* i) {
+  return _mm256_setr_ps(x[i[0]], x[i[1]], x[i[2]], x[i[3]], x[i[4]], x[i[5]], x[i[6]], x[i[7]]);
+}
+
 template <int MR>
 void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
   const SellMatrix& w = *a.W;
@@ -23,9 +28,9 @@ void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
   }
   const int64_t t1 = w.slice[s + 1];
   for (int64_t t = w.slice[s]; t < t1; ++t) {
-    const __m256i idx = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + t * kSellC)));
+    const uint16_t* idx = w.idx + t * kSellC;
     const __m256 v = _mm256_loadu_ps(val + t * kSellC);
-    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(_mm256_i32gather_ps(x[r], idx, 4), v, acc[r]);
+    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(Gather8(x[r], idx), v, acc[r]);
   }
   const uint32_t* perm = w.perm + s * kSellC;
   for (int r = 0; r < MR; ++r) {

@@ -1,7 +1,7 @@
 // NEON int8 SELL-8 matmuls (see qs8_spmm.h). Compile with: -march=armv8.2-a+dotprod
 //
-// Unstructured: the 8 lanes' activations are loaded byte by byte into one d register,
-// widened to s16 and multiplied-accumulated into s32 (vmlal). 1x4 blocks: each lane's 4
+// Unstructured (K16): tbl gathers 16 slots from a 16-byte chunk, sdot sums each column's 4.
+// 1x4 blocks (SELL-8): each lane's 4
 // activations are one 32-bit lane load, so 4 lanes make one sdot operand against their
 // 16 contiguous weight bytes. With packed 8-row tiles a block meets 8 rows in two sdot.
 #include <arm_neon.h>
@@ -29,37 +29,36 @@ inline void Store(const Qs8SpmmArgs& a, int64_t m, int64_t s, const int32_t* v) 
   }
 }
 
+// MR rows x one group of 8 columns: tbl picks 16 slots (4 columns) from the chunk (0x80
+// slots read 0), sdot sums each column's 4 slots.
 template <int MR>
-void CsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
-  const SellMatrix& w = *a.W;
-  const int8_t* val = reinterpret_cast<const int8_t*>(w.val);
+void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
+  const K16Matrix& w = *a.W;
   int32x4_t acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = vdupq_n_s32(0);
-  const int64_t t1 = w.slice[s + 1];
-  for (int64_t t = w.slice[s]; t < t1; ++t) {
-    const uint16_t* idx = w.idx + t * kSellC;
-    const int16x8_t v = vmovl_s8(vld1_s8(val + t * kSellC));
+  const int64_t c1 = w.group[g + 1];
+  for (int64_t c = w.group[g]; c < c1; ++c) {
+    const uint8x16_t s0 = vld1q_u8(w.shuf + 32 * c), s1 = vld1q_u8(w.shuf + 32 * c + 16);
+    const int8x16_t v0 = vld1q_s8(w.val + 32 * c), v1 = vld1q_s8(w.val + 32 * c + 16);
+    const int64_t off = 16 * int64_t(w.chunk[c]);
     for (int r = 0; r < MR; ++r) {
-      const int8_t* x = a.A + (m + r) * a.lda;
-      int8x8_t g = vdup_n_s8(0);
-      g = vld1_lane_s8(x + idx[0], g, 0);
-      g = vld1_lane_s8(x + idx[1], g, 1);
-      g = vld1_lane_s8(x + idx[2], g, 2);
-      g = vld1_lane_s8(x + idx[3], g, 3);
-      g = vld1_lane_s8(x + idx[4], g, 4);
-      g = vld1_lane_s8(x + idx[5], g, 5);
-      g = vld1_lane_s8(x + idx[6], g, 6);
-      g = vld1_lane_s8(x + idx[7], g, 7);
-      const int16x8_t g16 = vmovl_s8(g);
-      acc[r][0] = vmlal_s16(acc[r][0], vget_low_s16(g16), vget_low_s16(v));
-      acc[r][1] = vmlal_high_s16(acc[r][1], g16, v);
+      const int8x16_t xc = vld1q_s8(a.A + (m + r) * a.lda + off);
+      acc[r][0] = vdotq_s32(acc[r][0], vqtbl1q_s8(xc, s0), v0);
+      acc[r][1] = vdotq_s32(acc[r][1], vqtbl1q_s8(xc, s1), v1);
     }
   }
   for (int r = 0; r < MR; ++r) {
-    int32_t out[8];
-    vst1q_s32(out, acc[r][0]);
-    vst1q_s32(out + 4, acc[r][1]);
-    Store(a, m + r, s, out);
+    int32_t o[8];
+    vst1q_s32(o, acc[r][0]);
+    vst1q_s32(o + 4, acc[r][1]);
+    float* c = a.C + (m + r) * a.ldc;
+    for (int64_t j = 0; j < 8 && 8 * g + j < w.N; ++j) {
+      const int64_t n = 8 * g + j;
+      float y = float(o[j]) * (a.a_scale[m + r] * w.scale[n]);
+      if (a.bias) y = y + a.bias[n];
+      if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
+      c[n] = y;
+    }
   }
 }
 
@@ -134,14 +133,14 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
 
 }  // namespace
 
-void qs8_spmm_s8m4__neondot(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
-  for (int64_t s = s0; s < s1; ++s) {
+void qs8_spmm_k16m4__neondot(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
+  for (int64_t g = g0; g < g1; ++g) {
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) CsrSlice<4>(a, m, s);
+    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g);
     switch (m1 - m) {
-      case 1: CsrSlice<1>(a, m, s); break;
-      case 2: CsrSlice<2>(a, m, s); break;
-      case 3: CsrSlice<3>(a, m, s); break;
+      case 1: K16Group<1>(a, m, g); break;
+      case 2: K16Group<2>(a, m, g); break;
+      case 3: K16Group<3>(a, m, g); break;
       default: break;
     }
   }

@@ -1,5 +1,6 @@
-// Dense layers whose weights are stored sparse (SELL-8: "f32-csr-s8", "qs8-csr-s8",
-// "qs8-bsr1x4-s8"; see kernels/sparse/sell.h and docs/format.md), and the helpers the
+// Dense layers whose weights are stored sparse ("f32-csr-s8" and "qs8-bsr1x4-s8" in the SELL-8
+// layout of kernels/sparse/sell.h, "qs8-csr-k16" in the K16 layout of kernels/sparse/k16.h;
+// docs/format.md), and the helpers the
 // bindings' test hooks share with the op.
 #pragma once
 #include <cstdint>
@@ -13,7 +14,10 @@ enum class SparseKind { kF32Csr, kQs8Csr, kQs8Bsr };
 
 struct SparseWeights {
   SparseKind kind = SparseKind::kF32Csr;
-  SellMatrix w;
+  SellMatrix w;   // f32 csr, qs8 bsr
+  K16Matrix k16;  // qs8 csr
+  int64_t K() const { return kind == SparseKind::kQs8Csr ? k16.K : w.K; }
+  int64_t N() const { return kind == SparseKind::kQs8Csr ? k16.N : w.N; }
 };
 
 // True and fills kind when `enc` names a sparse weight encoding.
