@@ -213,7 +213,7 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
       if (!op->input_dtype_ok(k, vs.dtype))
         throw std::invalid_argument(where + ": input '" + vs.name + "' is " + dtype_name(vs.dtype) +
                                     (op->input_dtype_ok(k, DType::kF32) ? ", expected float32" : ", a dtype this op does not read here"));
-      bool packed_ok = (n.op == "Dense" || n.op == "Conv") && k == 1;
+      bool packed_ok = ((n.op == "Dense" || n.op == "Conv") && k == 1) || (n.op == "LowRank" && (k == 1 || k == 2));
       if (vs.is_const && vs.encoding != "raw" && !packed_ok)
         throw std::invalid_argument(where + ": input '" + vs.name + "' has encoding " + vs.encoding + ", expected raw");
     }
