@@ -25,6 +25,9 @@ class ConvertReport:
     source_weight_bytes: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    #: one entry per layer whose encoding was chosen among dense / sparse / low-rank:
+    #: {"layer", "chosen", "why", "times_us": {encoding: {rows: microseconds}}}
+    choices: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def compression_ratio(self) -> float:
@@ -67,7 +70,7 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
-            recipe: Any = None) -> ConvertReport:
+            recipe: Any = None, sparse: str = "auto", batch: Any = (1, 16)) -> ConvertReport:
     """Imports ``src`` (an ``.onnx`` path, an ``onnx.ModelProto``, or a live
     ``torch.nn.Module`` traced with ``example_inputs``), runs the
     graph passes (constant folding, GELU/bias/activation fusion, dead-code
@@ -84,6 +87,16 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     minimizes the squared weight error. Activations are quantized to int8 per
     row at run time.
 
+    ``sparse``: how weights with zeros and factored layers are stored.
+    ``"auto"`` (default): two Dense layers in a row with nothing between them and
+    a small inner dimension become one ``LowRank`` layer, and every weight with at
+    least 30% zeros (and every LowRank) is timed on this CPU in its dense form and
+    its sparse (or factored) forms at each row count in ``batch``; the fastest is
+    kept, and never one slower than dense at any of them (``batch=(1,)`` for
+    decode-style use). ``"csr"`` / ``"bsr"``: store every weight with a zero in
+    that sparse form without timing (``"bsr"``: int8 only); ``"off"``: dense only,
+    no low-rank fusion. The choice and its measured times are in the report.
+
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
     ``UnsupportedOpError`` listing every operator it cannot import. ``calib``
     and ``recipe`` are reserved for the compressed paths and raise
@@ -96,9 +109,19 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
         spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook))
     if recipe is not None or calib is not None:
         raise NotImplementedError("recipe= and calib= are not available in this version yet")
+    from .passes.sparse import SPARSE_MODES, choose_encodings, fuse_lowrank
+    if sparse not in SPARSE_MODES:
+        raise ValueError(f"sparse={sparse!r}: expected one of {', '.join(SPARSE_MODES)}")
+    if sparse == "bsr" and (spec is None or spec.mode != "int8"):
+        raise ValueError("sparse='bsr' stores int8 1x4 blocks: it needs quant='int8'")
+    batch = (int(batch),) if isinstance(batch, int) else tuple(int(b) for b in batch)
     graph, src_name = _import(src, example_inputs)
     src_bytes = int(graph.metadata.get("source_weight_bytes", 0))
     passes = list(DEFAULT_PIPELINE)
+    choices: list[dict[str, Any]] = []
+    if sparse != "off":
+        passes.insert(passes.index(pack_dense_weights), fuse_lowrank)
+    passes.insert(passes.index(pack_dense_weights), choose_encodings(spec, sparse, batch, choices))
     if spec is not None:
         from .passes.quantize import quantize_dense_weights
         passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))
@@ -106,5 +129,6 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     size = save(graph, dst, producer={"source": os.path.basename(src_name)})
     from .runtime import load
     model = load(dst, verify=False)
+    notes = [f"{c['layer']}: {c['chosen']} ({c['why']}); times in us by rows: {c['times_us']}" for c in choices]
     return ConvertReport(src_name, os.fspath(dst), done, model.layers(), size, src_bytes,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, notes, choices)
