@@ -17,16 +17,18 @@ TEST = os.path.join(os.path.dirname(__file__), "native", "kernels_test.cc")
 
 COMMON = ["cpu/cpu.cc", "cpu/dispatch.cc", "kernels/crc32c/ref.cc", "kernels/f32-gemm/pack.cc",
           "kernels/f32-gemm/ref.cc", "kernels/qs8-quant/ref.cc", "kernels/qs8-gemm/pack.cc", "kernels/qs8-gemm/ref.cc",
-          "kernels/q4-gemm/pack.cc", "kernels/q4-gemm/ref.cc"]
+          "kernels/q4-gemm/pack.cc", "kernels/q4-gemm/ref.cc", "kernels/sparse/sell.cc", "kernels/sparse/k16.cc",
+          "kernels/f32-spmm/ref.cc", "kernels/qs8-spmm/ref.cc"]
 AVX2 = ["-mavx2", "-mfma", "-mf16c"]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
 X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": AVX2, "kernels/qs8-gemm/avx2.cc": AVX2,
        "kernels/q4-gemm/avx2.cc": AVX2, "kernels/f32-gemm/avx512.cc": AVX512, "kernels/f32-vmath/avx512.cc": AVX512,
        "kernels/f32-dwconv/avx512.cc": AVX512, "kernels/qs8-quant/avx512.cc": AVX512,
-       "kernels/qs8-gemm/avx512vnni.cc": AVX512, "kernels/q4-gemm/avx512vnni.cc": AVX512}
+       "kernels/qs8-gemm/avx512vnni.cc": AVX512, "kernels/q4-gemm/avx512vnni.cc": AVX512,
+       "kernels/f32-spmm/avx2.cc": AVX2, "kernels/qs8-spmm/avx2.cc": AVX2}
 DOT = ["-march=armv8.2-a+dotprod+fp16"]
 ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"], "kernels/qs8-gemm/neondot.cc": DOT,
-       "kernels/q4-gemm/neondot.cc": DOT}
+       "kernels/q4-gemm/neondot.cc": DOT, "kernels/f32-spmm/neon.cc": DOT, "kernels/qs8-spmm/neondot.cc": DOT}
 REQUIRE_QEMU = os.environ.get("LOWBIT_REQUIRE_QEMU") == "1"
 
 
@@ -91,6 +93,8 @@ def test_native_aarch64_with_crc_and_dotprod(arm_exe):
     assert "selected: neondot" in out and "crc32c__armv8crc" in out
     # the sdot int8 and 4-bit kernels ran the full sweep against the scalar reference
     assert "quantized: qs8_quant__scalar, qs8_gemm_4x16c4__neondot, q4_gemm_4x16c8__neondot" in out
+    # and the sparse kernels (fp32 SELL, int8 K16 tbl+sdot, int8 1x4 blocks with and without row tiles)
+    assert "sparse: f32_spmm_s8m4__neon, qs8_spmm_k16m4__neondot, qs8_bspmm_s8c4__neondot" in out
     assert "FAIL" not in out
 
 
