@@ -25,7 +25,7 @@ X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": AVX2
        "kernels/q4-gemm/avx2.cc": AVX2, "kernels/f32-gemm/avx512.cc": AVX512, "kernels/f32-vmath/avx512.cc": AVX512,
        "kernels/f32-dwconv/avx512.cc": AVX512, "kernels/qs8-quant/avx512.cc": AVX512,
        "kernels/qs8-gemm/avx512vnni.cc": AVX512, "kernels/q4-gemm/avx512vnni.cc": AVX512,
-       "kernels/f32-spmm/avx2.cc": AVX2, "kernels/qs8-spmm/avx2.cc": AVX2}
+       "kernels/f32-spmm/avx2.cc": AVX2, "kernels/qs8-spmm/avx2.cc": AVX2, "kernels/qs8-spmm/avx512vnni.cc": AVX512}
 DOT = ["-march=armv8.2-a+dotprod+fp16"]
 ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"], "kernels/qs8-gemm/neondot.cc": DOT,
        "kernels/q4-gemm/neondot.cc": DOT, "kernels/f32-spmm/neon.cc": DOT, "kernels/qs8-spmm/neondot.cc": DOT}

@@ -38,6 +38,7 @@ struct KernelTable {
   const char* qs8_spmm_name;
   Qs8SpmmFn qs8_bspmm;
   const char* qs8_bspmm_name;
+  bool qs8_spmm_biased;  // both int8 sparse kernels want activations quantized with bias128 (vpdpbusd)
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

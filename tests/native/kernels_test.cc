@@ -208,14 +208,18 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
         for (auto& v : x) v = nd(rng);
         const std::string where = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N) +
                                   " pattern=" + std::to_string(pat);
-        // activations as the op quantizes them: rows of round_up(K, 16) + 16 bytes, zeros past K
+        // activations as the op quantizes them (biased when the table asks): rows of
+        // round_up(K, 16) + 16 bytes, value 0 past K
         const int64_t lda = (K + 15) / 16 * 16 + 16;
-        std::vector<int8_t> q(M * lda);
+        std::vector<int8_t> q(M * lda), qt(M * lda);
         std::vector<float> sc(M);
         Qs8QuantArgs qa{x.data(), K, K, lda, q.data(), lda, sc.data(), nullptr, 0, 0, false};
         ref_t.qs8_quant(qa, 0, M);
+        qa.q = qt.data();
+        qa.bias128 = t.qs8_spmm_biased;
+        t.qs8_quant(qa, 0, M);
         std::vector<int8_t> at(qs8_bspmm_at_bytes(M, K));
-        qs8_bspmm_pack_a(M, K, q.data(), lda, at.data());
+        qs8_bspmm_pack_a(M, K, qt.data(), lda, at.data());
         for (int act = 0; act < 2; ++act) {
           std::vector<float> a(M * N, -1.f), b(M * N, -2.f);
           F32SpmmArgs fa{M, x.data(), K, &sf, bias.data(), a.data(), N, Activation(act)};
@@ -226,12 +230,14 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
           Qs8K16Args ka{M, q.data(), lda, sc.data(), &sk, bias.data(), a.data(), N, Activation(act)};
           ref_t.qs8_spmm(ka, 0, M, 0, sk.G);
           ka.C = b.data();
+          ka.A = qt.data();
           t.qs8_spmm(ka, 0, M, 0, sk.G);
           check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_spmm" + where);
           for (int tiles = 0; tiles < 2; ++tiles) {
             Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
             ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
             ba.C = b.data();
+            ba.A = qt.data();
             ba.At = tiles ? at.data() : nullptr;
             t.qs8_bspmm(ba, 0, M, 0, sb.S);
             check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,

@@ -34,9 +34,6 @@ void f32_spmm_s8__scalar(const F32SpmmArgs& a, int64_t m0, int64_t m1, int64_t s
 namespace avx2 {
 void f32_spmm_s8m4__avx2(const F32SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
 }
-namespace avx512 {
-void f32_spmm_s8m4__avx512(const F32SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
-}
 namespace neon {
 void f32_spmm_s8m4__neon(const F32SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
 }

@@ -4,7 +4,8 @@
 //  - 1x4 blocks along K ("bsr"): the SELL-8 layout (kernels/sparse/sell.h) with bk = 4: one
 //    block is one vpmaddubsw/vpdpbusd quad, one sdot lane.
 //
-// Activations are quantized per row by qs8-quant (s8 in [-127, 127], never biased).
+// Activations are quantized per row by qs8-quant (s8 in [-127, 127]; biased to u8 = q + 128 for
+// the tables whose qs8_spmm_biased is set: AVX-512 VNNI, whose vpdpbusd is u8 x s8).
 // Result definition (scalar reference; every ISA matches it bit for bit, in any order):
 //   acc = sum of A[m, k] * Wq[k, n] over the stored entries of column n         exact int32
 //   y   = float(acc) * (a_scale[m] * scale[n]);  y = y + bias[n];  ReLU as (0 > y) ? 0 : y
@@ -26,7 +27,7 @@ namespace lowbit {
 
 struct Qs8SpmmArgs {
   int64_t M;
-  const int8_t* A;       // quantized rows; each row readable for round_up(K, 4) + 4 bytes (zeros past K)
+  const int8_t* A;       // quantized rows; each row readable for round_up(K, 4) + 4 bytes (value 0 past K)
   int64_t lda;
   const float* a_scale;  // M
   const int8_t* At;      // bsr only: packed 8-row tiles (see above), or nullptr
@@ -42,7 +43,7 @@ using Qs8SpmmFn = void (*)(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t
 
 struct Qs8K16Args {
   int64_t M;
-  const int8_t* A;       // quantized rows; each row readable for k16_lda(K) bytes (zeros past K)
+  const int8_t* A;       // quantized rows; each row readable for k16_lda(K) bytes (value 0 past K)
   int64_t lda;
   const float* a_scale;  // M
   const K16Matrix* W;

@@ -98,7 +98,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
     qa.ldq = lda;
     qa.scale = reinterpret_cast<float*>(base + p.scale);
     qa.gsum = nullptr;
-    qa.bias128 = false;
+    qa.bias128 = t.qs8_spmm_biased;
     if (threaded && ThreadPool::global().num_threads() > 1 && M * K >= 64 * 1024)
       parallel_chunks(M, 4, [&](int64_t r0, int64_t r1) { t.qs8_quant(qa, r0, r1); });
     else
