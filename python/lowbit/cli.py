@@ -92,10 +92,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import lowbit
 
     out = args.output or os.path.splitext(args.src)[0] + ".qbin"
-    report = lowbit.convert(args.src, out, quant=args.quant, group_size=args.group_size)
+    batch = tuple(int(b) for b in args.batch.split(",") if b)
+    report = lowbit.convert(args.src, out, quant=args.quant, group_size=args.group_size, sparse=args.sparse,
+                            batch=batch)
     if args.json:
         print(json.dumps({"src": report.src, "dst": report.dst, "file_bytes": report.file_bytes,
-                          "passes": report.passes, "layers": report.layers}, indent=2, default=str))
+                          "passes": report.passes, "layers": report.layers, "choices": report.choices},
+                         indent=2, default=str))
     else:
         print(report)
         print(f"\nnext: lowbit inspect {out}")
@@ -173,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output")
     sp.add_argument("--quant", choices=["int8", "int4", "nf4"])
     sp.add_argument("--group-size", type=int, default=32, choices=[32, 64, 128])
+    sp.add_argument("--sparse", default="auto", choices=["auto", "off", "csr", "bsr"],
+                    help="sparse/low-rank layers: auto = timed choice per layer (default)")
+    sp.add_argument("--batch", default="1,16", help="row counts the auto choice is timed at (comma-separated)")
     sp.set_defaults(fn=cmd_convert)
     sp = add("run", "run a .qbin model on a .npy (one input) or .npz (named inputs)",
              "lowbit run model.qbin --input x.npy -o y.npy")
