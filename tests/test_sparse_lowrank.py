@@ -117,7 +117,15 @@ def test_lowrank_pair_becomes_one_layer(tmp_path):
         assert layers[0]["activation"] == "relu"
         want = ref(x)
         tol = {None: 1e-5, "int8": 0.03, "int4": 0.25}[quant]
-        np.testing.assert_allclose(m.run(x), want, atol=tol * np.abs(want).max(), rtol=0)
+        y = m.run(x)
+        np.testing.assert_allclose(y, want, atol=tol * np.abs(want).max(), rtol=0)
+        old = _core.get_num_threads()
+        try:
+            for t in (2, 3):
+                _core.set_num_threads(t)
+                np.testing.assert_array_equal(m.run(x), y)
+        finally:
+            _core.set_num_threads(old)
 
 
 @pytest.mark.parametrize("kw", [dict(act_between=True), dict(r=60)])
@@ -204,3 +212,22 @@ def test_torch_factored_linear_becomes_lowrank(tmp_path):
     m = lowbit.load(dst)
     assert [l["op"] for l in m.layers()] == ["LowRank"]
     np.testing.assert_allclose(m.run(x.numpy()), mod(x).detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_lowrank_bit_identical_across_threads(tmp_path):
+    src, ref = lowrank_model(tmp_path, k=512, r=32, n=640)
+    x = np.random.default_rng(6).standard_normal((33, 512)).astype(np.float32)
+    for quant in (None, "int8", "int4"):
+        dst = str(tmp_path / f"lrt-{quant}.qbin")
+        lowbit.convert(src, dst, quant=quant, sparse="csr")
+        m = lowbit.load(dst)
+        assert [l["op"] for l in m.layers()] == ["LowRank"]
+        old = _core.get_num_threads()
+        try:
+            _core.set_num_threads(1)
+            y = m.run(x)
+            for t in (2, 4):
+                _core.set_num_threads(t)
+                np.testing.assert_array_equal(m.run(x), y)
+        finally:
+            _core.set_num_threads(old)
