@@ -3,8 +3,6 @@ become sparse, two MatMul/Gemm in a row with a small inner dimension become one
 LowRank layer, the per-layer choice is made by timing and shown in the report and
 in Model.layers(), and a layer never gets a form slower than its dense one."""
 
-import os
-
 import numpy as np
 import pytest
 

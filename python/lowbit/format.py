@@ -7,13 +7,14 @@ and hands the kernels views into the map: no copy, no repack.
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -148,10 +149,16 @@ def _sparse_range(enc: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, in
 #: Encodings whose byte count depends on the data (sparse): name -> (least, most) bytes for a
 #: shape. The exact count follows from the entry count in the blob's own header, which the
 #: executor checks (with every index and pointer) before it reads anything.
-VARIABLE_SIZE = {e: (lambda e: lambda dtype, shape: _sparse_range(e, dtype, shape))(e)
-                 for e in ("f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8")}
-for _e, _fn in VARIABLE_SIZE.items():
-    ENCODINGS[_e] = (lambda f: lambda dtype, shape: f(dtype, shape)[0])(_fn)
+VARIABLE_SIZE: dict[str, Callable[[str, tuple[int, ...]], tuple[int, int]]] = {
+    e: functools.partial(_sparse_range, e) for e in ("f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8")}
+
+
+def _least_bytes(enc: str, dtype: str, shape: tuple[int, ...]) -> int:
+    return VARIABLE_SIZE[enc](dtype, shape)[0]
+
+
+for _e in VARIABLE_SIZE:  # ENCODINGS lists every name; for these its size is the least one
+    ENCODINGS[_e] = functools.partial(_least_bytes, _e)
 
 
 def nbytes_ok(enc: str, dtype: str, shape: tuple[int, ...], nbytes: int) -> tuple[bool, str]:

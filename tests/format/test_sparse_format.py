@@ -3,7 +3,6 @@ a round trip, and a FormatError — never a crash — for every malformed blob:
 indices out of range, non-monotonic pointers, entry counts that overflow,
 wrong header fields, duplicate columns, -128, values in empty slots."""
 
-import os
 import struct
 
 import numpy as np
@@ -76,8 +75,12 @@ def test_round_trip(tmp_path, enc):
 
 def corrupt(enc, blob, what):
     b = bytearray(blob.tobytes())
-    u32 = lambda off, v: b.__setitem__(slice(off, off + 4), struct.pack("<I", v))
-    u64 = lambda off, v: b.__setitem__(slice(off, off + 8), struct.pack("<Q", v))
+
+    def u32(off, v):
+        b[off:off + 4] = struct.pack("<I", v)
+
+    def u64(off, v):
+        b[off:off + 8] = struct.pack("<Q", v)
     K, N, T = struct.unpack_from("<QQQ", b, 16 if enc != "qs8-csr-k16" else 8)
     if enc == "qs8-csr-k16":
         o = k16_offsets(K, N, T)

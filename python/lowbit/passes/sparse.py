@@ -20,12 +20,12 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .. import _core
-from ..ir import Graph, Node, Tensor, ValueInfo
+from ..ir import Graph, Node, Tensor
 
 SPARSE_ENCODINGS = ("f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8")
 #: a Dense weight is a sparse candidate from this fraction of exact zeros on
@@ -77,19 +77,19 @@ def aligned(a: np.ndarray) -> np.ndarray:
 
 
 def _engine(op: str, tensors: list[Tensor], k: int, attrs: dict[str, Any]) -> "_core.Engine":
-    values = [{"name": "x", "dtype": "float32", "shape": [-1, k], "data": None, "encoding": "raw"}]
+    values: list[dict[str, Any]] = [{"name": "x", "dtype": "float32", "shape": [-1, k], "data": None,
+                                     "encoding": "raw"}]
     for t in tensors:
         values.append({"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "data": aligned(t.data),
                        "encoding": t.encoding})
     values.append({"name": "y", "dtype": "float32", "shape": [], "data": None, "encoding": "raw"})
-    node = {"name": "timed", "op": op, "inputs": list(range(1, len(tensors) + 1)), "outputs": [len(values) - 1],
-            "attrs": attrs}
-    node["inputs"] = [0] + node["inputs"]
+    node: dict[str, Any] = {"name": "timed", "op": op, "inputs": list(range(len(tensors) + 1)),
+                            "outputs": [len(values) - 1], "attrs": attrs}
     return _core.Engine(values, [node], [0], [len(values) - 1])
 
 
 def time_layers(layers: list[tuple[str, list[Tensor], dict[str, Any]]], k: int, m: int,
-                budget: float = 0.06, keys: list[str | None] | None = None) -> list[float]:
+                budget: float = 0.06, keys: Sequence[str | None] | None = None) -> list[float]:
     """Seconds one run of each one-node graph takes on ``m`` rows: engines are
     built once, warmed up, then run in alternating rounds (so a slow moment of a
     shared machine hits every candidate alike) until ``budget`` seconds are
@@ -98,7 +98,7 @@ def time_layers(layers: list[tuple[str, list[Tensor], dict[str, Any]]], k: int, 
     keys = keys or [None] * len(layers)
     full = [None if kk is None else f"{_core.selected_isa()}|t{_core.get_num_threads()}|{kk}|m{m}" for kk in keys]
     if all(f is not None and f in _CACHE for f in full):
-        return [_CACHE[f] for f in full]
+        return [_CACHE[f] for f in full if f is not None]
     x = np.random.default_rng(0).standard_normal((m, k)).astype(np.float32)
     engines = [_engine(op, tensors, k, attrs) for op, tensors, attrs in layers]
     for e in engines:
@@ -232,7 +232,7 @@ def choose_encodings(quant: Any = None, mode: str = "auto", batch: tuple[int, ..
             for c, t in zip(cands, times):
                 c.times[m] = t
 
-    def _record(graph: Graph, node: Node, cands: list[Candidate], chosen: Candidate, why: str) -> None:
+    def _record(graph: Graph, node: Node, cands: list[Candidate], chosen: Candidate, why: str) -> dict[str, Any]:
         entry = {"layer": node.name, "chosen": chosen.encoding, "why": why,
                  "times_us": {c.encoding: {str(m): round(t * 1e6, 1) for m, t in c.times.items()} for c in cands}}
         if log is not None:
