@@ -46,6 +46,12 @@ int64_t walk(int64_t K, int64_t N, const int8_t* W, F&& emit) {
   return cells;
 }
 
+// memcpy of a vector's bytes; skips empty ones (their data() may be null, which memcpy must not get)
+template <class V>
+void copy_out(uint8_t* dst, const std::vector<V>& v) {
+  if (!v.empty()) std::memcpy(dst, v.data(), v.size() * sizeof(V));
+}
+
 }  // namespace
 
 bool k16_parts(int64_t K, int64_t N, int64_t C, K16Parts* out) {
@@ -163,12 +169,12 @@ void k16_pack(int64_t K, int64_t N, const int8_t* W, const float* scales, uint8_
   std::memset(out, 0, size_t(nbytes));
   Header h{kK16Magic, 0, uint64_t(K), uint64_t(N), uint64_t(C), uint64_t(nnz)};
   std::memcpy(out, &h, sizeof(h));
-  std::memcpy(out + p.group, group.data(), group.size() * 4);
+  copy_out(out + p.group, group);
   float* sc = reinterpret_cast<float*>(out + p.scale);
   for (int64_t n = 0; n < N; ++n) sc[n] = scales[n];
-  std::memcpy(out + p.chunk, chunk.data(), chunk.size() * 2);
-  std::memcpy(out + p.shuf, shuf.data(), shuf.size());
-  std::memcpy(out + p.val, val.data(), val.size());
+  copy_out(out + p.chunk, chunk);
+  copy_out(out + p.shuf, shuf);
+  copy_out(out + p.val, val);
 }
 
 }  // namespace lowbit

@@ -11,6 +11,12 @@ namespace {
 
 constexpr int64_t kMaxBytes = int64_t(1) << 62;
 
+// memcpy of a vector's bytes; skips empty ones (their data() may be null, which memcpy must not get)
+template <class V>
+void copy_out(uint8_t* dst, const std::vector<V>& v) {
+  if (!v.empty()) std::memcpy(dst, v.data(), v.size() * sizeof(V));
+}
+
 // a + b*c, rounded up to 64, or -1 on overflow past kMaxBytes
 int64_t add_section(int64_t a, int64_t b, int64_t c) {
   if (a < 0 || b < 0 || c < 0) return -1;
@@ -71,8 +77,8 @@ void pack(int64_t K, int64_t N, int bk, F value, const float* scales, uint8_t* o
   std::memset(out, 0, size_t(nbytes));
   Header h{kSellMagic, uint32_t(bk), uint32_t(vb), scales ? 1u : 0u, uint64_t(K), uint64_t(N), uint64_t(T), uint64_t(nnz)};
   std::memcpy(out, &h, sizeof(h));
-  std::memcpy(out + p.slice, slice.data(), slice.size() * 4);
-  std::memcpy(out + p.perm, perm.data(), perm.size() * 4);
+  copy_out(out + p.slice, slice);
+  copy_out(out + p.perm, perm);
   float* sc = scales ? reinterpret_cast<float*>(out + p.scale) : nullptr;
   uint16_t* idx = reinterpret_cast<uint16_t*>(out + p.idx);
   V* val = reinterpret_cast<V*>(out + p.val);
