@@ -12,11 +12,7 @@
 //    block's 4 weights broadcast per (step, lane).
 // GCC 12's AVX-512 headers self-initialise _mm512_undefined_*(): silence its -Wmaybe-uninitialized false positives.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#if defined(LOWBIT_EMULATE_AVX512)
-#include "kernels/common/avx512.h"  // SIMDe-emulated test builds (the AVX-512 test harness)
-#else
-#include <immintrin.h>
-#endif
+#include "kernels/common/avx512.h"  // intrinsics, and vpdpbusd in place (SIMDe in the emulated test build)
 
 #include <cstring>
 
@@ -72,13 +68,13 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
     // a lone last cell: the high half loads zeros (empty weights) and repeats the chunk
     const __m512i sh = Load64(w.shuf + 32 * c, !pair);
     const __m512i v = Load64(w.val + 32 * c, !pair);
-    corr = _mm512_dpbusd_epi32(corr, k80, v);
+    Dpbusd(corr, k80, v);
     const int64_t o0 = 16 * int64_t(w.chunk[c]), o1 = pair ? 16 * int64_t(w.chunk[c + 1]) : o0;
     for (int r = 0; r < MR; ++r) {
       const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[r] + o0)));
       const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[r] + o1)));
       const __m512i xc = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_shuffle_epi8(xc, sh), v);
+      Dpbusd(acc[r], _mm512_shuffle_epi8(xc, sh), v);
     }
   }
   const __m256i cf = Fold(corr);
@@ -107,9 +103,9 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
   for (; t < t1; t += 2) {
     const bool pair = t + 1 < t1;
     const __m512i v = Load64(w.val + t * kSellC * 4, !pair);
-    corr = _mm512_dpbusd_epi32(corr, k80, v);
+    Dpbusd(corr, k80, v);
     for (int r = 0; r < MR; ++r)
-      acc[r] = _mm512_dpbusd_epi32(acc[r], Gather16x4(a.A + (m + r) * a.lda, w.idx + t * kSellC, pair ? 16 : 8), v);
+      Dpbusd(acc[r], Gather16x4(a.A + (m + r) * a.lda, w.idx + t * kSellC, pair ? 16 : 8), v);
   }
   const __m256i cf = Fold(corr);
   for (int r = 0; r < MR; ++r)
@@ -129,10 +125,10 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
     const int8_t* v = reinterpret_cast<const int8_t*>(w.val) + t * kSellC * 4;
-    corr = _mm256_dpbusd_epi32(corr, k80, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
+    Dpbusd256(corr, k80, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
     for (int j = 0; j < 8; ++j) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + int64_t(idx[j]) * 32));
-      acc[j] = _mm256_dpbusd_epi32(acc[j], xv, _mm256_set1_epi32(Load4(v + 4 * j)));
+      DpbusdBcast256(acc[j], xv, v + 4 * j);  // the block's 4 weights, {1to8}
     }
   }
   alignas(32) int32_t o[8][8], cs[8];
