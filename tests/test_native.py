@@ -108,6 +108,8 @@ def test_native_aarch64_with_crc_and_dotprod(arm_exe):
     assert "selected: neondot" in out and "crc32c__armv8crc" in out
     # the sdot int8 and 4-bit kernels ran the full sweep against the scalar reference
     assert "quantized: qs8_quant__scalar, qs8_gemm_4x16c4__neondot, q4_gemm_4x16c8__neondot" in out
+    # and the sparse kernels (fp32 SELL, int8 K16 tbl+sdot, int8 1x4 blocks with and without row tiles)
+    assert "sparse: f32_spmm_s8m4__neon, qs8_spmm_k16m4__neondot, qs8_bspmm_s8c4__neondot" in out
     assert "FAIL" not in out
 
 

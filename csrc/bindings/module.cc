@@ -13,6 +13,7 @@
 #include "kernels/memread/memread.h"
 #include "runtime/engine.h"
 #include "runtime/ops/qdense.h"
+#include "runtime/ops/spdense.h"
 #include "runtime/threadpool.h"
 
 namespace py = pybind11;
@@ -287,6 +288,88 @@ py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::arra
   return Y;
 }
 
+// Sparse packing: W [K, N] float -> "f32-csr-s8" (bk = 1); Wq int8 [K, N] + scales ->
+// "qs8-csr-k16" (bk = 1) or "qs8-bsr1x4-s8" (bk = 4). Returns the blob (64-byte aligned).
+U8Array py_pack_sell_f32(py::array_t<float, py::array::c_style | py::array::forcecast> W, int bk) {
+  if (W.ndim() != 2) throw std::invalid_argument("pack_sell_f32 expects a 2-D array [K, N]");
+  if (bk != 1) throw std::invalid_argument("pack_sell_f32: fp32 values are stored unstructured (bk = 1)");
+  const int64_t K = W.shape(0), N = W.shape(1);
+  if (K > 65536 * int64_t(bk)) throw std::invalid_argument("pack_sell_f32: K above the 16-bit index limit");
+  int64_t T = 0;
+  const int64_t n = sell_count_f32(K, N, W.data(), bk, &T);
+  if (n < 0) throw std::invalid_argument("pack_sell_f32: sizes overflow");
+  U8Array out = aligned_bytes(n);
+  sell_pack_f32(K, N, W.data(), bk, out.mutable_data(), n);
+  return out;
+}
+
+U8Array py_pack_sell_s8(py::array_t<int8_t, py::array::c_style> Wq, py::array_t<float, py::array::c_style | py::array::forcecast> scales,
+                        int bk) {
+  if (Wq.ndim() != 2) throw std::invalid_argument("pack_sell_s8 expects int8 weights [K, N]");
+  if (bk != 1 && bk != 4) throw std::invalid_argument("pack_sell_s8: bk must be 1 or 4");
+  const int64_t K = Wq.shape(0), N = Wq.shape(1);
+  if (scales.size() != N) throw std::invalid_argument("pack_sell_s8 expects N scales");
+  if (K > kQs8MaxK || (bk == 4 && K > 65536 * int64_t(bk))) throw std::invalid_argument("pack_sell_s8: K above the limit");
+  for (int64_t i = 0; i < K * N; ++i)
+    if (Wq.data()[i] == -128) throw std::invalid_argument("pack_sell_s8: weights must be in [-127, 127]");
+  if (bk == 1) {  // unstructured int8: the K16 layout ("qs8-csr-k16")
+    const int64_t n = k16_count(K, N, Wq.data());
+    if (n < 0) throw std::invalid_argument("pack_sell_s8: sizes overflow");
+    U8Array out = aligned_bytes(n);
+    k16_pack(K, N, Wq.data(), scales.data(), out.mutable_data(), n);
+    return out;
+  }
+  int64_t T = 0;
+  const int64_t n = sell_count_s8(K, N, Wq.data(), bk, &T);
+  if (n < 0) throw std::invalid_argument("pack_sell_s8: sizes overflow");
+  U8Array out = aligned_bytes(n);
+  sell_pack_s8(K, N, Wq.data(), scales.data(), bk, out.mutable_data(), n);
+  return out;
+}
+
+// The header counts of a sparse blob (validated): dict with K, N, steps, nnz, slices.
+py::dict py_sell_info(U8Array W, const std::string& encoding, int64_t K, int64_t N) {
+  SparseWeights w;
+  load_sparse_weights("sell_info", encoding, W.data(), W.size(), K, N, w);
+  py::dict d;
+  const bool k16 = w.kind == SparseKind::kQs8Csr;
+  d["K"] = w.K();
+  d["N"] = w.N();
+  d["steps"] = k16 ? w.k16.C : w.w.T;  // cells for K16
+  d["nnz"] = k16 ? w.k16.nnz : w.w.nnz;
+  d["slices"] = k16 ? w.k16.G : w.w.S;
+  d["block"] = k16 ? 1 : w.w.bk;
+  return d;
+}
+
+// Test hook: a sparse Dense with a named ISA's kernels -> y [M, N].
+py::array_t<float> py_spdense(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X, U8Array W,
+                              const std::string& encoding, int64_t K, int64_t N, py::object bias, int act, bool threaded) {
+  const KernelTable& t = kernels_for(isa);
+  SparseWeights w;
+  load_sparse_weights("spdense", encoding, W.data(), W.size(), K, N, w);
+  if (X.ndim() != 2 || X.shape(1) != K) throw std::invalid_argument("X must be [M, K]");
+  if (act < 0 || act > 2) throw std::invalid_argument("bad activation");
+  const int64_t M = X.shape(0);
+  py::array_t<float, py::array::c_style | py::array::forcecast> barr;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    barr = py::cast<py::array_t<float, py::array::c_style | py::array::forcecast>>(bias);
+    if (barr.size() != N) throw std::invalid_argument("bias must have N entries");
+    bp = barr.data();
+  }
+  py::array_t<float> Y(std::vector<int64_t>{M, N});
+  std::vector<uint8_t> scratch(spdense_scratch_bytes(w, M) + 64);
+  void* sp = scratch.data() + ((64 - (reinterpret_cast<uintptr_t>(scratch.data()) & 63)) & 63);
+  const float* xp = X.data();
+  float* yp = Y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    run_spdense(t, w, xp, M, bp, Activation(act), yp, sp, threaded);
+  }
+  return Y;
+}
+
 // Test hook: the activation quantizer of a named ISA -> (q [M, Kp] int8, scale [M], gsum [M, NG]).
 py::tuple py_qs8_quant(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X, int64_t Kp,
                        int64_t group, bool bias128) {
@@ -376,6 +459,9 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-quant"] = t.qs8_quant_name;
     d["qs8-gemm"] = t.qs8_gemm_name;
     d["q4-gemm"] = t.q4_gemm_name;
+    d["f32-spmm"] = t.f32_spmm_name;
+    d["qs8-spmm"] = t.qs8_spmm_name;
+    d["qs8-bspmm"] = t.qs8_bspmm_name;
     d["crc32c"] = t.crc32c_name;
     d["qs8-requant"] = t.qs8_requant_name;
     d["qs8-dwconv"] = t.qs8_dwconv_name;
@@ -401,6 +487,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("hi"), py::arg("residual") = py::none(), py::arg("r_zp") = 0, py::arg("r_mult") = 0.0f,
         py::arg("two_step") = false, py::arg("mid_zp") = 0, py::arg("mid_mult") = 1.0f);
   m.def("qs8_dwconv", &py_qs8_dwconv);
+  m.def("pack_sell_f32", &py_pack_sell_f32, py::arg("w"), py::arg("bk") = 1);
+  m.def("pack_sell_s8", &py_pack_sell_s8, py::arg("wq"), py::arg("scales"), py::arg("bk") = 1);
+  m.def("sell_info", &py_sell_info, py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"));
+  m.def("spdense", &py_spdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
   m.def("memread_sum", [](const py::buffer& b) {
     py::buffer_info info = b.request();
     const void* p = info.ptr;

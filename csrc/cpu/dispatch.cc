@@ -17,14 +17,22 @@ std::vector<KernelTable> build_tables() {
                &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni",
                // no AVX-512 requant/depthwise yet (not testable on the AVX2 build machine): the AVX2 ones
                &avx2::qs8_requant__avx2, "qs8_requant__avx2",
-               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2"});
+               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2",
+               // fp32 SELL: the AVX2 kernel (its limit is building vectors from scalar loads,
+               // which AVX-512 does not change)
+               &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",
+               &avx512::qs8_spmm_k16m4__avx512vnni, "qs8_spmm_k16m4__avx512vnni",
+               &avx512::qs8_bspmm_s8c4__avx512vnni, "qs8_bspmm_s8c4__avx512vnni", true});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
                &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
                &avx2::qs8_requant__avx2, "qs8_requant__avx2",
-               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2"});
+               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2",
+               &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",
+               &avx2::qs8_spmm_k16m4__avx2, "qs8_spmm_k16m4__avx2",
+               &avx2::qs8_bspmm_s8c4__avx2, "qs8_bspmm_s8c4__avx2", false});
 #endif
 #if defined(LOWBIT_ARM64)
   // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.
@@ -34,7 +42,10 @@ std::vector<KernelTable> build_tables() {
                &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
                &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot",
                &ref::qs8_requant__scalar, "qs8_requant__scalar",
-               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar"});
+               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar",
+               &neon::f32_spmm_s8m4__neon, "f32_spmm_s8m4__neon",
+               &neon::qs8_spmm_k16m4__neondot, "qs8_spmm_k16m4__neondot",
+               &neon::qs8_bspmm_s8c4__neondot, "qs8_bspmm_s8c4__neondot", false});
 #endif
   t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
                &ref::crc32c__scalar, "crc32c__scalar",
@@ -42,7 +53,10 @@ std::vector<KernelTable> build_tables() {
                &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
                &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar",
                &ref::qs8_requant__scalar, "qs8_requant__scalar",
-               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar"});
+               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar",
+               &ref::f32_spmm_s8__scalar, "f32_spmm_s8__scalar",
+               &ref::qs8_spmm_k16__scalar, "qs8_spmm_k16__scalar",
+               &ref::qs8_bspmm_s8c4__scalar, "qs8_bspmm_s8c4__scalar", false});
   return t;
 }
 

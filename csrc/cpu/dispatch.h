@@ -7,11 +7,13 @@
 
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-gemm/f32_gemm.h"
+#include "kernels/f32-spmm/f32_spmm.h"
 #include "kernels/q4-gemm/q4_gemm.h"
 #include "kernels/qs8-dwconv/qs8_dwconv.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
 #include "kernels/qs8-requant/qs8_requant.h"
+#include "kernels/qs8-spmm/qs8_spmm.h"
 
 namespace lowbit {
 
@@ -36,6 +38,14 @@ struct KernelTable {
   const char* qs8_requant_name;
   Qs8DwConvFn qs8_dwconv;
   const char* qs8_dwconv_name;
+  // sparse (SELL-8) matmuls: fp32 unstructured, int8 unstructured, int8 1x4 blocks along K
+  F32SpmmFn f32_spmm;
+  const char* f32_spmm_name;
+  Qs8K16Fn qs8_spmm;
+  const char* qs8_spmm_name;
+  Qs8SpmmFn qs8_bspmm;
+  const char* qs8_bspmm_name;
+  bool qs8_spmm_biased;  // both int8 sparse kernels want activations quantized with bias128 (vpdpbusd)
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

@@ -213,7 +213,8 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
       if (!op->input_dtype_ok(k, vs.dtype))
         throw std::invalid_argument(where + ": input '" + vs.name + "' is " + dtype_name(vs.dtype) +
                                     (op->input_dtype_ok(k, DType::kF32) ? ", expected float32" : ", a dtype this op does not read here"));
-      bool packed_ok = (n.op == "Dense" || n.op == "Conv" || n.op == "QConv") && k == 1;
+      bool packed_ok = ((n.op == "Dense" || n.op == "Conv" || n.op == "QConv") && k == 1) ||
+                       (n.op == "LowRank" && (k == 1 || k == 2));
       if (vs.is_const && vs.encoding != "raw" && !packed_ok)
         throw std::invalid_argument(where + ": input '" + vs.name + "' has encoding " + vs.encoding + ", expected raw");
     }
@@ -481,6 +482,7 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
 }
 
 void register_dense_ops();
+void register_lowrank_ops();
 void register_matmul_ops();
 void register_elementwise_ops();
 void register_normalization_ops();
@@ -495,6 +497,7 @@ void register_all_ops() {
   if (done) return;
   done = true;
   register_dense_ops();
+  register_lowrank_ops();
   register_matmul_ops();
   register_elementwise_ops();
   register_normalization_ops();

@@ -55,6 +55,14 @@ def qs8_dwconv(isa: str, x: npt.ArrayLike, w: npt.ArrayLike, bias: npt.ArrayLike
                strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int], OH: int, OW: int, x_zp: int,
                out_zp: int, lo: int, hi: int) -> npt.NDArray[np.int8]:
     """int8 depthwise convolution, NHWC (kernels/qs8-dwconv), with a named ISA."""
+def pack_sell_f32(w: npt.ArrayLike, bk: int = 1) -> npt.NDArray[np.uint8]:
+    """W [K, N] -> an "f32-csr-s8" blob (SELL-8, docs/format.md)."""
+def pack_sell_s8(wq: npt.NDArray[np.int8], scales: npt.ArrayLike, bk: int = 1) -> npt.NDArray[np.uint8]:
+    """int8 W [K, N] + per-column scales -> "qs8-csr-k16" (bk = 1) or "qs8-bsr1x4-s8" (bk = 4)."""
+def sell_info(w: npt.NDArray[np.uint8], encoding: str, K: int, N: int) -> dict[str, int]:
+    """A validated sparse blob's counts: K, N, steps (cells for K16), nnz, slices, block."""
+def spdense(isa: str, x: npt.ArrayLike, w: npt.NDArray[np.uint8], encoding: str, K: int, N: int,
+            bias: npt.ArrayLike | None = None, act: int = 0, threaded: bool = False) -> npt.NDArray[np.float32]: ...
 def memread_sum(b: Any) -> int: ...
 def known_ops() -> list[str]: ...
 def memory_limit() -> int: ...

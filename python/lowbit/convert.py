@@ -25,6 +25,9 @@ class ConvertReport:
     source_weight_bytes: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    #: one entry per layer whose encoding was chosen among dense / sparse / low-rank:
+    #: {"layer", "chosen", "why", "times_us": {encoding: {rows: microseconds}}}
+    choices: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def compression_ratio(self) -> float:
@@ -83,7 +86,8 @@ def _as_recipe(recipe: Any) -> Any:
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
-            calib_method: str = "percentile", calib_percentile: float = 99.99, recipe: Any = None) -> ConvertReport:
+            calib_method: str = "percentile", calib_percentile: float = 99.99, recipe: Any = None,
+            sparse: str = "auto", batch: Any = (1, 16)) -> ConvertReport:
     """Imports ``src`` (an ``.onnx`` path, an ``onnx.ModelProto``, or a live
     ``torch.nn.Module`` traced with ``example_inputs``), runs the
     graph passes (constant folding, GELU/bias/activation fusion, dead-code
@@ -123,6 +127,16 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     quantized in QDQ form (onnxruntime's ``quantize_static``) keeps its own
     integer weights and scales and needs neither.
 
+    ``sparse``: how weights with zeros and factored layers are stored.
+    ``"auto"`` (default): two Dense layers in a row with nothing between them and
+    a small inner dimension become one ``LowRank`` layer, and every weight with at
+    least 30% zeros (and every LowRank) is timed on this CPU in its dense form and
+    its sparse (or factored) forms at each row count in ``batch``; the fastest is
+    kept, and never one slower than dense at any of them (``batch=(1,)`` for
+    decode-style use). ``"csr"`` / ``"bsr"``: store every weight with a zero in
+    that sparse form without timing (``"bsr"``: int8 only); ``"off"``: dense only,
+    no low-rank fusion. The choice and its measured times are in the report.
+
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
     ``UnsupportedOpError`` listing every operator it cannot import.
     """
@@ -133,6 +147,12 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
         spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook))
     if calib is not None and recipe is None and (spec is None or spec.mode != "int8"):
         raise ValueError(f"calib= calibrates int8 activations: it needs quant='int8' (or recipe=), got quant={quant!r}")
+    from .passes.sparse import SPARSE_MODES, choose_encodings, fuse_lowrank
+    if sparse not in SPARSE_MODES:
+        raise ValueError(f"sparse={sparse!r}: expected one of {', '.join(SPARSE_MODES)}")
+    if sparse == "bsr" and (spec is None or spec.mode != "int8"):
+        raise ValueError("sparse='bsr' stores int8 1x4 blocks: it needs quant='int8'")
+    batch = (int(batch),) if isinstance(batch, int) else tuple(int(b) for b in batch)
     is_torch = not isinstance(src, (str, os.PathLike)) and hasattr(src, "state_dict")
     notes: list[str] = []
     if recipe is not None:
@@ -157,9 +177,16 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     if calib is not None and spec is not None and spec.mode == "int8":
         passes.insert(passes.index(to_nhwc) + 1, qconv.static_quantize_convs(calib, calib_method, calib_percentile))
     passes.insert(passes.index(pack_conv_weights) + 1, qconv.pack_qconv_weights)
+    # Before the packers, in this order: the toolkit's exact encodings first (the passes
+    # after it leave non-raw weights alone), then low-rank fusion and the timed sparse
+    # choice over the weights still raw, then quant= for what is left.
     if specs:
         from .passes.encode import encode_compressed_weights
         passes.insert(passes.index(pack_dense_weights), encode_compressed_weights(specs, notes))
+    choices: list[dict[str, Any]] = []
+    if sparse != "off":
+        passes.insert(passes.index(pack_dense_weights), fuse_lowrank)
+    passes.insert(passes.index(pack_dense_weights), choose_encodings(spec, sparse, batch, choices))
     if spec is not None:
         from .passes.quantize import quantize_dense_weights
         passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))
@@ -167,5 +194,6 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     size = save(graph, dst, producer={"source": os.path.basename(src_name)})
     from .runtime import load
     model = load(dst, verify=False)
+    notes += [f"{c['layer']}: {c['chosen']} ({c['why']}); times in us by rows: {c['times_us']}" for c in choices]
     return ConvertReport(src_name, os.fspath(dst), done, model.layers(), size, src_bytes,
-                         time.perf_counter() - t0, notes)
+                         time.perf_counter() - t0, notes, choices)

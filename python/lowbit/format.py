@@ -7,13 +7,14 @@ and hands the kernels views into the map: no copy, no repack.
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -109,6 +110,68 @@ def _align(x: int) -> int:
     return (x + ALIGN - 1) // ALIGN * ALIGN
 
 
+# ---- sparse encodings: the size depends on the entry count stored in the blob's header ----
+
+def _sell_bytes(k: int, n: int, steps: int, bk: int, vbytes: int, has_scale: bool) -> int:
+    s = (n + 7) // 8
+    pos = 64
+    pos = _align(pos + (s + 1) * 4)             # slice pointers
+    pos = _align(pos + s * 8 * 4)               # lane -> column
+    pos = _align(pos + (s * 8 * 4 if has_scale else 0))
+    pos = _align(pos + steps * 8 * 2)           # u16 indices
+    return _align(pos + steps * 8 * bk * vbytes)
+
+
+def _k16_bytes(k: int, n: int, cells: int) -> int:
+    g = (n + 7) // 8
+    pos = _align(64 + (g + 1) * 4)
+    pos = _align(pos + g * 8 * 4)
+    pos = _align(pos + cells * 2)
+    pos = _align(pos + cells * 32)
+    return _align(pos + cells * 32)
+
+
+def _sparse_range(enc: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    if dtype != "float32" or len(shape) != 2:
+        raise ValueError(f"{enc} needs a float32 tensor of rank 2 [K, N]")
+    k, n = shape
+    if enc == "f32-csr-s8":
+        if k > 65536:
+            raise ValueError(f"{enc}: K = {k} is above the 16-bit index limit 65536")
+        return _sell_bytes(k, n, 0, 1, 4, False), _sell_bytes(k, n, (n + 7) // 8 * k, 1, 4, False)
+    if k > QUANT_MAX_K:
+        raise ValueError(f"{enc}: K = {k} is above the limit {QUANT_MAX_K}")
+    if enc == "qs8-bsr1x4-s8":
+        return _sell_bytes(k, n, 0, 4, 1, True), _sell_bytes(k, n, (n + 7) // 8 * ((k + 3) // 4), 4, 1, True)
+    return _k16_bytes(k, n, 0), _k16_bytes(k, n, (n + 7) // 8 * ((k + 15) // 16) * 4)
+
+
+#: Encodings whose byte count depends on the data (sparse): name -> (least, most) bytes for a
+#: shape. The exact count follows from the entry count in the blob's own header, which the
+#: executor checks (with every index and pointer) before it reads anything.
+VARIABLE_SIZE: dict[str, Callable[[str, tuple[int, ...]], tuple[int, int]]] = {
+    e: functools.partial(_sparse_range, e) for e in ("f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8")}
+
+
+def _least_bytes(enc: str, dtype: str, shape: tuple[int, ...]) -> int:
+    return VARIABLE_SIZE[enc](dtype, shape)[0]
+
+
+for _e in VARIABLE_SIZE:  # ENCODINGS lists every name; for these its size is the least one
+    ENCODINGS[_e] = functools.partial(_least_bytes, _e)
+
+
+def nbytes_ok(enc: str, dtype: str, shape: tuple[int, ...], nbytes: int) -> tuple[bool, str]:
+    """Whether ``nbytes`` fits ``enc`` for ``shape`` (exactly, or within the sparse
+    encodings' range); the second item is the expected size in words. Raises
+    ValueError for a shape or dtype the encoding cannot hold."""
+    if enc in VARIABLE_SIZE:
+        lo, hi = VARIABLE_SIZE[enc](dtype, shape)
+        return lo <= nbytes <= hi and nbytes % ALIGN == 0, f"between {lo} and {hi} bytes, a multiple of {ALIGN}"
+    want = ENCODINGS[enc](dtype, shape)
+    return nbytes == want, f"{want} bytes"
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.integer):
         return int(o)
@@ -153,8 +216,8 @@ def save(graph: Graph, path: str | os.PathLike, producer: dict[str, Any] | None 
     for name, t in graph.tensors.items():
         if t.encoding not in ENCODINGS:
             raise ValueError(f"tensor '{name}': unknown encoding '{t.encoding}'")
-        want = ENCODINGS[t.encoding](t.dtype, t.shape)
-        if want != t.nbytes:
+        ok, want = nbytes_ok(t.encoding, t.dtype, t.shape, t.nbytes)
+        if not ok:
             raise ValueError(f"tensor '{name}': {t.nbytes} bytes, encoding {t.encoding} of {t.shape} needs {want}")
     offsets: dict[str, int] = {}
     pos = 0
@@ -379,15 +442,15 @@ def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str,
         enc = t["encoding"]
         if not isinstance(enc, str) or enc not in ENCODINGS:
             raise v.fail(f"tensor '{name}': unknown encoding {enc!r}; expected one of {sorted(ENCODINGS)}")
-        try:
-            want = ENCODINGS[enc](dtype, shape)
-        except ValueError as e:
-            raise v.fail(f"tensor '{name}': {e}") from None
         off = v.int_(t["offset"], f"tensor '{name}' offset", 0, 1 << 62)
         nbytes = v.int_(t["nbytes"], f"tensor '{name}' nbytes", 0, 1 << 62)
-        if nbytes != want:
+        try:
+            ok, want = nbytes_ok(enc, dtype, shape, nbytes)
+        except ValueError as e:
+            raise v.fail(f"tensor '{name}': {e}") from None
+        if not ok:
             raise v.fail(f"tensor '{name}': nbytes {nbytes} does not match encoding {enc} of shape {shape} "
-                         f"({want} bytes)")
+                         f"({want})")
         if off % ALIGN:
             raise v.fail(f"tensor '{name}': offset {off} is not {ALIGN}-byte aligned")
         if off + nbytes > data_len:

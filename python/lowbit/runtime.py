@@ -92,22 +92,36 @@ class Model:
 
     def layers(self) -> list[dict[str, Any]]:
         """One dict per node: name, op, input/output/weight shapes, encoding,
-        bytes of constants, activation and the kernel that runs it."""
+        bytes of constants, activation and the kernel that runs it; for a layer
+        whose encoding convert chose by timing, ``choice`` holds what was chosen,
+        why, and the measured microseconds of every candidate per row count;
+        LowRank layers also give their ``rank``."""
         out = []
         for n, kern in zip(self.graph.nodes, self._kernels):
             consts = [self.graph.tensors[i] for i in n.inputs if i in self.graph.tensors]
             weight = consts[0] if consts else None
+            wshape = tuple(weight.shape) if weight is not None else None
+            enc = weight.encoding if weight is not None else None
+            extra: dict[str, Any] = {}
+            if n.op == "LowRank" and len(consts) >= 2:
+                wshape = (consts[0].shape[0], consts[1].shape[1])
+                enc = f"lowrank({consts[0].encoding}, {consts[1].encoding})"
+                extra["rank"] = consts[0].shape[1]
+            if weight is not None and "choice" in weight.meta:
+                extra["choice"] = weight.meta["choice"]
             out.append({
                 "name": n.name,
                 "op": n.op,
                 "inputs": [i for i in n.inputs if i and i not in self.graph.tensors],
                 "outputs": list(n.outputs),
-                "weight_shape": tuple(weight.shape) if weight is not None else None,
+                "weight_shape": wshape,
                 "shapes": [tuple(c.shape) for c in consts],
-                "encoding": weight.encoding if weight is not None else None,
+                "encoding": enc,
                 "bytes": sum(c.nbytes for c in consts),
-                "activation": {0: None, 1: "relu", 2: "gelu"}.get(n.attrs.get("activation", 0)) if n.op == "Dense" else None,
+                "activation": ({0: None, 1: "relu", 2: "gelu"}.get(n.attrs.get("activation", 0))
+                               if n.op in ("Dense", "LowRank") else None),
                 "kernel": kern,
+                **extra,
             })
         return out
 

@@ -41,6 +41,11 @@ CONVERT_OPTIONS: list[dict[str, Any]] = [
     {"quant": "nf4"},
     {"quant": "nf4", "group_size": 64, "codebook": "kmeans"},
     {"quant": "nf4", "group_size": 128},
+    # sparse and low-rank (issue 4), forced so every seed run gets the same encodings
+    {"sparse": "csr"},                    # f32-csr-s8, LowRank with fp32 factors
+    {"quant": "int8", "sparse": "csr"},   # qs8-csr-k16, LowRank with int8 factors
+    {"quant": "int8", "sparse": "bsr"},   # qs8-bsr1x4-s8
+    {"quant": "int4", "sparse": "csr"},   # LowRank with int4 factors (4-bit weights stay dense)
 ]
 
 

@@ -305,6 +305,92 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
   }
 }
 
+// Sparse paths (SELL-8 fp32 and 1x4 blocks, K16 int8): packed here from random masks
+// (random, empty and full columns, a single nonzero), every table against the scalar
+// reference: fp32 bit for bit (same FMA chain per lane), int8 exactly.
+static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd;
+  const int64_t Ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 64};
+  const int64_t KNs[][2] = {{1, 1}, {5, 17}, {37, 33}, {100, 47}, {129, 70}};
+  for (auto& kn : KNs) {
+    const int64_t K = kn[0], N = kn[1];
+    for (int pat = 0; pat < 4; ++pat) {  // 10% random, 20% 1x4 blocks, column patterns, a single nonzero
+      std::vector<float> w(K * N, 0.0f);
+      std::vector<int8_t> wq(K * N, 0);
+      const int64_t one = int64_t(rng() % uint32_t(K * N));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t n = 0; n < N; ++n) {
+          bool nz = false;
+          if (pat == 0) nz = rng() % 10 == 0;
+          if (pat == 1) nz = (uint32_t(k / 4 * 7919 + n * 104729) % 5) == 0;
+          if (pat == 2) nz = n % 3 == 1 || (n % 3 == 2 && rng() % 3 == 0);
+          if (pat == 3) nz = k * N + n == one;
+          if (!nz) continue;
+          w[k * N + n] = nd(rng);
+          wq[k * N + n] = int8_t(int(rng() % 255) - 127);
+        }
+      std::vector<float> ws(N), bias(N);
+      for (auto& v : ws) v = 0.001f + 0.01f * float(rng() % 100) / 100.0f;
+      for (auto& v : bias) v = nd(rng);
+      int64_t T = 0;
+      std::vector<uint8_t> bf(sell_count_f32(K, N, w.data(), 1, &T));
+      sell_pack_f32(K, N, w.data(), 1, bf.data(), int64_t(bf.size()));
+      std::vector<uint8_t> bb(sell_count_s8(K, N, wq.data(), 4, &T));
+      sell_pack_s8(K, N, wq.data(), ws.data(), 4, bb.data(), int64_t(bb.size()));
+      std::vector<uint8_t> bk(k16_count(K, N, wq.data()));
+      k16_pack(K, N, wq.data(), ws.data(), bk.data(), int64_t(bk.size()));
+      SellMatrix sf, sb;
+      K16Matrix sk;
+      check(sell_validate(bf.data(), int64_t(bf.size()), K, N, 1, 4, false, &sf).empty(), "sell f32 pack validates");
+      check(sell_validate(bb.data(), int64_t(bb.size()), K, N, 4, 1, true, &sb).empty(), "sell bsr pack validates");
+      check(k16_validate(bk.data(), int64_t(bk.size()), K, N, &sk).empty(), "k16 pack validates");
+      for (int64_t M : Ms) {
+        std::vector<float> x(M * K);
+        for (auto& v : x) v = nd(rng);
+        const std::string where = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N) +
+                                  " pattern=" + std::to_string(pat);
+        // activations as the op quantizes them (biased when the table asks): rows of
+        // round_up(K, 16) + 16 bytes, value 0 past K
+        const int64_t lda = (K + 15) / 16 * 16 + 16;
+        std::vector<int8_t> q(M * lda), qt(M * lda);
+        std::vector<float> sc(M);
+        Qs8QuantArgs qa{x.data(), K, K, lda, q.data(), lda, sc.data(), nullptr, 0, 0, false};
+        ref_t.qs8_quant(qa, 0, M);
+        qa.q = qt.data();
+        qa.bias128 = t.qs8_spmm_biased;
+        t.qs8_quant(qa, 0, M);
+        std::vector<int8_t> at(qs8_bspmm_at_bytes(M, K));
+        qs8_bspmm_pack_a(M, K, qt.data(), lda, at.data());
+        for (int act = 0; act < 2; ++act) {
+          std::vector<float> a(M * N, -1.f), b(M * N, -2.f);
+          F32SpmmArgs fa{M, x.data(), K, &sf, bias.data(), a.data(), N, Activation(act)};
+          ref_t.f32_spmm(fa, 0, M, 0, sf.S);
+          fa.C = b.data();
+          t.f32_spmm(fa, 0, M, 0, sf.S);
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " f32_spmm" + where);
+          Qs8K16Args ka{M, q.data(), lda, sc.data(), &sk, bias.data(), a.data(), N, Activation(act)};
+          ref_t.qs8_spmm(ka, 0, M, 0, sk.G);
+          ka.C = b.data();
+          ka.A = qt.data();
+          t.qs8_spmm(ka, 0, M, 0, sk.G);
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_spmm" + where);
+          for (int tiles = 0; tiles < 2; ++tiles) {
+            Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
+            ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            ba.C = b.data();
+            ba.A = qt.data();
+            ba.At = tiles ? at.data() : nullptr;
+            t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+                  std::string(t.isa_name) + " qs8_bspmm" + (tiles ? " tiles" : "") + where);
+          }
+        }
+      }
+    }
+  }
+}
+
 // The f32-vmath row functions and the f32-dwconv kernel a table's ISA selects (the same
 // choice vmath() / f32_dwconv_kernel() make for the selected table).
 static VMathKernels vmath_of(const KernelTable& t) {
@@ -454,6 +540,8 @@ int main(int argc, char** argv) {
       std::printf("  rows: %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name);
       test_vmath(t);
       test_dwconv(t);
+      std::printf("  sparse: %s, %s, %s\n", t.f32_spmm_name, t.qs8_spmm_name, t.qs8_bspmm_name);
+      test_sparse(t, all_kernel_tables().back());
     }
     ++tested;
   }

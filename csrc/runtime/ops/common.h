@@ -28,6 +28,8 @@ void run_f32_gemm_threaded(const F32GemmArgs& g);
 
 // Dense over quantized weight encodings (defined in qdense.cc).
 std::unique_ptr<Op> make_qdense(const NodeSpec& n, const std::vector<ValueSpec>& v);
+// Dense over sparse weight encodings (defined in spdense.cc).
+std::unique_ptr<Op> make_spdense(const NodeSpec& n, const std::vector<ValueSpec>& v);
 
 // Splits n items into chunks of at least `grain` and runs them on the pool.
 template <class F>

@@ -3,6 +3,7 @@
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/f32-vmath/f32_vmath.h"
 #include "runtime/ops/common.h"
+#include "runtime/ops/spdense.h"
 
 namespace lowbit {
 namespace {
@@ -71,7 +72,11 @@ class DenseF32 : public Op {
 
 std::unique_ptr<Op> make_dense(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   // quantized weight encodings run the integer kernels (qdense.cc)
-  if (n.inputs.size() >= 2 && n.inputs[1] >= 0 && v[n.inputs[1]].encoding != "f32-n16") return make_qdense(n, v);
+  if (n.inputs.size() >= 2 && n.inputs[1] >= 0 && v[n.inputs[1]].encoding != "f32-n16") {
+    SparseKind kind;
+    if (parse_sparse_encoding(v[n.inputs[1]].encoding, kind)) return make_spdense(n, v);  // spdense.cc
+    return make_qdense(n, v);
+  }
   return std::make_unique<DenseF32>(n, v);
 }
 

@@ -1,0 +1,80 @@
+// int8 sparse x dense matmuls with per-output-channel scales:
+//  - unstructured ("csr"): the K16 layout (kernels/sparse/k16.h), 4-bit indices into chunks
+//    of 16 activations, one shuffle per 8 columns x 4 slots;
+//  - 1x4 blocks along K ("bsr"): the SELL-8 layout (kernels/sparse/sell.h) with bk = 4: one
+//    block is one vpmaddubsw/vpdpbusd quad, one sdot lane.
+//
+// Activations are quantized per row by qs8-quant (s8 in [-127, 127]; biased to u8 = q + 128 for
+// the tables whose qs8_spmm_biased is set: AVX-512 VNNI, whose vpdpbusd is u8 x s8).
+// Result definition (scalar reference; every ISA matches it bit for bit, in any order):
+//   acc = sum of A[m, k] * Wq[k, n] over the stored entries of column n         exact int32
+//   y   = float(acc) * (a_scale[m] * scale[n]);  y = y + bias[n];  ReLU as (0 > y) ? 0 : y
+// (GELU is applied by the caller on the finished rows).
+// K * 127 * 127 < 2^31 holds for K <= kQs8MaxK, so acc is exact.
+//
+// Packed activation tiles "At" for the batched bsr path (optional, built by qs8_bspmm_pack_a):
+// rows in tiles of 8; tile i, block b is 32 bytes at (i * Kp/4 + b) * 32 where bytes 4r..4r+3 are
+// A[8i + r, 4b .. 4b+3] (zero for rows past M). A block of a weight column then meets 8 rows in
+// one vector: one maddubs/madd pair (AVX2) or two sdot (NEON) with the block's 4 weights broadcast.
+#pragma once
+#include <cstdint>
+
+#include "kernels/f32-gemm/f32_gemm.h"  // Activation
+#include "kernels/sparse/k16.h"
+#include "kernels/sparse/sell.h"
+
+namespace lowbit {
+
+struct Qs8SpmmArgs {
+  int64_t M;
+  const int8_t* A;       // quantized rows; each row readable for round_up(K, 4) + 4 bytes (value 0 past K)
+  int64_t lda;
+  const float* a_scale;  // M
+  const int8_t* At;      // bsr only: packed 8-row tiles (see above), or nullptr
+  const SellMatrix* W;
+  const float* bias;     // N or nullptr
+  float* C;
+  int64_t ldc;
+  Activation act;        // kNone or kRelu
+};
+
+// Rows [m0, m1) x slices [s0, s1); with At, m0 is a multiple of 8. Thread-safe on disjoint ranges.
+using Qs8SpmmFn = void (*)(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+
+struct Qs8K16Args {
+  int64_t M;
+  const int8_t* A;       // quantized rows; each row readable for k16_lda(K) bytes (value 0 past K)
+  int64_t lda;
+  const float* a_scale;  // M
+  const K16Matrix* W;
+  const float* bias;     // N or nullptr
+  float* C;
+  int64_t ldc;
+  Activation act;        // kNone or kRelu
+};
+// Rows [m0, m1) x column groups [g0, g1) (8 columns each). Thread-safe on disjoint ranges.
+using Qs8K16Fn = void (*)(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+
+inline int64_t qs8_spmm_lda(int64_t K) { return (K + 3) / 4 * 4 + 4; }
+inline int64_t qs8_bspmm_at_bytes(int64_t M, int64_t K) { return (M + 7) / 8 * ((K + 3) / 4) * 32; }
+// Builds the 8-row tiles from quantized rows (ISA-independent data movement).
+void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int8_t* At);
+
+namespace ref {
+void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+namespace avx2 {
+void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+namespace avx512 {
+void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+void qs8_bspmm_s8c4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+namespace neon {
+void qs8_spmm_k16m4__neondot(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+void qs8_bspmm_s8c4__neondot(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,73 @@
+// Scalar reference int8 sparse matmuls (K16 unstructured, SELL-8 1x4 blocks): the definition every
+// ISA reproduces (see qs8_spmm.h); also the activation tile packer, shared by all ISAs.
+#include <cstring>
+
+#include "qs8_spmm.h"
+
+namespace lowbit {
+
+void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int8_t* At) {
+  const int64_t nb = (K + 3) / 4, tiles = (M + 7) / 8;
+  std::memset(At, 0, size_t(qs8_bspmm_at_bytes(M, K)));
+  for (int64_t i = 0; i < tiles; ++i)
+    for (int64_t r = 0; r < 8 && 8 * i + r < M; ++r) {
+      const int8_t* x = A + (8 * i + r) * lda;
+      int8_t* dst = At + i * nb * 32 + 4 * r;
+      for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * 32, x + 4 * b, 4);  // K padding: A is 0 past K
+    }
+}
+
+namespace ref {
+namespace {
+
+void bspmm(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
+  const SellMatrix& w = *a.W;
+  const int8_t* val = reinterpret_cast<const int8_t*>(w.val);
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* x = a.A + m * a.lda;
+    for (int64_t s = s0; s < s1; ++s)
+      for (int64_t j = 0; j < kSellC; ++j) {
+        const uint32_t n = w.perm[s * kSellC + j];
+        if (n == kSellNoColumn) continue;
+        int32_t acc = 0;
+        for (int64_t t = w.slice[s]; t < int64_t(w.slice[s + 1]); ++t) {
+          const int64_t e = t * kSellC + j, k = int64_t(w.idx[e]) * 4;
+          for (int i = 0; i < 4; ++i) acc += int32_t(x[k + i]) * int32_t(val[e * 4 + i]);
+        }
+        float y = float(acc) * (a.a_scale[m] * w.scale[s * kSellC + j]);
+        if (a.bias) y = y + a.bias[n];
+        if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
+        a.C[m * a.ldc + n] = y;
+      }
+  }
+}
+
+}  // namespace
+
+void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
+  const K16Matrix& w = *a.W;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* x = a.A + m * a.lda;
+    for (int64_t g = g0; g < g1; ++g) {
+      int32_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t c = w.group[g]; c < int64_t(w.group[g + 1]); ++c) {
+        const int8_t* xc = x + 16 * int64_t(w.chunk[c]);
+        for (int b = 0; b < 32; ++b) {
+          const uint8_t s = w.shuf[32 * c + b];
+          if (s != 0x80) acc[b / 4] += int32_t(xc[s]) * int32_t(w.val[32 * c + b]);
+        }
+      }
+      for (int64_t j = 0; j < 8 && 8 * g + j < w.N; ++j) {
+        const int64_t n = 8 * g + j;
+        float y = float(acc[j]) * (a.a_scale[m] * w.scale[n]);
+        if (a.bias) y = y + a.bias[n];
+        if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
+        a.C[m * a.ldc + n] = y;
+      }
+    }
+  }
+}
+void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) { bspmm(a, m0, m1, s0, s1); }
+
+}  // namespace ref
+}  // namespace lowbit

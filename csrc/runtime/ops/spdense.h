@@ -1,0 +1,36 @@
+// Dense layers whose weights are stored sparse ("f32-csr-s8" and "qs8-bsr1x4-s8" in the SELL-8
+// layout of kernels/sparse/sell.h, "qs8-csr-k16" in the K16 layout of kernels/sparse/k16.h;
+// docs/format.md), and the helpers the
+// bindings' test hooks share with the op.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "cpu/dispatch.h"
+
+namespace lowbit {
+
+enum class SparseKind { kF32Csr, kQs8Csr, kQs8Bsr };
+
+struct SparseWeights {
+  SparseKind kind = SparseKind::kF32Csr;
+  SellMatrix w;   // f32 csr, qs8 bsr
+  K16Matrix k16;  // qs8 csr
+  int64_t K() const { return kind == SparseKind::kQs8Csr ? k16.K : w.K; }
+  int64_t N() const { return kind == SparseKind::kQs8Csr ? k16.N : w.N; }
+};
+
+// True and fills kind when `enc` names a sparse weight encoding.
+bool parse_sparse_encoding(const std::string& enc, SparseKind& kind);
+// Validates the blob and fills `out`; throws std::invalid_argument naming `what` and the problem.
+void load_sparse_weights(const std::string& what, const std::string& enc, const void* data, int64_t nbytes, int64_t K,
+                         int64_t N, SparseWeights& out);
+// Rows from which the 1x4-block kernel packs 8-row activation tiles instead of gathering.
+constexpr int64_t kBspmmTileMinRows = 4;
+size_t spdense_scratch_bytes(const SparseWeights& w, int64_t M);
+// y[M,N] = act(x[M,K] . W + bias) with table t's kernels, over the global pool when `threaded`.
+void run_spdense(const KernelTable& t, const SparseWeights& w, const float* x, int64_t M, const float* bias,
+                 Activation act, float* y, void* scratch, bool threaded);
+std::string spdense_kernel_name(const KernelTable& t, const SparseWeights& w, bool quant_name);
+
+}  // namespace lowbit
