@@ -173,7 +173,8 @@ def test_auto_choice_is_never_slower_than_dense(tmp_path):
         for c in rep.choices:
             t = c["times_us"]
             if c["chosen"] != "dense":
-                assert all(t[c["chosen"]][m] * sp.MARGIN <= t["dense"][m] for m in ("1", "8")), c
+                # the recorded times are rounded to 0.1 us: allow that rounding on both sides
+                assert all((t[c["chosen"]][m] - 0.05) * sp.MARGIN <= t["dense"][m] + 0.05 for m in ("1", "8")), c
             else:
                 assert "no sparse" in c["why"]
 
