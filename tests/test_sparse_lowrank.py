@@ -230,3 +230,24 @@ def test_lowrank_bit_identical_across_threads(tmp_path):
                 np.testing.assert_array_equal(m.run(x), y)
         finally:
             _core.set_num_threads(old)
+
+
+@pytest.mark.parametrize("encoding", ["f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8"])
+def test_decode_weight_reads_the_sparse_encodings(encoding):
+    """passes.encode.decode_weight, written from docs/format.md, gives back what the packer stored."""
+    from lowbit.passes.encode import decode_weight
+    rng = np.random.default_rng(3)
+    k, n = 70, 29
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    if encoding == "qs8-bsr1x4-s8":
+        w *= np.repeat(rng.random((k // 4 + 1, n)) < 0.3, 4, axis=0)[:k]
+    else:
+        w *= rng.random((k, n)) < 0.2
+    blob, _ = sp.pack_sparse(w, encoding)
+    got = decode_weight(encoding, (k, n), blob)
+    if encoding == "f32-csr-s8":
+        np.testing.assert_array_equal(got, w)
+    else:  # the same per-channel int8 codes and scales as quant="int8" (MSE clipping), zeros kept zero
+        from lowbit.passes.quantize import quantize_int8
+        q, scale = quantize_int8(w)
+        np.testing.assert_array_equal(got, q.astype(np.float32) * scale[None, :])

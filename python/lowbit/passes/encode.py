@@ -363,10 +363,64 @@ def _f16(bits: np.ndarray) -> np.ndarray:
     return bits.view(np.float16).astype(np.float32)
 
 
+def _sections(raw: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Byte ranges after the 64-byte header, each starting on a 64-byte boundary."""
+    out, off = [], 64
+    for size in sizes:
+        out.append(raw[off:off + size])
+        off += -(-size // 64) * 64
+    return out
+
+
+def _decode_sparse(encoding: str, k: int, n: int, raw: np.ndarray) -> np.ndarray:
+    """The sparse encodings of docs/format.md ("Sparse encodings") back to [K, N]."""
+    w = np.zeros((k, n), np.float32)
+    if encoding == "qs8-csr-k16":
+        hk, hn, cells = (int(v) for v in raw[8:32].view(np.uint64))
+        if (hk, hn) != (k, n):
+            raise ValueError(f"{encoding}: header says {hk}x{hn}, tensor is {k}x{n}")
+        g = -(-n // 8)
+        group, scale, chunk, shuf, val = _sections(raw, [4 * (g + 1), 32 * g, 2 * cells, 32 * cells, 32 * cells])
+        group, scale, chunk = group.view(np.uint32), scale.view(np.float32), chunk.view(np.uint16)
+        val = val.view(np.int8)
+        for gi in range(g):
+            for c in range(int(group[gi]), int(group[gi + 1])):
+                for j in range(8):
+                    col = 8 * gi + j
+                    for slot in range(4):
+                        pos = int(shuf[32 * c + 4 * j + slot])
+                        if pos != 0x80 and col < n:
+                            w[16 * int(chunk[c]) + pos, col] += float(val[32 * c + 4 * j + slot]) * scale[col]
+        return w
+    bk, vbytes, has_scale = (int(v) for v in raw[4:16].view(np.uint32))
+    hk, hn, steps = (int(v) for v in raw[16:40].view(np.uint64))
+    if (hk, hn) != (k, n):
+        raise ValueError(f"{encoding}: header says {hk}x{hn}, tensor is {k}x{n}")
+    sl = -(-n // 8)
+    sizes = [4 * (sl + 1), 32 * sl] + ([32 * sl] if has_scale else []) + [16 * steps, 8 * steps * bk * vbytes]
+    secs = _sections(raw, sizes)
+    slices, perm = secs[0].view(np.uint32), secs[1].view(np.uint32)
+    scale = secs[2].view(np.float32) if has_scale else np.ones(8 * sl, np.float32)
+    idx = secs[-2].view(np.uint16)
+    val = (secs[-1].view(np.float32) if vbytes == 4 else secs[-1].view(np.int8).astype(np.float32))
+    for si in range(sl):
+        for t in range(int(slices[si]), int(slices[si + 1])):
+            for j in range(8):
+                lane = 8 * si + j
+                col = int(perm[lane])
+                if col == 0xFFFFFFFF:
+                    continue
+                for b in range(bk):
+                    v = val[(8 * t + j) * bk + b]
+                    if v != 0:
+                        w[int(idx[8 * t + j]) * bk + b, col] = v * scale[lane]
+    return w
+
+
 def decode_weight(encoding: str, shape: tuple, data: Any) -> np.ndarray:
     """The float32 matrix [K, N] a Dense weight computes with, decoded from its stored
     bytes ``data`` per docs/format.md (``raw``, ``f32-n16``, ``qs8-n16k4``, ``q4-*``,
-    ``q4t-*``): the inverse of the packers, written from the spec, for checks and tools."""
+    ``q4t-*``, and the sparse ``f32-csr-s8``, ``qs8-bsr1x4-s8``, ``qs8-csr-k16``): the inverse of the packers, written from the spec, for checks and tools."""
     if len(shape) != 2:
         raise ValueError(f"decode_weight reads [K, N] matrices, got shape {tuple(shape)}")
     k, n = (int(d) for d in shape)
@@ -384,6 +438,8 @@ def decode_weight(encoding: str, shape: tuple, data: Any) -> np.ndarray:
         wq = wq.transpose(1, 3, 0, 2).reshape(kp, p * 16)[:k, :n]
         s = raw[p * kp * 16:p * kp * 16 + p * 64].view(np.float32)[:n]
         return wq.astype(np.float32) * s[None, :]
+    if encoding in ("f32-csr-s8", "qs8-bsr1x4-s8", "qs8-csr-k16"):
+        return _decode_sparse(encoding, k, n, raw)
     for prefix in ("q4t-g", "q4-g"):
         if encoding.startswith(prefix):
             parts = encoding[len(prefix):].split("-")

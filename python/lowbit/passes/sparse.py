@@ -277,7 +277,7 @@ def choose_encodings(quant: Any = None, mode: str = "auto", batch: tuple[int, ..
             chosen, why = cands[-1], f"forced by sparse={mode!r}"
         entry = _record(graph, node, cands, chosen, why)
         t = chosen.tensors[0]
-        t.meta = dict(t.meta, choice=entry)
+        t.meta = dict(wt.meta, **t.meta, choice=entry)  # keeps what frontends put there (e.g. "source")
         graph.tensors[wt.name] = t
 
     def _choose_lowrank(graph: Graph, node: Node) -> None:
@@ -300,8 +300,8 @@ def choose_encodings(quant: Any = None, mode: str = "auto", batch: tuple[int, ..
             chosen_lr = best is factored
         entry = _record(graph, node, cands, factored if chosen_lr else cands[0], why)
         if chosen_lr:
-            for t in factored.tensors:
-                t.meta = dict(t.meta, choice=entry)
+            for t, orig in zip(factored.tensors, (vt, ut)):
+                t.meta = dict(orig.meta, **t.meta, choice=entry)
                 graph.tensors[t.name] = t
             return
         # the product is faster: one Dense node with the product weight
