@@ -17,7 +17,7 @@ std::vector<KernelTable> build_tables() {
                &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
-               &ref::qs8_quant__scalar, "qs8_quant__scalar",
+               &avx2::qs8_quant__avx2, "qs8_quant__avx2",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
                &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2"});
 #endif
