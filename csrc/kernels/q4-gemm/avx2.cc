@@ -29,7 +29,14 @@ enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
 
 constexpr int64_t kMRAffine = 6;  // large-M tile rows, affine: 12 int16 sums + 4 work registers
 constexpr int64_t kMRTable = 4;   // large-M tile rows, table: 8 int32 sums + 8 work registers
-constexpr int64_t kL2Block = 192 * 1024;  // bytes of codes per column block of the tiled path
+#ifndef DECC
+#define DECC 64
+#endif
+#ifndef DECK
+#define DECK 768
+#endif
+constexpr int64_t kDecCols = DECC;  // tiled path: columns per decoded block (4 vectors of 8)
+constexpr int64_t kDecK = DECK;    // tiled path: at most this many k per decoded block (48 KB on the stack)
 constexpr int64_t kPf = 768;      // prefetch distance (bytes) along each code panel stream (small M)
 
 inline __m256i Bcast4(const int8_t* p) {
@@ -49,22 +56,48 @@ inline __m256i TailMask(int64_t n) {  // lanes [0, n) set, n clamped to [0, 8]
 inline void AddW(__m256i& acc, __m256i p) { asm("vpaddw %1, %0, %0" : "+x"(acc) : "x"(p)); }
 inline void AddD(__m256i& acc, __m256i p) { asm("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p)); }
 
+// Codes of a column block, decoded once for all row tiles of the tiled path: per 8-column
+// vector and 8-k step, 32 bytes of low-nibble values then 32 of high-nibble values (the codes
+// u for affine layouts, T[u] for the table), so the row tiles spend no decode ops.
+struct Decoded {
+  const uint8_t* base;  // nullptr: decode the packed codes on the fly
+  int64_t cv0;          // first column vector held (column / 8)
+  int64_t k80;          // first 8-k step held
+  int64_t stride;       // bytes per column vector
+};
+
+// K range of a tile: groups [g0, g1); partial fp32 sums of earlier K blocks wait in C (exact:
+// the per-group fma chain is the same, only stored and reloaded).
+struct GRange {
+  int64_t g0, g1;
+  bool first, last;
+};
+
+// Symmetric codes, 32-k groups: instead of zero, the int16 slice sums start at -8*gsum in the
+// even lane of each int32 pair and 0 in the odd one. The even lane sums k = 0,1 (mod 4), the
+// odd lane k = 2,3; with E, O the activation sums of those two classes (gsum = E + O), the even
+// lane, after a processed subset P of its 16 k, holds -8E - 8O + sum_P u*a
+// = sum_P (u-8)*a - 8*sum_{even class not in P} a - 8*O: 16 terms of at most 8*127 plus
+// |8*O| <= 8*16*127, so |value| <= 16256 + 16256 = 32512 < 32767 at every step (and -8*gsum
+// itself fits: |gsum| <= 32*127). The odd lane is the plain sum of u*a, |.| <= 16*15*127 = 30480.
+// vpmaddwd by ones then yields sum (u-8)*a exactly: no correction add per output vector.
+
 // MR rows x NC 8-column vectors starting at column n (a multiple of 8; vector c is half
-// (n/8 + c) % 2 of panel (n + 8c)/16), ncols of them valid, over the whole K.
-// REGF: the fp32 sums (and the int32 group sums of groups longer than one slice) stay in
-// registers; otherwise they live in small stack arrays (L1) and the registers hold the
-// int16 slice sums.
-template <int MR, int NC, int MODE, bool REGF, bool PF>
-__attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols) {
-  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, ps = Kg * 8;
+// (n/8 + c) % 2 of panel (n + 8c)/16), ncols of them valid, over groups [gr.g0, gr.g1).
+// ONE: 32-k groups (one slice each). REGF: the fp32 sums (and, for longer groups, the int32
+// group sums) stay in registers; otherwise in small stack arrays (L1), and the registers hold
+// the int16 slice sums. DEC: codes come decoded from a column block buffer.
+template <int MR, int NC, int MODE, bool REGF, bool PF, bool DEC, bool ONE>
+__attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols, GRange gr, Decoded dec) {
+  const int64_t G = ONE ? 32 : g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, ps = Kg * 8;
   const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
-  const uint8_t* cp[NC];
+  const uint8_t* cp[NC];  // packed codes (on the fly), or decoded bytes, at 8-k step 0
   const uint16_t* sp[NC];
   const uint8_t* zp[NC];
 #pragma GCC unroll 16
   for (int c = 0; c < NC; ++c) {
     const int64_t p = (n + 8 * c) / 16, h = (n / 8 + c) % 2;
-    cp[c] = g.W + parts.codes + p * ps + 32 * h;
+    cp[c] = DEC ? dec.base + (n / 8 + c - dec.cv0) * dec.stride - dec.k80 * 64 : g.W + parts.codes + p * ps + 32 * h;
     sp[c] = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + p * NG * 16 + 8 * h;
     zp[c] = g.W + parts.zeros + p * NG * 16 + 8 * h;
   }
@@ -78,130 +111,164 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
   const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const __m256i tbl = MODE == kTab ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
                                    : _mm256_setzero_si256();
-  const int64_t slices = G / 32;  // 32-k slices per group
+  const int64_t slices = G / 32;
 
-  __m256 fr[MR][NC];  // fp32 sums in registers (REGF)
-  alignas(32) float fm[MR][NC][8];  // or in L1
-  alignas(32) int32_t dm[MR][NC][8];  // int32 group sums of earlier slices (affine, !REGF, G > 32)
+  // Values of vector c at 8-k step k8: the low nibbles (hi = false) or the high ones, as
+  // codes (affine) or table entries.
+  auto codes = [&](int c, int64_t k8, bool hi, const __m256i* raw) -> __m256i {
+    if constexpr (DEC) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64 + (hi ? 32 : 0)));
+    } else {
+      __m256i u = hi ? _mm256_and_si256(_mm256_srli_epi16(raw[c], 4), low4) : _mm256_and_si256(raw[c], low4);
+      if (MODE == kTab) u = _mm256_shuffle_epi8(tbl, u);
+      return u;
+    }
+  };
+  auto load_raw = [&](int64_t k8, __m256i* raw) {
+    if constexpr (!DEC) {
+#pragma GCC unroll 16
+      for (int c = 0; c < NC; ++c) {
+        raw[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
+        if (PF) _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
+      }
+    }
+  };
+
+  __m256 fr[MR][NC];                  // fp32 sums in registers (REGF)
+  alignas(32) float fm[MR][NC][8];    // or in L1
+  alignas(32) int32_t dm[MR][NC][8];  // int32 group sums of earlier slices (!REGF, !ONE)
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) {
-      fr[r][c] = _mm256_setzero_ps();
+      if (gr.first) {
+        fr[r][c] = _mm256_setzero_ps();
+      } else {
+        const float* src = g.C + (m + r) * g.ldc + n + 8 * c;
+        fr[r][c] = ncols >= 8 * c + 8 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, TailMask(ncols - 8 * c));
+      }
       if (!REGF) _mm256_store_ps(fm[r][c], fr[r][c]);
     }
+  // f += float(t) * s for row r, vector c (the reference's fma, in its order)
+  auto fma_out = [&](int r, int c, __m256i t, __m256 s) {
+    if (REGF) fr[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), s, fr[r][c]);
+    else _mm256_store_ps(fm[r][c], _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), s, _mm256_load_ps(fm[r][c])));
+  };
+  auto scale = [&](int c, int64_t gi) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp[c] + gi * 16)));
+  };
+  auto zpoint = [&](int c, int64_t gi) {
+    int64_t zz;
+    std::memcpy(&zz, zp[c] + gi * 16, 8);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zz));
+  };
 
-  for (int64_t gi = 0; gi < NG; ++gi) {
-    __m256i d[MR][NC];  // int32 group sums (table: the accumulators; affine REGF: slices added here)
-    for (int64_t sl = 0; sl < slices; ++sl) {
-      const int64_t k80 = (gi * slices + sl) * 4;  // first 8-k step of the slice
-      if (MODE == kTab) {
-        if (sl == 0) {
+  for (int64_t gi = gr.g0; gi < gr.g1; ++gi) {
+    if constexpr (MODE == kTab) {
+      // int32 sums straight from the sign-trick products
+      __m256i d[MR][NC];
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();
+      for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
+        __m256i raw[NC], t[NC];
+        load_raw(k8, raw);
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i al = Bcast4(a[r] + k8 * 8), aal = _mm256_abs_epi8(al);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c)
+            AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aal, _mm256_sign_epi8(t[c], al)), ones));
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = _mm256_abs_epi8(ah);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c)
+            AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aah, _mm256_sign_epi8(t[c], ah)), ones));
+        }
+      }
+#pragma GCC unroll 16
+      for (int c = 0; c < NC; ++c) {
+        const __m256 sc = scale(c, gi);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) fma_out(r, c, d[r][c], sc);
+      }
+    } else {
+      __m256i d[MR][NC];  // int32 group sums of groups longer than a slice (REGF)
+      for (int64_t sl = 0; sl < slices; ++sl) {
+        const int64_t k80 = (gi * slices + sl) * 4;
+        __m256i s16[MR][NC];
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i init = MODE == kSym && ONE ? _mm256_set1_epi32((-8 * gs[r][gi]) & 0xFFFF) : _mm256_setzero_si256();
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) s16[r][c] = init;
+        }
+        for (int64_t k8 = k80; k8 < k80 + 4; ++k8) {
+          __m256i raw[NC], u[NC];
+          load_raw(k8, raw);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) u[c] = codes(c, k8, false, raw);
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) {
+            const __m256i al = Bcast4(a[r] + k8 * 8);
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) AddW(s16[r][c], _mm256_maddubs_epi16(u[c], al));
+          }
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) u[c] = codes(c, k8, true, raw);
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) {
+            const __m256i ah = Bcast4(a[r] + k8 * 8 + 4);
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) AddW(s16[r][c], _mm256_maddubs_epi16(u[c], ah));
+          }
+        }
+        if constexpr (ONE) {  // the group ends with its only slice
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) {
+            const __m256 sc = scale(c, gi);
+            const __m256i z = MODE == kAsym ? zpoint(c, gi) : _mm256_setzero_si256();
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; ++r) {
+              __m256i t = _mm256_madd_epi16(s16[r][c], ones);
+              if (MODE == kAsym) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+              fma_out(r, c, t, sc);
+            }
+          }
+        } else {  // widen the slice into the group's int32 sums
 #pragma GCC unroll 16
           for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
-            for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();
+            for (int c = 0; c < NC; ++c) {
+              __m256i w = _mm256_madd_epi16(s16[r][c], ones);
+              if (REGF) {
+                if (sl == 0) d[r][c] = w;
+                else AddD(d[r][c], w);
+              } else {
+                if (sl > 0) w = _mm256_add_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(dm[r][c])));
+                _mm256_store_si256(reinterpret_cast<__m256i*>(dm[r][c]), w);
+              }
+            }
         }
-        for (int64_t k8 = k80; k8 < k80 + 4; ++k8) {
-          __m256i u[NC], t[NC];
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c) {
-            u[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
-            if (PF) _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
-            t[c] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(u[c], low4));
-          }
-#pragma GCC unroll 16
-          for (int r = 0; r < MR; ++r) {
-            const __m256i al = Bcast4(a[r] + k8 * 8), aal = _mm256_abs_epi8(al);
-#pragma GCC unroll 16
-            for (int c = 0; c < NC; ++c)
-              AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aal, _mm256_sign_epi8(t[c], al)), ones));
-          }
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c) t[c] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(u[c], 4), low4));
-#pragma GCC unroll 16
-          for (int r = 0; r < MR; ++r) {
-            const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = _mm256_abs_epi8(ah);
-#pragma GCC unroll 16
-            for (int c = 0; c < NC; ++c)
-              AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aah, _mm256_sign_epi8(t[c], ah)), ones));
-          }
-        }
-        continue;
       }
-      __m256i s16[MR][NC];
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) s16[r][c] = _mm256_setzero_si256();
-      for (int64_t k8 = k80; k8 < k80 + 4; ++k8) {
-        __m256i u[NC];
+      if constexpr (!ONE) {  // group end: take the zero point's share out, convert, fma
 #pragma GCC unroll 16
         for (int c = 0; c < NC; ++c) {
-          u[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
-          if (PF) _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
-        }
-        __m256i lo[NC];
+          const __m256 sc = scale(c, gi);
+          const __m256i z = MODE == kAsym ? zpoint(c, gi) : _mm256_set1_epi32(8);
 #pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) lo[c] = _mm256_and_si256(u[c], low4);
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) {
-          const __m256i al = Bcast4(a[r] + k8 * 8);
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c) AddW(s16[r][c], _mm256_maddubs_epi16(lo[c], al));
-        }
-#pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) lo[c] = _mm256_and_si256(_mm256_srli_epi16(u[c], 4), low4);
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) {
-          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4);
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c) AddW(s16[r][c], _mm256_maddubs_epi16(lo[c], ah));
-        }
-      }
-      // widen the slice: int16 pairs -> int32
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) {
-          const __m256i w = _mm256_madd_epi16(s16[r][c], ones);
-          if (slices == 1) {
-            d[r][c] = w;
-          } else if (REGF) {
-            if (sl == 0) d[r][c] = w;
-            else AddD(d[r][c], w);
-          } else {
-            __m256i t = w;
-            if (sl > 0) t = _mm256_add_epi32(t, _mm256_load_si256(reinterpret_cast<const __m256i*>(dm[r][c])));
-            if (sl + 1 < slices) _mm256_store_si256(reinterpret_cast<__m256i*>(dm[r][c]), t);
-            d[r][c] = t;
+          for (int r = 0; r < MR; ++r) {
+            __m256i t = REGF ? d[r][c] : _mm256_load_si256(reinterpret_cast<const __m256i*>(dm[r][c]));
+            t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+            fma_out(r, c, t, sc);
           }
-        }
-    }
-    // group end: take the zero point's share out, convert, one fma with the group scale
-    __m256i corr[MR];
-    if (MODE == kSym) {
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r) corr[r] = _mm256_set1_epi32(-8 * gs[r][gi]);
-    }
-#pragma GCC unroll 16
-    for (int c = 0; c < NC; ++c) {
-      const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp[c] + gi * 16)));
-      __m256i z = _mm256_setzero_si256();
-      if (MODE == kAsym) {
-        int64_t zz;
-        std::memcpy(&zz, zp[c] + gi * 16, 8);
-        z = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zz));
-      }
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r) {
-        __m256i t = d[r][c];
-        if (MODE == kSym) t = _mm256_add_epi32(t, corr[r]);
-        if (MODE == kAsym) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
-        if (REGF) {
-          fr[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), s, fr[r][c]);
-        } else {
-          _mm256_store_ps(fm[r][c], _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), s, _mm256_load_ps(fm[r][c])));
         }
       }
     }
@@ -214,8 +281,13 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
       const int64_t nv = ncols - 8 * c;
       if (nv <= 0) continue;
       const __m256 f = REGF ? fr[r][c] : _mm256_load_ps(fm[r][c]);
-      __m256 y = _mm256_mul_ps(f, _mm256_set1_ps(g.a_scale[m + r]));
       float* out = g.C + (m + r) * g.ldc + n + 8 * c;
+      if (!gr.last) {  // the fp32 sums so far, for the next K block
+        if (nv >= 8) _mm256_storeu_ps(out, f);
+        else _mm256_maskstore_ps(out, TailMask(nv), f);
+        continue;
+      }
+      __m256 y = _mm256_mul_ps(f, _mm256_set1_ps(g.a_scale[m + r]));
       if (nv >= 8) {
         if (g.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + n + 8 * c));
         if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
@@ -230,54 +302,90 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
 }
 
 // Columns [n0, n1) for rows [m, m + MR): tiles of NC vectors, then narrower ones.
-template <int MR, int NC, int MODE, bool REGF, bool PF>
-void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
+template <int MR, int NC, int MODE, bool REGF, bool PF, bool DEC, bool ONE>
+void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1, GRange gr, Decoded dec) {
   int64_t n = n0;
-  for (; n + 8 * NC <= n1; n += 8 * NC) Tile<MR, NC, MODE, REGF, PF>(g, m, n, 8 * NC);
+  for (; n + 8 * NC <= n1; n += 8 * NC) Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, 8 * NC, gr, dec);
   if (n >= n1) return;
   if constexpr (NC > 1) {
-    if (n1 - n > 8 * (NC - 1)) return Tile<MR, NC, MODE, REGF, PF>(g, m, n, n1 - n);
-    Cols<MR, NC - 1, MODE, REGF, PF>(g, m, n, n1);
+    if (n1 - n > 8 * (NC - 1)) return Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
+    Cols<MR, NC - 1, MODE, REGF, PF, DEC, ONE>(g, m, n, n1, gr, dec);
   } else {
-    Tile<MR, 1, MODE, REGF, PF>(g, m, n, n1 - n);
+    Tile<MR, 1, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
   }
 }
 
+// Decodes the codes of columns [n0, n1) (n0 a multiple of 16) x 8-k steps [k80, k81) into buf.
 template <int MODE>
-void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
-  const int64_t rows = m1 - m0, Kg = q4_kg(g.K, g.lay.group);
-  int64_t nc = kL2Block / (Kg / 2) / 16 * 16;  // columns whose codes stay in L2 across the row tiles
-  if (nc < 16) nc = 16;
-  const int64_t ntiles = (rows + MR - 1) / MR;
-  const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights (differ by <= 1)
-  for (int64_t jc = n0; jc < n1; jc += nc) {
-    const int64_t jend = jc + nc < n1 ? jc + nc : n1;
-    int64_t m = m0;
-    for (int64_t it = 0; it < ntiles; ++it) {
-      const int64_t mr = base + (it < extra ? 1 : 0);
-      switch (mr) {
-        case 1: Cols<1, 2, MODE, false, false>(g, m, jc, jend); break;
-        case 2: Cols<2, 2, MODE, false, false>(g, m, jc, jend); break;
-        case 3: Cols<3, 2, MODE, false, false>(g, m, jc, jend); break;
-        case 4: Cols<4, 2, MODE, false, false>(g, m, jc, jend); break;
-        case 5: Cols<MR >= 5 ? 5 : 4, 2, MODE, false, false>(g, m, jc, jend); break;
-        default: Cols<MR, 2, MODE, false, false>(g, m, jc, jend); break;
+void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k81, uint8_t* buf) {
+  const int64_t Kg = q4_kg(g.K, g.lay.group), ps = Kg * 8;
+  const uint8_t* codes = g.W + q4_parts(g.K, g.N, g.lay).codes;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i tbl = MODE == kTab ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
+                                   : _mm256_setzero_si256();
+  const int64_t stride = (k81 - k80) * 64;
+  for (int64_t cv = n0 / 8; cv < (n1 + 7) / 8; ++cv) {
+    const uint8_t* src = codes + (cv / 2) * ps + (cv % 2) * 32;
+    uint8_t* dst = buf + (cv - n0 / 8) * stride;
+    for (int64_t k8 = k80; k8 < k81; ++k8) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k8 * 64));
+      __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      if (MODE == kTab) {
+        lo = _mm256_shuffle_epi8(tbl, lo);
+        hi = _mm256_shuffle_epi8(tbl, hi);
       }
-      m += mr;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (k8 - k80) * 64), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (k8 - k80) * 64 + 32), hi);
     }
   }
 }
 
-template <int MODE>
+template <int MODE, bool ONE>
+void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+  // K blocks of whole groups, balanced, at most kDecK k each; column blocks of kDecCols
+  const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
+  alignas(64) uint8_t buf[kDecCols * kDecK];
+  const int64_t rows = m1 - m0;
+  const int64_t ntiles = (rows + MR - 1) / MR;
+  const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights (differ by <= 1)
+  for (int64_t jc = n0; jc < n1; jc += kDecCols) {
+    const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
+    for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
+      const GRange gr{g0, g0 + gpb < NG ? g0 + gpb : NG, g0 == 0, g0 + gpb >= NG};
+      const int64_t k80 = gr.g0 * G / 8, k81 = gr.g1 * G / 8;
+      Decode<MODE>(g, jc, jend, k80, k81, buf);
+      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64};
+      int64_t m = m0;
+      for (int64_t it = 0; it < ntiles; ++it) {
+        const int64_t mr = base + (it < extra ? 1 : 0);
+        switch (mr) {
+          case 1: Cols<1, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
+          case 2: Cols<2, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
+          case 3: Cols<3, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
+          case 4: Cols<4, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
+          case 5: Cols<MR >= 5 ? 5 : 4, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
+          default: Cols<MR, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
+        }
+        m += mr;
+      }
+    }
+  }
+}
+
+template <int MODE, bool ONE>
 void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  // 1-4 rows (decode, memory-bound): several code panel streams at once, sums in registers
+  // 1-4 rows (decode, memory-bound): several code panel streams at once, decoded on the fly
+  const int64_t NG = q4_kg(g.K, g.lay.group) / g.lay.group;
+  const GRange whole{0, NG, true, true};
+  const Decoded none{nullptr, 0, 0, 0};
   switch (m1 - m0) {
-    case 1: return Cols<1, 4, MODE, true, true>(g, m0, n0, n1);
-    case 2: return Cols<2, 4, MODE, false, true>(g, m0, n0, n1);
-    case 3: return Cols<3, 2, MODE, false, true>(g, m0, n0, n1);
-    case 4: return Cols<4, 2, MODE, false, true>(g, m0, n0, n1);
-    default: return Tiled<MODE>(g, m0, m1, n0, n1);
+    case 1: return Cols<1, 4, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 2: return Cols<2, 4, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 3: return Cols<3, 2, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 4: return Cols<4, 2, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
+    default: return Tiled<MODE, ONE>(g, m0, m1, n0, n1);
   }
 }
 
@@ -285,9 +393,10 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
 
 void q4_gemm_4x16c8__avx2(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
-  if (g.lay.kind == Q4Kind::kTable) return Run<kTab>(g, m0, m1, n0, n1);
-  if (g.lay.asym) return Run<kAsym>(g, m0, m1, n0, n1);
-  Run<kSym>(g, m0, m1, n0, n1);
+  const bool one = g.lay.group == 32;
+  if (g.lay.kind == Q4Kind::kTable) return one ? Run<kTab, true>(g, m0, m1, n0, n1) : Run<kTab, false>(g, m0, m1, n0, n1);
+  if (g.lay.asym) return one ? Run<kAsym, true>(g, m0, m1, n0, n1) : Run<kAsym, false>(g, m0, m1, n0, n1);
+  one ? Run<kSym, true>(g, m0, m1, n0, n1) : Run<kSym, false>(g, m0, m1, n0, n1);
 }
 
 }  // namespace avx2
