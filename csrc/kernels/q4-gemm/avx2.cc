@@ -29,14 +29,8 @@ enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
 
 constexpr int64_t kMRAffine = 6;  // large-M tile rows, affine: 12 int16 sums + 4 work registers
 constexpr int64_t kMRTable = 4;   // large-M tile rows, table: 8 int32 sums + 8 work registers
-#ifndef DECC
-#define DECC 64
-#endif
-#ifndef DECK
-#define DECK 768
-#endif
-constexpr int64_t kDecCols = DECC;  // tiled path: columns per decoded block (4 vectors of 8)
-constexpr int64_t kDecK = DECK;    // tiled path: at most this many k per decoded block (48 KB on the stack)
+constexpr int64_t kDecCols = 64;  // tiled path: columns per decoded block (8 vectors of 8)
+constexpr int64_t kDecK = 768;    // tiled path: at most this many k per decoded block (48 KB on the stack)
 constexpr int64_t kPf = 768;      // prefetch distance (bytes) along each code panel stream (small M)
 
 inline __m256i Bcast4(const int8_t* p) {
@@ -129,7 +123,8 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
 #pragma GCC unroll 16
       for (int c = 0; c < NC; ++c) {
         raw[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
-        if (PF) _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
+        if (PF && c % 2 == 0)  // one 64-byte line per panel and step (n is a multiple of 16)
+          _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
       }
     }
   };
@@ -211,6 +206,29 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
           for (int c = 0; c < NC; ++c) s16[r][c] = init;
         }
         for (int64_t k8 = k80; k8 < k80 + 4; ++k8) {
+          if constexpr (!DEC && MR <= 2) {
+            // few rows (decode): the activations stay in registers, each code vector is used up
+            // at once (fewer live registers than loading all vectors first)
+            __m256i al[MR], ah[MR];
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; ++r) {
+              al[r] = Bcast4(a[r] + k8 * 8);
+              ah[r] = Bcast4(a[r] + k8 * 8 + 4);
+            }
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) {
+              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
+              if (PF && c % 2 == 0)  // one 64-byte line per panel and step (n is a multiple of 16)
+                _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
+              const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+#pragma GCC unroll 16
+              for (int r = 0; r < MR; ++r) {
+                AddW(s16[r][c], _mm256_maddubs_epi16(lo, al[r]));
+                AddW(s16[r][c], _mm256_maddubs_epi16(hi, ah[r]));
+              }
+            }
+            continue;
+          }
           __m256i raw[NC], u[NC];
           load_raw(k8, raw);
 #pragma GCC unroll 16
@@ -301,15 +319,16 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
     }
 }
 
-// Columns [n0, n1) for rows [m, m + MR): tiles of NC vectors, then narrower ones.
+// Columns [n0, n1) (n0 a multiple of 16) for rows [m, m + MR): tiles of NC vectors (NC = 1, 2
+// or a multiple of 2), then halved ones, so that every tile starts on a panel (n % 16 == 0).
 template <int MR, int NC, int MODE, bool REGF, bool PF, bool DEC, bool ONE>
 void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1, GRange gr, Decoded dec) {
   int64_t n = n0;
   for (; n + 8 * NC <= n1; n += 8 * NC) Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, 8 * NC, gr, dec);
   if (n >= n1) return;
   if constexpr (NC > 1) {
-    if (n1 - n > 8 * (NC - 1)) return Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
-    Cols<MR, NC - 1, MODE, REGF, PF, DEC, ONE>(g, m, n, n1, gr, dec);
+    if (n1 - n > 4 * NC) return Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
+    Cols<MR, NC / 2, MODE, REGF, PF, DEC, ONE>(g, m, n, n1, gr, dec);
   } else {
     Tile<MR, 1, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
   }
@@ -376,13 +395,14 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
 
 template <int MODE, bool ONE>
 void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  // 1-4 rows (decode, memory-bound): several code panel streams at once, decoded on the fly
+  // 1-4 rows (decode): one panel at a time, codes decoded on the fly (measured at 1 and 2 rows:
+  // one panel with the sums in registers beats 2 or 4 panel streams)
   const int64_t NG = q4_kg(g.K, g.lay.group) / g.lay.group;
   const GRange whole{0, NG, true, true};
   const Decoded none{nullptr, 0, 0, 0};
   switch (m1 - m0) {
-    case 1: return Cols<1, 4, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
-    case 2: return Cols<2, 4, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 1: return Cols<1, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 2: return Cols<2, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
     case 3: return Cols<3, 2, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
     case 4: return Cols<4, 2, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
     default: return Tiled<MODE, ONE>(g, m0, m1, n0, n1);
