@@ -31,6 +31,7 @@ constexpr int64_t kMRAffine = 6;  // large-M tile rows, affine: 12 int16 sums + 
 constexpr int64_t kMRTable = 4;   // large-M tile rows, table: 8 int32 sums + 8 work registers
 constexpr int64_t kDecCols = 64;  // tiled path: columns per decoded block (8 vectors of 8)
 constexpr int64_t kDecK = 768;    // tiled path: at most this many k per decoded block (48 KB on the stack)
+constexpr int64_t kDecMinTiles = 3;   // tiled path: decode once per column block from this many row tiles
 constexpr int64_t kPf = 768;      // prefetch distance (bytes) along each code panel stream (small M)
 
 inline __m256i Bcast4(const int8_t* p) {
@@ -359,16 +360,48 @@ void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k8
   }
 }
 
+// One row tile of mr rows (mr <= the mode's MR) over columns [jc, jend).
+template <int MODE, bool ONE, bool DEC>
+void RowTile(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t jc, int64_t jend, GRange gr, Decoded dec) {
+  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
+  constexpr bool PF = !DEC;  // codes streamed from memory: prefetch ahead
+  switch (mr) {
+    case 1: return Cols<1, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 2: return Cols<2, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 3: return Cols<3, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 4: return Cols<4, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 5: return Cols<MR >= 5 ? 5 : 4, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    default: return Cols<MR, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+  }
+}
+
+// M >= 5: row tiles of MR rows (balanced heights). With enough row tiles, each column block's
+// codes are decoded once (K blocks of whole groups, <= kDecK k) and shared by all row tiles;
+// with few, the tiles decode on the fly in one pass over the codes.
 template <int MODE, bool ONE>
 void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
   const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
-  // K blocks of whole groups, balanced, at most kDecK k each; column blocks of kDecCols
-  const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
-  alignas(64) uint8_t buf[kDecCols * kDecK];
   const int64_t rows = m1 - m0;
   const int64_t ntiles = (rows + MR - 1) / MR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights (differ by <= 1)
+  if (ntiles < kDecMinTiles) {
+    const GRange whole{0, NG, true, true};
+    const Decoded none{nullptr, 0, 0, 0};
+    const int64_t nc = kDecCols * 4;  // codes of a column block stay in L2 for the other row tile
+    for (int64_t jc = n0; jc < n1; jc += nc) {
+      const int64_t jend = jc + nc < n1 ? jc + nc : n1;
+      int64_t m = m0;
+      for (int64_t it = 0; it < ntiles; ++it) {
+        const int64_t mr = base + (it < extra ? 1 : 0);
+        RowTile<MODE, ONE, false>(g, m, mr, jc, jend, whole, none);
+        m += mr;
+      }
+    }
+    return;
+  }
+  const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
+  alignas(64) uint8_t buf[kDecCols * kDecK];
   for (int64_t jc = n0; jc < n1; jc += kDecCols) {
     const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
     for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
@@ -379,14 +412,7 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
-        switch (mr) {
-          case 1: Cols<1, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
-          case 2: Cols<2, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
-          case 3: Cols<3, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
-          case 4: Cols<4, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
-          case 5: Cols<MR >= 5 ? 5 : 4, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
-          default: Cols<MR, 2, MODE, false, false, true, ONE>(g, m, jc, jend, gr, dec); break;
-        }
+        RowTile<MODE, ONE, true>(g, m, mr, jc, jend, gr, dec);
         m += mr;
       }
     }
