@@ -18,8 +18,8 @@ std::vector<KernelTable> build_tables() {
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
                &avx2::qs8_quant__avx2, "qs8_quant__avx2",
-               &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
-               &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2"});
+               &avx2::qs8_gemm_5x16c4__avx2, "qs8_gemm_5x16c4__avx2", false,
+               &avx2::q4_gemm_6x16c8__avx2, "q4_gemm_6x16c8__avx2"});
 #endif
 #if defined(LOWBIT_ARM64)
   // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.

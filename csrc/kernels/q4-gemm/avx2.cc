@@ -437,7 +437,7 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-void q4_gemm_4x16c8__avx2(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void q4_gemm_6x16c8__avx2(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   const bool one = g.lay.group == 32;
   if (g.lay.kind == Q4Kind::kTable) return one ? Run<kTab, true>(g, m0, m1, n0, n1) : Run<kTab, false>(g, m0, m1, n0, n1);

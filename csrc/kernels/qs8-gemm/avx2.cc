@@ -257,7 +257,7 @@ void ColsStream(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-void qs8_gemm_4x16c4__avx2(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void qs8_gemm_5x16c4__avx2(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   switch (m1 - m0) {
     case 1: return ColsStream<1, 4>(g, m0, n0, n1);  // 4 panel streams (measured: 1 is 3x slower, 2 and 8 ~10%)
