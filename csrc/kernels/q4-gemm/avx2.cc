@@ -59,6 +59,7 @@ struct Decoded {
   int64_t cv0;          // first column vector held (column / 8)
   int64_t k80;          // first 8-k step held
   int64_t stride;       // bytes per column vector
+  const int8_t* absa;   // table codes: |a| of the row tile's rows over the same k (row stride kDecK)
 };
 
 // K range of a tile: groups [g0, g1); partial fp32 sums of earlier K blocks wait in C (exact:
@@ -97,10 +98,12 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
     zp[c] = g.W + parts.zeros + p * NG * 16 + 8 * h;
   }
   const int8_t* a[MR];
+  const int8_t* aa[MR];  // |a| (table codes with DEC), indexed like a
   const int32_t* gs[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
     a[r] = g.A + (m + r) * g.lda;
+    aa[r] = DEC ? dec.absa + r * kDecK - dec.k80 * 8 : nullptr;
     gs[r] = g.gsum + (m + r) * NG;
   }
   const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -174,7 +177,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
-          const __m256i al = Bcast4(a[r] + k8 * 8), aal = _mm256_abs_epi8(al);
+          const __m256i al = Bcast4(a[r] + k8 * 8), aal = DEC ? Bcast4(aa[r] + k8 * 8) : _mm256_abs_epi8(al);
 #pragma GCC unroll 16
           for (int c = 0; c < NC; ++c)
             AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aal, _mm256_sign_epi8(t[c], al)), ones));
@@ -183,7 +186,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
-          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = _mm256_abs_epi8(ah);
+          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = DEC ? Bcast4(aa[r] + k8 * 8 + 4) : _mm256_abs_epi8(ah);
 #pragma GCC unroll 16
           for (int c = 0; c < NC; ++c)
             AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aah, _mm256_sign_epi8(t[c], ah)), ones));
@@ -387,7 +390,7 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
   const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights (differ by <= 1)
   if (ntiles < kDecMinTiles) {
     const GRange whole{0, NG, true, true};
-    const Decoded none{nullptr, 0, 0, 0};
+    const Decoded none{nullptr, 0, 0, 0, nullptr};
     const int64_t nc = kDecCols * 4;  // codes of a column block stay in L2 for the other row tile
     for (int64_t jc = n0; jc < n1; jc += nc) {
       const int64_t jend = jc + nc < n1 ? jc + nc : n1;
@@ -402,16 +405,24 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
   }
   const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
   alignas(64) uint8_t buf[kDecCols * kDecK];
+  alignas(64) int8_t absbuf[MODE == kTab ? kMRTable * kDecK : 32];
   for (int64_t jc = n0; jc < n1; jc += kDecCols) {
     const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
     for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
       const GRange gr{g0, g0 + gpb < NG ? g0 + gpb : NG, g0 == 0, g0 + gpb >= NG};
       const int64_t k80 = gr.g0 * G / 8, k81 = gr.g1 * G / 8;
       Decode<MODE>(g, jc, jend, k80, k81, buf);
-      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64};
+      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64, absbuf};
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
+        if (MODE == kTab) {  // |a| of the tile's rows, once for all its column tiles (no vpabsb inside)
+          for (int64_t r = 0; r < mr; ++r)
+            for (int64_t k = k80 * 8; k < k81 * 8; k += 32) {
+              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.A + (m + r) * g.lda + k));
+              _mm256_store_si256(reinterpret_cast<__m256i*>(absbuf + r * kDecK + (k - k80 * 8)), _mm256_abs_epi8(v));
+            }
+        }
         RowTile<MODE, ONE, true>(g, m, mr, jc, jend, gr, dec);
         m += mr;
       }
@@ -425,7 +436,7 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   // one panel with the sums in registers beats 2 or 4 panel streams)
   const int64_t NG = q4_kg(g.K, g.lay.group) / g.lay.group;
   const GRange whole{0, NG, true, true};
-  const Decoded none{nullptr, 0, 0, 0};
+  const Decoded none{nullptr, 0, 0, 0, nullptr};
   switch (m1 - m0) {
     case 1: return Cols<1, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
     case 2: return Cols<2, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
