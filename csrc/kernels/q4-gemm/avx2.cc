@@ -87,13 +87,14 @@ template <int MR, int NC, int MODE, bool REGF, bool PF, bool DEC, bool ONE>
 __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols, GRange gr, Decoded dec) {
   const int64_t G = ONE ? 32 : g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, ps = Kg * 8;
   const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
-  const uint8_t* cp[NC];  // packed codes (on the fly), or decoded bytes, at 8-k step 0
+  const uint8_t* cp[NC];  // packed codes at 8-k step 0 (on the fly), or decoded bytes at step k0
+  const int64_t k0 = DEC ? dec.k80 : 0;  // 8-k step at cp[c] (and at aa[r])
   const uint16_t* sp[NC];
   const uint8_t* zp[NC];
 #pragma GCC unroll 16
   for (int c = 0; c < NC; ++c) {
     const int64_t p = (n + 8 * c) / 16, h = (n / 8 + c) % 2;
-    cp[c] = DEC ? dec.base + (n / 8 + c - dec.cv0) * dec.stride - dec.k80 * 64 : g.W + parts.codes + p * ps + 32 * h;
+    cp[c] = DEC ? dec.base + (n / 8 + c - dec.cv0) * dec.stride : g.W + parts.codes + p * ps + 32 * h;
     sp[c] = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + p * NG * 16 + 8 * h;
     zp[c] = g.W + parts.zeros + p * NG * 16 + 8 * h;
   }
@@ -103,7 +104,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
     a[r] = g.A + (m + r) * g.lda;
-    aa[r] = DEC ? dec.absa + r * kDecK - dec.k80 * 8 : nullptr;
+    aa[r] = DEC ? dec.absa + r * kDecK : nullptr;
     gs[r] = g.gsum + (m + r) * NG;
   }
   const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -115,7 +116,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
   // codes (affine) or table entries.
   auto codes = [&](int c, int64_t k8, bool hi, const __m256i* raw) -> __m256i {
     if constexpr (DEC) {
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64 + (hi ? 32 : 0)));
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64 + (hi ? 32 : 0)));
     } else {
       __m256i u = hi ? _mm256_and_si256(_mm256_srli_epi16(raw[c], 4), low4) : _mm256_and_si256(raw[c], low4);
       if (MODE == kTab) u = _mm256_shuffle_epi8(tbl, u);
@@ -126,9 +127,9 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
     if constexpr (!DEC) {
 #pragma GCC unroll 16
       for (int c = 0; c < NC; ++c) {
-        raw[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
+        raw[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64));
         if (PF && c % 2 == 0)  // one 64-byte line per panel and step (n is a multiple of 16)
-          _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(cp[c] + (k8 - k0) * 64) + kPf, _MM_HINT_T0);
       }
     }
   };
@@ -177,7 +178,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
-          const __m256i al = Bcast4(a[r] + k8 * 8), aal = DEC ? Bcast4(aa[r] + k8 * 8) : _mm256_abs_epi8(al);
+          const __m256i al = Bcast4(a[r] + k8 * 8), aal = DEC ? Bcast4(aa[r] + (k8 - k0) * 8) : _mm256_abs_epi8(al);
 #pragma GCC unroll 16
           for (int c = 0; c < NC; ++c)
             AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aal, _mm256_sign_epi8(t[c], al)), ones));
@@ -186,7 +187,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
-          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = DEC ? Bcast4(aa[r] + k8 * 8 + 4) : _mm256_abs_epi8(ah);
+          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = DEC ? Bcast4(aa[r] + (k8 - k0) * 8 + 4) : _mm256_abs_epi8(ah);
 #pragma GCC unroll 16
           for (int c = 0; c < NC; ++c)
             AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aah, _mm256_sign_epi8(t[c], ah)), ones));
@@ -221,9 +222,9 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
             }
 #pragma GCC unroll 16
             for (int c = 0; c < NC; ++c) {
-              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + k8 * 64));
+              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64));
               if (PF && c % 2 == 0)  // one 64-byte line per panel and step (n is a multiple of 16)
-                _mm_prefetch(reinterpret_cast<const char*>(cp[c] + k8 * 64) + kPf, _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(cp[c] + (k8 - k0) * 64) + kPf, _MM_HINT_T0);
               const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
 #pragma GCC unroll 16
               for (int r = 0; r < MR; ++r) {
