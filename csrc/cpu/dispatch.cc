@@ -25,9 +25,9 @@ std::vector<KernelTable> build_tables() {
                &avx512::qs8_bspmm_s8c4__avx512vnni, "qs8_bspmm_s8c4__avx512vnni", true});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
-               &ref::qs8_quant__scalar, "qs8_quant__scalar",
-               &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
-               &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
+               &avx2::qs8_quant__avx2, "qs8_quant__avx2",
+               &avx2::qs8_gemm_5x16c4__avx2, "qs8_gemm_5x16c4__avx2", false,
+               &avx2::q4_gemm_6x16c8__avx2, "q4_gemm_6x16c8__avx2",
                &avx2::qs8_requant__avx2, "qs8_requant__avx2",
                &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2",
                &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",

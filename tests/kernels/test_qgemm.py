@@ -117,7 +117,8 @@ def test_qs8_reference_matches_numpy(K, N):
 
 
 @pytest.mark.parametrize("isa", SIMD)
-@pytest.mark.parametrize("K,N", KNS + [(256, 64), (1024, 40), (4100, 70)])  # 4100: two K blocks in the tiled path
+# 4100: several K blocks in the tiled paths; (1024, 300), (2100, 400): several column blocks and a tail (AVX2)
+@pytest.mark.parametrize("K,N", KNS + [(256, 64), (1024, 40), (4100, 70), (1024, 300), (2100, 400)])
 def test_qs8_isas_match_reference(isa, K, N):
     for M in MS:
         x, Wq, sc, b = qs8_problem(M * 7 + K, M, K, N, extreme=(M % 3 == 0))
@@ -205,7 +206,9 @@ def test_q4_reference_matches_numpy(kind, group):
 @pytest.mark.parametrize("kind", Q4_KINDS)
 @pytest.mark.parametrize("group", [32, 64, 128])
 def test_q4_isas_match_reference(isa, kind, group):
-    for K, N in KNS + [(256, 64), (1000, 40)]:
+    # (1000, 150): several K blocks and column blocks (with a tail) in the AVX2 tiled path, whose
+    # codes are decoded once per block from 3 row tiles (13, 33 rows) and on the fly below that
+    for K, N in KNS + [(256, 64), (1000, 40), (1000, 150)]:
         for M in MS if (K, N) in ((100, 47), (256, 64)) else (1, 2, 4, 5, 6, 7, 13, 33):
             x, codes, sc, z, t, b, W = q4_problem(M * 31 + K, M, K, N, kind, group, extreme=(M % 4 == 1))
             enc = ENC[kind].format(group)
@@ -213,6 +216,39 @@ def test_q4_isas_match_reference(isa, kind, group):
                 want = _core.qdense("scalar", x, W, enc, K, N, b, act)
                 got = _core.qdense(isa, x, W, enc, K, N, b, act)
                 np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} M={M} K={K} N={N} act={act}")
+
+
+@pytest.mark.parametrize("isa", SIMD)
+@pytest.mark.parametrize("kind", Q4_KINDS)
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_int16_accumulation_bounds(isa, kind, group):
+    """The AVX2 kernels add up to 8 vpmaddubsw pair sums in int16 before widening, the
+    symmetric ones starting from -8*gsum: drive those sums to their proved bounds (all codes
+    +-127 with codes 0 or 15, per group, all signs) and require the reference's bits."""
+    K, N = 1000, 150  # several K blocks and column blocks in the tiled path
+    ng = (K + group - 1) // group
+    rng = np.random.default_rng(group)
+    enc = ENC[kind].format(group)
+    for codes_at in (0, 15, None):  # None: 0 or 15 per (group, column)
+        if codes_at is None:
+            pick = rng.integers(0, 2, size=(ng, N)).astype(bool)
+            codes = np.where(np.repeat(pick, group, axis=0)[:K], 15, 0).astype(np.uint8)
+        else:
+            codes = np.full((K, N), codes_at, np.uint8)
+        zeros = rng.choice([0, 15], size=(ng, N)).astype(np.uint8) if kind == "asym" else None
+        table = np.array([-127, 127] * 8, np.int8) if kind == "table" else None
+        scales = np.ones((ng, N), np.float16)
+        W = _core.pack_q4(codes, f16_bits(scales), zeros, table, kind, group)
+        for M in (1, 2, 3, 5, 7, 13, 20):
+            x = np.ones((M, K), np.float32)
+            x[1::2] = -1.0                                   # rows of +127 and of -127
+            if M >= 5:
+                x[4] = np.where(np.arange(K) % 4 < 2, 1.0, -1.0)  # opposite signs in the two int16 lanes
+            want = _core.qdense("scalar", x, W, enc, K, N)
+            got = _core.qdense(isa, x, W, enc, K, N)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} codes={codes_at} M={M}")
+            np.testing.assert_allclose(want, q4_np(x, codes, scales, zeros, table, np.zeros(N, np.float32), kind, group, 0),
+                                       rtol=2e-6)
 
 
 def test_q4_nibble_order_and_extremes():
@@ -234,7 +270,8 @@ def test_q4_nibble_order_and_extremes():
             np.testing.assert_array_equal(y, want, err_msg=f"{isa} k={k} n={n}")
 
 
-@pytest.mark.parametrize("enc,size", [("qs8-n16k4", None), ("q4-g32-asym-n16k8", None)])
+@pytest.mark.parametrize("enc,size", [("qs8-n16k4", None), ("q4-g32-asym-n16k8", None), ("q4-g32-sym-n16k8", None),
+                                      ("q4t-g32-n16k8", None), ("q4-g128-sym-n16k8", None)])
 def test_threaded_is_bit_identical(enc, size, threads):
     import lowbit
     rng = np.random.default_rng(3)
@@ -242,8 +279,11 @@ def test_threaded_is_bit_identical(enc, size, threads):
     if enc == "qs8-n16k4":
         W = _core.pack_qs8(rng.integers(-127, 128, (K, N)).astype(np.int8), rng.uniform(0.01, 0.02, N).astype(np.float32))
     else:
-        W = _core.pack_q4(rng.integers(0, 16, (K, N)).astype(np.uint8), f16_bits(rng.uniform(0.01, 0.1, (K // 32, N))),
-                          rng.integers(0, 16, (K // 32, N)).astype(np.uint8), None, "asym", 32)
+        group = int(enc.split("-g")[1].split("-")[0])
+        kind = "table" if enc.startswith("q4t") else ("asym" if "-asym-" in enc else "sym")
+        W = _core.pack_q4(rng.integers(0, 16, (K, N)).astype(np.uint8), f16_bits(rng.uniform(0.01, 0.1, (K // group, N))),
+                          rng.integers(0, 16, (K // group, N)).astype(np.uint8) if kind == "asym" else None,
+                          nf4_table() if kind == "table" else None, kind, group)
     for M in (1, 3, 64, 130):
         x = rng.standard_normal((M, K)).astype(np.float32)
         base = _core.qdense(_core.selected_isa(), x, W, enc, K, N, None, 2, False)

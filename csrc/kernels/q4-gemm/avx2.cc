@@ -1,9 +1,20 @@
 // AVX2 4-bit GEMM over the q4 layouts (see q4_gemm.h). Compile with: -mavx2 -mfma -mf16c
 //
-// Affine codes are u8 in [0, 15]: vpmaddubsw(code, a) pairs stay within 2*15*127, so the
-// int16 sums of 4 steps of 8 k (one 32-k slice) cannot saturate; vpmaddwd widens once per
-// slice. Table codes are looked up with vpshufb into the s8 table and multiplied with the
-// sign trick (|t| x sign(a, t)), widening every step. Exact integer sums, reference fma order.
+// Affine codes (kSym, kAsym) are u8 in [0, 15], the first operand of vpmaddubsw; the s8
+// activations in [-127, 127] are the second. One vpmaddubsw adds two products per int16
+// lane, |u0*a0 + u1*a1| <= 2*15*127 = 3810, so the int16 sums of 8 of them (one 32-k slice:
+// 4 steps of 8 k, low and high nibbles) stay within 8*3810 = 30480 < 32767: they are exact
+// with plain wrapping vpaddw, and one vpmaddwd by ones per slice widens them to int32.
+// (The int16 accumulation of several vpmaddubsw is the trick of llama.cpp's AVX2 q4 dot
+// products.) That is 2 ops per 32 MACs (vpmaddubsw + vpaddw) in the inner loop instead of 4.
+// The zero point comes out per group as z * gsum (gsum: the group's activation sum).
+//
+// Table codes (kTab) are looked up with vpshufb into the s8 table and multiplied with the
+// sign trick, |a| (u8) x sign(T[u], a) (s8): a pair is at most 2*127*127 = 32258, so each
+// vpmaddubsw is widened at once (the cost of int8, 4 ops per 32 MACs).
+//
+// Integer group sums are exact; the per-group fma chain runs in the reference's order, so
+// every tile shape and thread split gives the reference's bits.
 #include <immintrin.h>
 
 #include <cstring>
@@ -15,7 +26,13 @@ namespace avx2 {
 namespace {
 
 enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
-constexpr int64_t kPf = 1024;
+
+constexpr int64_t kMRAffine = 6;  // large-M tile rows, affine: 12 int16 sums + 4 work registers
+constexpr int64_t kMRTable = 4;   // large-M tile rows, table: 8 int32 sums + 8 work registers
+constexpr int64_t kDecCols = 64;  // tiled path: columns per decoded block (8 vectors of 8)
+constexpr int64_t kDecK = 768;    // tiled path: at most this many k per decoded block (48 KB on the stack)
+constexpr int64_t kDecMinTiles = 3;   // tiled path: decode once per column block from this many row tiles
+constexpr int64_t kPf = 768;      // prefetch distance (bytes) along each code panel stream (small M)
 
 inline __m256i Bcast4(const int8_t* p) {
   int32_t v;
@@ -23,119 +40,421 @@ inline __m256i Bcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-template <int MR, int MODE>
-__attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, int64_t ncols) {
-  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+inline __m256i TailMask(int64_t n) {  // lanes [0, n) set, n clamped to [0, 8]
+  n = n < 0 ? 0 : (n > 8 ? 8 : n);
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(n)), idx);
+}
+
+// In-place accumulation through asm: GCC 12 otherwise copies (and spills) accumulator
+// arrays around the intrinsics' results.
+inline void AddW(__m256i& acc, __m256i p) { asm("vpaddw %1, %0, %0" : "+x"(acc) : "x"(p)); }
+inline void AddD(__m256i& acc, __m256i p) { asm("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p)); }
+
+// Codes of a column block, decoded once for all row tiles of the tiled path: per 8-column
+// vector and 8-k step, 32 bytes of low-nibble values then 32 of high-nibble values (the codes
+// u for affine layouts, T[u] for the table), so the row tiles spend no decode ops.
+struct Decoded {
+  const uint8_t* base;  // nullptr: decode the packed codes on the fly
+  int64_t cv0;          // first column vector held (column / 8)
+  int64_t k80;          // first 8-k step held
+  int64_t stride;       // bytes per column vector
+  const int8_t* absa;   // table codes: |a| of the row tile's rows over the same k (row stride kDecK)
+};
+
+// K range of a tile: groups [g0, g1); partial fp32 sums of earlier K blocks wait in C (exact:
+// the per-group fma chain is the same, only stored and reloaded).
+struct GRange {
+  int64_t g0, g1;
+  bool first, last;
+};
+
+// Symmetric codes, 32-k groups: instead of zero, the int16 slice sums start at -8*gsum in the
+// even lane of each int32 pair and 0 in the odd one. The even lane sums k = 0,1 (mod 4), the
+// odd lane k = 2,3; with E, O the activation sums of those two classes (gsum = E + O), the even
+// lane, after a processed subset P of its 16 k, holds -8E - 8O + sum_P u*a
+// = sum_P (u-8)*a - 8*sum_{even class not in P} a - 8*O: 16 terms of at most 8*127 plus
+// |8*O| <= 8*16*127, so |value| <= 16256 + 16256 = 32512 < 32767 at every step (and -8*gsum
+// itself fits: |gsum| <= 32*127). The odd lane is the plain sum of u*a, |.| <= 16*15*127 = 30480.
+// vpmaddwd by ones then yields sum (u-8)*a exactly: no correction add per output vector.
+
+// MR rows x NC 8-column vectors starting at column n (a multiple of 8; vector c is half
+// (n/8 + c) % 2 of panel (n + 8c)/16), ncols of them valid, over groups [gr.g0, gr.g1).
+// ONE: 32-k groups (one slice each). REGF: the fp32 sums (and, for longer groups, the int32
+// group sums) stay in registers; otherwise in small stack arrays (L1), and the registers hold
+// the int16 slice sums. DEC: codes come decoded from a column block buffer.
+template <int MR, int NC, int MODE, bool REGF, bool PF, bool DEC, bool ONE>
+__attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols, GRange gr, Decoded dec) {
+  const int64_t G = ONE ? 32 : g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, ps = Kg * 8;
   const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
-  const int64_t pidx = nb / 16;
-  const uint8_t* codes = g.W + parts.codes + pidx * Kg * 8;
-  const uint16_t* scales = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + pidx * NG * 16;
-  const uint8_t* zeros = g.W + parts.zeros + pidx * NG * 16;
+  const uint8_t* cp[NC];  // packed codes at 8-k step 0 (on the fly), or decoded bytes at step k0
+  const int64_t k0 = DEC ? dec.k80 : 0;  // 8-k step at cp[c] (and at aa[r])
+  const uint16_t* sp[NC];
+  const uint8_t* zp[NC];
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) {
+    const int64_t p = (n + 8 * c) / 16, h = (n / 8 + c) % 2;
+    cp[c] = DEC ? dec.base + (n / 8 + c - dec.cv0) * dec.stride : g.W + parts.codes + p * ps + 32 * h;
+    sp[c] = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + p * NG * 16 + 8 * h;
+    zp[c] = g.W + parts.zeros + p * NG * 16 + 8 * h;
+  }
+  const int8_t* a[MR];
+  const int8_t* aa[MR];  // |a| (table codes with DEC), indexed like a
+  const int32_t* gs[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    a[r] = g.A + (m + r) * g.lda;
+    aa[r] = DEC ? dec.absa + r * kDecK : nullptr;
+    gs[r] = g.gsum + (m + r) * NG;
+  }
+  const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const __m256i tbl = MODE == kTab ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
                                    : _mm256_setzero_si256();
-  const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  __m256 f[MR][2];
-  for (int r = 0; r < MR; ++r) f[r][0] = f[r][1] = _mm256_setzero_ps();
-  for (int64_t gi = 0; gi < NG; ++gi) {
-    __m256i d[MR][2];
-    for (int r = 0; r < MR; ++r) d[r][0] = d[r][1] = _mm256_setzero_si256();
-    for (int64_t ks = gi * G / 8; ks < (gi + 1) * G / 8; ks += 4) {  // one 32-k slice
-      __m256i s16[MR][2];
-      for (int r = 0; r < MR; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-      for (int64_t k8 = ks; k8 < ks + 4; ++k8) {
-        const uint8_t* src = codes + k8 * 64;
-        _mm_prefetch(reinterpret_cast<const char*>(src) + kPf, _MM_HINT_T0);
-        __m256i lo[2], hi[2];
-        for (int h = 0; h < 2; ++h) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
-          lo[h] = _mm256_and_si256(v, low4);
-          hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-          if (MODE == kTab) {
-            lo[h] = _mm256_shuffle_epi8(tbl, lo[h]);
-            hi[h] = _mm256_shuffle_epi8(tbl, hi[h]);
+  const int64_t slices = G / 32;
+
+  // Values of vector c at 8-k step k8: the low nibbles (hi = false) or the high ones, as
+  // codes (affine) or table entries.
+  auto codes = [&](int c, int64_t k8, bool hi, const __m256i* raw) -> __m256i {
+    if constexpr (DEC) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64 + (hi ? 32 : 0)));
+    } else {
+      __m256i u = hi ? _mm256_and_si256(_mm256_srli_epi16(raw[c], 4), low4) : _mm256_and_si256(raw[c], low4);
+      if (MODE == kTab) u = _mm256_shuffle_epi8(tbl, u);
+      return u;
+    }
+  };
+  auto load_raw = [&](int64_t k8, __m256i* raw) {
+    if constexpr (!DEC) {
+#pragma GCC unroll 16
+      for (int c = 0; c < NC; ++c) {
+        raw[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64));
+        if (PF && c % 2 == 0)  // one 64-byte line per panel and step (n is a multiple of 16)
+          _mm_prefetch(reinterpret_cast<const char*>(cp[c] + (k8 - k0) * 64) + kPf, _MM_HINT_T0);
+      }
+    }
+  };
+
+  __m256 fr[MR][NC];                  // fp32 sums in registers (REGF)
+  alignas(32) float fm[MR][NC][8];    // or in L1
+  alignas(32) int32_t dm[MR][NC][8];  // int32 group sums of earlier slices (!REGF, !ONE)
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < NC; ++c) {
+      if (gr.first) {
+        fr[r][c] = _mm256_setzero_ps();
+      } else {
+        const float* src = g.C + (m + r) * g.ldc + n + 8 * c;
+        fr[r][c] = ncols >= 8 * c + 8 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, TailMask(ncols - 8 * c));
+      }
+      if (!REGF) _mm256_store_ps(fm[r][c], fr[r][c]);
+    }
+  // f += float(t) * s for row r, vector c (the reference's fma, in its order)
+  auto fma_out = [&](int r, int c, __m256i t, __m256 s) {
+    if (REGF) fr[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), s, fr[r][c]);
+    else _mm256_store_ps(fm[r][c], _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), s, _mm256_load_ps(fm[r][c])));
+  };
+  auto scale = [&](int c, int64_t gi) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp[c] + gi * 16)));
+  };
+  auto zpoint = [&](int c, int64_t gi) {
+    int64_t zz;
+    std::memcpy(&zz, zp[c] + gi * 16, 8);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zz));
+  };
+
+  for (int64_t gi = gr.g0; gi < gr.g1; ++gi) {
+    if constexpr (MODE == kTab) {
+      // int32 sums straight from the sign-trick products
+      __m256i d[MR][NC];
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();
+      for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
+        __m256i raw[NC], t[NC];
+        load_raw(k8, raw);
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i al = Bcast4(a[r] + k8 * 8), aal = DEC ? Bcast4(aa[r] + (k8 - k0) * 8) : _mm256_abs_epi8(al);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c)
+            AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aal, _mm256_sign_epi8(t[c], al)), ones));
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = DEC ? Bcast4(aa[r] + (k8 - k0) * 8 + 4) : _mm256_abs_epi8(ah);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c)
+            AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aah, _mm256_sign_epi8(t[c], ah)), ones));
+        }
+      }
+#pragma GCC unroll 16
+      for (int c = 0; c < NC; ++c) {
+        const __m256 sc = scale(c, gi);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) fma_out(r, c, d[r][c], sc);
+      }
+    } else {
+      __m256i d[MR][NC];  // int32 group sums of groups longer than a slice (REGF)
+      for (int64_t sl = 0; sl < slices; ++sl) {
+        const int64_t k80 = (gi * slices + sl) * 4;
+        __m256i s16[MR][NC];
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i init = MODE == kSym && ONE ? _mm256_set1_epi32((-8 * gs[r][gi]) & 0xFFFF) : _mm256_setzero_si256();
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) s16[r][c] = init;
+        }
+        for (int64_t k8 = k80; k8 < k80 + 4; ++k8) {
+          if constexpr (!DEC && MR <= 2) {
+            // few rows (decode): the activations stay in registers, each code vector is used up
+            // at once (fewer live registers than loading all vectors first)
+            __m256i al[MR], ah[MR];
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; ++r) {
+              al[r] = Bcast4(a[r] + k8 * 8);
+              ah[r] = Bcast4(a[r] + k8 * 8 + 4);
+            }
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) {
+              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64));
+              if (PF && c % 2 == 0)  // one 64-byte line per panel and step (n is a multiple of 16)
+                _mm_prefetch(reinterpret_cast<const char*>(cp[c] + (k8 - k0) * 64) + kPf, _MM_HINT_T0);
+              const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+#pragma GCC unroll 16
+              for (int r = 0; r < MR; ++r) {
+                AddW(s16[r][c], _mm256_maddubs_epi16(lo, al[r]));
+                AddW(s16[r][c], _mm256_maddubs_epi16(hi, ah[r]));
+              }
+            }
+            continue;
+          }
+          __m256i raw[NC], u[NC];
+          load_raw(k8, raw);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) u[c] = codes(c, k8, false, raw);
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) {
+            const __m256i al = Bcast4(a[r] + k8 * 8);
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) AddW(s16[r][c], _mm256_maddubs_epi16(u[c], al));
+          }
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) u[c] = codes(c, k8, true, raw);
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) {
+            const __m256i ah = Bcast4(a[r] + k8 * 8 + 4);
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) AddW(s16[r][c], _mm256_maddubs_epi16(u[c], ah));
           }
         }
-        for (int r = 0; r < MR; ++r) {
-          const __m256i a0 = Bcast4(g.A + (m + r) * g.lda + k8 * 8), a1 = Bcast4(g.A + (m + r) * g.lda + k8 * 8 + 4);
-          for (int h = 0; h < 2; ++h) {
-            if (MODE == kTab) {
-              const __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(lo[h]), _mm256_sign_epi8(a0, lo[h]));
-              const __m256i p1 = _mm256_maddubs_epi16(_mm256_abs_epi8(hi[h]), _mm256_sign_epi8(a1, hi[h]));
-              d[r][h] = _mm256_add_epi32(d[r][h], _mm256_madd_epi16(p0, ones));
-              d[r][h] = _mm256_add_epi32(d[r][h], _mm256_madd_epi16(p1, ones));
-            } else {
-              s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_maddubs_epi16(lo[h], a0));
-              s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_maddubs_epi16(hi[h], a1));
+        if constexpr (ONE) {  // the group ends with its only slice
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) {
+            const __m256 sc = scale(c, gi);
+            const __m256i z = MODE == kAsym ? zpoint(c, gi) : _mm256_setzero_si256();
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; ++r) {
+              __m256i t = _mm256_madd_epi16(s16[r][c], ones);
+              if (MODE == kAsym) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+              fma_out(r, c, t, sc);
             }
           }
+        } else {  // widen the slice into the group's int32 sums
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+            for (int c = 0; c < NC; ++c) {
+              __m256i w = _mm256_madd_epi16(s16[r][c], ones);
+              if (REGF) {
+                if (sl == 0) d[r][c] = w;
+                else AddD(d[r][c], w);
+              } else {
+                if (sl > 0) w = _mm256_add_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(dm[r][c])));
+                _mm256_store_si256(reinterpret_cast<__m256i*>(dm[r][c]), w);
+              }
+            }
         }
       }
-      if (MODE != kTab)
-        for (int r = 0; r < MR; ++r)
-          for (int h = 0; h < 2; ++h) d[r][h] = _mm256_add_epi32(d[r][h], _mm256_madd_epi16(s16[r][h], ones));
-    }
-    for (int h = 0; h < 2; ++h) {
-      const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + gi * 16 + 8 * h)));
-      __m256i z = _mm256_setzero_si256();
-      if (MODE == kAsym) {
-        int64_t zz;
-        std::memcpy(&zz, zeros + gi * 16 + 8 * h, 8);
-        z = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zz));
-      }
-      for (int r = 0; r < MR; ++r) {
-        const int32_t sum = g.gsum[(m + r) * NG + gi];
-        __m256i c = d[r][h];
-        if (MODE == kAsym) c = _mm256_sub_epi32(c, _mm256_mullo_epi32(z, _mm256_set1_epi32(sum)));
-        if (MODE == kSym) c = _mm256_sub_epi32(c, _mm256_set1_epi32(sum * 8));
-        f[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), s, f[r][h]);
+      if constexpr (!ONE) {  // group end: take the zero point's share out, convert, fma
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) {
+          const __m256 sc = scale(c, gi);
+          const __m256i z = MODE == kAsym ? zpoint(c, gi) : _mm256_set1_epi32(8);
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) {
+            __m256i t = REGF ? d[r][c] : _mm256_load_si256(reinterpret_cast<const __m256i*>(dm[r][c]));
+            t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+            fma_out(r, c, t, sc);
+          }
+        }
       }
     }
   }
   const bool relu = g.act == Activation::kRelu;
-  for (int r = 0; r < MR; ++r) {
-    alignas(32) float out[16];
-    for (int h = 0; h < 2; ++h) {
-      __m256 y = _mm256_mul_ps(f[r][h], _mm256_set1_ps(g.a_scale[m + r]));
-      if (g.bias) {
-        alignas(32) float b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int j = 0; j < 8 && 8 * h + j < ncols; ++j) b[j] = g.bias[nb + 8 * h + j];
-        y = _mm256_add_ps(y, _mm256_load_ps(b));
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < NC; ++c) {
+      const int64_t nv = ncols - 8 * c;
+      if (nv <= 0) continue;
+      const __m256 f = REGF ? fr[r][c] : _mm256_load_ps(fm[r][c]);
+      float* out = g.C + (m + r) * g.ldc + n + 8 * c;
+      if (!gr.last) {  // the fp32 sums so far, for the next K block
+        if (nv >= 8) _mm256_storeu_ps(out, f);
+        else _mm256_maskstore_ps(out, TailMask(nv), f);
+        continue;
       }
-      if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
-      _mm256_store_ps(out + 8 * h, y);
+      __m256 y = _mm256_mul_ps(f, _mm256_set1_ps(g.a_scale[m + r]));
+      if (nv >= 8) {
+        if (g.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + n + 8 * c));
+        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+        _mm256_storeu_ps(out, y);
+      } else {
+        const __m256i mk = TailMask(nv);
+        if (g.bias) y = _mm256_add_ps(y, _mm256_maskload_ps(g.bias + n + 8 * c, mk));
+        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+        _mm256_maskstore_ps(out, mk, y);
+      }
     }
-    std::memcpy(g.C + (m + r) * g.ldc + nb, out, size_t(ncols < 16 ? ncols : 16) * 4);
+}
+
+// Columns [n0, n1) (n0 a multiple of 16) for rows [m, m + MR): tiles of NC vectors (NC = 1, 2
+// or a multiple of 2), then halved ones, so that every tile starts on a panel (n % 16 == 0).
+template <int MR, int NC, int MODE, bool REGF, bool PF, bool DEC, bool ONE>
+void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1, GRange gr, Decoded dec) {
+  int64_t n = n0;
+  for (; n + 8 * NC <= n1; n += 8 * NC) Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, 8 * NC, gr, dec);
+  if (n >= n1) return;
+  if constexpr (NC > 1) {
+    if (n1 - n > 4 * NC) return Tile<MR, NC, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
+    Cols<MR, NC / 2, MODE, REGF, PF, DEC, ONE>(g, m, n, n1, gr, dec);
+  } else {
+    Tile<MR, 1, MODE, REGF, PF, DEC, ONE>(g, m, n, n1 - n, gr, dec);
   }
 }
 
-template <int MR, int MODE>
-void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
-  for (int64_t nb = n0; nb < n1; nb += 16) Tile<MR, MODE>(g, m, nb, n1 - nb < 16 ? n1 - nb : 16);
+// Decodes the codes of columns [n0, n1) (n0 a multiple of 16) x 8-k steps [k80, k81) into buf.
+template <int MODE>
+void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k81, uint8_t* buf) {
+  const int64_t Kg = q4_kg(g.K, g.lay.group), ps = Kg * 8;
+  const uint8_t* codes = g.W + q4_parts(g.K, g.N, g.lay).codes;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i tbl = MODE == kTab ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
+                                   : _mm256_setzero_si256();
+  const int64_t stride = (k81 - k80) * 64;
+  for (int64_t cv = n0 / 8; cv < (n1 + 7) / 8; ++cv) {
+    const uint8_t* src = codes + (cv / 2) * ps + (cv % 2) * 32;
+    uint8_t* dst = buf + (cv - n0 / 8) * stride;
+    for (int64_t k8 = k80; k8 < k81; ++k8) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k8 * 64));
+      __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      if (MODE == kTab) {
+        lo = _mm256_shuffle_epi8(tbl, lo);
+        hi = _mm256_shuffle_epi8(tbl, hi);
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (k8 - k80) * 64), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (k8 - k80) * 64 + 32), hi);
+    }
+  }
 }
 
-template <int MODE>
-void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  const int64_t nc = 64;
-  for (int64_t jc = n0; jc < n1; jc += nc) {
-    const int64_t jend = jc + nc < n1 ? jc + nc : n1;
-    int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) Cols<4, MODE>(g, m, jc, jend);
-    switch (m1 - m) {
-      case 1: Cols<1, MODE>(g, m, jc, jend); break;
-      case 2: Cols<2, MODE>(g, m, jc, jend); break;
-      case 3: Cols<3, MODE>(g, m, jc, jend); break;
-      default: break;
+// One row tile of mr rows (mr <= the mode's MR) over columns [jc, jend).
+template <int MODE, bool ONE, bool DEC>
+void RowTile(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t jc, int64_t jend, GRange gr, Decoded dec) {
+  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
+  constexpr bool PF = !DEC;  // codes streamed from memory: prefetch ahead
+  switch (mr) {
+    case 1: return Cols<1, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 2: return Cols<2, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 3: return Cols<3, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 4: return Cols<4, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    case 5: return Cols<MR >= 5 ? 5 : 4, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+    default: return Cols<MR, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
+  }
+}
+
+// M >= 5: row tiles of MR rows (balanced heights). With enough row tiles, each column block's
+// codes are decoded once (K blocks of whole groups, <= kDecK k) and shared by all row tiles;
+// with few, the tiles decode on the fly in one pass over the codes.
+template <int MODE, bool ONE>
+void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+  const int64_t rows = m1 - m0;
+  const int64_t ntiles = (rows + MR - 1) / MR;
+  const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights (differ by <= 1)
+  if (ntiles < kDecMinTiles) {
+    const GRange whole{0, NG, true, true};
+    const Decoded none{nullptr, 0, 0, 0, nullptr};
+    const int64_t nc = kDecCols * 4;  // codes of a column block stay in L2 for the other row tile
+    for (int64_t jc = n0; jc < n1; jc += nc) {
+      const int64_t jend = jc + nc < n1 ? jc + nc : n1;
+      int64_t m = m0;
+      for (int64_t it = 0; it < ntiles; ++it) {
+        const int64_t mr = base + (it < extra ? 1 : 0);
+        RowTile<MODE, ONE, false>(g, m, mr, jc, jend, whole, none);
+        m += mr;
+      }
     }
+    return;
+  }
+  const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
+  alignas(64) uint8_t buf[kDecCols * kDecK];
+  alignas(64) int8_t absbuf[MODE == kTab ? kMRTable * kDecK : 32];
+  for (int64_t jc = n0; jc < n1; jc += kDecCols) {
+    const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
+    for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
+      const GRange gr{g0, g0 + gpb < NG ? g0 + gpb : NG, g0 == 0, g0 + gpb >= NG};
+      const int64_t k80 = gr.g0 * G / 8, k81 = gr.g1 * G / 8;
+      Decode<MODE>(g, jc, jend, k80, k81, buf);
+      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64, absbuf};
+      int64_t m = m0;
+      for (int64_t it = 0; it < ntiles; ++it) {
+        const int64_t mr = base + (it < extra ? 1 : 0);
+        if (MODE == kTab) {  // |a| of the tile's rows, once for all its column tiles (no vpabsb inside)
+          for (int64_t r = 0; r < mr; ++r)
+            for (int64_t k = k80 * 8; k < k81 * 8; k += 32) {
+              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.A + (m + r) * g.lda + k));
+              _mm256_store_si256(reinterpret_cast<__m256i*>(absbuf + r * kDecK + (k - k80 * 8)), _mm256_abs_epi8(v));
+            }
+        }
+        RowTile<MODE, ONE, true>(g, m, mr, jc, jend, gr, dec);
+        m += mr;
+      }
+    }
+  }
+}
+
+template <int MODE, bool ONE>
+void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  // 1-4 rows (decode): one panel at a time, codes decoded on the fly (measured at 1 and 2 rows:
+  // one panel with the sums in registers beats 2 or 4 panel streams)
+  const int64_t NG = q4_kg(g.K, g.lay.group) / g.lay.group;
+  const GRange whole{0, NG, true, true};
+  const Decoded none{nullptr, 0, 0, 0, nullptr};
+  switch (m1 - m0) {
+    case 1: return Cols<1, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 2: return Cols<2, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 3: return Cols<3, 2, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
+    case 4: return Cols<4, 2, MODE, false, true, false, ONE>(g, m0, n0, n1, whole, none);
+    default: return Tiled<MODE, ONE>(g, m0, m1, n0, n1);
   }
 }
 
 }  // namespace
 
-void q4_gemm_4x16c8__avx2(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void q4_gemm_6x16c8__avx2(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
-  if (g.lay.kind == Q4Kind::kTable) return Run<kTab>(g, m0, m1, n0, n1);
-  if (g.lay.asym) return Run<kAsym>(g, m0, m1, n0, n1);
-  Run<kSym>(g, m0, m1, n0, n1);
+  const bool one = g.lay.group == 32;
+  if (g.lay.kind == Q4Kind::kTable) return one ? Run<kTab, true>(g, m0, m1, n0, n1) : Run<kTab, false>(g, m0, m1, n0, n1);
+  if (g.lay.asym) return one ? Run<kAsym, true>(g, m0, m1, n0, n1) : Run<kAsym, false>(g, m0, m1, n0, n1);
+  one ? Run<kSym, true>(g, m0, m1, n0, n1) : Run<kSym, false>(g, m0, m1, n0, n1);
 }
 
 }  // namespace avx2

@@ -78,7 +78,7 @@ namespace ref {
 void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx2 {
-void q4_gemm_4x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void q4_gemm_6x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx512 {
 void q4_gemm_8x32c8__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);

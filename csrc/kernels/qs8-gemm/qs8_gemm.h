@@ -53,7 +53,7 @@ namespace ref {
 void qs8_gemm_1x16__scalar(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx2 {
-void qs8_gemm_4x16c4__avx2(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void qs8_gemm_5x16c4__avx2(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx512 {
 void qs8_gemm_8x32c4__avx512vnni(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);

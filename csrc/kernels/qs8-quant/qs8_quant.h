@@ -30,6 +30,9 @@ using Qs8QuantFn = void (*)(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
 namespace ref {
 void qs8_quant__scalar(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
 }
+namespace avx2 {
+void qs8_quant__avx2(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
+}
 namespace avx512 {
 void qs8_quant__avx512(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
 }
