@@ -88,7 +88,19 @@ class PyEngine {
     engine_ = std::make_unique<Engine>(std::move(vs), std::move(ns), std::move(inputs), std::move(outputs));
   }
 
-  py::list run(const py::list& xs) {
+  py::list run(const py::list& xs) { return run_impl(xs, nullptr); }
+
+  // Runs `repeat` times; returns (outputs of the last run, per-node seconds of each run).
+  py::tuple profile(const py::list& xs, int repeat) {
+    if (repeat < 1) throw std::invalid_argument("repeat must be >= 1, got " + std::to_string(repeat));
+    std::vector<std::vector<double>> times(static_cast<size_t>(repeat));
+    py::list outs;
+    for (int r = 0; r < repeat; ++r) outs = run_impl(xs, &times[size_t(r)]);
+    return py::make_tuple(outs, times);
+  }
+
+ private:
+  py::list run_impl(const py::list& xs, std::vector<double>* node_seconds) {
     const auto& in_ids = engine_->inputs();
     if (xs.size() != in_ids.size())
       throw std::invalid_argument("expected " + std::to_string(in_ids.size()) + " inputs, got " + std::to_string(xs.size()));
@@ -126,11 +138,12 @@ class PyEngine {
     }
     {
       py::gil_scoped_release nogil;
-      engine_->execute(*plan, ptrs, optrs);
+      engine_->execute(*plan, ptrs, optrs, node_seconds);
     }
     return outs;
   }
 
+ public:
   std::vector<std::string> node_kernels() const {
     std::vector<std::string> k;
     for (size_t i = 0; i < engine_->nodes().size(); ++i) k.push_back(engine_->node_kernel(i));
@@ -299,6 +312,53 @@ py::tuple py_qs8_quant(const std::string& isa, py::array_t<float, py::array::c_s
   return py::make_tuple(q, sc, gs);
 }
 
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Test hook: a named ISA's f32-vmath row function over a 1-D array (in place when inplace).
+py::array_t<float> py_f32_row(const std::string& isa, const std::string& fn, F32Array x, bool inplace) {
+  const KernelTable& t = kernels_for(isa);
+  F32RowFn f = nullptr;
+  if (fn == "softmax") f = t.vmath.softmax_row;
+  else if (fn == "gelu") f = t.vmath.gelu;
+  else throw std::invalid_argument("unknown row function '" + fn + "'; expected softmax or gelu");
+  if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D float32 array");
+  py::array_t<float> y(std::vector<int64_t>{x.shape(0)});
+  float* yp = y.mutable_data();
+  if (inplace) std::memcpy(yp, x.data(), size_t(x.shape(0)) * 4);
+  const float* xp = inplace ? yp : x.data();
+  const int64_t n = x.shape(0);
+  py::gil_scoped_release nogil;
+  f(xp, yp, n);
+  return y;
+}
+
+// Test hook: a named ISA's depthwise kernel over rows [r0, r1) of y (x [N,H,W,C], w [kh,kw,C]).
+void py_f32_dwconv(const std::string& isa, F32Array x, F32Array w, py::object bias, py::array_t<float, py::array::c_style> y,
+                   std::vector<int64_t> stride, std::vector<int64_t> dilation, std::vector<int64_t> pad_tl, int64_t r0,
+                   int64_t r1) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 4 || w.ndim() != 3 || y.ndim() != 4) throw std::invalid_argument("x, y must be NHWC, w [kh, kw, C]");
+  if (stride.size() != 2 || dilation.size() != 2 || pad_tl.size() != 2) throw std::invalid_argument("2-D params");
+  const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
+  const int64_t kh = w.shape(0), kw = w.shape(1), OH = y.shape(1), OW = y.shape(2);
+  if (w.shape(2) != C || y.shape(0) != N || y.shape(3) != C) throw std::invalid_argument("channel/batch mismatch");
+  if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1 || pad_tl[0] < 0 || pad_tl[1] < 0)
+    throw std::invalid_argument("bad stride/dilation/pad");
+  if (!(0 <= r0 && r0 <= r1 && r1 <= N * OH)) throw std::invalid_argument("bad row range");
+  F32Array b;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    b = py::cast<F32Array>(bias);
+    if (b.size() != C) throw std::invalid_argument("bias must have C entries");
+    bp = b.data();
+  }
+  F32DwConvArgs a{x.data(), w.data(), bp, y.mutable_data(), N, H, W, C, OH, OW, kh, kw,
+                  stride[0], stride[1], dilation[0], dilation[1], pad_tl[0], pad_tl[1]};
+  std::vector<float> acc(size_t(C) + 1);
+  py::gil_scoped_release nogil;
+  t.f32_dwconv.fn(a, r0, r1, acc.data());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -324,6 +384,9 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-gemm"] = t.qs8_gemm_name;
     d["q4-gemm"] = t.q4_gemm_name;
     d["crc32c"] = t.crc32c_name;
+    d["f32-softmax"] = t.vmath.softmax_name;
+    d["f32-gelu"] = t.vmath.gelu_name;
+    d["f32-dwconv"] = t.f32_dwconv.name;
     return d;
   }, py::arg("isa") = "");
   m.def("set_num_threads", [](int n) {
@@ -342,6 +405,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("qdense", &py_qdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
         py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
   m.def("qs8_quant", &py_qs8_quant);
+  m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
+  m.def("f32_dwconv", &py_f32_dwconv, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
+        py::arg("stride"), py::arg("dilation"), py::arg("pad_tl"), py::arg("r0"), py::arg("r1"));
   m.def("memread_sum", [](const py::buffer& b) {
     py::buffer_info info = b.request();
     const void* p = info.ptr;
@@ -354,6 +420,7 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())
       .def("run", &PyEngine::run)
+      .def("profile", &PyEngine::profile)
       .def("node_kernels", &PyEngine::node_kernels)
       .def("arena_bytes", &PyEngine::arena_bytes);
 

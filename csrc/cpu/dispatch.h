@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "kernels/crc32c/crc32c.h"
+#include "kernels/f32-dwconv/f32_dwconv.h"
 #include "kernels/f32-gemm/f32_gemm.h"
+#include "kernels/f32-vmath/f32_vmath.h"
 #include "kernels/q4-gemm/q4_gemm.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
@@ -29,6 +31,10 @@ struct KernelTable {
   bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
   Q4GemmFn q4_gemm;
   const char* q4_gemm_name;
+  // fp32 row kernels (softmax, GELU, ...) and the direct depthwise convolution;
+  // filled per level by add_f32_row_kernels() in dispatch.cc (after the rows above).
+  VMathKernels vmath{};
+  F32DwConvKernel f32_dwconv{};
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -434,7 +435,9 @@ void Engine::give_arena(std::unique_ptr<std::vector<uint8_t>> a) {
   if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(a));
 }
 
-void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
+void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+                     std::vector<double>* node_seconds) {
+  if (node_seconds && node_seconds->size() != nodes_.size()) node_seconds->assign(nodes_.size(), 0.0);
   const int nv = int(values_.size());
   auto arena = take_arena();
   if (arena->size() < size_t(plan.arena_bytes) + 64) arena->resize(size_t(plan.arena_bytes) + 64);
@@ -469,7 +472,13 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
     }
     for (int v : n.outputs) a.out.push_back({ptr[v], plan.shapes[v], values_[v].dtype});
     a.scratch = plan.scratch_offsets[i] >= 0 ? base + plan.scratch_offsets[i] : nullptr;
-    ops_[i]->run(a);
+    if (node_seconds) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ops_[i]->run(a);
+      (*node_seconds)[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } else {
+      ops_[i]->run(a);
+    }
   }
   for (size_t i = 0; i < outputs_.size(); ++i) {
     int v = outputs_[i];

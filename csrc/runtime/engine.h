@@ -143,7 +143,10 @@ class Engine {
   std::shared_ptr<const Plan> plan_for(const std::vector<Shape>& input_shapes);
 
   // Runs the graph: inputs/outputs are caller-owned buffers of the plan's shapes.
-  void execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
+  // With `node_seconds` (one entry per node), each node's wall time is added to
+  // its entry (nodes evaluated at plan time add nothing); without it, no clock is read.
+  void execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+               std::vector<double>* node_seconds = nullptr);
 
   const std::vector<ValueSpec>& values() const { return values_; }
   const std::vector<NodeSpec>& nodes() const { return nodes_; }

@@ -163,6 +163,52 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
   }
 }
 
+// fp32 row kernels and depthwise convolution (kernels/f32-vmath, kernels/f32-dwconv):
+// depthwise bit for bit against the reference; softmax and GELU within the ulp
+// bounds of docs/kernels.md (tests/kernels/test_f32_vmath.py measures them in detail).
+static int64_t ulp_diff(float a, float b) {
+  int32_t ia, ib;
+  std::memcpy(&ia, &a, 4);
+  std::memcpy(&ib, &b, 4);
+  const int64_t oa = ia < 0 ? -int64_t(ia & 0x7fffffff) : ia, ob = ib < 0 ? -int64_t(ib & 0x7fffffff) : ib;
+  return oa > ob ? oa - ob : ob - oa;
+}
+
+static void test_f32_rows(const KernelTable& t) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  const std::string isa = t.isa_name;
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 31, 33, 128, 129, 384}) {
+    std::vector<float> x(n), y(n), r(n);
+    for (auto& v : x) v = 4.f * nd(rng);
+    ref::f32_gelu__scalar(x.data(), r.data(), n);
+    t.vmath.gelu(x.data(), y.data(), n);
+    bool ok = true;
+    for (int64_t i = 0; i < n; ++i) ok &= ulp_diff(y[i], r[i]) <= (x[i] >= 0 ? 8 : 16 + int64_t(2 * x[i] * x[i]));
+    check(ok, isa + " f32 gelu n=" + std::to_string(n));
+    ref::f32_softmax_row__scalar(x.data(), r.data(), n);
+    t.vmath.softmax_row(x.data(), y.data(), n);
+    ok = true;
+    for (int64_t i = 0; i < n; ++i) ok &= r[i] < 1e-37f ? std::fabs(y[i] - r[i]) < 1e-44f : ulp_diff(y[i], r[i]) <= 8 + n / 32;
+    check(ok, isa + " f32 softmax n=" + std::to_string(n));
+  }
+  struct G { int64_t C, H, W, kh, kw, s, d, p; };
+  for (const G& g : {G{8, 7, 9, 3, 3, 1, 1, 1}, G{13, 10, 11, 3, 3, 2, 1, 1}, G{24, 9, 9, 5, 5, 1, 2, 4},
+                     G{17, 6, 14, 7, 7, 1, 1, 3}, G{33, 5, 5, 1, 1, 1, 1, 0}}) {
+    const int64_t OH = (g.H + 2 * g.p - g.d * (g.kh - 1) - 1) / g.s + 1, OW = (g.W + 2 * g.p - g.d * (g.kw - 1) - 1) / g.s + 1;
+    std::vector<float> x(2 * g.H * g.W * g.C), w(g.kh * g.kw * g.C), b(g.C), y0(2 * OH * OW * g.C), y1(y0.size()), acc(g.C);
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : b) v = nd(rng);
+    F32DwConvArgs a{x.data(), w.data(), b.data(), y0.data(), 2, g.H, g.W, g.C, OH, OW, g.kh, g.kw, g.s, g.s, g.d, g.d, g.p, g.p};
+    f32_dwconv_nhwc__scalar(a, 0, 2 * OH, acc.data());
+    a.y = y1.data();
+    t.f32_dwconv.fn(a, 0, 2 * OH, acc.data());
+    check(std::memcmp(y0.data(), y1.data(), y0.size() * 4) == 0,
+          isa + " f32 dwconv C=" + std::to_string(g.C) + " k=" + std::to_string(g.kh) + " s=" + std::to_string(g.s));
+  }
+}
+
 int main() {
   std::string feats;
   for (auto& f : cpu::feature_names()) feats += f + " ";
@@ -175,6 +221,8 @@ int main() {
     std::printf("testing %s (%s, %s)\n", t.isa_name, t.f32_gemm_name, t.crc32c_name);
     test_crc(t);
     test_gemm(t);
+    std::printf("  f32 rows: %s, %s, %s\n", t.vmath.softmax_name, t.vmath.gelu_name, t.f32_dwconv.name);
+    test_f32_rows(t);
     if (&t != &all_kernel_tables().back()) {  // the scalar table is the reference itself
       std::printf("  quantized: %s, %s, %s\n", t.qs8_quant_name, t.qs8_gemm_name, t.q4_gemm_name);
       test_quantized(t, all_kernel_tables().back());

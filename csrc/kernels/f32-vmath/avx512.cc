@@ -80,7 +80,9 @@ void f32_gelu__avx512(const float* x, float* y, int64_t n) {
     const __m512 erfc = _mm512_mul_ps(t, Exp(_mm512_fnmadd_ps(u, u, p)));
     const __m512 half_x_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), erfc);
     const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-    const __m512 r = _mm512_mask_blend_ps(neg, _mm512_sub_ps(v, half_x_erfc), half_x_erfc);
+    __m512 r = _mm512_mask_blend_ps(neg, _mm512_sub_ps(v, half_x_erfc), half_x_erfc);
+    // +inf: inf - 0.5 inf * 0 would be NaN; gelu(+inf) = +inf
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ), v);
     _mm512_mask_storeu_ps(y + i, k, r);
   }
 }

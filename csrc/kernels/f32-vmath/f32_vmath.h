@@ -1,10 +1,12 @@
 // Vectorized fp32 row functions for the transformer ops: softmax over one
 // contiguous row, and exact-form GELU (0.5 x (1 + erf(x / sqrt 2))).
 //
-// The scalar versions (ref.cc) use libm; the AVX-512 versions use polynomial
-// exp / erfc (relative error ~1e-7, a few ulp), so ISAs agree to within a few
-// ulp, not bit for bit. Each result is independent of how rows are split over
-// threads (softmax sums each row in one fixed order per ISA).
+// The scalar versions (ref.cc, the truth) use libm (GELU in double); the AVX2 and
+// AVX-512 versions use the same polynomial exp / erfc (relative error ~1e-7) and
+// the same operation order, so ISAs agree with the reference within a few ulp
+// (bounds in docs/kernels.md, checked by tests/kernels/test_f32_vmath.py), not bit
+// for bit. Each result is independent of how rows are split over threads (softmax
+// sums each row in one fixed order per ISA).
 #pragma once
 #include <cstdint>
 
@@ -19,13 +21,17 @@ struct VMathKernels {
   const char* gelu_name;
 };
 
-// The implementation matching the selected dispatch table's ISA.
+// The selected dispatch table's entry (kernels().vmath; defined in cpu/dispatch.cc).
 const VMathKernels& vmath();
 
 namespace ref {
 void f32_softmax_row__scalar(const float* x, float* y, int64_t n);
 void f32_gelu__scalar(const float* x, float* y, int64_t n);
 }  // namespace ref
+namespace avx2 {
+void f32_softmax_row__avx2(const float* x, float* y, int64_t n);
+void f32_gelu__avx2(const float* x, float* y, int64_t n);
+}  // namespace avx2
 namespace avx512 {
 void f32_softmax_row__avx512(const float* x, float* y, int64_t n);
 void f32_gelu__avx512(const float* x, float* y, int64_t n);
