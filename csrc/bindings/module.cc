@@ -12,6 +12,7 @@
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/memread/memread.h"
 #include "runtime/engine.h"
+#include "runtime/ops/common.h"
 #include "runtime/ops/qdense.h"
 #include "runtime/threadpool.h"
 
@@ -205,6 +206,35 @@ void py_f32_gemm(const std::string& isa, py::array_t<float, py::array::c_style> 
   t.f32_gemm(g, m0, m1, n0, n1);
 }
 
+// Test hook: the GEMM over an implicit A (see f32_gemm.h) read from a flat buffer, with a
+// named ISA's table (which must support it).
+void py_f32_gemm_implicit(const std::string& isa, py::array_t<float, py::array::c_style> A, int64_t lda, int64_t kseg,
+                          int64_t seg_stride, int64_t mrow, int64_t row_stride, int64_t M, int64_t K,
+                          py::array_t<float, py::array::c_style> Bp, int64_t N, py::array_t<float, py::array::c_style> C,
+                          int64_t m0, int64_t m1) {
+  const KernelTable& t = kernels_for(isa);
+  if (!t.f32_gemm_implicit_a) throw std::invalid_argument(isa + "'s f32 GEMM does not read an implicit A");
+  if (M < 0 || K < 1 || N < 1 || kseg < 1 || lda < 0 || seg_stride < 0 || mrow < 0 || row_stride < 0)
+    throw std::invalid_argument("bad sizes or strides");
+  if (C.ndim() != 2 || C.shape(0) != M || C.shape(1) != N) throw std::invalid_argument("C must be [M, N]");
+  if (Bp.size() != f32_gemm_packed_floats(K, N) || (reinterpret_cast<uintptr_t>(Bp.data()) & 63) != 0)
+    throw std::invalid_argument("Bp must be the 64-byte aligned packed [K, N]");
+  if (!(0 <= m0 && m0 <= m1 && m1 <= M)) throw std::invalid_argument("bad row range");
+  F32GemmArgs g{M, N, K, A.data(), lda, Bp.data(), nullptr, C.mutable_data(), N, Activation::kNone};
+  g.kseg = kseg;
+  g.seg_stride = seg_stride;
+  g.mrow = mrow;
+  g.row_stride = row_stride;
+  int64_t last_col = 0;  // the largest column offset read, over all segments
+  for (int64_t k0 = 0; k0 < K; k0 += kseg) last_col = std::max(last_col, (k0 / kseg) * seg_stride + std::min(kseg, K - k0) - 1);
+  for (int64_t m = 0; m < M; ++m) {  // every element read must lie inside A
+    const int64_t row = mrow > 0 ? (m / mrow) * row_stride + (m % mrow) * lda : m * lda;
+    if (row + last_col >= A.size()) throw std::invalid_argument("implicit A reads past the buffer");
+  }
+  py::gil_scoped_release nogil;
+  t.f32_gemm(g, m0, m1, 0, N);
+}
+
 using U8Array = py::array_t<uint8_t, py::array::c_style>;
 
 U8Array aligned_bytes(int64_t n) {
@@ -387,6 +417,7 @@ PYBIND11_MODULE(_core, m) {
     d["f32-softmax"] = t.vmath.softmax_name;
     d["f32-gelu"] = t.vmath.gelu_name;
     d["f32-dwconv"] = t.f32_dwconv.name;
+    d["f32-conv"] = t.f32_gemm_implicit_a ? "implicit-gemm" : "im2col";
     return d;
   }, py::arg("isa") = "");
   m.def("set_num_threads", [](int n) {
@@ -399,6 +430,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
   m.def("pack_f32_n16", &py_pack_b);
   m.def("f32_gemm", &py_f32_gemm);
+  m.def("f32_gemm_implicit", &py_f32_gemm_implicit);
   m.def("pack_qs8", &py_pack_qs8);
   m.def("pack_q4", &py_pack_q4, py::arg("codes"), py::arg("scales_f16"), py::arg("zeros"), py::arg("table"), py::arg("kind"),
         py::arg("group"));
@@ -416,6 +448,8 @@ PYBIND11_MODULE(_core, m) {
     return ref::memread_sum__scalar(p, n);
   }, "Sum of the buffer's 64-bit words: a plain read loop, the memory-bandwidth yardstick of the benches");
   m.def("known_ops", &known_ops);
+  m.def("_set_conv_implicit_gemm", &set_conv_implicit_gemm, py::arg("on"),
+        "testing only: false forces im2col for every Conv (the implicit path must give the same bits)");
 
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())

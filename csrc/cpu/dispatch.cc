@@ -8,7 +8,9 @@ namespace lowbit {
 namespace {
 
 // The fp32 row kernels (kernels/f32-vmath) and depthwise convolution (kernels/f32-dwconv)
-// of each level. neondot has no NEON versions yet: it runs the scalar references.
+// of each level, and whether its f32 GEMM reads an implicit A (convolutions without
+// im2col; the AVX-512 kernel does not yet). neondot has no NEON versions yet: it runs
+// the scalar references.
 void add_f32_row_kernels(KernelTable& t) {
   switch (t.isa) {
 #if defined(LOWBIT_X86)
@@ -19,11 +21,13 @@ void add_f32_row_kernels(KernelTable& t) {
     case Isa::kAvx2:
       t.vmath = {&avx2::f32_softmax_row__avx2, "f32_softmax_row__avx2", &avx2::f32_gelu__avx2, "f32_gelu__avx2"};
       t.f32_dwconv = {&avx2::f32_dwconv_nhwc__avx2, "f32_dwconv_nhwc__avx2"};
+      t.f32_gemm_implicit_a = true;
       return;
 #endif
     default:
       t.vmath = {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar"};
       t.f32_dwconv = {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
+      t.f32_gemm_implicit_a = t.f32_gemm == &ref::f32_gemm_1x16__scalar;
       return;
   }
 }

@@ -35,6 +35,7 @@ struct KernelTable {
   // filled per level by add_f32_row_kernels() in dispatch.cc (after the rows above).
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};
+  bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).
