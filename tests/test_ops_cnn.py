@@ -81,7 +81,7 @@ def test_conv_residual_add_relu_fused(tmp_path):
     ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1)),
     ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1)),
 ])
-@pytest.mark.parametrize("cout", [6, 32])  # 32: MaxPool's 16-channel register blocks
+@pytest.mark.parametrize("cout", [6, 64])  # 64: MaxPool's 32-channel register blocks
 def test_pool_after_conv(tmp_path, op, attrs, cout):
     # behind a conv, so the pool runs in NHWC (a lone pool does too: the layout pass moves it)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c"], ["y"], **attrs)]

@@ -497,6 +497,7 @@ void register_shape_ops();
 void register_conv_ops();
 void register_pool_ops();
 void register_tensor_ops();
+void register_attention_ops();
 
 void register_all_ops() {
   static bool done = false;
@@ -510,6 +511,7 @@ void register_all_ops() {
   register_conv_ops();
   register_pool_ops();
   register_tensor_ops();
+  register_attention_ops();
 }
 
 }  // namespace lowbit

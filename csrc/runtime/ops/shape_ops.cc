@@ -27,6 +27,40 @@ DType dt0(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   return n.inputs.empty() || n.inputs[0] < 0 ? DType::kF32 : v[n.inputs[0]].dtype;
 }
 
+}  // namespace
+
+Shape reshape_target(const Shape& x, const std::vector<int64_t>& target_, bool allowzero_) {
+  const int64_t n = shape_numel(x);
+  Shape o(target_.size());
+  int64_t known = 1, infer_at = -1;
+  for (size_t i = 0; i < target_.size(); ++i) {
+    int64_t d = target_[i];
+    if (d == 0 && !allowzero_) {
+      if (i >= x.size()) throw ShapeError("Reshape target " + shape_str(target_) + " copies dim " + std::to_string(i) + " the input lacks");
+      d = x[i];
+    }
+    if (d == -1) {
+      if (infer_at >= 0) throw ShapeError("Reshape target " + shape_str(target_) + " has more than one -1");
+      infer_at = int64_t(i);
+      continue;
+    }
+    if (d < 0) throw ShapeError("Reshape target " + shape_str(target_) + " has a negative dim");
+    o[i] = d;
+    // check before multiplying: dims come from the file and may be up to 2^63
+    if (d != 0 && known > (int64_t(1) << 48) / d) throw ShapeError("Reshape target " + shape_str(target_) + " is too large");
+    known *= d;
+  }
+  if (infer_at >= 0) {
+    if (known == 0 || n % known) throw ShapeError("cannot reshape " + shape_str(x) + " to " + shape_str(target_));
+    o[infer_at] = n / known;
+  } else if (known != n) {
+    throw ShapeError("cannot reshape " + shape_str(x) + " (" + std::to_string(n) + " elements) to " + shape_str(target_));
+  }
+  return o;
+}
+
+namespace {
+
 // Target shape from the attribute (folded at convert time) or from the second
 // input, known while planning (computed from input shapes: Shape -> Gather ->
 // Concat chains, the usual exporter output for dynamic batch / sequence).
@@ -47,34 +81,7 @@ class Reshape : public AnyDType {
       const int64_t k = shape_numel(*in[1]);
       target_.assign(static_cast<const int64_t*>(vals[1]), static_cast<const int64_t*>(vals[1]) + k);
     }
-    const Shape& x = *in[0];
-    const int64_t n = shape_numel(x);
-    Shape o(target_.size());
-    int64_t known = 1, infer_at = -1;
-    for (size_t i = 0; i < target_.size(); ++i) {
-      int64_t d = target_[i];
-      if (d == 0 && !allowzero_) {
-        if (i >= x.size()) throw ShapeError("Reshape target " + shape_str(target_) + " copies dim " + std::to_string(i) + " the input lacks");
-        d = x[i];
-      }
-      if (d == -1) {
-        if (infer_at >= 0) throw ShapeError("Reshape target " + shape_str(target_) + " has more than one -1");
-        infer_at = int64_t(i);
-        continue;
-      }
-      if (d < 0) throw ShapeError("Reshape target " + shape_str(target_) + " has a negative dim");
-      o[i] = d;
-      // check before multiplying: dims come from the file and may be up to 2^63
-      if (d != 0 && known > (int64_t(1) << 48) / d) throw ShapeError("Reshape target " + shape_str(target_) + " is too large");
-      known *= d;
-    }
-    if (infer_at >= 0) {
-      if (known == 0 || n % known) throw ShapeError("cannot reshape " + shape_str(x) + " to " + shape_str(target_));
-      o[infer_at] = n / known;
-    } else if (known != n) {
-      throw ShapeError("cannot reshape " + shape_str(x) + " (" + std::to_string(n) + " elements) to " + shape_str(target_));
-    }
-    out[0] = o;
+    out[0] = reshape_target(*in[0], target_, allowzero_);
   }
   void run(const RunArgs& r) const override { copy_f32(r); }
 
