@@ -307,7 +307,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
           plan->known[v] = buf;
           a.out.push_back({buf->data(), out[k], values_[v].dtype});
         }
-        size_t sb = ops_[i]->scratch_bytes(in);
+        size_t sb = ops_[i]->scratch_bytes_values(in, vals);
         tmp_scratch[0].resize(sb + 64);
         a.scratch = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(tmp_scratch[0].data()) + 63) & ~uintptr_t(63));
         ops_[i]->run(a);
@@ -319,7 +319,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
       throw ShapeError(msg);
     }
     for (size_t k = 0; k < n.outputs.size(); ++k) plan->shapes[n.outputs[k]] = out[k];
-    if (!plan->skip[i]) scratch[i] = ops_[i]->scratch_bytes(in);
+    if (!plan->skip[i]) scratch[i] = ops_[i]->scratch_bytes_values(in, vals);
   }
 
   // Arena layout: greedy by size (largest first), lowest offset that does not

@@ -98,6 +98,11 @@ class Op {
     infer(in, out);
   }
   virtual size_t scratch_bytes(const std::vector<const Shape*>& in) const { return 0; }
+  // The same, for ops whose scratch depends on small input values known while
+  // planning (`vals[i]` as in infer_values); the engine calls this one.
+  virtual size_t scratch_bytes_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
+    return scratch_bytes(in);
+  }
   virtual void run(const RunArgs& a) const = 0;
   virtual std::string kernel() const { return "builtin"; }
   // Output dtypes; ops with non-float32 outputs record what they need from the

@@ -18,7 +18,10 @@
 // (f32-vmath), and P V is written straight into y's [B, S, H, Dv] layout. Every
 // step is the same operation, in the same order, as the unfused graph's MatMul,
 // Mul, Add, Softmax and MatMul, so both give the same bits, for any thread count.
+#include <algorithm>
 #include <cstring>
+#include <functional>
+#include <thread>
 
 #include "cpu/dispatch.h"
 #include "kernels/f32-gemm/f32_gemm.h"
@@ -77,22 +80,20 @@ class Attention : public Op {
     std::vector<int64_t> ms(4, 0);
     if (mask) ms = broadcast_strides(a.in[3].shape, d.mask_bcast);
     float* y = a.out[0].as<float>();
-    const int64_t nrb = (d.S + kRowBlock - 1) / kRowBlock;
+    const int64_t nrb = (d.S + kRowBlock - 1) / kRowBlock, items = d.B * d.H * nrb;
     const KernelTable& kt = kernels();
-    const int64_t kpf = f32_gemm_packed_floats(d.D, d.T), vpf = f32_gemm_packed_floats(d.T, d.Dv);
-    const int64_t spf = std::min(d.S, kRowBlock) * d.T;
-    parallel_chunks(d.B * d.H * nrb, 1, [&](int64_t i0, int64_t i1) {
-      // per-thread workspace: packed K^T, packed V, scores (64-byte aligned: the GEMM reads whole panel rows)
-      thread_local std::vector<float> ws;
-      const size_t need = size_t(kpf + vpf + spf) + 48;
-      if (ws.size() < need) ws.resize(need);
-      float* base = ws.data();
-      while (reinterpret_cast<uintptr_t>(base) & 63) ++base;
-      float* kp = base;
-      float* vp = kp + (kpf + 15) / 16 * 16;
-      float* sc = vp + (vpf + 15) / 16 * 16;
+    const Workspace w = workspace(d);
+    // one workspace slot per part (the arena scratch holds `slots` of them); parts take
+    // contiguous item ranges, so consecutive row blocks of a head reuse its packed K, V
+    const int64_t parts = std::min<int64_t>({ThreadPool::global().num_threads(), w.slots, items});
+    const std::vector<int64_t> bounds = split_range(items, parts, 1);
+    float* scratch = static_cast<float*>(a.scratch);
+    std::function<void(int64_t)> part = [&](int64_t pi) {
+      float* kp = scratch + pi * w.slot_floats;  // packed K^T, packed V, scores; 64-byte aligned
+      float* vp = kp + w.kp_floats;
+      float* sc = vp + w.vp_floats;
       int64_t packed_bh = -1;
-      for (int64_t it = i0; it < i1; ++it) {
+      for (int64_t it = bounds[pi]; it < bounds[pi + 1]; ++it) {
         const int64_t bh = it / nrb, b = bh / d.H, h = bh % d.H;
         const int64_t r0 = (it % nrb) * kRowBlock, r1 = std::min(d.S, r0 + kRowBlock);
         if (bh != packed_bh) {
@@ -123,13 +124,41 @@ class Attention : public Op {
                       Activation::kNone};
         kt.f32_gemm(o, 0, rows, 0, d.Dv);
       }
-    });
+    };
+    if (parts <= 1) part(0);
+    else ThreadPool::global().parallel_for(parts, part);
+  }
+  size_t scratch_bytes_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const override {
+    const Dims d = dims(in, vals);
+    const Workspace w = workspace(d);
+    if (double(w.slots) * double(w.slot_floats) * 4.0 > double(int64_t(1) << 56))
+      throw ShapeError("Attention '" + name_ + "': the scores of " + std::to_string(d.S) + " x " + std::to_string(d.T) +
+                       " positions need too large a workspace");
+    return size_t(w.slots) * size_t(w.slot_floats) * 4;
   }
   std::string kernel() const override {
     return std::string(kernels().f32_gemm_name) + "+" + kernels().vmath.softmax_name;
   }
 
  private:
+  struct Workspace {
+    int64_t kp_floats, vp_floats, slot_floats, slots;
+  };
+  // Per-part workspace, in floats rounded to 64 bytes: K^T and V of one head packed, and
+  // the scores of one row block. Slots: one per hardware thread (at most one per item),
+  // a bound that does not change after planning.
+  static Workspace workspace(const Dims& d) {
+    auto r16 = [](int64_t n) { return (n + 15) / 16 * 16; };
+    Workspace w;
+    w.kp_floats = r16(f32_gemm_packed_floats(d.D, d.T));
+    w.vp_floats = r16(f32_gemm_packed_floats(d.T, d.Dv));
+    w.slot_floats = w.kp_floats + w.vp_floats + r16(std::min(d.S, kRowBlock) * d.T);
+    const int64_t items = d.B * d.H * ((d.S + kRowBlock - 1) / kRowBlock);
+    const int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+    w.slots = std::max<int64_t>(1, std::min(hw, items));
+    return w;
+  }
+
   // K^T of one head in the "f32-n16" layout: panel p, row dd holds K[16p + j, dd], j < 16 (0 past T).
   static void pack_k(const float* k0, const Dims& d, float* kp) {
     const int64_t ld = d.H * d.D;
