@@ -40,17 +40,58 @@ std::vector<float>& thread_buffer() {
   return buf;
 }
 
-// im2col copies: short runs (the stem's 7 taps x 3 channels) as an inline loop, long
-// ones through memcpy; a call per 84-byte run cost more than the copy itself.
+// im2col copies. A short run (the stem: 7 taps x 3 channels = 21 floats) as 8-float
+// chunks, the last one overlapping the previous, so there is no remainder loop; long
+// runs through memcpy. A loop over the exact length (or a memcpy call per run) cost
+// more than the copy itself on the 3-channel stem.
+inline void copy8(float* dst, const float* src) { std::memcpy(dst, src, 32); }  // two moves, inlined
 inline void copy_run(float* dst, const float* src, int64_t n) {
   if (n >= 64) {
     std::memcpy(dst, src, size_t(n) * 4);
-    return;
+  } else if (n >= 8) {
+    for (int64_t i = 0; i + 8 < n; i += 8) copy8(dst + i, src + i);
+    copy8(dst + n - 8, src + n - 8);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
   }
-  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 inline void zero_run(float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = 0.f;
+}
+
+// Geometry of one im2col (plain values, so the row loop keeps them in registers).
+struct Im2col {
+  const float* x;  // [N, H, W, C]
+  int64_t H, W, C, OH, OW, K, cg, g;
+  int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+};
+
+// Rows [m0, m1) of the patch matrix (row stride K, columns ordered ky, kx, ci) into dst.
+void im2col_rows(const Im2col& p, int64_t m0, int64_t m1, float* dst) {
+  const float* x = p.x;
+  const int64_t H = p.H, W = p.W, C = p.C, OH = p.OH, OW = p.OW, K = p.K, cg = p.cg, g = p.g;
+  const int64_t kh = p.kh, kw = p.kw, sh = p.sh, sw = p.sw, dh = p.dh, dw = p.dw, pt = p.pt, pl = p.pl;
+  const int64_t run = kw * cg;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t ox = m % OW, t = m / OW, oy = t % OH, n = t / OH;
+    float* row = dst + (m - m0) * K;
+    const int64_t ix0 = ox * sw - pl;
+    const bool row_inside = dw == 1 && ix0 >= 0 && ix0 + kw <= W && cg == C;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t iy = oy * sh - pt + ky * dh;
+      if (row_inside && iy >= 0 && iy < H) {
+        // the kw taps of this kernel row are adjacent pixels: one contiguous copy
+        copy_run(row, x + ((n * H + iy) * W + ix0) * C, run);
+        row += run;
+        continue;
+      }
+      for (int64_t kx = 0; kx < kw; ++kx, row += cg) {
+        const int64_t ix = ix0 + kx * dw;
+        if (iy < 0 || iy >= H || ix < 0 || ix >= W) zero_run(row, cg);
+        else copy_run(row, x + ((n * H + iy) * W + ix) * C + g * cg, cg);
+      }
+    }
+  }
 }
 
 void check_layout(const NodeSpec& n) {
@@ -164,28 +205,8 @@ class ConvNHWC : public Op {
       ga.ldc = Cout;
       ga.act = gemm_act;
       // im2col of output rows [m0, m1) into dst (row stride K_).
-      auto im2col = [&](int64_t m0, int64_t m1, float* dst) {
-        for (int64_t m = m0; m < m1; ++m) {
-          const int64_t ox = m % OW, t = m / OW, oy = t % OH, n = t / OH;
-          float* row = dst + (m - m0) * K_;
-          const int64_t ix0 = ox * win_.sw - geo.pl;
-          const bool row_inside = win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= W && cg_ == C;
-          for (int64_t ky = 0; ky < win_.kh; ++ky) {
-            const int64_t iy = oy * win_.sh - geo.pt + ky * win_.dh;
-            if (row_inside && iy >= 0 && iy < H) {
-              // the kw taps of this kernel row are adjacent pixels: one contiguous copy
-              copy_run(row, x + ((n * H + iy) * W + ix0) * C, win_.kw * cg_);
-              row += win_.kw * cg_;
-              continue;
-            }
-            for (int64_t kx = 0; kx < win_.kw; ++kx, row += cg_) {
-              const int64_t ix = ox * win_.sw - geo.pl + kx * win_.dw;
-              if (iy < 0 || iy >= H || ix < 0 || ix >= W) zero_run(row, cg_);
-              else copy_run(row, x + ((n * H + iy) * W + ix) * C + g * cg_, cg_);
-            }
-          }
-        }
-      };
+      const Im2col geom{x, H, W, C, OH, OW, K_, cg_, g, win_.kh, win_.kw, win_.sh, win_.sw, win_.dh, win_.dw, geo.pt, geo.pl};
+      auto im2col = [&](int64_t m0, int64_t m1, float* dst) { im2col_rows(geom, m0, m1, dst); };
       auto epilogue = [&](int64_t m0, int64_t m1) {
         if (!post) return;
         for (int64_t m = m0; m < m1; ++m) {
