@@ -10,8 +10,10 @@
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/f32-vmath/f32_vmath.h"
 #include "kernels/q4-gemm/q4_gemm.h"
+#include "kernels/qs8-dwconv/qs8_dwconv.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
+#include "kernels/qs8-requant/qs8_requant.h"
 
 namespace lowbit {
 
@@ -31,6 +33,11 @@ struct KernelTable {
   bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
   Q4GemmFn q4_gemm;
   const char* q4_gemm_name;
+  // int8 CNN path (static activation scales): requantization of a GEMM block, direct depthwise
+  Qs8RequantFn qs8_requant;
+  const char* qs8_requant_name;
+  Qs8DwConvFn qs8_dwconv;
+  const char* qs8_dwconv_name;
   // fp32 row kernels (softmax, GELU, ...) and the direct depthwise convolution;
   // filled per level by add_f32_row_kernels() in dispatch.cc (after the rows above).
   VMathKernels vmath{};

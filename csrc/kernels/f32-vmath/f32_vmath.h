@@ -1,12 +1,18 @@
 // Vectorized fp32 row functions for the transformer ops: softmax over one
 // contiguous row, and exact-form GELU (0.5 x (1 + erf(x / sqrt 2))).
 //
-// The scalar versions (ref.cc, the truth) use libm (GELU in double); the AVX2 and
-// AVX-512 versions use the same polynomial exp / erfc (relative error ~1e-7) and
-// the same operation order, so ISAs agree with the reference within a few ulp
-// (bounds in docs/kernels.md, checked by tests/kernels/test_f32_vmath.py), not bit
-// for bit. Each result is independent of how rows are split over threads (softmax
-// sums each row in one fixed order per ISA).
+// The scalar versions (ref.cc, the truth) use libm (GELU as 0.5 x erfc(-x / sqrt 2)
+// in double, within 1 ulp); the AVX2 and AVX-512 versions use the same polynomial
+// exp / erfc (relative error ~1e-7) and the same operation order, so they agree with
+// the reference within a tolerance, not bit for bit (tests/kernels/test_f32_vmath.py
+// per ISA in ulps, tests/native/kernels_test.cc test_vmath; docs/kernels.md):
+//   softmax: <= 8 ulp from the exact softmax of the float differences for rows up
+//     to 1024 (the reference sums the row one by one: <= 4 + n/32 ulp);
+//   GELU: <= 8 ulp for x >= 0, <= 16 + 2 x^2 ulp for x < 0 (the rounding of the
+//     exponent argument -x^2 / 2 is amplified by exp: 249 ulp at x = -12.5, where
+//     gelu(x) ~ -1e-33).
+// Each result is independent of how rows are split over threads (softmax sums
+// each row in one fixed order per ISA).
 #pragma once
 #include <cstdint>
 

@@ -42,7 +42,7 @@ class _Ctx:
         t = self.tensors.get(name)
         return None if t is None else t.array()
 
-    def add_const(self, base: str, arr: np.ndarray) -> str:
+    def add_const(self, base: str, arr: np.ndarray | np.generic) -> str:
         name = self.fresh(base)
         self.tensors[name] = Tensor.from_array(name, arr)
         return name
@@ -318,6 +318,8 @@ def _window_attrs(a: dict) -> dict:
 
 def _h_conv(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
     w = ctx.const(ins[1])
+    if w is None:  # a QDQ model: the weight is DequantizeLinear of constant integer codes
+        w = _dequantized_const(ctx, ins[1])
     if w is None or w.ndim != 4:
         raise UnsupportedOpError(f"Conv '{node.name}': only 2-D convolutions with a constant weight are supported",
                                  {"Conv(non-2D or runtime weight)": [node.name]}, ctx.opset)
@@ -325,6 +327,26 @@ def _h_conv(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> N
     attrs["kernel_shape"] = [int(w.shape[2]), int(w.shape[3])]
     attrs["group"] = int(a.get("group", 1))
     ctx.emit("Conv", [i for i in ins[:3]], outs[:1], node.name, **attrs)
+
+
+def _dequantized_const(ctx: _Ctx, name: str) -> np.ndarray | None:
+    """The integer codes behind ``name`` when an earlier DequantizeLinear of a constant produces it."""
+    for n in reversed(ctx.nodes):
+        if name in n.outputs:
+            return ctx.const(n.inputs[0]) if n.op == "DequantizeLinear" else None
+    return None
+
+
+def _h_qdq(op: str) -> Callable:
+    """QuantizeLinear / DequantizeLinear, kept as they are in the IR; the passes
+    (passes/qconv.py: lower_qdq) map them onto lowbit's int8 ops, and constant
+    folding dequantizes constant weights that no int8 op takes."""
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        if int(a.get("block_size", 0)):
+            raise UnsupportedOpError(f"{op} '{node.name}': blocked quantization is not supported",
+                                     {f"{op}(block_size)": [node.name]}, ctx.opset)
+        ctx.emit(op, ins[:3], outs[:1], node.name, axis=int(a.get("axis", 1)))
+    return h
 
 
 def _h_pool(op: str) -> Callable:
@@ -492,6 +514,9 @@ HANDLERS: dict[str, Callable] = {
     "LessOrEqual": _simple("LessOrEqual"), "GreaterOrEqual": _simple("GreaterOrEqual"),
     "And": _simple("And"), "Or": _simple("Or"), "Xor": _simple("Xor"), "Not": _simple("Not"),
 }
+# int8 CNNs in QDQ form (branch qconv; MatMul/Gemm QDQ, MatMulInteger and MatMulNBits are handled elsewhere)
+HANDLERS.setdefault("QuantizeLinear", _h_qdq("QuantizeLinear"))
+HANDLERS.setdefault("DequantizeLinear", _h_qdq("DequantizeLinear"))
 
 _ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 3: "int8", 2: "uint8"}
 
@@ -539,7 +564,7 @@ def load_model(src: Any) -> Any:
 
 def import_onnx(src: Any) -> Graph:
     """Imports an ONNX model (path or ModelProto) into a lowbit Graph."""
-    onnx = _require_onnx()
+    _require_onnx()
     from onnx import numpy_helper
 
     model = load_model(src)
