@@ -250,8 +250,9 @@ def fuse_attention(graph: Graph) -> Graph:
         target = rs.attrs.get("shape")
         if target is None and (len(rs.inputs) < 2 or not rs.inputs[1]):
             return None
-        if target is None and graph.const(rs.inputs[1]) is not None:  # a constant target becomes an attr
-            target = [int(d) for d in graph.const(rs.inputs[1]).reshape(-1)]
+        const_target = graph.const(rs.inputs[1]) if target is None else None
+        if const_target is not None:  # a constant target becomes an attr
+            target = [int(d) for d in const_target.reshape(-1)]
         return [tr, rs], rs.inputs[0], (rs.inputs[1] if target is None else None), target
 
     for sm in graph.nodes:
