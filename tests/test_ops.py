@@ -126,6 +126,13 @@ def test_transpose(tmp_path, perm):
     check(tmp_path, [helper.make_node("Transpose", ["a"], ["y"], **kw)], [("a", shape)], out)
 
 
+@pytest.mark.parametrize("shape", [[2, 1, 17, 33], [3, 20, 1, 9], [1, 3, 19, 23]])
+@pytest.mark.parametrize("perm", [list(p) for p in __import__("itertools").permutations(range(4))])
+def test_transpose_rank4_all_perms(tmp_path, shape, perm):
+    # covers the batched 2-D path (NCHW <-> NHWC, K^T of attention) and the general gather, with size-1 axes
+    check(tmp_path, [helper.make_node("Transpose", ["a"], ["y"], perm=perm)], [("a", shape)], [shape[p] for p in perm])
+
+
 @pytest.mark.parametrize("ta,tb,alpha,beta,cshape", [(0, 0, 1.0, 1.0, (7,)), (0, 1, 0.5, 2.0, (1, 7)),
                                                      (1, 0, 1.0, 1.0, None), (1, 1, 2.0, 0.5, ()),
                                                      (0, 0, 1.0, 1.0, (5, 7))])

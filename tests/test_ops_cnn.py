@@ -81,10 +81,11 @@ def test_conv_residual_add_relu_fused(tmp_path):
     ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1)),
     ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1)),
 ])
-def test_pool_after_conv(tmp_path, op, attrs):
+@pytest.mark.parametrize("cout", [6, 64])  # 64: MaxPool's 32-channel register blocks
+def test_pool_after_conv(tmp_path, op, attrs, cout):
     # behind a conv, so the pool runs in NHWC (a lone pool does too: the layout pass moves it)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c"], ["y"], **attrs)]
-    check(tmp_path, nodes, [("x", ["n", 4, 11, 12])], OUT4, {"w": _w(6, 4, 1, 1)}, rtol=1e-4, atol=1e-5)
+    check(tmp_path, nodes, [("x", ["n", 4, 11, 12])], OUT4, {"w": _w(cout, 4, 1, 1)}, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
@@ -152,3 +153,42 @@ def test_conv_rejects_wrong_channels(tmp_path):
     lowbit.convert(model, p)
     with pytest.raises(ValueError, match="3 channels"):
         lowbit.load(p).run(np.zeros((1, 5, 5, 5), np.float32))
+
+
+IMPLICIT_CONVS = {  # kw * C >= 256: these read their input in place where the kernel supports it
+    "3x3-pad1": dict(c=96, o=40, k=3, pads=[1, 1, 1, 1]),
+    "3x3-s2-asym": dict(c=96, o=17, k=3, strides=[2, 2], pads=[1, 0, 2, 1]),
+    "3x3-dil2x1": dict(c=100, o=24, k=3, dilations=[2, 1], pads=[2, 1, 2, 1]),  # dilation along y only
+    "1x1-s2": dict(c=256, o=32, k=1, strides=[2, 2]),
+    "5x5-valid": dict(c=64, o=16, k=5, auto_pad="VALID"),
+}
+
+
+@pytest.mark.parametrize("name", list(IMPLICIT_CONVS))
+def test_conv_implicit_gemm_same_bits_as_im2col(tmp_path, name, threads):
+    """The implicit-GEMM path (no im2col) gives im2col's bits, at 1 and 2 threads,
+    with a residual and ReLU in the epilogue; both match onnxruntime."""
+    import lowbit
+    from lowbit import _core
+    p = dict(IMPLICIT_CONVS[name])
+    c, o, k = p.pop("c"), p.pop("o"), p.pop("k")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c1"], **p),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"]),  # 1x1 over the result: the residual's source
+             helper.make_node("Add", ["c2", "c1"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    inits = {"w": _w(o, c, k, k), "b": _w(o, seed=3), "w2": _w(o, o, 1, 1, seed=4)}
+    x = np.random.default_rng(5).standard_normal((2, c, 13, 12)).astype(np.float32)
+    m = check(tmp_path, nodes, [("x", ["n", c, 13, 12])], OUT4, inits, rtol=1e-4, atol=1e-5, feeds={"x": x})
+    kinds = {l["kernel"].split("+")[-1] for l in m.layers() if l["op"] == "Conv"}
+    if lowbit.cpu_info()["kernels"]["f32-conv"] == "implicit-gemm":
+        assert "implicit" in kinds
+    outs = []
+    try:
+        for implicit in (True, False):
+            _core._set_conv_implicit_gemm(implicit)
+            for t in (1, 2):
+                lowbit.set_num_threads(t)
+                outs.append(m.run(x))
+    finally:
+        _core._set_conv_implicit_gemm(True)
+    for y in outs[1:]:
+        assert np.array_equal(y, outs[0])

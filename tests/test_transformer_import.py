@@ -116,6 +116,8 @@ def test_fusions(encoder):
     dense = [l for l in m.layers() if l["op"] == "Dense"]
     assert len(dense) == 6 * layers
     assert sum(l["activation"] == "gelu" for l in dense) == layers
+    # each layer's QK^T, scale, mask, softmax, .V and head transposes are one Attention op
+    assert ops.count("Attention") == layers and "Softmax" not in ops and "Transpose" not in ops
 
 
 def test_converts_from_live_module(encoder):

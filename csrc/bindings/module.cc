@@ -12,6 +12,7 @@
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/memread/memread.h"
 #include "runtime/engine.h"
+#include "runtime/ops/common.h"
 #include "runtime/ops/qdense.h"
 #include "runtime/ops/spdense.h"
 #include "runtime/threadpool.h"
@@ -89,7 +90,19 @@ class PyEngine {
     engine_ = std::make_unique<Engine>(std::move(vs), std::move(ns), std::move(inputs), std::move(outputs));
   }
 
-  py::list run(const py::list& xs) {
+  py::list run(const py::list& xs) { return run_impl(xs, nullptr); }
+
+  // Runs `repeat` times; returns (outputs of the last run, per-node seconds of each run).
+  py::tuple profile(const py::list& xs, int repeat) {
+    if (repeat < 1) throw std::invalid_argument("repeat must be >= 1, got " + std::to_string(repeat));
+    std::vector<std::vector<double>> times(static_cast<size_t>(repeat));
+    py::list outs;
+    for (int r = 0; r < repeat; ++r) outs = run_impl(xs, &times[size_t(r)]);
+    return py::make_tuple(outs, times);
+  }
+
+ private:
+  py::list run_impl(const py::list& xs, std::vector<double>* node_seconds) {
     const auto& in_ids = engine_->inputs();
     if (xs.size() != in_ids.size())
       throw std::invalid_argument("expected " + std::to_string(in_ids.size()) + " inputs, got " + std::to_string(xs.size()));
@@ -129,11 +142,12 @@ class PyEngine {
     }
     {
       py::gil_scoped_release nogil;
-      engine_->execute(*plan, ptrs, optrs);
+      engine_->execute(*plan, ptrs, optrs, node_seconds);
     }
     return outs;
   }
 
+ public:
   std::vector<std::string> node_kernels() const {
     std::vector<std::string> k;
     for (size_t i = 0; i < engine_->nodes().size(); ++i) k.push_back(engine_->node_kernel(i));
@@ -193,6 +207,35 @@ void py_f32_gemm(const std::string& isa, py::array_t<float, py::array::c_style> 
     throw std::invalid_argument("Bp must be 64-byte aligned (the kernels read whole 64-byte panels rows)");
   py::gil_scoped_release nogil;
   t.f32_gemm(g, m0, m1, n0, n1);
+}
+
+// Test hook: the GEMM over an implicit A (see f32_gemm.h) read from a flat buffer, with a
+// named ISA's table (which must support it).
+void py_f32_gemm_implicit(const std::string& isa, py::array_t<float, py::array::c_style> A, int64_t lda, int64_t kseg,
+                          int64_t seg_stride, int64_t mrow, int64_t row_stride, int64_t M, int64_t K,
+                          py::array_t<float, py::array::c_style> Bp, int64_t N, py::array_t<float, py::array::c_style> C,
+                          int64_t m0, int64_t m1) {
+  const KernelTable& t = kernels_for(isa);
+  if (!t.f32_gemm_implicit_a) throw std::invalid_argument(isa + "'s f32 GEMM does not read an implicit A");
+  if (M < 0 || K < 1 || N < 1 || kseg < 1 || lda < 0 || seg_stride < 0 || mrow < 0 || row_stride < 0)
+    throw std::invalid_argument("bad sizes or strides");
+  if (C.ndim() != 2 || C.shape(0) != M || C.shape(1) != N) throw std::invalid_argument("C must be [M, N]");
+  if (Bp.size() != f32_gemm_packed_floats(K, N) || (reinterpret_cast<uintptr_t>(Bp.data()) & 63) != 0)
+    throw std::invalid_argument("Bp must be the 64-byte aligned packed [K, N]");
+  if (!(0 <= m0 && m0 <= m1 && m1 <= M)) throw std::invalid_argument("bad row range");
+  F32GemmArgs g{M, N, K, A.data(), lda, Bp.data(), nullptr, C.mutable_data(), N, Activation::kNone};
+  g.kseg = kseg;
+  g.seg_stride = seg_stride;
+  g.mrow = mrow;
+  g.row_stride = row_stride;
+  int64_t last_col = 0;  // the largest column offset read, over all segments
+  for (int64_t k0 = 0; k0 < K; k0 += kseg) last_col = std::max(last_col, (k0 / kseg) * seg_stride + std::min(kseg, K - k0) - 1);
+  for (int64_t m = 0; m < M; ++m) {  // every element read must lie inside A
+    const int64_t row = mrow > 0 ? (m / mrow) * row_stride + (m % mrow) * lda : m * lda;
+    if (row + last_col >= A.size()) throw std::invalid_argument("implicit A reads past the buffer");
+  }
+  py::gil_scoped_release nogil;
+  t.f32_gemm(g, m0, m1, 0, N);
 }
 
 using U8Array = py::array_t<uint8_t, py::array::c_style>;
@@ -435,6 +478,51 @@ I8Array py_qs8_dwconv(const std::string& isa, I8Array X, I8Array Wt, py::object 
   return Y;
 }
 
+// Test hook: a named ISA's f32-vmath row function over a 1-D array (in place when inplace).
+py::array_t<float> py_f32_row(const std::string& isa, const std::string& fn, F32Array x, bool inplace) {
+  const KernelTable& t = kernels_for(isa);
+  F32RowFn f = nullptr;
+  if (fn == "softmax") f = t.vmath.softmax_row;
+  else if (fn == "gelu") f = t.vmath.gelu;
+  else throw std::invalid_argument("unknown row function '" + fn + "'; expected softmax or gelu");
+  if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D float32 array");
+  py::array_t<float> y(std::vector<int64_t>{x.shape(0)});
+  float* yp = y.mutable_data();
+  if (inplace) std::memcpy(yp, x.data(), size_t(x.shape(0)) * 4);
+  const float* xp = inplace ? yp : x.data();
+  const int64_t n = x.shape(0);
+  py::gil_scoped_release nogil;
+  f(xp, yp, n);
+  return y;
+}
+
+// Test hook: a named ISA's depthwise kernel over rows [r0, r1) of y (x [N,H,W,C], w [kh,kw,C]).
+void py_f32_dwconv(const std::string& isa, F32Array x, F32Array w, py::object bias, py::array_t<float, py::array::c_style> y,
+                   std::vector<int64_t> stride, std::vector<int64_t> dilation, std::vector<int64_t> pad_tl, int64_t r0,
+                   int64_t r1) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 4 || w.ndim() != 3 || y.ndim() != 4) throw std::invalid_argument("x, y must be NHWC, w [kh, kw, C]");
+  if (stride.size() != 2 || dilation.size() != 2 || pad_tl.size() != 2) throw std::invalid_argument("2-D params");
+  const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
+  const int64_t kh = w.shape(0), kw = w.shape(1), OH = y.shape(1), OW = y.shape(2);
+  if (w.shape(2) != C || y.shape(0) != N || y.shape(3) != C) throw std::invalid_argument("channel/batch mismatch");
+  if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1 || pad_tl[0] < 0 || pad_tl[1] < 0)
+    throw std::invalid_argument("bad stride/dilation/pad");
+  if (!(0 <= r0 && r0 <= r1 && r1 <= N * OH)) throw std::invalid_argument("bad row range");
+  F32Array b;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    b = py::cast<F32Array>(bias);
+    if (b.size() != C) throw std::invalid_argument("bias must have C entries");
+    bp = b.data();
+  }
+  F32DwConvArgs a{x.data(), w.data(), bp, y.mutable_data(), N, H, W, C, OH, OW, kh, kw,
+                  stride[0], stride[1], dilation[0], dilation[1], pad_tl[0], pad_tl[1]};
+  std::vector<float> acc(size_t(C) + 1);
+  py::gil_scoped_release nogil;
+  t.f32_dwconv.fn(a, r0, r1, acc.data());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -463,6 +551,10 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-spmm"] = t.qs8_spmm_name;
     d["qs8-bspmm"] = t.qs8_bspmm_name;
     d["crc32c"] = t.crc32c_name;
+    d["f32-softmax"] = t.vmath.softmax_name;
+    d["f32-gelu"] = t.vmath.gelu_name;
+    d["f32-dwconv"] = t.f32_dwconv.name;
+    d["f32-conv"] = t.f32_gemm_implicit_a ? "implicit-gemm" : "im2col";
     d["qs8-requant"] = t.qs8_requant_name;
     d["qs8-dwconv"] = t.qs8_dwconv_name;
     return d;
@@ -477,12 +569,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
   m.def("pack_f32_n16", &py_pack_b);
   m.def("f32_gemm", &py_f32_gemm);
+  m.def("f32_gemm_implicit", &py_f32_gemm_implicit);
   m.def("pack_qs8", &py_pack_qs8);
   m.def("pack_q4", &py_pack_q4, py::arg("codes"), py::arg("scales_f16"), py::arg("zeros"), py::arg("table"), py::arg("kind"),
         py::arg("group"));
   m.def("qdense", &py_qdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
         py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
   m.def("qs8_quant", &py_qs8_quant);
+  m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
+  m.def("f32_dwconv", &py_f32_dwconv, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
+        py::arg("stride"), py::arg("dilation"), py::arg("pad_tl"), py::arg("r0"), py::arg("r1"));
   m.def("qs8_requant", &py_qs8_requant, py::arg("isa"), py::arg("y"), py::arg("mult"), py::arg("out_zp"), py::arg("lo"),
         py::arg("hi"), py::arg("residual") = py::none(), py::arg("r_zp") = 0, py::arg("r_mult") = 0.0f,
         py::arg("two_step") = false, py::arg("mid_zp") = 0, py::arg("mid_mult") = 1.0f);
@@ -500,10 +596,13 @@ PYBIND11_MODULE(_core, m) {
     return ref::memread_sum__scalar(p, n);
   }, "Sum of the buffer's 64-bit words: a plain read loop, the memory-bandwidth yardstick of the benches");
   m.def("known_ops", &known_ops);
+  m.def("_set_conv_implicit_gemm", &set_conv_implicit_gemm, py::arg("on"),
+        "testing only: false forces im2col for every Conv (the implicit path must give the same bits)");
 
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())
       .def("run", &PyEngine::run)
+      .def("profile", &PyEngine::profile)
       .def("node_kernels", &PyEngine::node_kernels)
       .def("arena_bytes", &PyEngine::arena_bytes);
 

@@ -7,6 +7,31 @@
 namespace lowbit {
 namespace {
 
+// The fp32 row kernels (kernels/f32-vmath) and depthwise convolution (kernels/f32-dwconv)
+// of each level, and whether its f32 GEMM reads an implicit A (convolutions without
+// im2col; the AVX-512 kernel does not yet). neondot has no NEON versions yet: it runs
+// the scalar references.
+void add_f32_row_kernels(KernelTable& t) {
+  switch (t.isa) {
+#if defined(LOWBIT_X86)
+    case Isa::kAvx512Vnni:
+      t.vmath = {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512"};
+      t.f32_dwconv = {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
+      return;
+    case Isa::kAvx2:
+      t.vmath = {&avx2::f32_softmax_row__avx2, "f32_softmax_row__avx2", &avx2::f32_gelu__avx2, "f32_gelu__avx2"};
+      t.f32_dwconv = {&avx2::f32_dwconv_nhwc__avx2, "f32_dwconv_nhwc__avx2"};
+      t.f32_gemm_implicit_a = true;
+      return;
+#endif
+    default:
+      t.vmath = {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar"};
+      t.f32_dwconv = {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
+      t.f32_gemm_implicit_a = t.f32_gemm == &ref::f32_gemm_1x16__scalar;
+      return;
+  }
+}
+
 std::vector<KernelTable> build_tables() {
   std::vector<KernelTable> t;
 #if defined(LOWBIT_X86)
@@ -57,6 +82,7 @@ std::vector<KernelTable> build_tables() {
                &ref::f32_spmm_s8__scalar, "f32_spmm_s8__scalar",
                &ref::qs8_spmm_k16__scalar, "qs8_spmm_k16__scalar",
                &ref::qs8_bspmm_s8c4__scalar, "qs8_bspmm_s8c4__scalar", false});
+  for (KernelTable& k : t) add_f32_row_kernels(k);
   return t;
 }
 
@@ -125,5 +151,8 @@ const KernelTable& kernels() {
   if (!g_selected) select_kernels("");
   return *g_selected;
 }
+
+const VMathKernels& vmath() { return kernels().vmath; }
+F32DwConvKernel f32_dwconv_kernel() { return kernels().f32_dwconv; }
 
 }  // namespace lowbit

@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "kernels/crc32c/crc32c.h"
+#include "kernels/f32-dwconv/f32_dwconv.h"
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/f32-spmm/f32_spmm.h"
+#include "kernels/f32-vmath/f32_vmath.h"
 #include "kernels/q4-gemm/q4_gemm.h"
 #include "kernels/qs8-dwconv/qs8_dwconv.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
@@ -46,6 +48,11 @@ struct KernelTable {
   Qs8SpmmFn qs8_bspmm;
   const char* qs8_bspmm_name;
   bool qs8_spmm_biased;  // both int8 sparse kernels want activations quantized with bias128 (vpdpbusd)
+  // fp32 row kernels (softmax, GELU, ...) and the direct depthwise convolution;
+  // filled per level by add_f32_row_kernels() in dispatch.cc (after the rows above).
+  VMathKernels vmath{};
+  F32DwConvKernel f32_dwconv{};
+  bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -307,7 +308,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
           plan->known[v] = buf;
           a.out.push_back({buf->data(), out[k], values_[v].dtype});
         }
-        size_t sb = ops_[i]->scratch_bytes(in);
+        size_t sb = ops_[i]->scratch_bytes_values(in, vals);
         tmp_scratch[0].resize(sb + 64);
         a.scratch = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(tmp_scratch[0].data()) + 63) & ~uintptr_t(63));
         ops_[i]->run(a);
@@ -319,7 +320,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
       throw ShapeError(msg);
     }
     for (size_t k = 0; k < n.outputs.size(); ++k) plan->shapes[n.outputs[k]] = out[k];
-    if (!plan->skip[i]) scratch[i] = ops_[i]->scratch_bytes(in);
+    if (!plan->skip[i]) scratch[i] = ops_[i]->scratch_bytes_values(in, vals);
   }
 
   // Arena layout: greedy by size (largest first), lowest offset that does not
@@ -435,7 +436,9 @@ void Engine::give_arena(std::unique_ptr<std::vector<uint8_t>> a) {
   if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(a));
 }
 
-void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
+void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+                     std::vector<double>* node_seconds) {
+  if (node_seconds && node_seconds->size() != nodes_.size()) node_seconds->assign(nodes_.size(), 0.0);
   const int nv = int(values_.size());
   auto arena = take_arena();
   if (arena->size() < size_t(plan.arena_bytes) + 64) arena->resize(size_t(plan.arena_bytes) + 64);
@@ -470,7 +473,13 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
     }
     for (int v : n.outputs) a.out.push_back({ptr[v], plan.shapes[v], values_[v].dtype});
     a.scratch = plan.scratch_offsets[i] >= 0 ? base + plan.scratch_offsets[i] : nullptr;
-    ops_[i]->run(a);
+    if (node_seconds) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ops_[i]->run(a);
+      (*node_seconds)[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } else {
+      ops_[i]->run(a);
+    }
   }
   for (size_t i = 0; i < outputs_.size(); ++i) {
     int v = outputs_[i];
@@ -490,6 +499,7 @@ void register_shape_ops();
 void register_conv_ops();
 void register_pool_ops();
 void register_tensor_ops();
+void register_attention_ops();
 void register_qconv_ops();
 
 void register_all_ops() {
@@ -505,6 +515,7 @@ void register_all_ops() {
   register_conv_ops();
   register_pool_ops();
   register_tensor_ops();
+  register_attention_ops();
   register_qconv_ops();
 }
 

@@ -98,6 +98,11 @@ class Op {
     infer(in, out);
   }
   virtual size_t scratch_bytes(const std::vector<const Shape*>& in) const { return 0; }
+  // The same, for ops whose scratch depends on small input values known while
+  // planning (`vals[i]` as in infer_values); the engine calls this one.
+  virtual size_t scratch_bytes_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
+    return scratch_bytes(in);
+  }
   virtual void run(const RunArgs& a) const = 0;
   virtual std::string kernel() const { return "builtin"; }
   // Output dtypes; ops with non-float32 outputs record what they need from the
@@ -143,7 +148,10 @@ class Engine {
   std::shared_ptr<const Plan> plan_for(const std::vector<Shape>& input_shapes);
 
   // Runs the graph: inputs/outputs are caller-owned buffers of the plan's shapes.
-  void execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
+  // With `node_seconds` (one entry per node), each node's wall time is added to
+  // its entry (nodes evaluated at plan time add nothing); without it, no clock is read.
+  void execute(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+               std::vector<double>* node_seconds = nullptr);
 
   const std::vector<ValueSpec>& values() const { return values_; }
   const std::vector<NodeSpec>& nodes() const { return nodes_; }

@@ -17,7 +17,7 @@ from . import _core
 from . import compress  # torch is imported lazily, on first use of a compress function
 from .convert import ConvertReport, convert
 from .errors import FormatError, UnsupportedOpError
-from .runtime import Model, load
+from .runtime import Model, format_profile, load
 
 
 def cpu_info() -> dict[str, Any]:
@@ -48,4 +48,4 @@ def get_num_threads() -> int:
 
 
 __all__ = ["convert", "load", "Model", "ConvertReport", "FormatError", "UnsupportedOpError", "cpu_info",
-           "set_num_threads", "get_num_threads", "__version__", "compress"]
+           "set_num_threads", "get_num_threads", "format_profile", "__version__", "compress"]

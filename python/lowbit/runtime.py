@@ -140,7 +140,7 @@ class Model:
                                  f"(dimension {d} is {got}, expected {exp})")
         return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
-    def run(self, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+    def _arrays(self, x: np.ndarray | Mapping[str, np.ndarray]) -> list[np.ndarray]:
         specs = self.graph.inputs
         if isinstance(x, Mapping):
             names = [s.name for s in specs]
@@ -150,15 +150,42 @@ class Model:
             missing = [n for n in names if n not in x]
             if missing:
                 raise ValueError(f"missing input(s) {missing}; this model's inputs are {names}")
-            arrays = [self._check(s, x[s.name]) for s in specs]
-        else:
-            if len(specs) != 1:
-                raise ValueError(f"this model has {len(specs)} inputs {[s.name for s in specs]}: pass a dict name -> array")
-            arrays = [self._check(specs[0], x)]
-        outs = self._engine.run(arrays)
+            return [self._check(s, x[s.name]) for s in specs]
+        if len(specs) != 1:
+            raise ValueError(f"this model has {len(specs)} inputs {[s.name for s in specs]}: pass a dict name -> array")
+        return [self._check(specs[0], x)]
+
+    def _result(self, outs: list[np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
         if len(outs) == 1:
             return outs[0]
         return {o.name: y for o, y in zip(self.graph.outputs, outs)}
+
+    def run(self, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        return self._result(self._engine.run(self._arrays(x)))
+
+    def profile(self, x: np.ndarray | Mapping[str, np.ndarray], repeat: int = 10,
+                warmup: int = 1) -> list[dict[str, Any]]:
+        """Runs the model ``warmup + repeat`` times on ``x`` and times every node.
+
+        Returns one dict per node, in graph order: ``name``, ``op``, ``kernel``,
+        ``seconds`` (median over the ``repeat`` timed runs), ``min_seconds`` and
+        ``share`` (of the summed medians). Nodes evaluated once at plan time (shape
+        arithmetic) report 0. Only these runs read the clock; ``run`` never does.
+        ``lowbit.format_profile(rows)`` prints them as a table."""
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        arrays = self._arrays(x)
+        for _ in range(warmup):
+            self._engine.run(arrays)
+        _, times = self._engine.profile(arrays, repeat)
+        t = np.asarray(times, dtype=np.float64).reshape(repeat, len(self.graph.nodes))
+        med, best = np.median(t, axis=0), t.min(axis=0)
+        total = float(med.sum()) or 1.0
+        return [{"name": n.name, "op": n.op, "kernel": k, "seconds": float(m), "min_seconds": float(b),
+                 "share": float(m) / total}
+                for n, k, m, b in zip(self.graph.nodes, self._kernels, med, best)]
 
     __call__ = run
 
@@ -173,3 +200,26 @@ def load(path: str | os.PathLike, *, verify: bool = True) -> Model:
     which skips only the data checksum, for trusted files). Weights are used in
     place from the map. Raises ``FormatError`` naming the file and the problem."""
     return Model(load_file(path, verify=verify))
+
+
+def format_profile(rows: list[dict[str, Any]], top: int | None = None, by_op: bool = False) -> str:
+    """A text table of ``Model.profile`` rows, slowest first (``top`` limits the
+    rows); ``by_op`` sums the nodes of each op type and kernel instead."""
+    if by_op:
+        agg: dict[tuple[str, str], list[float]] = {}
+        for r in rows:
+            a = agg.setdefault((r["op"], r["kernel"]), [0.0, 0.0, 0])
+            a[0] += r["seconds"]
+            a[1] += r["min_seconds"]
+            a[2] += 1
+        rows = [{"name": f"{n} node{'s' if n != 1 else ''}", "op": op, "kernel": k, "seconds": s, "min_seconds": b}
+                for (op, k), (s, b, n) in agg.items()]
+    total = sum(r["seconds"] for r in rows) or 1.0
+    rows = sorted(rows, key=lambda r: -r["seconds"])[:top]
+    w = max([len(r["name"]) for r in rows] + [4])
+    lines = [f"{'node':<{w}}  {'op':<20} {'ms':>8} {'min ms':>8} {'share':>6}  kernel"]
+    for r in rows:
+        lines.append(f"{r['name']:<{w}}  {r['op']:<20} {r['seconds'] * 1e3:8.3f} {r['min_seconds'] * 1e3:8.3f} "
+                     f"{100 * r['seconds'] / total:5.1f}%  {r['kernel']}")
+    lines.append(f"{'total (sum of node medians)':<{w}}  {'':<20} {total * 1e3:8.3f}")
+    return "\n".join(lines)

@@ -160,8 +160,35 @@ def model_static():
                  [helper.make_tensor_value_info("y", TP.FLOAT, [3, 20])], inits, opset=12)
 
 
+def model_attention():
+    """Two-head self-attention as exporters write it (fused into one Attention op):
+    Q/K/V projections, head split by Reshape (target from Shape) + Transpose, scale,
+    additive mask input, softmax, .V, heads merged."""
+    _, TP, helper, _ = _onnx()
+    rng = np.random.default_rng(17)
+    inits = {n: (rng.standard_normal((8, 8)) / 3).astype(np.float32) for n in ("wq", "wk", "wv")}
+    inits.update({"hd": np.array([2, 4], np.int64), "c": np.array(0.5, np.float32),
+                  "flat": np.array([0, 0, -1], np.int64)})
+    mk = helper.make_node
+    # the head-split target from the input's shape (computed while planning), as exporters do
+    nodes = [mk("Shape", ["x"], ["bs"], start=0, end=2, name="shape"),
+             mk("Concat", ["bs", "hd"], ["tgt"], axis=0, name="tgt")]
+    for n, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        nodes += [mk("MatMul", ["x", f"w{n}"], [n], name=f"proj_{n}"),
+                  mk("Reshape", [n, "tgt"], [f"{n}4"], name=f"split_{n}"),
+                  mk("Transpose", [f"{n}4"], [f"{n}t"], perm=perm, name=f"heads_{n}")]
+    nodes += [mk("MatMul", ["qt", "kt"], ["s"], name="qk"), mk("Mul", ["s", "c"], ["s1"], name="scale"),
+              mk("Add", ["s1", "mask"], ["s2"], name="mask"), mk("Softmax", ["s2"], ["p"], axis=-1, name="sm"),
+              mk("MatMul", ["p", "vt"], ["o"], name="pv"), mk("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3], name="merge"),
+              mk("Reshape", ["ot", "flat"], ["y"], name="flat")]
+    return _make(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "seq", 8]),
+                         helper.make_tensor_value_info("mask", TP.FLOAT, ["batch", 1, 1, "seq"])],
+                 [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", "seq", 8])], inits)
+
+
 MODELS: dict[str, Callable[[], Any]] = {
     "mlp": model_mlp, "ops": model_ops, "sparse": model_sparse, "lowrank": model_lowrank, "static": model_static,
+    "attention": model_attention,
 }
 
 

@@ -23,6 +23,9 @@ struct F32DwConvArgs {
 // all ISAs give the same bits.
 using F32DwConvFn = void (*)(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
 void f32_dwconv_nhwc__scalar(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
+namespace avx2 {
+void f32_dwconv_nhwc__avx2(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
+}
 namespace avx512 {
 void f32_dwconv_nhwc__avx512(const F32DwConvArgs& a, int64_t r0, int64_t r1, float* acc);
 }
@@ -31,7 +34,7 @@ struct F32DwConvKernel {
   F32DwConvFn fn;
   const char* name;
 };
-// The implementation for the selected dispatch table's ISA.
+// The selected dispatch table's entry (kernels().f32_dwconv; defined in cpu/dispatch.cc).
 F32DwConvKernel f32_dwconv_kernel();
 
 }  // namespace lowbit

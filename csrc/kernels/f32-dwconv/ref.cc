@@ -2,7 +2,6 @@
 // axis: the compiler vectorizes the inner loops at the baseline ISA.
 #include <cstring>
 
-#include "cpu/dispatch.h"
 #include "f32_dwconv.h"
 
 namespace lowbit {
@@ -29,13 +28,6 @@ void f32_dwconv_nhwc__scalar(const F32DwConvArgs& a, int64_t r0, int64_t r1, flo
       else std::memcpy(yp, acc, size_t(C) * 4);
     }
   }
-}
-
-F32DwConvKernel f32_dwconv_kernel() {
-#if defined(LOWBIT_X86)
-  if (kernels().isa == Isa::kAvx512Vnni) return {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
-#endif
-  return {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
 }
 
 }  // namespace lowbit

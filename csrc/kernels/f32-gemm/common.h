@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "f32_gemm.h"
+
 namespace lowbit {
 namespace {
 
@@ -15,6 +17,17 @@ inline bool f32_gemm_rows_alias(int64_t ld, int64_t rows) {
     if (++cnt[((r * ld * 4) >> 6) & 63] > 4) return true;
   return false;
 }
+
+// Address of A[m, 0] (the start of row m's first segment) under the implicit-A layout (f32_gemm.h).
+inline const float* f32_gemm_a_row(const F32GemmArgs& a, int64_t m) {
+  if (a.kseg > 0 && a.mrow > 0) return a.A + (m / a.mrow) * a.row_stride + (m % a.mrow) * a.lda;
+  return a.A + m * a.lda;
+}
+// Offset of column k inside a row (segment start + position in it).
+inline int64_t f32_gemm_a_col(const F32GemmArgs& a, int64_t k) {
+  return a.kseg > 0 ? (k / a.kseg) * a.seg_stride + k % a.kseg : k;
+}
+
 
 // GELU epilogue, evaluated in double: every ISA runs the same operation sequence
 // over these constants, so all give the same bits.

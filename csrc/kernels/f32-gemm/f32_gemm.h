@@ -27,6 +27,16 @@ struct F32GemmArgs {
   float* C;           // row-major, row stride ldc (in floats)
   int64_t ldc;
   Activation act;
+  // Implicit A (a convolution read in place, no im2col), off when kseg == 0:
+  //   A[m, k] = A[(m / mrow) * row_stride + (m % mrow) * lda + (k / kseg) * seg_stride + k % kseg]
+  // m = (output row, output column) when mrow > 0 (else m * lda), and K is cut into
+  // segments of kseg columns (a kernel row of taps, contiguous in NHWC). Only kernels
+  // whose dispatch table sets f32_gemm_implicit_a accept it. The FMA chain over k is
+  // the same as for an im2col'd A holding those values: both give the same bits.
+  int64_t kseg = 0;
+  int64_t seg_stride = 0;
+  int64_t mrow = 0;
+  int64_t row_stride = 0;
 };
 
 // Computes rows [m0, m1) x columns [n0, n1) of C. n0 is a multiple of 16;

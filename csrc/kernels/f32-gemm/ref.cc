@@ -2,6 +2,7 @@
 //   acc = 0; for k in 0..K-1: acc = fma(A[m,k], B[k,n], acc);  y = acc (+ bias[n]);  y = act(y)
 #include <cmath>
 
+#include "common.h"
 #include "f32_gemm.h"
 
 namespace lowbit {
@@ -22,7 +23,7 @@ float gelu(float x) {
 void f32_gemm_1x16__scalar(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t K = a.K;
   for (int64_t m = m0; m < m1; ++m) {
-    const float* arow = a.A + m * a.lda;
+    const float* arow = f32_gemm_a_row(a, m);
     float* crow = a.C + m * a.ldc;
     for (int64_t nb = n0; nb < n1; nb += kF32GemmNR) {
       const int64_t w = n1 - nb < kF32GemmNR ? n1 - nb : kF32GemmNR;
@@ -30,7 +31,7 @@ void f32_gemm_1x16__scalar(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t
       float acc[kF32GemmNR];
       for (int64_t j = 0; j < kF32GemmNR; ++j) acc[j] = 0.0f;
       for (int64_t k = 0; k < K; ++k) {
-        const float av = arow[k];
+        const float av = arow[f32_gemm_a_col(a, k)];
         const float* bk = bp + k * kF32GemmNR;
         for (int64_t j = 0; j < w; ++j) acc[j] = std::fma(av, bk[j], acc[j]);
       }

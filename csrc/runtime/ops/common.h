@@ -26,6 +26,14 @@ inline void need_inputs(const std::vector<const Shape*>& in, size_t n, const cha
 // defined in dense.cc).
 void run_f32_gemm_threaded(const F32GemmArgs& g);
 
+// ONNX Reshape's target resolution (0 copies the input dim unless allowzero, one -1
+// is inferred); throws ShapeError naming the shapes (defined in shape_ops.cc).
+Shape reshape_target(const Shape& x, const std::vector<int64_t>& target, bool allowzero);
+
+// Test hook (conv.cc): false makes every Conv use im2col, true (default) lets it read
+// its input in place when the kernel supports that; both give the same bits.
+void set_conv_implicit_gemm(bool on);
+
 // Dense over quantized weight encodings (defined in qdense.cc).
 std::unique_ptr<Op> make_qdense(const NodeSpec& n, const std::vector<ValueSpec>& v);
 // Dense over sparse weight encodings (defined in spdense.cc).

@@ -16,6 +16,7 @@
 // each block of rows right after it is computed, while it is in cache).
 // Threads split output rows (or N panels for small images); every output
 // element is computed the same way whatever the split: bit-identical results.
+#include <atomic>
 #include <cstring>
 
 #include "cpu/dispatch.h"
@@ -30,11 +31,67 @@ namespace {
 
 constexpr int64_t kRowsPerTask = 96;  // output pixels per im2col block (a multiple of the 12-row tile)
 
+std::atomic<bool> g_conv_implicit{true};  // test hook: false forces im2col everywhere
+
 std::vector<float>& thread_buffer() {
   // Per-thread im2col block, grown once and reused across runs (a pool worker
   // or the caller; its size does not depend on the thread count).
   thread_local std::vector<float> buf;
   return buf;
+}
+
+// im2col copies. A short run (the stem: 7 taps x 3 channels = 21 floats) as 8-float
+// chunks, the last one overlapping the previous, so there is no remainder loop; long
+// runs through memcpy. A loop over the exact length (or a memcpy call per run) cost
+// more than the copy itself on the 3-channel stem.
+inline void copy8(float* dst, const float* src) { std::memcpy(dst, src, 32); }  // two moves, inlined
+inline void copy_run(float* dst, const float* src, int64_t n) {
+  if (n >= 64) {
+    std::memcpy(dst, src, size_t(n) * 4);
+  } else if (n >= 8) {
+    for (int64_t i = 0; i + 8 < n; i += 8) copy8(dst + i, src + i);
+    copy8(dst + n - 8, src + n - 8);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+}
+inline void zero_run(float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = 0.f;
+}
+
+// Geometry of one im2col (plain values, so the row loop keeps them in registers).
+struct Im2col {
+  const float* x;  // [N, H, W, C]
+  int64_t H, W, C, OH, OW, K, cg, g;
+  int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+};
+
+// Rows [m0, m1) of the patch matrix (row stride K, columns ordered ky, kx, ci) into dst.
+void im2col_rows(const Im2col& p, int64_t m0, int64_t m1, float* dst) {
+  const float* x = p.x;
+  const int64_t H = p.H, W = p.W, C = p.C, OH = p.OH, OW = p.OW, K = p.K, cg = p.cg, g = p.g;
+  const int64_t kh = p.kh, kw = p.kw, sh = p.sh, sw = p.sw, dh = p.dh, dw = p.dw, pt = p.pt, pl = p.pl;
+  const int64_t run = kw * cg;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t ox = m % OW, t = m / OW, oy = t % OH, n = t / OH;
+    float* row = dst + (m - m0) * K;
+    const int64_t ix0 = ox * sw - pl;
+    const bool row_inside = dw == 1 && ix0 >= 0 && ix0 + kw <= W && cg == C;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t iy = oy * sh - pt + ky * dh;
+      if (row_inside && iy >= 0 && iy < H) {
+        // the kw taps of this kernel row are adjacent pixels: one contiguous copy
+        copy_run(row, x + ((n * H + iy) * W + ix0) * C, run);
+        row += run;
+        continue;
+      }
+      for (int64_t kx = 0; kx < kw; ++kx, row += cg) {
+        const int64_t ix = ix0 + kx * dw;
+        if (iy < 0 || iy >= H || ix < 0 || ix >= W) zero_run(row, cg);
+        else copy_run(row, x + ((n * H + iy) * W + ix) * C + g * cg, cg);
+      }
+    }
+  }
 }
 
 void check_layout(const NodeSpec& n) {
@@ -80,6 +137,41 @@ class ConvNHWC : public Op {
     if (residual_ && (in.size() < 4 || !in[3] || *in[3] != out[0]))
       throw ShapeError("the residual input must have the output's shape " + shape_str(out[0]));
   }
+  // Implicit GEMM (no im2col): the GEMM reads each patch row straight from the NHWC
+  // input (a zero-padded copy when the window leaves the image), one segment of kw*C
+  // contiguous floats per kernel row. Needs a kernel that supports it, one group,
+  // adjacent taps (dilation 1 along x), and segments long enough to amortize the
+  // extra K blocks (the 3-channel stem keeps im2col).
+  struct Implicit {
+    bool on = false, padded = false;
+    int64_t Hp = 0, Wp = 0;  // rows / columns of the image the GEMM reads (padded or not)
+  };
+  Implicit implicit_plan(const Shape& xs, const Shape& ys) const {
+    Implicit p;
+    const int64_t H = xs[1], W = xs[2], C = xs[3], OH = ys[1], OW = ys[2];
+    const bool direct = win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 && OH == H && OW == W &&
+                        win_.geometry(H, W).pt == 0 && win_.geometry(H, W).pl == 0;
+    if (direct || !g_conv_implicit.load(std::memory_order_relaxed) || !kernels().f32_gemm_implicit_a || G_ != 1 || (win_.dw != 1 && win_.kw != 1) ||
+        win_.kw * C < kImplicitMinSegment || OH * OW == 0)
+      return p;
+    const auto geo = win_.geometry(H, W);
+    p.on = true;
+    p.Hp = (OH - 1) * win_.sh + (win_.kh - 1) * win_.dh + 1;
+    p.Wp = (OW - 1) * win_.sw + (win_.kw - 1) * win_.dw + 1;
+    p.padded = geo.pt > 0 || geo.pl > 0 || p.Hp > H || p.Wp > W;
+    if (!p.padded) {  // read the input itself
+      p.Hp = H;
+      p.Wp = W;
+    }
+    return p;
+  }
+  size_t scratch_bytes(const std::vector<const Shape*>& in) const override {
+    if (in.empty() || !in[0] || in[0]->size() != 4) return 0;
+    std::vector<Shape> out(1);
+    infer(in, out);
+    const Implicit p = implicit_plan(*in[0], out[0]);
+    return p.on && p.padded ? size_t(shape_numel({(*in[0])[0], p.Hp, p.Wp, (*in[0])[3]})) * 4 : 0;
+  }
   void run(const RunArgs& a) const override {
     const Shape& xs = a.in[0].shape;
     const Shape& ys = a.out[0].shape;
@@ -88,6 +180,8 @@ class ConvNHWC : public Op {
     const int64_t M = N * OH * OW;
     if (M == 0) return;
     auto geo = win_.geometry(H, W);
+    const Implicit imp = implicit_plan(xs, ys);
+    if (imp.on) return run_implicit(a, imp);
     const float* x = a.in[0].as<const float>();
     const float* bias = a.in.size() > 2 && a.in[2].data ? a.in[2].as<const float>() : nullptr;
     float* y = a.out[0].as<float>();
@@ -111,28 +205,8 @@ class ConvNHWC : public Op {
       ga.ldc = Cout;
       ga.act = gemm_act;
       // im2col of output rows [m0, m1) into dst (row stride K_).
-      auto im2col = [&](int64_t m0, int64_t m1, float* dst) {
-        for (int64_t m = m0; m < m1; ++m) {
-          const int64_t ox = m % OW, t = m / OW, oy = t % OH, n = t / OH;
-          float* row = dst + (m - m0) * K_;
-          const int64_t ix0 = ox * win_.sw - geo.pl;
-          const bool row_inside = win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= W && cg_ == C;
-          for (int64_t ky = 0; ky < win_.kh; ++ky) {
-            const int64_t iy = oy * win_.sh - geo.pt + ky * win_.dh;
-            if (row_inside && iy >= 0 && iy < H) {
-              // the kw taps of this kernel row are adjacent pixels: one contiguous copy
-              std::memcpy(row, x + ((n * H + iy) * W + ix0) * C, size_t(win_.kw * cg_) * 4);
-              row += win_.kw * cg_;
-              continue;
-            }
-            for (int64_t kx = 0; kx < win_.kw; ++kx, row += cg_) {
-              const int64_t ix = ox * win_.sw - geo.pl + kx * win_.dw;
-              if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(row, 0, size_t(cg_) * 4);
-              else std::memcpy(row, x + ((n * H + iy) * W + ix) * C + g * cg_, size_t(cg_) * 4);
-            }
-          }
-        }
-      };
+      const Im2col geom{x, H, W, C, OH, OW, K_, cg_, g, win_.kh, win_.kw, win_.sh, win_.sw, win_.dh, win_.dw, geo.pt, geo.pl};
+      auto im2col = [&](int64_t m0, int64_t m1, float* dst) { im2col_rows(geom, m0, m1, dst); };
       auto epilogue = [&](int64_t m0, int64_t m1) {
         if (!post) return;
         for (int64_t m = m0; m < m1; ++m) {
@@ -185,9 +259,102 @@ class ConvNHWC : public Op {
       }
     }
   }
-  std::string kernel() const override { return std::string(kernels().f32_gemm_name) + "+im2col"; }
+  std::string kernel() const override {
+    // "+implicit" where the GEMM reads the input in place (padding-free 1x1 stride-1 convs
+    // are read in place either way), "+im2col" where patches are gathered first
+    const bool maybe_implicit = kernels().f32_gemm_implicit_a && G_ == 1 && (win_.dw == 1 || win_.kw == 1) &&
+                                win_.kw * cg_ >= kImplicitMinSegment &&
+                                !(win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1);
+    return std::string(kernels().f32_gemm_name) + (maybe_implicit ? "+implicit" : "+im2col");
+  }
 
  private:
+  // floats per kernel row of taps (kw * C); below, im2col measured as fast (ResNet-18: C = 64 ties, C >= 128 gains 4-6%)
+  static constexpr int64_t kImplicitMinSegment = 256;
+
+  void run_implicit(const RunArgs& a, const Implicit& imp) const {
+    const Shape& xs = a.in[0].shape;
+    const Shape& ys = a.out[0].shape;
+    const int64_t N = xs[0], H = xs[1], W = xs[2], C = xs[3];
+    const int64_t OH = ys[1], OW = ys[2], Cout = ys[3];
+    const int64_t Mimg = OH * OW;
+    const auto geo = win_.geometry(H, W);
+    const float* x = a.in[0].as<const float>();
+    float* y = a.out[0].as<float>();
+    const float* bias = a.in.size() > 2 && a.in[2].data ? a.in[2].as<const float>() : nullptr;
+    const float* res = residual_ ? a.in[3].as<const float>() : nullptr;
+    const int64_t Hp = imp.Hp, Wp = imp.Wp;
+    const float* img = x;
+    if (imp.padded) {
+      // zero-padded copy: padded row py is input row py - pt, padded column px is input column px - pl
+      float* xp = static_cast<float*>(a.scratch);
+      parallel_chunks(N * Hp, std::max<int64_t>(1, 16384 / std::max<int64_t>(Wp * C, 1)), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t n = r / Hp, iy = r % Hp - geo.pt;
+          float* dst = xp + r * Wp * C;
+          if (iy < 0 || iy >= H) {
+            std::memset(dst, 0, size_t(Wp * C) * 4);
+            continue;
+          }
+          const int64_t x0 = std::min(geo.pl, Wp);                     // padded columns left of the image
+          const int64_t nx = std::max<int64_t>(0, std::min(W, Wp - x0));  // image columns inside
+          std::memset(dst, 0, size_t(x0 * C) * 4);
+          std::memcpy(dst + x0 * C, x + ((n * H + iy) * W) * C, size_t(nx * C) * 4);
+          std::memset(dst + (x0 + nx) * C, 0, size_t((Wp - x0 - nx) * C) * 4);
+        }
+      });
+      img = xp;
+    }
+    const Activation gemm_act = act_.kind == ActKind::kRelu && !res ? Activation::kRelu : Activation::kNone;
+    const bool post = res || (act_.kind != ActKind::kNone && gemm_act == Activation::kNone);
+    const F32GemmFn fn = kernels().f32_gemm;
+    // A[(oy, ox), (ky, kx, ci)] = img[n][oy*sh + ky*dh][ox*sw + kx][ci]
+    auto args = [&](int64_t n) {
+      F32GemmArgs g;
+      g.M = Mimg;
+      g.N = Nper_;
+      g.K = K_;
+      g.A = img + n * Hp * Wp * C;
+      g.lda = win_.sw * C;
+      g.kseg = win_.kw * C;
+      g.seg_stride = win_.dh * Wp * C;
+      g.mrow = OW;
+      g.row_stride = win_.sh * Wp * C;
+      g.Bp = a.in[1].as<const float>();
+      g.bias = bias;
+      g.C = y + n * Mimg * Cout;
+      g.ldc = Cout;
+      g.act = gemm_act;
+      return g;
+    };
+    auto epilogue = [&](int64_t m0, int64_t m1) {  // rows of the whole batch
+      if (!post) return;
+      for (int64_t m = m0; m < m1; ++m) {
+        float* yr = y + m * Cout;
+        if (res) {
+          const float* rr = res + m * Cout;
+          for (int64_t j = 0; j < Cout; ++j) yr[j] += rr[j];
+        }
+        apply_activation(act_, yr, yr, Cout);
+      }
+    };
+    const int64_t per_img = (Mimg + kRowsPerTask - 1) / kRowsPerTask;
+    const int64_t tasks = N * per_img;
+    const int64_t threads = ThreadPool::global().num_threads();
+    if (tasks >= 2 * threads || threads == 1) {
+      parallel_chunks(tasks, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n = t / per_img, m0 = (t % per_img) * kRowsPerTask, m1 = std::min(Mimg, m0 + kRowsPerTask);
+          fn(args(n), m0, m1, 0, Nper_);
+          epilogue(n * Mimg + m0, n * Mimg + m1);
+        }
+      });
+    } else {
+      for (int64_t n = 0; n < N; ++n) run_f32_gemm_threaded(args(n));
+      if (post) parallel_chunks(N * Mimg, 64, [&](int64_t m0, int64_t m1) { epilogue(m0, m1); });
+    }
+  }
+
   Window2D win_;
   int64_t G_ = 1, K_ = 0, Nper_ = 0, cg_ = 0, panel_floats_ = 0;
   ActParams act_;
@@ -252,6 +419,8 @@ std::unique_ptr<Op> mk_dwconv(const NodeSpec& n, const std::vector<ValueSpec>& v
 }
 
 }  // namespace
+
+void set_conv_implicit_gemm(bool on) { g_conv_implicit.store(on); }
 
 void register_conv_ops() {
   register_op("Conv", &mk_conv);

@@ -27,6 +27,40 @@ DType dt0(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   return n.inputs.empty() || n.inputs[0] < 0 ? DType::kF32 : v[n.inputs[0]].dtype;
 }
 
+}  // namespace
+
+Shape reshape_target(const Shape& x, const std::vector<int64_t>& target_, bool allowzero_) {
+  const int64_t n = shape_numel(x);
+  Shape o(target_.size());
+  int64_t known = 1, infer_at = -1;
+  for (size_t i = 0; i < target_.size(); ++i) {
+    int64_t d = target_[i];
+    if (d == 0 && !allowzero_) {
+      if (i >= x.size()) throw ShapeError("Reshape target " + shape_str(target_) + " copies dim " + std::to_string(i) + " the input lacks");
+      d = x[i];
+    }
+    if (d == -1) {
+      if (infer_at >= 0) throw ShapeError("Reshape target " + shape_str(target_) + " has more than one -1");
+      infer_at = int64_t(i);
+      continue;
+    }
+    if (d < 0) throw ShapeError("Reshape target " + shape_str(target_) + " has a negative dim");
+    o[i] = d;
+    // check before multiplying: dims come from the file and may be up to 2^63
+    if (d != 0 && known > (int64_t(1) << 48) / d) throw ShapeError("Reshape target " + shape_str(target_) + " is too large");
+    known *= d;
+  }
+  if (infer_at >= 0) {
+    if (known == 0 || n % known) throw ShapeError("cannot reshape " + shape_str(x) + " to " + shape_str(target_));
+    o[infer_at] = n / known;
+  } else if (known != n) {
+    throw ShapeError("cannot reshape " + shape_str(x) + " (" + std::to_string(n) + " elements) to " + shape_str(target_));
+  }
+  return o;
+}
+
+namespace {
+
 // Target shape from the attribute (folded at convert time) or from the second
 // input, known while planning (computed from input shapes: Shape -> Gather ->
 // Concat chains, the usual exporter output for dynamic batch / sequence).
@@ -47,34 +81,7 @@ class Reshape : public AnyDType {
       const int64_t k = shape_numel(*in[1]);
       target_.assign(static_cast<const int64_t*>(vals[1]), static_cast<const int64_t*>(vals[1]) + k);
     }
-    const Shape& x = *in[0];
-    const int64_t n = shape_numel(x);
-    Shape o(target_.size());
-    int64_t known = 1, infer_at = -1;
-    for (size_t i = 0; i < target_.size(); ++i) {
-      int64_t d = target_[i];
-      if (d == 0 && !allowzero_) {
-        if (i >= x.size()) throw ShapeError("Reshape target " + shape_str(target_) + " copies dim " + std::to_string(i) + " the input lacks");
-        d = x[i];
-      }
-      if (d == -1) {
-        if (infer_at >= 0) throw ShapeError("Reshape target " + shape_str(target_) + " has more than one -1");
-        infer_at = int64_t(i);
-        continue;
-      }
-      if (d < 0) throw ShapeError("Reshape target " + shape_str(target_) + " has a negative dim");
-      o[i] = d;
-      // check before multiplying: dims come from the file and may be up to 2^63
-      if (d != 0 && known > (int64_t(1) << 48) / d) throw ShapeError("Reshape target " + shape_str(target_) + " is too large");
-      known *= d;
-    }
-    if (infer_at >= 0) {
-      if (known == 0 || n % known) throw ShapeError("cannot reshape " + shape_str(x) + " to " + shape_str(target_));
-      o[infer_at] = n / known;
-    } else if (known != n) {
-      throw ShapeError("cannot reshape " + shape_str(x) + " (" + std::to_string(n) + " elements) to " + shape_str(target_));
-    }
-    out[0] = o;
+    out[0] = reshape_target(*in[0], target_, allowzero_);
   }
   void run(const RunArgs& r) const override { copy_f32(r); }
 
@@ -146,6 +153,7 @@ class Transpose : public AnyDType {
     for (size_t i = 0; i < rank; ++i) st[i] = istride[p[i]];
     const T* x = r.in[0].as<const T>();
     T* y = r.out[0].as<T>();
+    if (batched_2d<T>(s, p, x, y)) return;
     const int64_t inner = rank ? os.back() : 1;
     const int64_t sin = rank ? st.back() : 1;
     const int64_t rows = inner ? n / inner : 0;
@@ -168,6 +176,58 @@ class Transpose : public AnyDType {
   }
 
  private:
+  // Merges input axes that stay adjacent and in order under the permutation (size-1
+  // axes dropped). When what is left swaps the last two merged axes -- [B, R, C] ->
+  // [B, C, R]: NCHW <-> NHWC, attention's K^T -- it runs as cache-blocked 2-D
+  // transposes instead of one strided gather per output row. Returns false otherwise.
+  template <class T>
+  static bool batched_2d(const Shape& s, const std::vector<int64_t>& p, const T* x, T* y) {
+    std::vector<int64_t> idx(s.size(), -1), rs, rp;  // size-1 axes dropped: reduced shape and perm
+    for (size_t d = 0; d < s.size(); ++d)
+      if (s[d] != 1) {
+        idx[d] = int64_t(rs.size());
+        rs.push_back(s[d]);
+      }
+    for (int64_t d : p)
+      if (idx[d] >= 0) rp.push_back(idx[d]);
+    // groups: runs of output axes whose input axes are consecutive (numbered in output order)
+    std::vector<int64_t> dims, first;  // per group: merged size, first input axis
+    for (size_t i = 0; i < rp.size(); ++i) {
+      if (i > 0 && rp[i] == rp[i - 1] + 1) {
+        dims.back() *= rs[rp[i]];
+      } else {
+        dims.push_back(rs[rp[i]]);
+        first.push_back(rp[i]);
+      }
+    }
+    const size_t g = dims.size();
+    if (g < 2) return false;
+    // input order of the groups must be 0, 1, ..., g-3, g-1, g-2: a batch of 2-D transposes
+    for (size_t i = 0; i + 1 < g; ++i) {
+      const int64_t a = first[i], b = first[i + 1];
+      if (i + 2 < g ? a > b : a < b) return false;
+    }
+    if (g > 2 && first[g - 3] > first[g - 1]) return false;
+    const int64_t C = dims[g - 2], R = dims[g - 1];  // output [B, C, R] from input [B, R, C]
+    int64_t B = 1;
+    for (size_t i = 0; i + 2 < g; ++i) B *= dims[i];
+    constexpr int64_t kb = 16;  // 16 x 16 blocks: both sides touch whole cache lines
+    const int64_t rb = (R + kb - 1) / kb;
+    parallel_chunks(B * rb, std::max<int64_t>(1, 4096 / std::max<int64_t>(C * kb, 1)), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t b = t / rb, r0 = (t % rb) * kb, r1 = std::min(R, r0 + kb);
+        const T* xb = x + b * R * C;
+        T* yb = y + b * R * C;
+        for (int64_t c0 = 0; c0 < C; c0 += kb) {
+          const int64_t c1 = std::min(C, c0 + kb);
+          for (int64_t c = c0; c < c1; ++c)
+            for (int64_t rr = r0; rr < r1; ++rr) yb[c * R + rr] = xb[rr * C + c];
+        }
+      }
+    });
+    return true;
+  }
+
   std::vector<int64_t> perm_;
 };
 

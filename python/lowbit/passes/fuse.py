@@ -210,3 +210,112 @@ def fuse_layernorm(graph: Graph) -> Graph:
                                         {"axis": -1, "epsilon": float(eps)}, mean.name + "/layernorm")
     graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove or i in replace]
     return graph
+
+
+def fuse_attention(graph: Graph) -> Graph:
+    """Rewrites multi-head attention as exporters write it into one ``Attention`` node:
+
+        Qt = Transpose(Reshape(q, sq), [0,2,1,3]); Kt = Transpose(Reshape(k, sk), [0,2,3,1])
+             (or [0,2,1,3] then [0,1,3,2]); Vt = Transpose(Reshape(v, sv), [0,2,1,3])
+        S = MatMul(Qt, Kt) [then Mul / Div by a scalar constant] [then Add(mask)]
+        y = Transpose(MatMul(Softmax(S, axis=-1), Vt), [0,2,1,3])
+
+    The node reads q, k, v in place (no transposed copies) and keeps the scores in a
+    per-thread buffer; it computes the same operations in the same order, so the
+    results are bit-identical. Intermediates read elsewhere block the rewrite."""
+    prod = graph.producers()
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    remove: set[int] = set()
+    replace: dict[int, Node] = {}
+
+    def sole(name: str) -> Node | None:
+        c = cons.get(name, [])
+        return c[0] if len(c) == 1 and name not in outputs else None
+
+    def made_by(name: str, op: str) -> Node | None:
+        """The producer of `name` if it is `op` and `name` has no other reader."""
+        n = prod.get(name)
+        return n if n is not None and n.op == op and sole(name) is not None else None
+
+    def split_heads(name: str, perm: list[int]) -> tuple[list[Node], str, str | None, list[int] | None] | None:
+        """name = Transpose(Reshape(x, target), perm): (nodes, x, target input, target attr)."""
+        tr = made_by(name, "Transpose")
+        if tr is None or tr.attrs.get("perm") != perm:
+            return None
+        rs = made_by(tr.inputs[0], "Reshape")
+        if rs is None or rs.attrs.get("allowzero", 0):
+            return None
+        target = rs.attrs.get("shape")
+        if target is None and (len(rs.inputs) < 2 or not rs.inputs[1]):
+            return None
+        const_target = graph.const(rs.inputs[1]) if target is None else None
+        if const_target is not None:  # a constant target becomes an attr
+            target = [int(d) for d in const_target.reshape(-1)]
+        return [tr, rs], rs.inputs[0], (rs.inputs[1] if target is None else None), target
+
+    for sm in graph.nodes:
+        if sm.op != "Softmax" or sm.attrs.get("legacy", 0) or sm.attrs.get("axis", -1) not in (-1, 3):
+            continue
+        chain: list[Node] = [sm]
+        mask = ""
+        s = sm.inputs[0]
+        add = made_by(s, "Add")
+        if add is not None:
+            scores = next((i for i in add.inputs if prod.get(i) is not None and prod[i].op in ("Mul", "Div", "MatMul")
+                           and sole(i) is add), None)
+            if scores is None:
+                continue
+            mask = _other(add, scores) or ""
+            if not mask or (graph.is_const(mask) and graph.tensors[mask].dtype != "float32"):
+                continue
+            chain.append(add)
+            s = scores
+        scale_op, scale = 0, 1.0
+        sc = prod.get(s)
+        if sc is not None and sc.op in ("Mul", "Div") and sole(s) is not None:
+            operand = sc.inputs[0]
+            c = _scalar(graph, sc.inputs[1])
+            if c is None and sc.op == "Mul":  # the constant may come first in a Mul
+                operand, c = sc.inputs[1], _scalar(graph, sc.inputs[0])
+            if c is None:
+                continue
+            scale_op, scale = (1 if sc.op == "Mul" else 2), c
+            chain.append(sc)
+            s = operand
+        qk = made_by(s, "MatMul")
+        if qk is None:
+            continue
+        chain.append(qk)
+        q = split_heads(qk.inputs[0], [0, 2, 1, 3])
+        k = split_heads(qk.inputs[1], [0, 2, 3, 1])
+        if k is None:  # K^T as two transposes: heads first, then the last two axes swapped
+            t2 = made_by(qk.inputs[1], "Transpose")
+            if t2 is not None and t2.attrs.get("perm") == [0, 1, 3, 2]:
+                k = split_heads(t2.inputs[0], [0, 2, 1, 3])
+                if k is not None:
+                    k = ([t2] + k[0], k[1], k[2], k[3])
+        pv = sole(sm.outputs[0])
+        if q is None or k is None or pv is None or pv.op != "MatMul" or pv.inputs[0] != sm.outputs[0]:
+            continue
+        v = split_heads(pv.inputs[1], [0, 2, 1, 3])
+        out = sole(pv.outputs[0])
+        if v is None or out is None or out.op != "Transpose" or out.attrs.get("perm") != [0, 2, 1, 3]:
+            continue
+        chain += q[0] + k[0] + v[0] + [pv, out]
+        ids = [index[id(n)] for n in chain]
+        if len(set(ids)) != len(ids) or any(i in remove for i in ids):
+            continue
+        attrs: dict = {"scale_op": scale_op, "scale": float(scale)}
+        inputs = [q[1], k[1], v[1], mask]
+        for key, part in (("q_shape", q), ("k_shape", k), ("v_shape", v)):
+            inputs.append(part[2] or "")
+            if part[3] is not None:
+                attrs[key] = [int(d) for d in part[3]]
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        remove.update(ids)
+        replace[index[id(out)]] = Node("Attention", inputs, list(out.outputs), attrs, qk.name + "/attention")
+    graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove or i in replace]
+    return graph

@@ -1,0 +1,228 @@
+// Attention: multi-head scaled dot-product attention as exporters write it,
+// fused (passes/fuse.py: fuse_attention) so that no transposed copy of Q, K, V
+// or of the output is ever made and the scores stay in a per-thread buffer:
+//
+//   Qt = transpose(reshape(q, q_shape), [0, 2, 1, 3])   [B, H, S, D]
+//   Kt = transpose(reshape(k, k_shape), [0, 2, 3, 1])   [B, H, D, T]
+//   Vt = transpose(reshape(v, v_shape), [0, 2, 1, 3])   [B, H, T, Dv]
+//   P  = softmax(Qt . Kt (* or / scale) (+ mask))        [B, H, S, T]   (mask broadcasts)
+//   y  = transpose(P . Vt, [0, 2, 1, 3])                 [B, S, H, Dv]
+//
+// Inputs: q, k, v, optional mask, then the three reshape targets (int64 inputs,
+// or attrs q_shape / k_shape / v_shape when constant). Attrs: scale_op (0 none,
+// 1 multiply, 2 divide), scale.
+//
+// Per (batch, head, block of query rows): K^T and V are packed into the GEMM's
+// panel layout (once per head and thread), S = Q K^T runs on the f32 GEMM reading
+// Q in place (row stride H*D), each row is scaled, masked and soft-maxed in place
+// (f32-vmath), and P V is written straight into y's [B, S, H, Dv] layout. Every
+// step is the same operation, in the same order, as the unfused graph's MatMul,
+// Mul, Add, Softmax and MatMul, so both give the same bits, for any thread count.
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <thread>
+
+#include "cpu/dispatch.h"
+#include "kernels/f32-gemm/f32_gemm.h"
+#include "runtime/ops/broadcast.h"
+#include "runtime/ops/common.h"
+
+namespace lowbit {
+namespace {
+
+constexpr int64_t kRowBlock = 128;  // query rows per work item: bounds the scores buffer to 128 x T
+
+struct Dims {
+  int64_t B, S, H, D, T, Dv;
+  Shape mask_bcast;  // [B, H, S, T]
+};
+
+class Attention : public Op {
+ public:
+  Attention(const NodeSpec& n, const std::vector<ValueSpec>&) : name_(n.name) {
+    scale_op_ = n.attrs.get_int("scale_op", 0);
+    if (scale_op_ < 0 || scale_op_ > 2) throw std::invalid_argument("Attention '" + n.name + "': scale_op must be 0, 1 or 2");
+    scale_ = float(n.attrs.get_float("scale", 1.0));
+    const char* keys[3] = {"q_shape", "k_shape", "v_shape"};
+    for (int i = 0; i < 3; ++i) {
+      const auto* s = n.attrs.get_ints(keys[i]);
+      const bool from_input = n.inputs.size() > size_t(4 + i) && n.inputs[4 + i] >= 0;
+      if (!s && !from_input)
+        throw std::invalid_argument("Attention '" + n.name + "': needs " + keys[i] + " (an attribute or input " +
+                                    std::to_string(4 + i) + ")");
+      if (s) target_[i] = *s;
+      has_attr_[i] = s != nullptr;
+    }
+  }
+  bool input_dtype_ok(size_t i, DType t) const override { return i < 4 ? t == DType::kF32 : t == DType::kI64; }
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    infer_values(in, std::vector<const void*>(in.size(), nullptr), out);
+  }
+  void infer_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals,
+                    std::vector<Shape>& out) const override {
+    const Dims d = dims(in, vals);
+    out[0] = {d.B, d.S, d.H, d.Dv};
+  }
+  void run(const RunArgs& a) const override {
+    std::vector<const Shape*> in;
+    std::vector<const void*> vals;
+    for (size_t i = 0; i < a.in.size(); ++i) {  // absent optional inputs (data == nullptr) stay null
+      in.push_back(i < 3 || a.in[i].data ? &a.in[i].shape : nullptr);
+      vals.push_back(a.in[i].data);
+    }
+    const Dims d = dims(in, vals);
+    if (d.B * d.H * d.S * d.Dv == 0) return;
+    const float* q = a.in[0].as<const float>();
+    const float* k = a.in[1].as<const float>();
+    const float* v = a.in[2].as<const float>();
+    const float* mask = a.in.size() > 3 && a.in[3].data ? a.in[3].as<const float>() : nullptr;
+    std::vector<int64_t> ms(4, 0);
+    if (mask) ms = broadcast_strides(a.in[3].shape, d.mask_bcast);
+    float* y = a.out[0].as<float>();
+    const int64_t nrb = (d.S + kRowBlock - 1) / kRowBlock, items = d.B * d.H * nrb;
+    const KernelTable& kt = kernels();
+    const Workspace w = workspace(d);
+    // one workspace slot per part (the arena scratch holds `slots` of them); parts take
+    // contiguous item ranges, so consecutive row blocks of a head reuse its packed K, V
+    const int64_t parts = std::min<int64_t>({ThreadPool::global().num_threads(), w.slots, items});
+    const std::vector<int64_t> bounds = split_range(items, parts, 1);
+    float* scratch = static_cast<float*>(a.scratch);
+    std::function<void(int64_t)> part = [&](int64_t pi) {
+      float* kp = scratch + pi * w.slot_floats;  // packed K^T, packed V, scores; 64-byte aligned
+      float* vp = kp + w.kp_floats;
+      float* sc = vp + w.vp_floats;
+      int64_t packed_bh = -1;
+      for (int64_t it = bounds[pi]; it < bounds[pi + 1]; ++it) {
+        const int64_t bh = it / nrb, b = bh / d.H, h = bh % d.H;
+        const int64_t r0 = (it % nrb) * kRowBlock, r1 = std::min(d.S, r0 + kRowBlock);
+        if (bh != packed_bh) {
+          pack_k(k + (b * d.T * d.H + h) * d.D, d, kp);
+          pack_v(v + (b * d.T * d.H + h) * d.Dv, d, vp);
+          packed_bh = bh;
+        }
+        const int64_t rows = r1 - r0;
+        // scores = Q K^T for query rows [r0, r1): Q read in place, row stride H*D
+        F32GemmArgs g{rows, d.T, d.D, q + ((b * d.S + r0) * d.H + h) * d.D, d.H * d.D, kp, nullptr, sc, d.T,
+                      Activation::kNone};
+        kt.f32_gemm(g, 0, rows, 0, d.T);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* row = sc + r * d.T;
+          if (scale_op_ == 1)
+            for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] * scale_;
+          else if (scale_op_ == 2)
+            for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] / scale_;
+          if (mask) {
+            const float* mr = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
+            if (ms[3]) for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] + mr[j];
+            else for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] + mr[0];
+          }
+          kt.vmath.softmax_row(row, row, d.T);
+        }
+        // y[b, r, h, :] = P V, written in place (row stride H*Dv)
+        F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, y + ((b * d.S + r0) * d.H + h) * d.Dv, d.H * d.Dv,
+                      Activation::kNone};
+        kt.f32_gemm(o, 0, rows, 0, d.Dv);
+      }
+    };
+    if (parts <= 1) part(0);
+    else ThreadPool::global().parallel_for(parts, part);
+  }
+  size_t scratch_bytes_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const override {
+    const Dims d = dims(in, vals);
+    const Workspace w = workspace(d);
+    if (double(w.slots) * double(w.slot_floats) * 4.0 > double(int64_t(1) << 56))
+      throw ShapeError("Attention '" + name_ + "': the scores of " + std::to_string(d.S) + " x " + std::to_string(d.T) +
+                       " positions need too large a workspace");
+    return size_t(w.slots) * size_t(w.slot_floats) * 4;
+  }
+  std::string kernel() const override {
+    return std::string(kernels().f32_gemm_name) + "+" + kernels().vmath.softmax_name;
+  }
+
+ private:
+  struct Workspace {
+    int64_t kp_floats, vp_floats, slot_floats, slots;
+  };
+  // Per-part workspace, in floats rounded to 64 bytes: K^T and V of one head packed, and
+  // the scores of one row block. Slots: one per hardware thread (at most one per item),
+  // a bound that does not change after planning.
+  static Workspace workspace(const Dims& d) {
+    auto r16 = [](int64_t n) { return (n + 15) / 16 * 16; };
+    Workspace w;
+    w.kp_floats = r16(f32_gemm_packed_floats(d.D, d.T));
+    w.vp_floats = r16(f32_gemm_packed_floats(d.T, d.Dv));
+    w.slot_floats = w.kp_floats + w.vp_floats + r16(std::min(d.S, kRowBlock) * d.T);
+    const int64_t items = d.B * d.H * ((d.S + kRowBlock - 1) / kRowBlock);
+    const int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+    w.slots = std::max<int64_t>(1, std::min(hw, items));
+    return w;
+  }
+
+  // K^T of one head in the "f32-n16" layout: panel p, row dd holds K[16p + j, dd], j < 16 (0 past T).
+  static void pack_k(const float* k0, const Dims& d, float* kp) {
+    const int64_t ld = d.H * d.D;
+    for (int64_t p = 0; p * 16 < d.T; ++p) {
+      float* dst = kp + p * d.D * 16;
+      const int64_t w = std::min<int64_t>(16, d.T - p * 16);
+      for (int64_t j = 0; j < 16; ++j) {
+        if (j >= w) {
+          for (int64_t dd = 0; dd < d.D; ++dd) dst[dd * 16 + j] = 0.f;
+          continue;
+        }
+        const float* kr = k0 + (p * 16 + j) * ld;
+        for (int64_t dd = 0; dd < d.D; ++dd) dst[dd * 16 + j] = kr[dd];
+      }
+    }
+  }
+  // V of one head [T, Dv] (row stride H*Dv) in the "f32-n16" layout.
+  static void pack_v(const float* v0, const Dims& d, float* vp) { f32_gemm_pack_b(d.T, d.Dv, v0, d.H * d.Dv, vp); }
+
+  Shape resolve(int i, const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
+    std::vector<int64_t> t = target_[i];
+    if (!has_attr_[i]) {
+      const size_t j = size_t(4 + i);
+      if (in.size() <= j || !in[j] || !vals[j])
+        throw ShapeError("Attention '" + name_ + "': the reshape target of input " + std::to_string(i) +
+                         " must be computable while planning");
+      const int64_t n = shape_numel(*in[j]);
+      t.assign(static_cast<const int64_t*>(vals[j]), static_cast<const int64_t*>(vals[j]) + n);
+    }
+    Shape s = reshape_target(*in[i], t, false);
+    if (s.size() != 4)
+      throw ShapeError("Attention '" + name_ + "': expected a 4-D [batch, sequence, heads, head size] view of input " +
+                       std::to_string(i) + ", got " + shape_str(s));
+    return s;
+  }
+  Dims dims(const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
+    need_inputs(in, 3, "Attention");
+    const Shape q = resolve(0, in, vals), k = resolve(1, in, vals), v = resolve(2, in, vals);
+    if (k[0] != q[0] || v[0] != q[0] || k[2] != q[2] || v[2] != q[2] || k[3] != q[3] || v[1] != k[1])
+      throw ShapeError("Attention '" + name_ + "': q, k, v views " + shape_str(q) + ", " + shape_str(k) + ", " +
+                       shape_str(v) + " do not agree (batch, heads, head size, key length)");
+    Dims d{q[0], q[1], q[2], q[3], k[1], v[3], {}};
+    d.mask_bcast = {d.B, d.H, d.S, d.T};
+    if (in.size() > 3 && in[3]) {
+      if (in[3]->size() > 4 || broadcast_shapes(*in[3], d.mask_bcast) != d.mask_bcast)
+        throw ShapeError("Attention '" + name_ + "': the mask " + shape_str(*in[3]) + " does not broadcast to the scores " +
+                         shape_str(d.mask_bcast));
+    }
+    return d;
+  }
+
+  std::string name_;
+  int64_t scale_op_ = 0;
+  float scale_ = 1.f;
+  std::vector<int64_t> target_[3];
+  bool has_attr_[3] = {false, false, false};
+};
+
+std::unique_ptr<Op> make_attention(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  return std::make_unique<Attention>(n, v);
+}
+
+}  // namespace
+
+void register_attention_ops() { register_op("Attention", &make_attention); }
+
+}  // namespace lowbit
