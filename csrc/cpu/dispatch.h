@@ -29,6 +29,9 @@ struct KernelTable {
   bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
   Q4GemmFn q4_gemm;
   const char* q4_gemm_name;
+  // activation quantizer with the per-row outlier split (quantized Dense with `outliers`)
+  Qs8QuantSplitFn qs8_quant_split;
+  const char* qs8_quant_split_name;
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

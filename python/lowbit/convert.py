@@ -66,8 +66,8 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
 
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
-            symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
-            recipe: Any = None) -> ConvertReport:
+            symmetric: bool = False, codebook: str = "nf4", outliers: int = 1, example_inputs: Any = None,
+            calib: Any = None, recipe: Any = None) -> ConvertReport:
     """Imports ``src`` (an ``.onnx`` path, an ``onnx.ModelProto``, or a live
     ``torch.nn.Module`` traced with ``example_inputs``), runs the
     graph passes (constant folding, GELU/bias/activation fusion, dead-code
@@ -82,7 +82,10 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     ``"kmeans"``: levels learned from the layer's weights) with a scale per
     group. Scales come from a per-channel/per-group clipping search that
     minimizes the squared weight error. Activations are quantized to int8 per
-    row at run time.
+    row at run time; the ``outliers`` largest-magnitude values of each row
+    (default 1, at most 8; 0 turns it off) are left out of the row's int8 range
+    and multiplied in float32 instead, so one outlier channel does not coarsen
+    the whole row's grid (see docs/kernels.md, "outlier split").
 
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
     ``UnsupportedOpError`` listing every operator it cannot import. ``calib``
@@ -93,7 +96,7 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     spec = None
     if quant is not None:
         from .passes.quantize import QuantSpec
-        spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook))
+        spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook), outliers)
     if recipe is not None or calib is not None:
         raise NotImplementedError("recipe= and calib= are not available in this version yet")
     graph, src_name = _import(src, example_inputs)

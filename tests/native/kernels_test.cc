@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -163,6 +164,40 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
   }
 }
 
+// The split quantizer (outliers left in float): every output equal to the reference's.
+static void test_quant_split(const KernelTable& t, const KernelTable& ref_t) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (int64_t K : {1, 7, 8, 9, 33, 100, 257}) {
+    const int64_t M = 6, Kp = (K + 31) / 32 * 32, NG = Kp / 32;
+    std::vector<float> x(M * K);
+    for (auto& v : x) v = nd(rng);
+    x[rng() % K] = 50.0f;                                 // row 0: an outlier
+    for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;      // row 1: zeros
+    for (int64_t k = 0; k < (K + 1) / 2; ++k) x[2 * K + k] = -3.0f;  // row 2: ties
+    x[3 * K + rng() % K] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t n : {0, 1, 2, 5}) {
+      for (int biased = 0; biased < 2; ++biased) {
+        std::vector<int8_t> q[2] = {std::vector<int8_t>(M * Kp), std::vector<int8_t>(M * Kp)};
+        std::vector<float> sc[2] = {std::vector<float>(M), std::vector<float>(M)};
+        std::vector<int32_t> gs[2] = {std::vector<int32_t>(M * NG), std::vector<int32_t>(M * NG)};
+        std::vector<int32_t> idx[2] = {std::vector<int32_t>(M * n + 1), std::vector<int32_t>(M * n + 1)};
+        std::vector<float> val[2] = {std::vector<float>(M * n + 1), std::vector<float>(M * n + 1)};
+        for (int w = 0; w < 2; ++w) {
+          Qs8QuantArgs qa{x.data(), K, K, Kp, q[w].data(), Kp, sc[w].data(), gs[w].data(), 32, NG, biased != 0};
+          (w ? t : ref_t).qs8_quant_split(qa, Qs8SplitOut{n, idx[w].data(), val[w].data()}, 0, M);
+        }
+        const std::string where = std::string(t.isa_name) + " qs8_quant_split K=" + std::to_string(K) +
+                                  " n=" + std::to_string(n) + (biased ? " biased" : "");
+        check(q[0] == q[1] && gs[0] == gs[1] && idx[0] == idx[1] &&
+                  std::memcmp(sc[0].data(), sc[1].data(), M * 4) == 0 &&
+                  std::memcmp(val[0].data(), val[1].data(), val[0].size() * 4) == 0,
+              where);
+      }
+    }
+  }
+}
+
 int main() {
   std::string feats;
   for (auto& f : cpu::feature_names()) feats += f + " ";
@@ -178,6 +213,7 @@ int main() {
     if (&t != &all_kernel_tables().back()) {  // the scalar table is the reference itself
       std::printf("  quantized: %s, %s, %s\n", t.qs8_quant_name, t.qs8_gemm_name, t.q4_gemm_name);
       test_quantized(t, all_kernel_tables().back());
+      test_quant_split(t, all_kernel_tables().back());
     }
     ++tested;
   }

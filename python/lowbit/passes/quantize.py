@@ -31,6 +31,8 @@ NF4_LEVELS = np.array([
 CLIP_GRID = np.linspace(1.0, 0.55, 19)
 
 QUANT_MODES = ("int8", "int4", "nf4")
+#: Most activations per row an int8 layer may keep in float (the kernel's limit).
+MAX_OUTLIERS = 8
 GROUP_SIZES = (32, 64, 128)
 
 
@@ -39,14 +41,19 @@ class QuantSpec:
     """What to do to each Dense weight: ``mode`` in int8 | int4 | nf4,
     ``group`` (4-bit only), ``symmetric`` (int4 only), ``codebook`` (nf4:
     "nf4" for the fixed NormalFloat table, "kmeans" for one learned from the
-    layer's normalized weights)."""
+    layer's normalized weights); and to its input at run time: ``outliers``,
+    how many of the largest-magnitude activations of each row stay float32
+    (the rest is quantized to int8 with the row's remaining range)."""
 
     mode: str
     group: int = 32
     symmetric: bool = False
     codebook: str = "nf4"
+    outliers: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.outliers, int) or not 0 <= self.outliers <= MAX_OUTLIERS:
+            raise ValueError(f"outliers={self.outliers!r}: expected an integer in [0, {MAX_OUTLIERS}]")
         if self.mode not in QUANT_MODES:
             raise ValueError(f"quant={self.mode!r}: expected one of {', '.join(QUANT_MODES)}")
         if self.mode != "int8" and self.group not in GROUP_SIZES:
@@ -267,6 +274,8 @@ def quantize_dense_weights(spec: QuantSpec) -> Callable[[Graph], Graph]:
             arr = w.array().astype(np.float32, copy=False)
             packed, meta = pack_weight(arr, spec)
             graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), spec.encoding, meta)
+            if spec.outliers:
+                node.attrs["outliers"] = spec.outliers
         return graph
 
     return quantize_dense_weights
