@@ -9,7 +9,7 @@ from typing import Any
 
 from .format import save
 from .ir import Graph
-from .passes import DEFAULT_PIPELINE, pack_dense_weights, run_passes
+from .passes import DEFAULT_PIPELINE, eliminate_dead_code, pack_dense_weights, run_passes
 
 
 @dataclass
@@ -65,6 +65,12 @@ def _import(src: Any, example_inputs: Any) -> tuple[Graph, str]:
     raise TypeError(f"convert() takes an .onnx path, an onnx.ModelProto or a torch.nn.Module, got {type(src).__name__}")
 
 
+def _pre_quantized(graph: Graph) -> bool:
+    from .passes.qmatmul import QUANT_OPS
+    return any(n.op in QUANT_OPS for n in graph.nodes) or any(
+        n.op == "Dense" and graph.tensors[n.inputs[1]].encoding != "raw" for n in graph.nodes)
+
+
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             symmetric: bool = False, codebook: str = "nf4", outliers: int = 1, example_inputs: Any = None,
             calib: Any = None, recipe: Any = None) -> ConvertReport:
@@ -93,6 +99,8 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     ``NotImplementedError`` in this version.
     """
     t0 = time.perf_counter()
+    if isinstance(outliers, bool) or not isinstance(outliers, int) or not 0 <= outliers <= 8:
+        raise ValueError(f"outliers={outliers!r}: expected an integer in [0, 8]")
     spec = None
     if quant is not None:
         from .passes.quantize import QuantSpec
@@ -102,12 +110,17 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     graph, src_name = _import(src, example_inputs)
     src_bytes = int(graph.metadata.get("source_weight_bytes", 0))
     passes = list(DEFAULT_PIPELINE)
+    if _pre_quantized(graph):  # onnxruntime-quantized models: integer weights carried over (passes/qmatmul.py)
+        from .passes.qmatmul import absorb_output_grids, lower_quantized_matmuls
+        passes.insert(0, lower_quantized_matmuls(spec.outliers if spec is not None else int(outliers)))
+        passes.insert(passes.index(eliminate_dead_code), absorb_output_grids)
     if spec is not None:
         from .passes.quantize import quantize_dense_weights
         passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))
     graph, done = run_passes(graph, passes)
+    notes = list(graph.metadata.pop("convert_notes", []))
     size = save(graph, dst, producer={"source": os.path.basename(src_name)})
     from .runtime import load
     model = load(dst, verify=False)
     return ConvertReport(src_name, os.fspath(dst), done, model.layers(), size, src_bytes,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, notes)
