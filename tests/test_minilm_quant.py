@@ -104,6 +104,7 @@ def test_int8_mean_cosine(minilm):
     plain, _ = _lowbit(minilm, "int8_plain", quant="int8", outliers=0)
     dense = [l for l in rep.layers if l["op"] == "Dense"]
     assert len(dense) == 36 and all(l["encoding"] == "qs8-n16k4" for l in dense)
+    assert rep.file_bytes < 25e6  # int8 layers and int8 embedding rows (fp32: 91 MB)
     print(f"\nMiniLM lowbit int8: mean cosine {cos:.5f} (outlier split, 1 per row; without it {plain:.5f}); "
           f"target >= {INT8_TARGET}")
     assert cos >= INT8_TARGET

@@ -320,6 +320,20 @@ py::tuple py_qs8_quant(const std::string& isa, py::array_t<float, py::array::c_s
   return py::make_tuple(q, sc, gs);
 }
 
+// y[n0:n1] += v * W[k, n0:n1] through one table's qw_axpy (y: float32 [n1 - n0], updated in place).
+void py_qw_axpy(const std::string& isa, U8Array W, const std::string& encoding, int64_t K, int64_t N, int64_t k, float v,
+                int64_t n0, int64_t n1, py::array_t<float, py::array::c_style> y) {
+  const KernelTable& t = kernels_for(isa);
+  QWeights w;
+  if (!parse_qweight_encoding(encoding, w)) throw std::invalid_argument("unknown encoding " + encoding);
+  w.K = K;
+  w.N = N;
+  if (K <= 0 || N <= 0 || K > kQs8MaxK || W.size() != w.packed_bytes()) throw std::invalid_argument("bad weight");
+  if (k < 0 || k >= K || n0 < 0 || n0 % 16 || n1 <= n0 || n1 > N || y.size() != n1 - n0)
+    throw std::invalid_argument("bad k, n0, n1 or y");
+  t.qw_axpy(QwView{w.is_q4, w.lay, K, N, W.data()}, k, v, n0, n1, y.mutable_data());
+}
+
 // The split quantizer: (codes, scales, group sums, outlier indices, outlier values).
 py::tuple py_qs8_quant_split(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X,
                              int64_t Kp, int64_t group, bool bias128, int64_t outliers) {
@@ -362,6 +376,7 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-gemm"] = t.qs8_gemm_name;
     d["q4-gemm"] = t.q4_gemm_name;
     d["qs8-quant-split"] = t.qs8_quant_split_name;
+    d["qw-axpy"] = t.qw_axpy_name;
     d["crc32c"] = t.crc32c_name;
     return d;
   }, py::arg("isa") = "");
@@ -383,6 +398,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("x_grid") = py::none(), py::arg("y_grid") = py::none());
   m.def("qs8_quant", &py_qs8_quant);
   m.def("qs8_quant_split", &py_qs8_quant_split);
+  m.def("qw_axpy", &py_qw_axpy);
   m.def("memread_sum", [](const py::buffer& b) {
     py::buffer_info info = b.request();
     const void* p = info.ptr;

@@ -16,13 +16,15 @@ std::vector<KernelTable> build_tables() {
                &avx512::qs8_gemm_8x32c4__avx512vnni, "qs8_gemm_8x32c4__avx512vnni", true,
                &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni",
                // the split quantizer is a few passes over a row in L1: the AVX2 one serves here too
-               &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2"});
+               &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2",
+               &avx2::qw_axpy__avx2, "qw_axpy__avx2"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
                &avx2::qs8_quant__avx2, "qs8_quant__avx2",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
                &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
-               &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2"});
+               &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2",
+               &avx2::qw_axpy__avx2, "qw_axpy__avx2"});
 #endif
 #if defined(LOWBIT_ARM64)
   // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.
@@ -31,14 +33,16 @@ std::vector<KernelTable> build_tables() {
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
                &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot",
-               &ref::qs8_quant_split__scalar, "qs8_quant_split__scalar"});
+               &ref::qs8_quant_split__scalar, "qs8_quant_split__scalar",
+               &ref::qw_axpy__scalar, "qw_axpy__scalar"});
 #endif
   t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
                &ref::crc32c__scalar, "crc32c__scalar",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
                &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar",
-               &ref::qs8_quant_split__scalar, "qs8_quant_split__scalar"});
+               &ref::qs8_quant_split__scalar, "qs8_quant_split__scalar",
+               &ref::qw_axpy__scalar, "qw_axpy__scalar"});
   return t;
 }
 

@@ -10,6 +10,7 @@
 #include "kernels/q4-gemm/q4_gemm.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
+#include "kernels/qw-axpy/qw_axpy.h"
 
 namespace lowbit {
 
@@ -32,6 +33,8 @@ struct KernelTable {
   // activation quantizer with the per-row outlier split (quantized Dense with `outliers`)
   Qs8QuantSplitFn qs8_quant_split;
   const char* qs8_quant_split_name;
+  QwAxpyFn qw_axpy;  // ... and the float part it leaves: y += v * W[k, :]
+  const char* qw_axpy_name;
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

@@ -115,8 +115,9 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
         passes.insert(0, lower_quantized_matmuls(spec.outliers if spec is not None else int(outliers)))
         passes.insert(passes.index(eliminate_dead_code), absorb_output_grids)
     if spec is not None:
-        from .passes.quantize import quantize_dense_weights
+        from .passes.quantize import quantize_dense_weights, quantize_gather_tables
         passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))
+        passes.insert(passes.index(pack_dense_weights), quantize_gather_tables)
     graph, done = run_passes(graph, passes)
     notes = list(graph.metadata.pop("convert_notes", []))
     size = save(graph, dst, producer={"source": os.path.basename(src_name)})

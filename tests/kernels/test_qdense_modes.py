@@ -107,18 +107,28 @@ def dequant_q4(codes, scales, zeros, table, kind, group):
     return (v * s).astype(np.float32)
 
 
+def fma32(a, b, c):
+    """float32 fma, through float64 (exact product; the sum rounds twice only in rare cases)."""
+    return (np.float64(a) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(np.float32)
+
+
 def split_dense_np(isa, x, W, enc, K, N, b, act, n, Wdeq):
     """The definition of Dense with the outlier split: the integer GEMM on the row without
-    its outliers (bias in), + val * W[idx, :] in float32, j in order, then ReLU / GELU."""
+    its outliers (bias in), then y = fma(val, W[idx, :], y) for j in order, then ReLU."""
     _, _, _, idx, val = _core.qs8_quant_split("scalar", x, (K + 127) // 128 * 128, 32, False, n)
     y = _core.qdense(isa, without(x, idx), W, enc, K, N, b, 0)
     for m in range(x.shape[0]):
         for j in range(n):
             if idx[m, j] >= 0:
-                y[m] = (y[m] + (val[m, j] * Wdeq[idx[m, j]]).astype(np.float32)).astype(np.float32)
+                y[m] = fma32(val[m, j], Wdeq[idx[m, j]], y[m])
     if act == 1:
         y = np.where(np.float32(0) > y, np.float32(0), y)
     return y
+
+
+def split_dense_check(got, want, what):
+    """The reference against the float64-emulated fma chain (a rare double-rounding ulp)."""
+    np.testing.assert_allclose(got, want, rtol=3e-7, atol=1e-30, err_msg=what)
 
 
 def qs8_weights(seed, K, N):
@@ -137,10 +147,11 @@ def test_qs8_split_dense_matches_definition_on_every_isa(K, N, n):
         x = split_rows(M * K + n, M, K)
         x[~np.isfinite(x)] = 5.0  # inf/NaN rows make NaN outputs: compared elsewhere
         for act in (0, 1):
-            want = split_dense_np("scalar", x, W, "qs8-n16k4", K, N, b, act, n, Wdeq)
-            for isa in ISAS:
+            ref = _core.qdense("scalar", x, W, "qs8-n16k4", K, N, b, act, outliers=n)
+            split_dense_check(ref, split_dense_np("scalar", x, W, "qs8-n16k4", K, N, b, act, n, Wdeq), f"M={M}")
+            for isa in SIMD:
                 got = _core.qdense(isa, x, W, "qs8-n16k4", K, N, b, act, outliers=n)
-                np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} act={act}")
+                np.testing.assert_array_equal(got, ref, err_msg=f"{isa} M={M} act={act}")
 
 
 @pytest.mark.parametrize("kind", ["sym", "asym", "table"])
@@ -153,26 +164,54 @@ def test_q4_split_dense_matches_definition_on_every_isa(kind, group):
             enc = ENC[kind].format(group)
             Wdeq = dequant_q4(codes, sc, z, t, kind, group)
             for act in (0, 1):
-                want = split_dense_np("scalar", x, W, enc, K, N, b, act, 2, Wdeq)
-                for isa in ISAS:
+                ref = _core.qdense("scalar", x, W, enc, K, N, b, act, outliers=2)
+                split_dense_check(ref, split_dense_np("scalar", x, W, enc, K, N, b, act, 2, Wdeq), f"{enc} M={M}")
+                for isa in SIMD:
                     got = _core.qdense(isa, x, W, enc, K, N, b, act, outliers=2)
-                    np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} M={M} K={K} act={act}")
+                    np.testing.assert_array_equal(got, ref, err_msg=f"{isa} {enc} M={M} K={K} act={act}")
 
 
 def test_split_gelu_within_ulps_and_many_distinct_outliers():
-    """GELU after the float part (vector erf: a few ulp between ISAs); rows whose outliers
-    fall in more than 16 distinct columns take the uncached path, with the same bits."""
+    """GELU after the float part (vector erf: a few ulp between ISAs); every row's outlier
+    in another column."""
     K, N = 300, 90
     Wq, sc, W, Wdeq = qs8_weights(5, K, N)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((40, K)).astype(np.float32)
     x[np.arange(40), rng.permutation(K)[:40]] = 30.0  # 40 distinct outlier columns
-    want = split_dense_np("scalar", x, W, "qs8-n16k4", K, N, None, 0, 1, Wdeq)
+    want = _core.qdense("scalar", x, W, "qs8-n16k4", K, N, None, 0, outliers=1)
+    split_dense_check(want, split_dense_np("scalar", x, W, "qs8-n16k4", K, N, None, 0, 1, Wdeq), "")
     for isa in ISAS:
         np.testing.assert_array_equal(_core.qdense(isa, x, W, "qs8-n16k4", K, N, None, 0, outliers=1), want)
         got = _core.qdense(isa, x, W, "qs8-n16k4", K, N, None, 2, outliers=1)
         ref = (0.5 * want * (1 + np.vectorize(__import__("math").erf)(want / np.sqrt(2)))).astype(np.float32)
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("enc", ["qs8-n16k4", "q4-g32-sym-n16k8", "q4-g64-asym-n16k8", "q4t-g128-n16k8"])
+def test_qw_axpy_matches_definition_and_isas(enc):
+    """The float part alone: y[n0:n1] = fma(v, W[k, n0:n1], y) for every k in a panel's
+    4-/8-row groups, column ranges starting on any panel and ending anywhere."""
+    K, N = 200, 70
+    if enc.startswith("qs8"):
+        Wq, sc, W, Wdeq = qs8_weights(7, K, N)
+    else:
+        kind = "table" if enc.startswith("q4t") else enc.split("-")[2]
+        group = int(enc.split("-")[1][1:])
+        x, codes, scq, z, t, b, W = q4_problem(3, 1, K, N, kind, group)
+        Wdeq = dequant_q4(codes, scq, z, t, kind, group)
+    rng = np.random.default_rng(1)
+    for k in list(range(16)) + [63, 64, 127, 128, 199]:
+        for n0, n1 in ((0, N), (16, 17), (32, 64), (48, 70), (0, 5)):
+            y0 = rng.standard_normal(n1 - n0).astype(np.float32)
+            v = np.float32(rng.standard_normal() * 10)
+            ref = y0.copy()
+            _core.qw_axpy("scalar", W, enc, K, N, k, float(v), n0, n1, ref)
+            np.testing.assert_allclose(ref, fma32(v, Wdeq[k, n0:n1], y0), rtol=3e-7, atol=1e-30)
+            for isa in SIMD:
+                got = y0.copy()
+                _core.qw_axpy(isa, W, enc, K, N, k, float(v), n0, n1, got)
+                np.testing.assert_array_equal(got, ref, err_msg=f"{isa} k={k} n={n0}:{n1}")
 
 
 def test_split_is_bit_identical_across_threads(threads):

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstring>
 
-#include "kernels/common/f16.h"
 #include "kernels/f32-vmath/f32_vmath.h"
 #include "runtime/ops/common.h"
 
@@ -35,51 +34,15 @@ bool parse_qweight_encoding(const std::string& enc, QWeights& w) {
   return false;
 }
 
-void qweight_row(const QWeights& w, int64_t k, int64_t n0, int64_t n1, float* out) {
-  const int64_t P = (w.N + 15) / 16;
-  if (!w.is_q4) {
-    const int64_t Kp = qs8_kp(w.K);
-    const int8_t* codes = reinterpret_cast<const int8_t*>(w.W);
-    const float* ws = reinterpret_cast<const float*>(w.W + P * Kp * 16);
-    for (int64_t n = n0; n < n1; ++n)
-      out[n - n0] = float(codes[((n >> 4) * (Kp / 4) + k / 4) * 64 + (n & 15) * 4 + (k & 3)]) * ws[n];
-    return;
-  }
-  const Q4Parts parts = q4_parts(w.K, w.N, w.lay);
-  const int64_t G = w.lay.group, Kg = q4_kg(w.K, G), NG = Kg / G, g = k / G;
-  const uint8_t* codes = w.W + parts.codes;
-  const uint16_t* sc = reinterpret_cast<const uint16_t*>(w.W + parts.scales);
-  const uint8_t* zp = w.W + parts.zeros;
-  const int8_t* table = reinterpret_cast<const int8_t*>(w.W + parts.table);
-  for (int64_t n = n0; n < n1; ++n) {
-    const int64_t p = n >> 4, j = n & 15;
-    const uint8_t b = codes[(p * (Kg / 8) + k / 8) * 64 + j * 4 + (k & 3)];
-    const int u = (k & 7) < 4 ? (b & 15) : (b >> 4);
-    const float s = f16_to_f32(sc[(p * NG + g) * 16 + j]);
-    int v;
-    if (w.lay.kind == Q4Kind::kTable) v = table[u];
-    else v = u - (w.lay.asym ? int(zp[(p * NG + g) * 16 + j]) : 8);
-    out[n - n0] = float(v) * s;
-  }
-}
-
 std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp) {
+  if (w.is_q4) throw std::invalid_argument("static activation scales need int8 weights");
   std::vector<float> b(size_t(w.N), 0.0f);
-  std::vector<float> row(size_t(w.N));
-  std::vector<double> colsum(size_t(w.N), 0.0);
-  if (!w.is_q4) {  // the packed column sums are exact: sum_k W[k, n] = w_scale[n] * colsum[n]
-    const int64_t P = (w.N + 15) / 16, Kp = qs8_kp(w.K);
-    const float* ws = reinterpret_cast<const float*>(w.W + P * Kp * 16);
-    const int32_t* cs = reinterpret_cast<const int32_t*>(w.W + P * Kp * 16 + P * 16 * 4);
-    for (int64_t n = 0; n < w.N; ++n) colsum[n] = double(ws[n]) * double(cs[n]);
-  } else {
-    for (int64_t k = 0; k < w.K; ++k) {
-      qweight_row(w, k, 0, w.N, row.data());
-      for (int64_t n = 0; n < w.N; ++n) colsum[n] += row[n];
-    }
-  }
+  // the packed column sums are exact: sum_k W[k, n] = w_scale[n] * colsum[n]
+  const int64_t P = (w.N + 15) / 16, Kp = qs8_kp(w.K);
+  const float* ws = reinterpret_cast<const float*>(w.W + P * Kp * 16);
+  const int32_t* cs = reinterpret_cast<const int32_t*>(w.W + P * Kp * 16 + P * 16 * 4);
   for (int64_t n = 0; n < w.N; ++n)
-    b[n] = float(double(bias ? bias[n] : 0.0f) - double(x_scale) * double(x_zp) * colsum[n]);
+    b[n] = float(double(bias ? bias[n] : 0.0f) - double(x_scale) * double(x_zp) * double(ws[n]) * double(cs[n]));
   return b;
 }
 
@@ -129,46 +92,12 @@ void quant_static_rows(const Qs8QuantArgs& a, float s, int32_t zp, int64_t r0, i
 }
 
 // y[m, n0:n1] += val[m, j] * W[idx[m, j], n0:n1] for j in order (the outlier split's float part).
-void add_outliers(const QWeights& w, const int32_t* idx, const float* val, int64_t no, int64_t m0, int64_t m1,
-                  int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  constexpr int64_t kTile = 256, kRows = 16;
-  float buf[kRows * kTile];
-  for (int64_t c0 = n0; c0 < n1; c0 += kTile) {
-    const int64_t c1 = c0 + kTile < n1 ? c0 + kTile : n1, nc = c1 - c0;
-    // weight rows of the distinct outlier columns, dequantized once (a few per layer in practice)
-    int32_t uniq[kRows];
-    int64_t nu = 0;
-    bool fits = true;
-    for (int64_t i = (m0) * no; fits && i < m1 * no; ++i) {
-      if (idx[i] < 0) continue;
-      int64_t u = 0;
-      while (u < nu && uniq[u] != idx[i]) ++u;
-      if (u == nu) {
-        if (nu == kRows) fits = false;
-        else uniq[nu++] = idx[i];
-      }
-    }
-    if (fits)
-      for (int64_t u = 0; u < nu; ++u) qweight_row(w, uniq[u], c0, c1, buf + u * kTile);
-    float one[kTile];
-    for (int64_t m = m0; m < m1; ++m) {
-      float* yr = y + m * ldy + c0;
-      for (int64_t j = 0; j < no; ++j) {
-        const int32_t k = idx[m * no + j];
-        if (k < 0) continue;
-        const float v = val[m * no + j];
-        const float* wr = one;
-        if (fits) {
-          int64_t u = 0;
-          while (uniq[u] != k) ++u;
-          wr = buf + u * kTile;
-        } else {
-          qweight_row(w, k, c0, c1, one);
-        }
-        for (int64_t n = 0; n < nc; ++n) yr[n] += v * wr[n];
-      }
-    }
-  }
+void add_outliers(const KernelTable& t, const QWeights& w, const int32_t* idx, const float* val, int64_t no,
+                  int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  const QwView view{w.is_q4, w.lay, w.K, w.N, w.W};
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t j = 0; j < no; ++j)
+      if (idx[m * no + j] >= 0) t.qw_axpy(view, idx[m * no + j], val[m * no + j], n0, n1, y + m * ldy + n0);
 }
 
 void requant_rows(float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float s, int32_t zp) {
@@ -231,7 +160,7 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     if (w.is_q4) t.q4_gemm(g4, m0, m1, n0, n1);
     else t.qs8_gemm(g8, m0, m1, n0, n1);
     if (no > 0) {
-      add_outliers(w, so.idx, so.val, no, m0, m1, n0, n1, y, w.N);
+      add_outliers(t, w, so.idx, so.val, no, m0, m1, n0, n1, y, w.N);
       if (act == Activation::kRelu)
         for (int64_t m = m0; m < m1; ++m)
           for (int64_t n = n0; n < n1; ++n) y[m * w.N + n] = (0.0f > y[m * w.N + n]) ? 0.0f : y[m * w.N + n];

@@ -39,10 +39,8 @@ struct QDenseOpts {
 
 // True and fills `w` (layout only) when `enc` names a quantized weight encoding.
 bool parse_qweight_encoding(const std::string& enc, QWeights& w);
-// W[k, n] as the kernels compute with it (codes times scales), for columns [n0, n1).
-void qweight_row(const QWeights& w, int64_t k, int64_t n0, int64_t n1, float* out);
-// bias[n] - x_scale * x_zp * sum_k W[k, n] (qs8: from the packed column sums): the static
-// zero point moved out of the integer sums. `bias` may be null (zero).
+// bias[n] - x_scale * x_zp * sum_k W[k, n] (from the packed column sums; qs8 only): the
+// static zero point moved out of the integer sums. `bias` may be null (zero).
 std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp);
 // Bytes of scratch run_qdense needs for M rows.
 size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o);
