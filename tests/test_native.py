@@ -17,13 +17,15 @@ TEST = os.path.join(os.path.dirname(__file__), "native", "kernels_test.cc")
 
 COMMON = ["cpu/cpu.cc", "cpu/dispatch.cc", "kernels/crc32c/ref.cc", "kernels/f32-gemm/pack.cc",
           "kernels/f32-gemm/ref.cc", "kernels/qs8-quant/ref.cc", "kernels/qs8-gemm/pack.cc", "kernels/qs8-gemm/ref.cc",
-          "kernels/q4-gemm/pack.cc", "kernels/q4-gemm/ref.cc", "kernels/qw-axpy/ref.cc"]
+          "kernels/q4-gemm/pack.cc", "kernels/q4-gemm/ref.cc"]
+COMMON += ["kernels/qw-axpy/ref.cc"]
 AVX2 = ["-mavx2", "-mfma", "-mf16c"]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
 X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": AVX2, "kernels/qs8-gemm/avx2.cc": AVX2,
-       "kernels/q4-gemm/avx2.cc": AVX2, "kernels/qs8-quant/avx2.cc": AVX2, "kernels/qw-axpy/avx2.cc": AVX2, "kernels/f32-gemm/avx512.cc": AVX512, "kernels/f32-vmath/avx512.cc": AVX512,
+       "kernels/q4-gemm/avx2.cc": AVX2, "kernels/f32-gemm/avx512.cc": AVX512, "kernels/f32-vmath/avx512.cc": AVX512,
        "kernels/f32-dwconv/avx512.cc": AVX512, "kernels/qs8-quant/avx512.cc": AVX512,
        "kernels/qs8-gemm/avx512vnni.cc": AVX512, "kernels/q4-gemm/avx512vnni.cc": AVX512}
+X86.update({"kernels/qs8-quant/split-avx2.cc": AVX2, "kernels/qw-axpy/avx2.cc": AVX2})  # the outlier split
 DOT = ["-march=armv8.2-a+dotprod+fp16"]
 ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"], "kernels/qs8-gemm/neondot.cc": DOT,
        "kernels/q4-gemm/neondot.cc": DOT}

@@ -20,7 +20,7 @@ std::vector<KernelTable> build_tables() {
                &avx2::qw_axpy__avx2, "qw_axpy__avx2"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
-               &avx2::qs8_quant__avx2, "qs8_quant__avx2",
+               &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
                &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
                &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2",

@@ -42,14 +42,15 @@ struct Qs8SplitOut {
 };
 constexpr int64_t kQs8MaxOutliers = 8;
 using Qs8QuantSplitFn = void (*)(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1);
-
 namespace ref {
-void qs8_quant__scalar(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
 void qs8_quant_split__scalar(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1);
 }
 namespace avx2 {
-void qs8_quant__avx2(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
 void qs8_quant_split__avx2(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1);
+}
+
+namespace ref {
+void qs8_quant__scalar(const Qs8QuantArgs& a, int64_t r0, int64_t r1);
 }
 namespace avx512 {
 void qs8_quant__avx512(const Qs8QuantArgs& a, int64_t r0, int64_t r1);

@@ -1,5 +1,5 @@
-// AVX2 activation quantizer, plain and with the outlier split (definitions in qs8_quant.h;
-// same bits as the reference). Compile with: -mavx2 -mfma -mf16c
+// AVX2 activation quantizer with the outlier split (definition in qs8_quant.h; same bits as
+// the reference). Compile with: -mavx2 -mfma -mf16c
 #include <immintrin.h>
 
 #include <cmath>
@@ -112,10 +112,6 @@ void QuantRow(const Qs8QuantArgs& a, int64_t r, float amax, const int32_t* skip,
 }
 
 }  // namespace
-
-void qs8_quant__avx2(const Qs8QuantArgs& a, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) QuantRow(a, r, MaxRest(a.x + r * a.ldx, a.K, nullptr, 0), nullptr, 0);
-}
 
 void qs8_quant_split__avx2(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
