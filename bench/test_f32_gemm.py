@@ -8,7 +8,6 @@ DRAM, for both peers).
 """
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper

@@ -21,7 +21,7 @@ import pytest
 
 import lowbit
 
-from conftest import record, recorded
+from conftest import record
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -82,6 +82,7 @@ def _get(models, name, tmp_path_factory):
         d = tmp_path_factory.mktemp(name)
         (d / "m.onnx").write_bytes(blob)
         lowbit.convert(str(d / "m.onnx"), str(d / "m.qbin"))
+        record("models_fp32", f"size/{name}", {"onnx_bytes": len(blob), "qbin_bytes": os.path.getsize(d / "m.qbin")})
         models[name] = (model, blob, feeds, targs, lowbit.load(str(d / "m.qbin")))
     return models[name]
 
@@ -108,7 +109,9 @@ def test_model_fp32(benchmark, models, tmp_path_factory, name, peer, threads):
             with torch.inference_mode():
                 return model(*targs).numpy()
     y = fn()
-    assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
+    rel_err = float(np.abs(y - ref).max() / np.abs(ref).max())
+    record("models_fp32", f"error/{peer}/{name}/{threads}t", rel_err)  # max |y - y_ORT| / max |y_ORT|
+    assert rel_err <= 1e-4
     rounds, iters = ROUNDS[name]
     benchmark.group = f"{name} fp32 {threads}t"
     benchmark.extra_info.update(peer=peer, threads=threads)
@@ -142,7 +145,7 @@ def test_model_fp32_gate(models, tmp_path_factory, name):
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         lowbit.set_num_threads(t)
-        a, b = _interleaved([lambda: qm.run(feeds), lambda: sess.run(None, feeds)], ROUNDS[name][0] * 2)
+        a, b = _interleaved([lambda: qm.run(feeds), lambda: sess.run(None, feeds)], ROUNDS[name][0] * 2)  # noqa: B023
         ratios[t] = a / b
         record("models_fp32", f"interleaved/{name}/{t}t", {"lowbit_seconds": a, "onnxruntime_seconds": b,
                                                              "ratio": a / b})

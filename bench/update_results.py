@@ -1,8 +1,27 @@
-"""Rewrites the results tables in README.md and docs/kernels.md from the bench
-output (bench/results/*.json). Run after `python -m pytest bench`."""
+"""Rewrites the generated blocks of README.md and docs/kernels.md: the results
+tables from the bench output (bench/results/*.json; run after `python -m pytest bench`)
+and the supported-operator list from the code.
+
+    python bench/update_results.py                     # every block
+    python bench/update_results.py --only supported-ops  # one block (repeatable)
+
+Blocks (between `<!-- NAME:start -->` and `<!-- NAME:end -->`):
+- `f32-gemm`, `qgemm`: kernel-level results (bench/test_f32_gemm.py, bench/test_qgemm.py).
+- `models`: end-to-end models, one row per model and precision: file size (.qbin and the ONNX
+  it came from), accuracy against onnxruntime fp32, and latency of lowbit, onnxruntime and
+  PyTorch at 1 and 2 threads. Read from every suite named `models_<precision>` (e.g.
+  models_fp32.json, written by bench/test_models_fp32.py) with the keys
+  `{lowbit|onnxruntime|pytorch}/<model>/<T>t` -> {"seconds": best},
+  `size/<model>` -> {"onnx_bytes", "qbin_bytes"} and
+  `error/<peer>/<model>/<T>t` -> max |y - y_ORT| / max |y_ORT|
+  (or `cosine/<peer>/<model>` -> mean cosine similarity to the fp32 output).
+- `supported-ops`: the ONNX operators `lowbit.frontends.onnx.supported_ops()` imports.
+"""
 
 from __future__ import annotations
 
+import argparse
+import glob
 import json
 import os
 import re
@@ -93,6 +112,53 @@ def qgemm_table() -> str:
     return "\n".join(rows)
 
 
+def _size(n: float | None) -> str:
+    if not n:
+        return "—"
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+
+
+MODEL_NAMES = {"resnet18": "ResNet-18 224×224, batch 1", "minilm": "all-MiniLM-L6-v2, seq 128, batch 1"}
+
+
+def models_table() -> str:
+    paths = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "models_*.json")))
+    if not paths:
+        return "_no bench results yet: run `python -m pytest bench`_"
+    rows = ["| model | precision | file: .qbin (ONNX) | accuracy vs ORT fp32 | lowbit 1t | ORT 1t | PyTorch 1t "
+            "| lowbit 2t | ORT 2t | PyTorch 2t |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    machine = None
+    for path in paths:
+        precision = os.path.basename(path)[len("models_"):-len(".json")]
+        with open(path) as f:
+            data = json.load(f)
+        r, machine = data["results"], data["machine"]
+        names = sorted({k.split("/")[1] for k in r if k.count("/") == 2 and k.split("/")[0] in
+                        ("lowbit", "onnxruntime", "pytorch")})
+        for name in names:
+            size = r.get(f"size/{name}") or {}
+            errs = [v for k, v in r.items() if k.startswith(f"error/lowbit/{name}/")]
+            cos = r.get(f"cosine/lowbit/{name}")
+            acc = f"cosine {cos:.4f}" if cos is not None else (f"max rel. error {max(errs):.1e}" if errs else "—")
+            file = f"{_size(size.get('qbin_bytes'))} ({_size(size.get('onnx_bytes'))})" if size else "—"
+            cells = [_ms(r.get(f"{p}/{name}/{t}t")) for t in (1, 2) for p in ("lowbit", "onnxruntime", "pytorch")]
+            rows.append(f"| {MODEL_NAMES.get(name, name)} | {precision} | {file} | {acc} | " + " | ".join(cells) + " |")
+    rows.append("")
+    rows.append("Measured by `bench/test_models_*.py` (best round of pytest-benchmark; every peer in the same process "
+                f"on the same inputs) on {machine['vendor']} with {machine['cpus']} CPUs, ISA `{machine['isa']}`.")
+    return "\n".join(rows)
+
+
+def supported_ops_block() -> str:
+    """The ONNX operators the importer handles, from the code (not from a list kept by hand)."""
+    from lowbit.frontends.onnx import supported_ops
+
+    ops = supported_ops()
+    return (f"{len(ops)} ONNX operators (default domain), from `lowbit.frontends.onnx.supported_ops()` "
+            f"(`lowbit ops` prints them):\n\n" + ", ".join(f"`{o}`" for o in ops))
+
+
 def _replace(path: str, marker: str, body: str) -> None:
     with open(path) as f:
         text = f.read()
@@ -103,13 +169,23 @@ def _replace(path: str, marker: str, body: str) -> None:
         f.write(pat.sub(lambda mm: mm.group(1) + body + "\n" + mm.group(2), text))
 
 
-def main() -> None:
-    table = f32_gemm_table()
-    _replace(os.path.join(ROOT, "README.md"), "f32-gemm", table)
-    _replace(os.path.join(ROOT, "docs", "kernels.md"), "f32-gemm", table)
-    q = qgemm_table()
-    _replace(os.path.join(ROOT, "README.md"), "qgemm", q)
-    _replace(os.path.join(ROOT, "docs", "kernels.md"), "qgemm", q)
+BLOCKS = {  # block -> (generator, files that carry it)
+    "f32-gemm": (f32_gemm_table, ("README.md", "docs/kernels.md")),
+    "qgemm": (qgemm_table, ("README.md", "docs/kernels.md")),
+    "models": (models_table, ("README.md",)),
+    "supported-ops": (supported_ops_block, ("README.md",)),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", action="append", choices=sorted(BLOCKS), help="regenerate only this block")
+    args = ap.parse_args(argv)
+    for name in args.only or list(BLOCKS):
+        fn, files = BLOCKS[name]
+        body = fn()
+        for rel in files:
+            _replace(os.path.join(ROOT, *rel.split("/")), name, body)
 
 
 if __name__ == "__main__":

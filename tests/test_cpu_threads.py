@@ -97,7 +97,6 @@ def test_run_releases_the_gil(big_model, threads):
     one = (time.perf_counter() - t0) / 5
     # While a worker thread runs the model, the main thread keeps executing Python.
     stop = threading.Event()
-    done = []
 
     def work():
         for _ in range(5):

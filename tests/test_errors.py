@@ -132,7 +132,6 @@ def test_reshape_needs_constant_shape(tmp_path):
 
 def test_external_data_outside_model_folder_is_rejected(tmp_path):
     import onnx
-    from onnx import numpy_helper
     model = models.mlp4(sizes=(4, 4, 4, 4, 2))
     t = next(i for i in model.graph.initializer if i.name == "w1")
     t.ClearField("raw_data")

@@ -28,7 +28,6 @@ def run_both(tmp_path, nodes, inputs, feeds_list, inits=None, out_type=F, opset=
 
 
 def _model(nodes, inputs, inits, out_type, opset):
-    import onnx
     g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", out_type, ["d0"])],
                           [numpy_helper.from_array(v, k) for k, v in inits.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])

@@ -201,7 +201,7 @@ def save(graph: Graph, path: str | os.PathLike, producer: dict[str, Any] | None 
             for off, buf in chunks:
                 if off > pos:
                     f.write(bytes(off - pos))
-                f.write(memoryview(buf))
+                f.write(memoryview(buf))  # type: ignore[arg-type]  # ndarray is a buffer
                 pos = off + buf.nbytes
             if data_len > pos:
                 f.write(bytes(data_len - pos))
@@ -270,7 +270,7 @@ class _Validator:
 
     def shape(self, v: Any, where: str, symbolic: bool) -> tuple[Any, ...]:
         dims = self.lst(v, where, MAX_RANK)
-        out = []
+        out: list[Any] = []
         for i, d in enumerate(dims):
             if symbolic and (d is None or isinstance(d, str)):
                 out.append(self.name(d, f"{where}[{i}]") if d is not None else None)
@@ -316,7 +316,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} in header")
 
 
-def read_preamble(path: str, buf: bytes | memoryview, file_size: int) -> tuple[int, int, int, int, int]:
+def read_preamble(path: str, buf: bytes | memoryview | mmap.mmap, file_size: int) -> tuple[int, int, int, int, int]:
     """Validates the preamble; returns (header_len, data_offset, data_len, header_crc, data_crc)."""
     if file_size < PREAMBLE_SIZE:
         raise FormatError(f"{path}: truncated: the file is {file_size} bytes, a .qbin preamble alone is {PREAMBLE_SIZE}")

@@ -50,7 +50,7 @@ class Tensor:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
-    def from_array(name: str, arr: np.ndarray) -> "Tensor":
+    def from_array(name: str, arr: np.ndarray | np.generic) -> "Tensor":
         arr = np.asarray(arr)
         dt = next((k for k, v in DTYPES.items() if arr.dtype.kind == v.kind and arr.dtype.itemsize == v.itemsize), None)
         if dt is None:
@@ -127,6 +127,6 @@ class Graph:
                 if o in defined:
                     raise ValueError(f"node '{n.name}' ({n.op}) redefines '{o}'")
                 defined.add(o)
-        for o in self.outputs:
-            if o.name not in defined:
-                raise ValueError(f"graph output '{o.name}' is never produced")
+        for vi in self.outputs:
+            if vi.name not in defined:
+                raise ValueError(f"graph output '{vi.name}' is never produced")

@@ -59,7 +59,7 @@ class Model:
         # sequence) are planned on first sight of each shape and cached.
         if all(isinstance(d, int) for v in self.graph.inputs for d in v.shape):
             try:
-                self._engine.arena_bytes([list(v.shape) for v in self.graph.inputs])
+                self._engine.arena_bytes([[d for d in v.shape if isinstance(d, int)] for v in self.graph.inputs])
             except _core.MemoryLimitError as e:
                 raise FormatError(f"{loaded.path}: the declared shapes need too much memory: {e}") from None
             except ValueError as e:

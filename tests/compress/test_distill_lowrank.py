@@ -110,7 +110,7 @@ def test_training_is_seeded_and_progress_bars_switch(mlp, capsys):
     data = (train[0][:256], train[1][:256])
     a = lc.finetune(lc.prune(model, 0.5, progress_bar=False), data, epochs=1, seed=3, progress_bar=False)
     b = lc.finetune(lc.prune(model, 0.5, progress_bar=False), data, epochs=1, seed=3, progress_bar=True)
-    for (n1, p1), (n2, p2) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (n1, p1), (_n2, p2) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p1, p2), n1  # same seed, same weights (the bar changes nothing)
     c = lc.finetune(lc.prune(model, 0.5, progress_bar=False), data, epochs=1, seed=4, progress_bar=False)
     assert not torch.equal(a.fc1.weight, c.fc1.weight)

@@ -150,7 +150,7 @@ def test_int2_with_qat_drop_at_most_3(model_and_data):
     drop = acc - lc.evaluate(q, test)
     print(f"int2 g32: rtn drop {rtn:.2f}, after QAT (LSQ) {drop:.2f}")
     assert drop <= 3.0
-    for name, m in q.named_modules():
+    for _name, m in q.named_modules():
         if hasattr(m, "lowbit_quant"):
             codes = m.lowbit_codes
             assert int(codes.min()) >= -2 and int(codes.max()) <= 1

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 
 from lowbit import compress as lc  # noqa: E402
 from lowbit.compress.annotate import weight_bits  # noqa: E402

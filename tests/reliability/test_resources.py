@@ -142,7 +142,7 @@ def test_loader_rejects_a_huge_declared_tensor_before_allocating(tmp_path):
 
 # -- ONNX graphs: deep, cyclic, missing initializers, shape mismatches ----------
 
-def _chain_model(n: int, batch="batch") -> "onnx.ModelProto":
+def _chain_model(n: int, batch="batch") -> "onnx.ModelProto":  # noqa: F821 - onnx is imported as a module only here
     rng = np.random.default_rng(0)
     nodes, inits = [], {}
     prev = "x"

@@ -79,7 +79,7 @@ def train(model: nn.Module, data: Any, *, epochs: int = 5, lr: float = 1e-3, bat
     model.train()
     step = 0
     try:
-        for ep in progress(range(epochs), progress_bar, "train" if teacher is None else "distill"):
+        for _ep in progress(range(epochs), progress_bar, "train" if teacher is None else "distill"):
             if lr_sched is None and isinstance(data, (tuple, list)) and isinstance(data[0], torch.Tensor):
                 steps_per_epoch = -(-data[0].shape[0] // batch_size)
                 lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))

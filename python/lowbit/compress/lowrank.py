@@ -6,7 +6,7 @@ W ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T). The pair is one module (``LowRankLinear``
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn

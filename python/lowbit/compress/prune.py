@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from ._common import batches, compressible_layers, logits_of, loss_for, progress, run_model, weight_matrix
+from ._common import batches, compressible_layers, loss_for, progress, run_model, weight_matrix
 
 IMPORTANCE = ("magnitude", "gradient", "taylor")
 PATTERNS = ("unstructured", "block1x4")
@@ -396,7 +396,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[dict]:
         if root in merged:
             merged[root]["prunable"] = False
     out = []
-    for root, g in merged.items():
+    for _root, g in merged.items():
         if not g["producers"]:
             continue
         chans = {mods[p].weight.shape[0] for p in g["producers"]}

@@ -20,13 +20,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._common import batches, compressible_layers, logits_of, progress, run_model, weight_matrix
+from ._common import batches, compressible_layers, progress, run_model, weight_matrix
 
 SCHEMES = ("linear", "ternary", "binary", "kmeans", "nf4")
 GRANULARITIES = ("tensor", "channel", "group")
@@ -648,14 +648,13 @@ def prepare_qat(model: nn.Module, spec: Any = "int4_g32", *, layers: Iterable[st
 def finish_qat(model: nn.Module) -> nn.Module:
     """Removes the QAT parametrizations (in place): each layer keeps its
     fake-quantized weight and gets codes / learned scales / ``lowbit_quant``."""
-    for name, mod in list(model.named_modules()):
+    for _name, mod in list(model.named_modules()):
         if not parametrize.is_parametrized(mod, "weight"):
             continue
         p = [m for m in mod.parametrizations.weight if isinstance(m, LSQWeight)]
         if not p:
             continue
         lsq = p[0]
-        spec = dict(lsq.spec.to_dict(), method="qat_lsq")
         step = (lsq.step.detach().abs() + 1e-12)
         parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
         wm = weight_matrix(mod).float()

@@ -35,7 +35,7 @@ def main() -> None:
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     lr, b1, b2, step = 2e-3, 0.9, 0.999, 0
-    for epoch in range(60):
+    for _epoch in range(60):
         order = rng.permutation(len(xtr))
         for i in range(0, len(order), 64):
             idx = order[i:i + 64]

@@ -42,7 +42,7 @@ class _Ctx:
         t = self.tensors.get(name)
         return None if t is None else t.array()
 
-    def add_const(self, base: str, arr: np.ndarray) -> str:
+    def add_const(self, base: str, arr: np.ndarray | np.generic) -> str:
         name = self.fresh(base)
         self.tensors[name] = Tensor.from_array(name, arr)
         return name
@@ -597,7 +597,7 @@ def load_model(src: Any) -> Any:
 
 def import_onnx(src: Any) -> Graph:
     """Imports an ONNX model (path or ModelProto) into a lowbit Graph."""
-    onnx = _require_onnx()
+    _require_onnx()
     from onnx import numpy_helper
 
     model = load_model(src)

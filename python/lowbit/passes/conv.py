@@ -35,7 +35,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
         w = graph.const(conv.inputs[1])
         if w is None or any(p is None for p in params):
             continue
-        gamma, beta, mean, var = (p.astype(np.float64).reshape(-1) for p in params)
+        gamma, beta, mean, var = (p.astype(np.float64).reshape(-1) for p in params if p is not None)
         cout = w.shape[0]
         if any(p.size != cout for p in (gamma, beta, mean, var)):
             continue

@@ -150,7 +150,6 @@ def fuse_layernorm(graph: Graph) -> Graph:
     ``d = x - ReduceMean(x); y = d / Sqrt(ReduceMean(d ** 2) + eps) * gamma + beta``
     (reductions over the last axis; gamma and beta constants), into one
     ``LayerNormalization(x, gamma, beta)``. Intermediates read elsewhere block it."""
-    prod = graph.producers()
     cons = graph.consumers()
     outputs = graph.output_names()
     remove: set[int] = set()
@@ -193,12 +192,13 @@ def fuse_layernorm(graph: Graph) -> Graph:
         gamma = _other(mul, div.outputs[0]) if mul else None
         if gamma is None or graph.const(gamma) is None:
             continue
+        assert mul is not None  # gamma was found through it
         chain = [mean, sub, pw, var, add, sq, div, mul]
         last = mul
         inputs = [x, gamma]
         badd = only(mul.outputs[0], "Add")
         beta = _other(badd, mul.outputs[0]) if badd else None
-        if beta is not None and graph.const(beta) is not None:
+        if badd is not None and beta is not None and graph.const(beta) is not None:
             chain.append(badd)
             last = badd
             inputs.append(beta)
