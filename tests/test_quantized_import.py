@@ -21,8 +21,6 @@ differs from the model's definition. The comparisons use its documented precise 
 (session option session.x64quantprecision=1), which is exact on every CPU.
 """
 
-import io
-
 import numpy as np
 import onnx
 import pytest
@@ -256,7 +254,7 @@ def test_matmul_nbits_codes_carried_over_and_within_bound(tmp_path, block, symme
     for accuracy in (0, 4):
         q = _nbits(tmp_path, K, N, block, symmetric, accuracy)
         inits, _ = _inits(q)
-        rep = lowbit.convert(q, str(tmp_path / "q.qbin"))
+        lowbit.convert(q, str(tmp_path / "q.qbin"))
         (layer, wt), = _dense_weights(str(tmp_path / "q.qbin"))
         u, z, s = _ort_nbits_weights(inits, K, N, block)
         sym = bool((z == 8).all())

@@ -15,7 +15,7 @@ import pytest
 from lowbit import _core
 
 from conftest import ISAS
-from kernels.test_qgemm import ENC, MS, SIMD, f16_bits, q4_problem, quantize_np
+from kernels.test_qgemm import ENC, MS, SIMD, q4_problem, quantize_np
 
 KS = [1, 7, 16, 33, 100, 257]
 

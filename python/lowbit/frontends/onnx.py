@@ -680,7 +680,9 @@ def import_onnx(src: Any) -> Graph:
     for n in g.node:
         ins = list(n.input)
         outs = list(n.output)
-        _handler(n.domain, n.op_type)(ctx, n, _attrs(n), ins, outs)
+        handler = _handler(n.domain, n.op_type)
+        assert handler is not None  # every op was checked above
+        handler(ctx, n, _attrs(n), ins, outs)
     src_bytes = sum(int(np.prod(i.dims, dtype=np.int64)) * 4 for i in g.initializer if i.data_type == 1)
     graph = Graph(inputs, outputs, ctx.nodes, ctx.tensors,
                   {"source": "onnx", "opset": opset, "producer_name": _text_or_replace(model.producer_name),

@@ -70,7 +70,7 @@ def _grid(graph: Graph, node: Node | None, prod: dict[str, Node]) -> tuple[float
     if zname:
         z = _scalar_const(graph, zname)
         off = None if z is None else _code_offset(z.dtype)
-        if off is None:
+        if z is None or off is None:
             return None
         zp = int(z.reshape(-1)[0]) + off
     elif node.op == "QuantizeLinear":
@@ -298,16 +298,21 @@ def _lower_qdq(graph: Graph, outliers: int) -> None:
             continue
         a, b = mm.inputs
         bp = prod.get(b)
-        transposed = bp is not None and bp.op == "Transpose" and list(bp.attrs.get("perm", [1, 0])) == [1, 0]
+        if bp is None:
+            continue
+        transposed = bp.op == "Transpose" and list(bp.attrs.get("perm", [1, 0])) == [1, 0]
         dq = prod.get(bp.inputs[0]) if transposed else bp
         wt = _dq_weight(graph, dq, transposed)
         if wt is None:
             continue
         codes, scales = wt
-        x, attrs = a, {"activation": 0}
+        x = a
+        attrs: dict[str, Any] = {"activation": 0}
         adq = prod.get(a)
-        g = _grid(graph, adq, prod) if adq is not None and adq.op in _DQ and adq.inputs[0] not in graph.tensors else None
-        if g is not None:
+        g = None
+        if adq is not None and adq.op in _DQ and adq.inputs[0] not in graph.tensors:
+            g = _grid(graph, adq, prod)
+        if adq is not None and g is not None:
             q = prod.get(adq.inputs[0])
             if q is not None and q.op in _Q and _grid(graph, q, prod) == g and q.inputs[0] not in graph.tensors:
                 x = q.inputs[0]  # quantizing x with the same grid gives the same codes: skip the pair
@@ -339,7 +344,8 @@ def _dequantize_gathers(graph: Graph) -> None:
             continue
         if any(graph.const(i) is None for i in dq.inputs[1:] if i) or graph.const(g.inputs[0]) is None:
             continue
-        if graph.const(dq.inputs[1]).size != 1:
+        s = graph.const(dq.inputs[1])
+        if s is None or s.size != 1:
             continue
         table = _dequantize_const(graph, Node("DequantizeLinear", [g.inputs[0]] + dq.inputs[1:], ["-"], dq.attrs))
         if table is None:
