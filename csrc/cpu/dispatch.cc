@@ -7,6 +7,24 @@
 namespace lowbit {
 namespace {
 
+// The outlier split's kernels: AVX2 on x86 levels (a few passes over rows in L1 and one
+// weight row per outlier: the AVX-512 level uses the AVX2 ones too), the reference elsewhere.
+void add_outlier_split_kernels(KernelTable& t) {
+#if defined(LOWBIT_X86)
+  if (t.isa == Isa::kAvx2 || t.isa == Isa::kAvx512Vnni) {
+    t.qs8_quant_split = &avx2::qs8_quant_split__avx2;
+    t.qs8_quant_split_name = "qs8_quant_split__avx2";
+    t.qw_axpy = &avx2::qw_axpy__avx2;
+    t.qw_axpy_name = "qw_axpy__avx2";
+    return;
+  }
+#endif
+  t.qs8_quant_split = &ref::qs8_quant_split__scalar;
+  t.qs8_quant_split_name = "qs8_quant_split__scalar";
+  t.qw_axpy = &ref::qw_axpy__scalar;
+  t.qw_axpy_name = "qw_axpy__scalar";
+}
+
 std::vector<KernelTable> build_tables() {
   std::vector<KernelTable> t;
 #if defined(LOWBIT_X86)
@@ -14,17 +32,12 @@ std::vector<KernelTable> build_tables() {
                &sse42::crc32c__sse42, "crc32c__sse42",
                &avx512::qs8_quant__avx512, "qs8_quant__avx512",
                &avx512::qs8_gemm_8x32c4__avx512vnni, "qs8_gemm_8x32c4__avx512vnni", true,
-               &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni",
-               // the split quantizer is a few passes over a row in L1: the AVX2 one serves here too
-               &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2",
-               &avx2::qw_axpy__avx2, "qw_axpy__avx2"});
+               &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
-               &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
-               &avx2::qs8_quant_split__avx2, "qs8_quant_split__avx2",
-               &avx2::qw_axpy__avx2, "qw_axpy__avx2"});
+               &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2"});
 #endif
 #if defined(LOWBIT_ARM64)
   // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.
@@ -32,17 +45,14 @@ std::vector<KernelTable> build_tables() {
                &armv8::crc32c__armv8crc, "crc32c__armv8crc",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
-               &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot",
-               &ref::qs8_quant_split__scalar, "qs8_quant_split__scalar",
-               &ref::qw_axpy__scalar, "qw_axpy__scalar"});
+               &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot"});
 #endif
   t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
                &ref::crc32c__scalar, "crc32c__scalar",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
-               &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar",
-               &ref::qs8_quant_split__scalar, "qs8_quant_split__scalar",
-               &ref::qw_axpy__scalar, "qw_axpy__scalar"});
+               &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar"});
+  for (KernelTable& k : t) add_outlier_split_kernels(k);
   return t;
 }
 

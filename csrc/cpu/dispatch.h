@@ -30,11 +30,13 @@ struct KernelTable {
   bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
   Q4GemmFn q4_gemm;
   const char* q4_gemm_name;
-  // activation quantizer with the per-row outlier split (quantized Dense with `outliers`)
-  Qs8QuantSplitFn qs8_quant_split;
-  const char* qs8_quant_split_name;
-  QwAxpyFn qw_axpy;  // ... and the float part it leaves: y += v * W[k, :]
-  const char* qw_axpy_name;
+  // The outlier split of quantized Dense layers (`outliers`): the activation quantizer that
+  // leaves a row's largest values out, and the float part they add back (y += v * W[k, :]).
+  // Filled per level by add_outlier_split_kernels() in dispatch.cc, after the rows above.
+  Qs8QuantSplitFn qs8_quant_split = nullptr;
+  const char* qs8_quant_split_name = nullptr;
+  QwAxpyFn qw_axpy = nullptr;
+  const char* qw_axpy_name = nullptr;
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).
