@@ -111,6 +111,65 @@ void QuantRow(const Qs8QuantArgs& a, int64_t r, float amax, const int32_t* skip,
   }
 }
 
+// One pass for the common case of one outlier: per lane the largest |x| (and its first index)
+// and the second largest, in four independent sets of lanes (32 "lanes": no loop-carried
+// blend chain); then the winner is the lowest index holding the overall maximum, and the
+// rest's maximum is the larger of its lane's second and every other lane's largest.
+// Returns amax of the rest and sets idx/val (idx stays -1 when the row has no nonzero value).
+struct Top2Lanes {
+  __m256 m1 = _mm256_setzero_ps(), m2 = _mm256_setzero_ps();
+  __m256i i1 = _mm256_set1_epi32(-1);
+  void add(__m256 v, __m256i lane) {
+    v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));  // NaN -> 0: never taken, raises nothing
+    const __m256 gt1 = _mm256_cmp_ps(v, m1, _CMP_GT_OQ);    // strictly: the first index of a tie stays
+    m2 = _mm256_max_ps(m2, _mm256_min_ps(m1, v));           // a max/min network: one blend only (the index)
+    m1 = _mm256_max_ps(m1, v);
+    i1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(i1), _mm256_castsi256_ps(lane), gt1));
+  }
+};
+
+float Top1(const float* x, int64_t K, int32_t* idx, float* val) {
+  Top2Lanes t0, t1, t2, t3;  // four named sets: kept in registers (an array of them was not)
+  __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i eight = _mm256_set1_epi32(8);
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m256i l1 = _mm256_add_epi32(lane, eight), l2 = _mm256_add_epi32(l1, eight), l3 = _mm256_add_epi32(l2, eight);
+    t0.add(Abs(_mm256_loadu_ps(x + k)), lane);
+    t1.add(Abs(_mm256_loadu_ps(x + k + 8)), l1);
+    t2.add(Abs(_mm256_loadu_ps(x + k + 16)), l2);
+    t3.add(Abs(_mm256_loadu_ps(x + k + 24)), l3);
+    lane = _mm256_add_epi32(l3, eight);
+  }
+  for (; k < K; k += 8) {
+    t0.add(Abs(K - k >= 8 ? _mm256_loadu_ps(x + k) : _mm256_maskload_ps(x + k, TailMask(K - k))), lane);
+    lane = _mm256_add_epi32(lane, eight);
+  }
+  // the reduction, vectorized: overall max, lowest index holding it, then the max of the rest
+  const __m256 top4 = _mm256_max_ps(_mm256_max_ps(t0.m1, t1.m1), _mm256_max_ps(t2.m1, t3.m1));
+  const float top = HMax(top4);
+  if (!(top > 0.0f)) return 0.0f;
+  const __m256 vt = _mm256_set1_ps(top);
+  const __m256i big = _mm256_set1_epi32(0x7FFFFFFF);
+  auto cand = [&](const Top2Lanes& t) {  // the lane's first index if it holds the max, else "infinity"
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(big), _mm256_castsi256_ps(t.i1),
+                                                _mm256_cmp_ps(t.m1, vt, _CMP_EQ_OQ)));
+  };
+  __m256i c = _mm256_min_epi32(_mm256_min_epi32(cand(t0), cand(t1)), _mm256_min_epi32(cand(t2), cand(t3)));
+  __m128i c4 = _mm_min_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+  c4 = _mm_min_epi32(c4, _mm_shuffle_epi32(c4, 0x4E));
+  c4 = _mm_min_epi32(c4, _mm_shuffle_epi32(c4, 0xB1));
+  const int32_t win = _mm_cvtsi128_si32(c4);
+  const __m256i vw = _mm256_set1_epi32(win);
+  auto others = [&](const Top2Lanes& t) {  // the winner's lane contributes its second, every other its first
+    return _mm256_blendv_ps(t.m1, t.m2, _mm256_castsi256_ps(_mm256_cmpeq_epi32(t.i1, vw)));
+  };
+  const float rest = HMax(_mm256_max_ps(_mm256_max_ps(others(t0), others(t1)), _mm256_max_ps(others(t2), others(t3))));
+  idx[0] = win;
+  val[0] = x[win];
+  return rest;
+}
+
 }  // namespace
 
 void qs8_quant_split__avx2(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1) {
@@ -121,6 +180,11 @@ void qs8_quant_split__avx2(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t 
     for (int64_t j = 0; j < o.outliers; ++j) {
       idx[j] = -1;
       val[j] = 0.0f;
+    }
+    if (o.outliers == 1) {
+      const float rest = Top1(x, a.K, idx, val);
+      QuantRow(a, r, rest, idx, 1);
+      continue;
     }
     int64_t n = 0;
     float m = MaxRest(x, a.K, idx, 0);
