@@ -3,6 +3,7 @@ this machine with the same per-file ISA flags as the extension, and for aarch64
 with Debian's cross compiler, run under qemu-aarch64 (a CPU with CRC + dotprod,
 and an older one without dotprod, to exercise detection and the fallback)."""
 
+import concurrent.futures
 import os
 import platform
 import re
@@ -15,36 +16,50 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 CSRC = os.path.join(ROOT, "csrc")
 TEST = os.path.join(os.path.dirname(__file__), "native", "kernels_test.cc")
 
-COMMON = ["cpu/cpu.cc", "cpu/dispatch.cc", "kernels/crc32c/ref.cc", "kernels/f32-gemm/pack.cc",
-          "kernels/f32-gemm/ref.cc", "kernels/qs8-quant/ref.cc", "kernels/qs8-gemm/pack.cc", "kernels/qs8-gemm/ref.cc",
-          "kernels/q4-gemm/pack.cc", "kernels/q4-gemm/ref.cc"]
-COMMON += ["kernels/qw-axpy/ref.cc"]
+
+def cmake_sources(var):
+    """The files of a source list in CMakeLists.txt (paths under csrc/): the test builds what the
+    extension builds, and a new kernel joins the tests by being added there."""
+    text = open(os.path.join(ROOT, "CMakeLists.txt")).read()
+    m = re.search(r"set\(" + var + r"\s([^)]*)\)", text)
+    assert m, f"{var} not found in CMakeLists.txt"
+    files = m.group(1).split()
+    assert files and all(f.startswith("csrc/") for f in files), files
+    return [f[len("csrc/"):] for f in files]
+
+
+# the scalar kernels, packing and dispatch (the runtime's ops are not needed)
+COMMON = [f for f in cmake_sources("LOWBIT_COMMON_SOURCES") if f.startswith(("cpu/", "kernels/"))]
 AVX2 = ["-mavx2", "-mfma", "-mf16c"]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
-X86 = {"kernels/crc32c/sse42.cc": ["-msse4.2"], "kernels/f32-gemm/avx2.cc": AVX2, "kernels/qs8-gemm/avx2.cc": AVX2,
-       "kernels/q4-gemm/avx2.cc": AVX2, "kernels/f32-gemm/avx512.cc": AVX512, "kernels/f32-vmath/avx512.cc": AVX512,
-       "kernels/f32-dwconv/avx512.cc": AVX512, "kernels/qs8-quant/avx512.cc": AVX512,
-       "kernels/qs8-gemm/avx512vnni.cc": AVX512, "kernels/q4-gemm/avx512vnni.cc": AVX512}
-X86.update({"kernels/qs8-quant/split-avx2.cc": AVX2, "kernels/qw-axpy/avx2.cc": AVX2})  # the outlier split
+AVX512_SOURCES = cmake_sources("LOWBIT_X86_AVX512_SOURCES")
+X86 = {**{f: ["-msse4.2"] for f in cmake_sources("LOWBIT_X86_SSE42_SOURCES")},
+       **{f: AVX2 for f in cmake_sources("LOWBIT_X86_AVX2_SOURCES")},
+       **{f: AVX512 for f in AVX512_SOURCES}}
 DOT = ["-march=armv8.2-a+dotprod+fp16"]
-ARM = {"kernels/crc32c/armv8.cc": ["-march=armv8-a+crc"], "kernels/qs8-gemm/neondot.cc": DOT,
-       "kernels/q4-gemm/neondot.cc": DOT}
+ARM = {**{f: ["-march=armv8-a+crc"] for f in cmake_sources("LOWBIT_ARM_CRC_SOURCES")},
+       **{f: DOT for f in cmake_sources("LOWBIT_ARM_DOT_SOURCES")}}
 REQUIRE_QEMU = os.environ.get("LOWBIT_REQUIRE_QEMU") == "1"
 
 
 def build(cxx, defs, isa_files, out_dir, extra=()):
-    objs = []
+    """Compiles COMMON + the test at -O2 and each ISA file with its own flags (flags after the
+    base ones, so an -O there wins), in parallel (largest ISA files first), and links."""
     base = ["-O2", "-std=c++17", "-ffp-contract=off", f"-I{CSRC}", *defs]
-    for src in COMMON + [TEST]:
+    jobs = [(src, flags) for src, flags in isa_files.items()]
+    jobs.sort(key=lambda j: -os.path.getsize(os.path.join(CSRC, j[0])))
+    jobs += [(src, []) for src in COMMON + [TEST]]
+
+    def compile_one(i):
+        src, flags = jobs[i]
         path = src if os.path.isabs(src) else os.path.join(CSRC, src)
-        obj = os.path.join(out_dir, os.path.basename(path) + f".{len(objs)}.o")
-        subprocess.run([cxx, *base, "-c", path, "-o", obj], check=True, capture_output=True, text=True)
-        objs.append(obj)
-    for src, flags in isa_files.items():
-        obj = os.path.join(out_dir, os.path.basename(src) + f".{len(objs)}.o")
-        subprocess.run([cxx, *base, *flags, "-c", os.path.join(CSRC, src), "-o", obj], check=True,
-                       capture_output=True, text=True)
-        objs.append(obj)
+        obj = os.path.join(out_dir, (os.path.basename(path) if os.path.isabs(src) else src.replace("/", "_")) + f".{i}.o")
+        r = subprocess.run([cxx, *base, *flags, "-c", path, "-o", obj], capture_output=True, text=True)
+        assert r.returncode == 0, f"{src}:\n{r.stderr[-4000:]}"
+        return obj
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        objs = list(pool.map(compile_one, range(len(jobs))))
     exe = os.path.join(out_dir, "kernels_test")
     subprocess.run([cxx, *objs, "-o", exe, "-pthread", *extra], check=True, capture_output=True, text=True)
     return exe

@@ -1,7 +1,12 @@
 // Native kernel test, built without Python: every kernel table this CPU supports
-// must agree with the scalar reference (CRC32C exactly; f32 GEMM bit for bit,
-// per the FMA-chain contract). Built for the host and, cross-compiled, for
-// aarch64 under qemu (tests/test_native.py). Prints "N passed, M failed".
+// must agree with the scalar reference (CRC32C, the int8 / 4-bit GEMMs, the quantizer and
+// the depthwise convolution exactly; f32 GEMM bit for bit, per the FMA-chain contract, its
+// GELU epilogue within 4 ulp; the softmax / GELU row functions within the tolerance stated
+// at test_vmath). Built for the host and, cross-compiled, for aarch64 under qemu
+// (tests/test_native.py), and with the AVX-512 kernels compiled through SIMDe on a host
+// without AVX-512 (tests/test_avx512_emulated.py). Prints "N passed, M failed".
+#include <algorithm>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +17,8 @@
 
 #include "cpu/cpu.h"
 #include "cpu/dispatch.h"
+#include "kernels/f32-dwconv/f32_dwconv.h"
+#include "kernels/f32-vmath/f32_vmath.h"
 
 using namespace lowbit;
 
@@ -45,35 +52,136 @@ static void test_crc(const KernelTable& t) {
   check(c == ref::crc32c__scalar(0, buf.data(), 6000), std::string(t.isa_name) + " crc32c incremental");
 }
 
-static void test_gemm(const KernelTable& t) {
-  std::mt19937 rng(7);
+template <class T>
+static T* align64(std::vector<T>& v) {  // the kernels expect 64-byte aligned packed weights
+  T* p = v.data();
+  while (reinterpret_cast<uintptr_t>(p) % 64) ++p;
+  return p;
+}
+
+// Distance in units in the last place (0 for equal values, +0 == -0, NaN == NaN).
+static int64_t ulp_diff(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b) ? 0 : INT64_MAX;
+  auto ord = [](float f) {
+    int32_t i;
+    std::memcpy(&i, &f, 4);
+    return i >= 0 ? int64_t(i) : -int64_t(i & 0x7FFFFFFF);
+  };
+  const int64_t d = ord(a) - ord(b);
+  return d < 0 ? -d : d;
+}
+
+// One fp32 GEMM problem, all three activations: the table's kernel against the reference,
+// whole-matrix calls; A with row stride lda >= K and C with ldc >= N.
+static void f32_case(const KernelTable& t, std::mt19937& rng, int64_t M, int64_t N, int64_t K, int64_t lda,
+                     int64_t ldc, bool with_bias) {
   std::normal_distribution<float> nd;
-  const int64_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 13, 17, 33};
-  const int64_t NKs[][2] = {{1, 1}, {16, 16}, {17, 15}, {33, 64}, {100, 31}};
-  for (auto& nk : NKs) {
-    const int64_t N = nk[0], K = nk[1];
-    std::vector<float> B(K * N), bias(N);
-    for (auto& v : B) v = nd(rng);
-    for (auto& v : bias) v = nd(rng);
-    std::vector<float> Bp(f32_gemm_packed_floats(K, N) + 16);
-    float* bp = Bp.data();
-    while (reinterpret_cast<uintptr_t>(bp) % 64) ++bp;
-    f32_gemm_pack_b(K, N, B.data(), N, bp);
-    for (int64_t M : Ms) {
-      std::vector<float> A(M * K);
-      for (auto& v : A) v = nd(rng);
-      for (int act = 0; act < 2; ++act) {
-        std::vector<float> c0(M * N, -1.f), c1(M * N, -2.f);
-        F32GemmArgs g{M, N, K, A.data(), K, bp, bias.data(), c0.data(), N, Activation(act)};
-        ref::f32_gemm_1x16__scalar(g, 0, M, 0, N);
-        g.C = c1.data();
-        t.f32_gemm(g, 0, M, 0, N);
-        check(std::memcmp(c0.data(), c1.data(), c0.size() * 4) == 0,
-              std::string(t.isa_name) + " f32_gemm M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                  " K=" + std::to_string(K) + " act=" + std::to_string(act));
-      }
+  std::vector<float> B(K * N), bias(N), A(M * lda);
+  for (auto& v : B) v = nd(rng);
+  for (auto& v : bias) v = nd(rng);
+  for (auto& v : A) v = nd(rng);
+  std::vector<float> Bbuf(f32_gemm_packed_floats(K, N) + 16);
+  float* bp = align64(Bbuf);
+  f32_gemm_pack_b(K, N, B.data(), N, bp);
+  const std::string where = " f32_gemm M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                            " lda=" + std::to_string(lda) + " ldc=" + std::to_string(ldc) + (with_bias ? "" : " nobias");
+  for (int act = 0; act < 3; ++act) {
+    std::vector<float> c0(M * ldc, -1.f), c1(M * ldc, -1.f);
+    F32GemmArgs g{M, N, K, A.data(), lda, bp, with_bias ? bias.data() : nullptr, c0.data(), ldc, Activation(act)};
+    ref::f32_gemm_1x16__scalar(g, 0, M, 0, N);
+    g.C = c1.data();
+    t.f32_gemm(g, 0, M, 0, N);
+    if (act < 2) {  // the FMA chain, bias and ReLU: bit for bit (padding between rows untouched)
+      check(std::memcmp(c0.data(), c1.data(), c0.size() * 4) == 0, std::string(t.isa_name) + where + " act=" + std::to_string(act));
+    } else {  // GELU epilogue: within 4 ulp of the reference (f32_gemm.h)
+      int64_t worst = 0;
+      for (size_t i = 0; i < c0.size(); ++i) worst = std::max(worst, ulp_diff(c0[i], c1[i]));
+      check(worst <= 4, std::string(t.isa_name) + where + " gelu max ulp " + std::to_string(worst));
     }
   }
+}
+
+static void test_gemm(const KernelTable& t) {
+  std::mt19937 rng(7);
+  const int64_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 13, 17, 33};
+  const int64_t NKs[][2] = {{1, 1}, {16, 16}, {17, 15}, {33, 64}, {100, 31}, {140, 40}};
+  for (auto& nk : NKs)
+    for (int64_t M : Ms) f32_case(t, rng, M, nk[0], nk[1], nk[1], nk[0], true);
+  // more than one K block (768) and N block (512 KB of packed B), row tiles of 12 and their remainders
+  for (int64_t M : {1, 7, 25}) f32_case(t, rng, M, 340, 800, 800, 340, M != 7);
+  // A rows 4 KB apart (copied to a stack buffer), C rows padded
+  for (int64_t M : {3, 13}) f32_case(t, rng, M, 50, 100, 1024, 57, true);
+  f32_case(t, rng, 9, 20, 0, 1, 20, true);  // K = 0: bias (and activation) only
+
+  // Thread splits: sub-rectangles (n0 a multiple of 16) give the whole call's bits and write
+  // nothing outside their rectangle.
+  std::normal_distribution<float> nd;
+  const int64_t M = 33, N = 100, K = 70;
+  std::vector<float> A(M * K), B(K * N), bias(N);
+  for (auto& v : A) v = nd(rng);
+  for (auto& v : B) v = nd(rng);
+  for (auto& v : bias) v = nd(rng);
+  std::vector<float> Bbuf(f32_gemm_packed_floats(K, N) + 16);
+  float* bp = align64(Bbuf);
+  f32_gemm_pack_b(K, N, B.data(), N, bp);
+  std::vector<float> whole(M * N);
+  F32GemmArgs g{M, N, K, A.data(), K, bp, bias.data(), whole.data(), N, Activation::kRelu};
+  t.f32_gemm(g, 0, M, 0, N);
+  const int64_t mc[] = {0, 1, 8, 21, 33}, nc[] = {0, 16, 64, 96, 100};
+  std::vector<float> parts(M * N, 123.f);
+  g.C = parts.data();
+  bool inside_only = true;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      std::vector<float> one(M * N, 123.f);
+      g.C = one.data();
+      t.f32_gemm(g, mc[i], mc[i + 1], nc[j], nc[j + 1]);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          const bool in = m >= mc[i] && m < mc[i + 1] && n >= nc[j] && n < nc[j + 1];
+          if (in) parts[m * N + n] = one[m * N + n];
+          else inside_only &= one[m * N + n] == 123.f;
+        }
+    }
+  check(inside_only, std::string(t.isa_name) + " f32_gemm writes only its rectangle");
+  check(std::memcmp(parts.data(), whole.data(), whole.size() * 4) == 0, std::string(t.isa_name) + " f32_gemm sub-rectangles == whole");
+}
+
+// The activation quantizer directly: codes (all Kp bytes), scales and group sums, both
+// encodings, against the scalar reference bit for bit; NaN, inf, zero and denormal rows.
+static void test_quant(const KernelTable& t) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (int64_t K : {1, 5, 15, 16, 17, 33, 100, 129, 300})
+    for (int64_t G : {0, 32, 64, 128})
+      for (int biased = 0; biased < 2; ++biased) {
+        const int64_t rows = 8, ldx = K + 3, Kp = G ? q4_kg(K, G) : qs8_kp(K), NG = G ? Kp / G : 0;
+        std::vector<float> x(rows * ldx);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t k = 0; k < K; ++k) {
+            float v = nd(rng) * (r == 1 ? 1e-3f : 1.0f);
+            if (r == 2 && k % 7 == 3) v = NAN;
+            if (r == 3) v = 0.0f;
+            if (r == 4 && k == K / 2) v = (k & 1) ? -INFINITY : INFINITY;
+            if (r == 5) v = 1e-40f * float(1 + k % 5) * ((k & 1) ? -1.f : 1.f);  // denormals only
+            if (r == 6) v = 3e38f * ((k % 3) ? -1.f : 0.5f);
+            if (r == 7) v = float(int(k % 9) - 4) * 0.5f;  // many exact halves: ties to even
+            x[r * ldx + k] = v;
+          }
+        std::vector<int8_t> q0(rows * Kp + 16, 55), q1(rows * Kp + 16, 55);
+        std::vector<float> s0(rows), s1(rows);
+        std::vector<int32_t> g0(rows * (NG ? NG : 1), 7), g1(rows * (NG ? NG : 1), 7);
+        Qs8QuantArgs a{x.data(), ldx, K, Kp, q0.data(), Kp, s0.data(), G ? g0.data() : nullptr, G, NG, biased != 0};
+        ref::qs8_quant__scalar(a, 0, rows);
+        a.q = q1.data();
+        a.scale = s1.data();
+        a.gsum = G ? g1.data() : nullptr;
+        t.qs8_quant(a, 0, 3);
+        t.qs8_quant(a, 3, rows);
+        const bool ok = q0 == q1 && std::memcmp(s0.data(), s1.data(), rows * 4) == 0 && g0 == g1;
+        check(ok, std::string(t.isa_name) + " " + t.qs8_quant_name + " K=" + std::to_string(K) + " G=" + std::to_string(G) +
+                      (biased ? " bias128" : ""));
+      }
 }
 
 // Quantized paths: activations through the table's quantizer (biased when its int8 GEMM asks),
@@ -83,8 +191,10 @@ struct QProblem {
   std::vector<float> x, bias;
 };
 
+// split: the GEMM runs as sub-rectangles (thread splits: row cuts, column cuts at multiples
+// of 16), each into its own buffer; *outside is cleared if one wrote outside its rectangle.
 static std::vector<float> run_q(const KernelTable& t, const QProblem& p, const uint8_t* W, bool q4, const Q4Layout& lay,
-                                Activation act) {
+                                Activation act, bool split = false, bool* outside = nullptr) {
   const int64_t Kp = q4 ? q4_kg(p.K, lay.group) : qs8_kp(p.K), NG = q4 ? Kp / lay.group : 0;
   std::vector<int8_t> q(p.M * Kp + 64);
   std::vector<float> sc(p.M);
@@ -93,23 +203,51 @@ static std::vector<float> run_q(const KernelTable& t, const QProblem& p, const u
                   !q4 && t.qs8_gemm_biased};
   t.qs8_quant(qa, 0, p.M);
   std::vector<float> y(p.M * p.N, -7.0f);
-  if (q4) {
-    Q4GemmArgs g{p.M, p.N, p.K, lay, q.data(), Kp, sc.data(), gs.data(), W, p.bias.data(), y.data(), p.N, act};
-    t.q4_gemm(g, 0, p.M, 0, p.N);
-  } else {
-    Qs8GemmArgs g{p.M, p.N, p.K, q.data(), Kp, sc.data(), W, p.bias.data(), y.data(), p.N, act};
-    t.qs8_gemm(g, 0, p.M, 0, p.N);
+  auto gemm = [&](float* out, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    if (q4) {
+      Q4GemmArgs g{p.M, p.N, p.K, lay, q.data(), Kp, sc.data(), gs.data(), W, p.bias.data(), out, p.N, act};
+      t.q4_gemm(g, m0, m1, n0, n1);
+    } else {
+      Qs8GemmArgs g{p.M, p.N, p.K, q.data(), Kp, sc.data(), W, p.bias.data(), out, p.N, act};
+      t.qs8_gemm(g, m0, m1, n0, n1);
+    }
+  };
+  if (!split) {
+    gemm(y.data(), 0, p.M, 0, p.N);
+    return y;
   }
+  std::vector<int64_t> mc{0}, nc{0};
+  for (int64_t c : {int64_t(1), p.M / 3, p.M})
+    if (c > mc.back() && c <= p.M) mc.push_back(c);
+  for (int64_t c : {int64_t(16), (p.N / 32 + 1) * 16, p.N})
+    if (c > nc.back() && c <= p.N) nc.push_back(c);
+  if (nc.back() != p.N) nc.push_back(p.N);
+  for (size_t i = 0; i + 1 < mc.size(); ++i)
+    for (size_t j = 0; j + 1 < nc.size(); ++j) {
+      std::vector<float> one(p.M * p.N, -7.0f);
+      gemm(one.data(), mc[i], mc[i + 1], nc[j], nc[j + 1]);
+      for (int64_t m = 0; m < p.M; ++m)
+        for (int64_t n = 0; n < p.N; ++n) {
+          if (m >= mc[i] && m < mc[i + 1] && n >= nc[j] && n < nc[j + 1]) y[m * p.N + n] = one[m * p.N + n];
+          else if (one[m * p.N + n] != -7.0f && outside) *outside = false;
+        }
+    }
   return y;
 }
 
 static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd;
-  const int64_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128};
-  const int64_t KNs[][2] = {{5, 17}, {37, 33}, {100, 47}, {129, 70}};
-  for (auto& kn : KNs) {
-    const int64_t K = kn[0], N = kn[1];
+  const std::vector<int64_t> all_Ms{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128};
+  const std::vector<int64_t> few_Ms{1, 2, 3, 5, 9, 17};
+  // N = 41: a 9-column last panel (the narrowest one not given to the 8-column half tile);
+  // the last two: more than 8 panels (the 1-2 row path's full blocks, then an 8-column tail),
+  // and an int8 K over the AVX-512 kernel's 4096 K block (sums wait in C as int32)
+  struct Case { int64_t K, N; const std::vector<int64_t>* Ms; bool split; };
+  const Case cases[] = {{5, 17, &all_Ms, false}, {37, 41, &all_Ms, false}, {100, 47, &all_Ms, true},
+                        {129, 70, &all_Ms, false}, {64, 150, &few_Ms, true}, {4100, 40, &few_Ms, false}};
+  for (const Case& cs : cases) {
+    const int64_t K = cs.K, N = cs.N;
     for (int extreme = 0; extreme < 2; ++extreme) {
       // int8 weights (all +-127 when extreme)
       std::vector<int8_t> wq(K * N);
@@ -140,7 +278,7 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
           q4_gemm_pack(K, N, lay, U.data(), S.data(), Z.data(), T.data(), w.p);
           q4s.push_back(std::move(w));
         }
-      for (int64_t M : Ms) {
+      for (int64_t M : *cs.Ms) {
         QProblem p{M, K, N, std::vector<float>(M * K), std::vector<float>(N)};
         for (auto& v : p.x) v = extreme ? ((rng() & 1) ? 1.0f : -1.0f) : nd(rng);
         for (auto& v : p.bias) v = nd(rng);
@@ -148,15 +286,19 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
                                   (extreme ? " extreme" : "");
         for (int act = 0; act < 2; ++act) {
           const Q4Layout none{Q4Kind::kAffine, false, 32};
+          const bool split = cs.split && act == 1 && !extreme;
+          bool inside = true;
           auto a = run_q(ref_t, p, w8, false, none, Activation(act));
-          auto b = run_q(t, p, w8, false, none, Activation(act));
-          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_gemm" + where);
+          auto b = run_q(t, p, w8, false, none, Activation(act), split, &inside);
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && inside,
+                std::string(t.isa_name) + " qs8_gemm" + where + (split ? " split" : ""));
           for (auto& w : q4s) {
+            bool inside4 = true;
             auto c = run_q(ref_t, p, w.p, true, w.lay, Activation(act));
-            auto d = run_q(t, p, w.p, true, w.lay, Activation(act));
-            check(std::memcmp(c.data(), d.data(), c.size() * 4) == 0,
+            auto d = run_q(t, p, w.p, true, w.lay, Activation(act), split, &inside4);
+            check(std::memcmp(c.data(), d.data(), c.size() * 4) == 0 && inside4,
                   std::string(t.isa_name) + " q4_gemm kind=" + std::to_string(int(w.lay.kind)) + (w.lay.asym ? "a" : "") +
-                      " G=" + std::to_string(w.lay.group) + where);
+                      " G=" + std::to_string(w.lay.group) + where + (split ? " split" : ""));
           }
         }
       }
@@ -246,23 +388,157 @@ static void test_qw_axpy(const KernelTable& t, const KernelTable& ref_t) {
         }
 }
 
-int main() {
+// The f32-vmath row functions and the f32-dwconv kernel a table's ISA selects (the same
+// choice vmath() / f32_dwconv_kernel() make for the selected table).
+static VMathKernels vmath_of(const KernelTable& t) {
+#if defined(LOWBIT_X86)
+  if (t.isa == Isa::kAvx512Vnni)
+    return {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512"};
+#endif
+  return {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar"};
+}
+static F32DwConvKernel dwconv_of(const KernelTable& t) {
+#if defined(LOWBIT_X86)
+  if (t.isa == Isa::kAvx512Vnni) return {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
+#endif
+  return {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
+}
+
+// Softmax and GELU rows against the scalar reference, within the tolerances f32_vmath.h states:
+//   softmax: |y - ref| <= (2e-6 + n * 2^-24) * |ref| + 1e-37 -- both use a ~1e-7 exp, and they sum
+//     the row in different orders (the reference one by one, AVX-512 in 16 lanes and a tree),
+//     each within n * 2^-24 relative of the exact sum;
+//   GELU: |y - ref| <= 1e-6 + 4 ulp(ref) -- the reference's float 1 + erf(x / sqrt 2) cancels
+//     for x < 0 (absolute error up to ~5e-7, and -0 below x = -5.9); and, for the vector
+//     kernels, relative error <= 3e-5 against GELU evaluated in double (the float rounding of
+//     u = |x| / sqrt 2 is amplified by exp(-u^2): ~6 ulp for |x| <= 1, ~240 ulp at x = -13).
+static void test_vmath(const KernelTable& t) {
+  const VMathKernels k = vmath_of(t);
+  if (k.softmax_row == &ref::f32_softmax_row__scalar) return;  // the reference itself
+  std::mt19937 rng(13);
+  std::normal_distribution<float> nd;
+  for (int64_t n : {1, 2, 15, 16, 17, 33, 100, 1000}) {
+    for (int kind = 0; kind < 6; ++kind) {
+      std::vector<float> x(n), y0(n), y1(n);
+      for (int64_t i = 0; i < n; ++i) {
+        x[i] = nd(rng) * (kind == 1 ? 30.f : 3.f);  // kind 1: many terms underflow
+        if (kind == 2 && i % 3 == 0) x[i] = -INFINITY;
+        if (kind == 3) x[i] = -INFINITY;                      // all -inf: NaN, as the reference
+        if (kind == 4 && i == n / 2) x[i] = NAN;              // any NaN: all NaN
+        if (kind == 5) x[i] = 80.f + float(i % 7);            // large: max subtracted first
+      }
+      ref::f32_softmax_row__scalar(x.data(), y0.data(), n);
+      k.softmax_row(x.data(), y1.data(), n);
+      const double rel = 2e-6 + double(n) * 0x1p-24;
+      int64_t bad = -1;
+      for (int64_t i = 0; i < n && bad < 0; ++i) {
+        const bool same_nan = std::isnan(y0[i]) && std::isnan(y1[i]);
+        if (!same_nan && !(std::fabs(double(y1[i]) - y0[i]) <= rel * std::fabs(y0[i]) + 1e-37)) bad = i;
+      }
+      char msg[200];
+      std::snprintf(msg, sizeof msg, " n=%" PRId64 " kind=%d: [%" PRId64 "] %.9g vs %.9g", n, kind, bad < 0 ? 0 : bad,
+                    bad < 0 ? 0.0 : double(y1[bad]), bad < 0 ? 0.0 : double(y0[bad]));
+      check(bad < 0, std::string(t.isa_name) + " " + k.softmax_name + msg);
+      std::vector<float> inplace = x;  // x may equal y
+      k.softmax_row(inplace.data(), inplace.data(), n);
+      check(std::memcmp(inplace.data(), y1.data(), n * 4) == 0, std::string(t.isa_name) + " softmax in place");
+    }
+  }
+  // GELU over a grid of [-20, 20] (every tail: 16 lanes), random values, and the special ones
+  std::vector<float> x;
+  for (int i = -20000; i <= 20000; ++i) x.push_back(float(i) * 1e-3f);
+  for (int i = 0; i < 2000; ++i) x.push_back(nd(rng) * 4.f);
+  for (float v : {0.f, -0.f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 5.f, -5.f, -9.f, -13.f, -14.f, -30.f, 30.f, 1e30f, -1e30f,
+                  3.4e38f, -3.4e38f, INFINITY, -INFINITY, NAN})
+    x.push_back(v);
+  for (int64_t n : {int64_t(x.size()), int64_t(1), int64_t(7), int64_t(17)}) {
+    std::vector<float> y0(n), y1(n);
+    ref::f32_gelu__scalar(x.data() + x.size() - n, y0.data(), n);
+    k.gelu(x.data() + x.size() - n, y1.data(), n);
+    double worst_rel = 0;
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      const float xi = x[x.size() - n + i];
+      const double exact = 0.5 * double(xi) * std::erfc(-double(xi) * 0.70710678118654752440);
+      const double ulp_ref = std::nextafter(std::fabs(y0[i]), INFINITY) - std::fabs(y0[i]);
+      const bool same_nan = std::isnan(y0[i]) && std::isnan(y1[i]);
+      bool ok = same_nan || std::fabs(double(y1[i]) - y0[i]) <= 1e-6 + 4 * ulp_ref || y1[i] == y0[i];
+      if (std::isfinite(exact) && std::fabs(exact) >= 1.17549435e-38) {
+        const double rel = std::fabs(double(y1[i]) - exact) / std::fabs(exact);
+        worst_rel = std::max(worst_rel, rel);
+        ok = ok && rel <= 3e-5;
+      }
+      if (!ok && bad < 0) bad = i;
+    }
+    char msg[240];
+    std::snprintf(msg, sizeof msg, " n=%" PRId64 " (max rel. error vs double %.3g)", n, worst_rel);
+    std::string what = std::string(t.isa_name) + " " + k.gelu_name + msg;
+    if (bad >= 0) {
+      std::snprintf(msg, sizeof msg, ": x=%.9g gives %.9g, reference %.9g", double(x[x.size() - n + bad]), double(y1[bad]),
+                    double(y0[bad]));
+      what += msg;
+    }
+    check(bad < 0, what);
+    if (n == int64_t(x.size())) std::printf("  %s: max rel. error vs double GELU %.3g\n", k.gelu_name, worst_rel);
+  }
+}
+
+// Depthwise convolution: bit for bit with the scalar kernel (same tap order, no FMA).
+static void test_dwconv(const KernelTable& t) {
+  const F32DwConvKernel k = dwconv_of(t);
+  if (k.fn == &f32_dwconv_nhwc__scalar) return;  // the reference itself
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd;
+  struct Conv { int64_t C, H, W, kh, kw, s, d, pt, pl, pb, pr; bool bias; };
+  const Conv convs[] = {{1, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, true},    {15, 7, 9, 3, 3, 2, 1, 1, 0, 2, 1, true},
+                        {16, 9, 10, 3, 3, 1, 1, 1, 1, 1, 1, false}, {17, 8, 8, 5, 5, 1, 1, 2, 2, 2, 2, true},
+                        {40, 12, 13, 3, 3, 1, 2, 2, 2, 2, 2, true}, {24, 11, 11, 7, 7, 2, 1, 3, 3, 3, 3, true},
+                        {33, 6, 20, 1, 5, 1, 1, 0, 2, 0, 2, false}};
+  for (const Conv& c : convs) {
+    const int64_t N = 2, OH = (c.H + c.pt + c.pb - c.d * (c.kh - 1) - 1) / c.s + 1,
+                  OW = (c.W + c.pl + c.pr - c.d * (c.kw - 1) - 1) / c.s + 1;
+    std::vector<float> x(N * c.H * c.W * c.C), w(c.kh * c.kw * c.C), b(c.C), acc(c.C), y0(N * OH * OW * c.C, -3.f),
+        y1(N * OH * OW * c.C, -3.f);
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : b) v = nd(rng);
+    F32DwConvArgs a{x.data(), w.data(), c.bias ? b.data() : nullptr, y0.data(), N, c.H, c.W, c.C, OH, OW,
+                    c.kh, c.kw, c.s, c.s, c.d, c.d, c.pt, c.pl};
+    f32_dwconv_nhwc__scalar(a, 0, N * OH, acc.data());
+    a.y = y1.data();
+    k.fn(a, 0, 1, acc.data());  // row ranges as the thread pool splits them
+    k.fn(a, 1, N * OH, acc.data());
+    check(std::memcmp(y0.data(), y1.data(), y0.size() * 4) == 0,
+          std::string(t.isa_name) + " " + k.name + " C=" + std::to_string(c.C) + " k=" + std::to_string(c.kh) + "x" +
+              std::to_string(c.kw) + " s=" + std::to_string(c.s) + " d=" + std::to_string(c.d));
+  }
+}
+
+// Arguments: ISA names to test (default: every table this CPU supports).
+int main(int argc, char** argv) {
+  std::vector<std::string> only(argv + 1, argv + argc);
   std::string feats;
   for (auto& f : cpu::feature_names()) feats += f + " ";
   std::printf("features: %s\n", feats.c_str());
+  std::printf("vendor: %s\n", cpu::features().vendor.c_str());
   select_kernels("");
   std::printf("selected: %s\n", kernels().isa_name);
   int tested = 0;
   for (const auto& t : all_kernel_tables()) {
     if (!isa_supported(t.isa)) continue;
+    if (!only.empty() && std::find(only.begin(), only.end(), std::string(t.isa_name)) == only.end()) continue;
     std::printf("testing %s (%s, %s)\n", t.isa_name, t.f32_gemm_name, t.crc32c_name);
     test_crc(t);
     test_gemm(t);
     if (&t != &all_kernel_tables().back()) {  // the scalar table is the reference itself
       std::printf("  quantized: %s, %s, %s\n", t.qs8_quant_name, t.qs8_gemm_name, t.q4_gemm_name);
+      test_quant(t);
       test_quantized(t, all_kernel_tables().back());
       test_quant_split(t, all_kernel_tables().back());
       test_qw_axpy(t, all_kernel_tables().back());
+      std::printf("  rows: %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name);
+      test_vmath(t);
+      test_dwconv(t);
     }
     ++tested;
   }

@@ -1,7 +1,7 @@
 // Direct depthwise convolution, NHWC, AVX-512 (see f32_dwconv.h): 16 channels
 // per vector; multiply and add kept separate so the result equals ref.cc's.
 // Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma
-#include <immintrin.h>
+#include "kernels/common/avx512.h"
 
 #include "f32_dwconv.h"
 

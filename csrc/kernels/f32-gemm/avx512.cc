@@ -8,7 +8,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#include <immintrin.h>
+#include "kernels/common/avx512.h"
 
 #include "common.h"
 #include "f32_gemm.h"

@@ -1,6 +1,10 @@
 // AVX-512 row functions (see f32_vmath.h).
 // Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma
-#include <immintrin.h>
+// GCC 12's AVX-512 headers self-initialise _mm512_undefined_*(): silence its -Wmaybe-uninitialized false positives.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include "kernels/common/avx512.h"
 
 #include <cmath>
 
@@ -80,7 +84,10 @@ void f32_gelu__avx512(const float* x, float* y, int64_t n) {
     const __m512 erfc = _mm512_mul_ps(t, Exp(_mm512_fnmadd_ps(u, u, p)));
     const __m512 half_x_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), erfc);
     const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-    const __m512 r = _mm512_mask_blend_ps(neg, _mm512_sub_ps(v, half_x_erfc), half_x_erfc);
+    // x >= 0 where erfc is 0 (x > ~13): x itself, the same as x - 0 for finite x, and +inf
+    // stays +inf (0.5 x erfc would be inf * 0 = NaN), as in the reference
+    const __mmask16 nz = _mm512_cmp_ps_mask(erfc, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    const __m512 r = _mm512_mask_blend_ps(neg, _mm512_mask_sub_ps(v, nz, v, half_x_erfc), half_x_erfc);
     _mm512_mask_storeu_ps(y + i, k, r);
   }
 }

@@ -10,7 +10,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <immintrin.h>
+#include "kernels/common/avx512.h"
 
 #include <cstring>
 
@@ -31,11 +31,8 @@ inline __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// acc += codes (u8) x the 4 activation bytes at p (s8, broadcast from memory), in place.
-// (GCC 12 copies accumulators around the intrinsic: the asm keeps them in registers.)
-inline void DpbusdBcast(__m512i& acc, __m512i u8, const int8_t* p) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*reinterpret_cast<const int32_t*>(p)));
-}
+// DpbusdBcast(acc, codes, p): acc += codes (u8) x the 4 activation bytes at p (s8, broadcast
+// from memory), in place; DpbusdBcast256 is its 256-bit EVEX form. Both in kernels/common/avx512.h.
 
 template <int MR, int NP, int MODE>
 __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, int64_t ncols) {
@@ -158,12 +155,6 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t nb, 
       _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb + 16 * p, mk, y);
     }
   }
-}
-
-// acc += codes x 4 broadcast activation bytes, 256-bit EVEX form ({evex}: the VEX AVX-VNNI
-// encoding of this mnemonic does not exist on AVX-512 VNNI CPUs such as Zen 4).
-inline void DpbusdBcast256(__m256i& acc, __m256i u8, const int8_t* p) {
-  asm("%{evex%} vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*reinterpret_cast<const int32_t*>(p)));
 }
 
 // A last panel with at most 8 valid columns: the first 32 bytes of each 64-byte code

@@ -8,7 +8,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <immintrin.h>
+#include "kernels/common/avx512.h"
 
 #include <cstring>
 
@@ -27,15 +27,7 @@ inline __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// acc += u8 x s8 dot products, in place. (GCC 12 copies the accumulator around the
-// intrinsic's result, several extra moves and even spills per step: the asm keeps it in place.)
-inline void Dpbusd(__m512i& acc, __m512i u8, __m512i s8) { asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8)); }
-
-// The 256-bit form. {evex} matters: without it the assembler may pick the VEX (AVX-VNNI)
-// encoding of the same mnemonic, which Zen 4 and other AVX-512 VNNI CPUs lack (#UD).
-inline void Dpbusd256(__m256i& acc, __m256i u8, __m256i s8) {
-  asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
-}
+// Dpbusd / Dpbusd256 (vpdpbusd, in place; the 256-bit one EVEX-encoded): kernels/common/avx512.h.
 
 inline __m512i Bcast4(const int8_t* p) {
   int32_t v;
