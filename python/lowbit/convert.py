@@ -93,6 +93,13 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     and multiplied in float32 instead, so one outlier channel does not coarsen
     the whole row's grid (see docs/kernels.md, "outlier split").
 
+    An ONNX model already quantized by onnxruntime's tools (``quantize_dynamic``,
+    ``quantize_static`` in QDQ form, ``MatMulNBitsQuantizer``) keeps its integer
+    weights, zero points and scales (4-bit scales stored as f16) and needs no
+    ``quant=``; static activation scales of QDQ models are kept too
+    (docs/import.md gives the mapping and the bounds). ``quant=`` then only
+    affects layers that are still float.
+
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
     ``UnsupportedOpError`` listing every operator it cannot import. ``calib``
     and ``recipe`` are reserved for the compressed paths and raise
