@@ -161,9 +161,12 @@ def test_convert_calib_flag_passes_the_api_error_through(tmp_path):
     np.savez(tmp_path / "calib.npz", x=np.zeros((4, 16), np.float32))
     r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "m.qbin"), "--calib", str(tmp_path / "calib.npz"),
                    "--json")
-    assert r.returncode == 1 and "not available in this version" in r.stderr
+    assert r.returncode == 1 and "needs quant='int8'" in r.stderr  # calib calibrates int8 activations
     err = json.loads(r.stdout)
-    assert err["ok"] is False and err["exit_code"] == 1 and "not available" in err["error"]
+    assert err["ok"] is False and err["exit_code"] == 1 and "needs quant='int8'" in err["error"]
+    r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "m8.qbin"), "--quant", "int8", "--calib",
+                   str(tmp_path / "calib.npz"), "--calib-method", "entropy")
+    assert r.returncode == 0, r.stderr
     r = lowbit_cli("convert", str(src), "--calib-method", "entropy")
     assert r.returncode == 2 and "--calib-method needs --calib" in r.stderr
     np.savez(tmp_path / "uneven.npz", a=np.zeros((4, 16), np.float32), b=np.zeros((3, 16), np.float32))

@@ -100,7 +100,9 @@ class PyEngine {
       const ValueSpec& v = engine_->values()[in_ids[i]];
       bool dtype_ok = (v.dtype == DType::kF32 && a.dtype().is(py::dtype::of<float>())) ||
                       (v.dtype == DType::kI64 && a.dtype().is(py::dtype::of<int64_t>())) ||
-                      (v.dtype == DType::kI32 && a.dtype().is(py::dtype::of<int32_t>()));
+                      (v.dtype == DType::kI32 && a.dtype().is(py::dtype::of<int32_t>())) ||
+                      (v.dtype == DType::kI8 && a.dtype().is(py::dtype::of<int8_t>())) ||  // engine-level tests of int8 ops
+                      (v.dtype == DType::kU8 && a.dtype().is(py::dtype::of<uint8_t>()));
       if (!dtype_ok) throw std::invalid_argument("input '" + v.name + "': expected dtype " + dtype_name(v.dtype));
       if (!(a.flags() & py::array::c_style)) throw std::invalid_argument("input '" + v.name + "' must be C-contiguous");
       Shape s(a.shape(), a.shape() + a.ndim());
@@ -351,6 +353,57 @@ py::tuple py_qs8_quant_split(const std::string& isa, py::array_t<float, py::arra
   return py::make_tuple(q, sc, gs, idx, val);
 }
 
+// Test hook: requantization of a float block [M, N] with a named ISA -> int8 [M, N].
+using I8Array = py::array_t<int8_t, py::array::c_style | py::array::forcecast>;
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+I8Array py_qs8_requant(const std::string& isa, F32Array Y, F32Array mult, int out_zp, int lo, int hi, py::object res,
+                       int r_zp, float r_mult, bool two_step, int mid_zp, float mid_mult) {
+  const KernelTable& t = kernels_for(isa);
+  if (Y.ndim() != 2 || mult.size() != Y.shape(1)) throw std::invalid_argument("Y must be [M, N] and mult [N]");
+  if (lo < -128 || hi > 127 || lo > hi || out_zp < -128 || out_zp > 127 || r_zp < -128 || r_zp > 127 || mid_zp < -128 ||
+      mid_zp > 127)
+    throw std::invalid_argument("code range or zero points out of [-128, 127]");
+  const int64_t M = Y.shape(0), N = Y.shape(1);
+  I8Array R;
+  if (!res.is_none()) {
+    R = py::cast<I8Array>(res);
+    if (R.ndim() != 2 || R.shape(0) != M || R.shape(1) != N) throw std::invalid_argument("residual must be [M, N]");
+  }
+  I8Array Q(std::vector<int64_t>{M, N});
+  Qs8RequantArgs a{N, Y.data(), N, mult.data(), out_zp, lo, hi, res.is_none() ? nullptr : R.data(), N, r_zp, r_mult,
+                   two_step, mid_zp, mid_mult, Q.mutable_data(), N};
+  py::gil_scoped_release nogil;
+  t.qs8_requant(a, 0, M);
+  return Q;
+}
+
+// Test hook: int8 depthwise convolution with a named ISA (x NHWC int8, w [kh, kw, C] int8).
+I8Array py_qs8_dwconv(const std::string& isa, I8Array X, I8Array Wt, py::object bias, F32Array mult, std::vector<int64_t> strides,
+                      std::vector<int64_t> dil, std::vector<int64_t> pads, int64_t OH, int64_t OW, int x_zp, int out_zp,
+                      int lo, int hi) {
+  const KernelTable& t = kernels_for(isa);
+  if (X.ndim() != 4 || Wt.ndim() != 3 || Wt.shape(2) != X.shape(3) || mult.size() != X.shape(3) || strides.size() != 2 ||
+      dil.size() != 2 || pads.size() != 2 || OH < 0 || OW < 0)
+    throw std::invalid_argument("bad dwconv arguments");
+  const int64_t C = X.shape(3);
+  for (int64_t i = 0; i < Wt.size(); ++i)
+    if (Wt.data()[i] == -128) throw std::invalid_argument("weights must be in [-127, 127]");
+  py::array_t<int32_t, py::array::c_style | py::array::forcecast> B;
+  if (!bias.is_none()) {
+    B = py::cast<py::array_t<int32_t, py::array::c_style | py::array::forcecast>>(bias);
+    if (B.size() != C) throw std::invalid_argument("bias must have C entries");
+  }
+  I8Array Y(std::vector<int64_t>{X.shape(0), OH, OW, C});
+  Qs8DwConvArgs a{X.data(), Wt.data(), bias.is_none() ? nullptr : B.data(), mult.data(), Y.mutable_data(),
+                  X.shape(0), X.shape(1), X.shape(2), C, OH, OW, Wt.shape(0), Wt.shape(1), strides[0], strides[1],
+                  dil[0], dil[1], pads[0], pads[1], x_zp, out_zp, lo, hi};
+  std::vector<uint8_t> scratch(size_t(qs8_dwconv_scratch_bytes(C, Wt.shape(0) * Wt.shape(1)) + 64));
+  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t(63));
+  py::gil_scoped_release nogil;
+  t.qs8_dwconv(a, 0, X.shape(0) * OH, sp);
+  return Y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -378,6 +431,8 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-quant-split"] = t.qs8_quant_split_name;
     d["qw-axpy"] = t.qw_axpy_name;
     d["crc32c"] = t.crc32c_name;
+    d["qs8-requant"] = t.qs8_requant_name;
+    d["qs8-dwconv"] = t.qs8_dwconv_name;
     return d;
   }, py::arg("isa") = "");
   m.def("set_num_threads", [](int n) {
@@ -399,6 +454,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("qs8_quant", &py_qs8_quant);
   m.def("qs8_quant_split", &py_qs8_quant_split);
   m.def("qw_axpy", &py_qw_axpy);
+  m.def("qs8_requant", &py_qs8_requant, py::arg("isa"), py::arg("y"), py::arg("mult"), py::arg("out_zp"), py::arg("lo"),
+        py::arg("hi"), py::arg("residual") = py::none(), py::arg("r_zp") = 0, py::arg("r_mult") = 0.0f,
+        py::arg("two_step") = false, py::arg("mid_zp") = 0, py::arg("mid_mult") = 1.0f);
+  m.def("qs8_dwconv", &py_qs8_dwconv);
   m.def("memread_sum", [](const py::buffer& b) {
     py::buffer_info info = b.request();
     const void* p = info.ptr;

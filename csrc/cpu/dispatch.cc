@@ -32,12 +32,17 @@ std::vector<KernelTable> build_tables() {
                &sse42::crc32c__sse42, "crc32c__sse42",
                &avx512::qs8_quant__avx512, "qs8_quant__avx512",
                &avx512::qs8_gemm_8x32c4__avx512vnni, "qs8_gemm_8x32c4__avx512vnni", true,
-               &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni"});
+               &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni",
+               // no AVX-512 requant/depthwise yet (not testable on the AVX2 build machine): the AVX2 ones
+               &avx2::qs8_requant__avx2, "qs8_requant__avx2",
+               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2"});
   t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
                &sse42::crc32c__sse42, "crc32c__sse42",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &avx2::qs8_gemm_4x16c4__avx2, "qs8_gemm_4x16c4__avx2", false,
-               &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2"});
+               &avx2::q4_gemm_4x16c8__avx2, "q4_gemm_4x16c8__avx2",
+               &avx2::qs8_requant__avx2, "qs8_requant__avx2",
+               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2"});
 #endif
 #if defined(LOWBIT_ARM64)
   // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.
@@ -45,13 +50,17 @@ std::vector<KernelTable> build_tables() {
                &armv8::crc32c__armv8crc, "crc32c__armv8crc",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
-               &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot"});
+               &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot",
+               &ref::qs8_requant__scalar, "qs8_requant__scalar",
+               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar"});
 #endif
   t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
                &ref::crc32c__scalar, "crc32c__scalar",
                &ref::qs8_quant__scalar, "qs8_quant__scalar",
                &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
-               &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar"});
+               &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar",
+               &ref::qs8_requant__scalar, "qs8_requant__scalar",
+               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar"});
   for (KernelTable& k : t) add_outlier_split_kernels(k);
   return t;
 }

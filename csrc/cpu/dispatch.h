@@ -8,8 +8,10 @@
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/q4-gemm/q4_gemm.h"
+#include "kernels/qs8-dwconv/qs8_dwconv.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
+#include "kernels/qs8-requant/qs8_requant.h"
 #include "kernels/qw-axpy/qw_axpy.h"
 
 namespace lowbit {
@@ -30,6 +32,11 @@ struct KernelTable {
   bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
   Q4GemmFn q4_gemm;
   const char* q4_gemm_name;
+  // int8 CNN path (static activation scales): requantization of a GEMM block, direct depthwise
+  Qs8RequantFn qs8_requant;
+  const char* qs8_requant_name;
+  Qs8DwConvFn qs8_dwconv;
+  const char* qs8_dwconv_name;
   // The outlier split of quantized Dense layers (`outliers`): the activation quantizer that
   // leaves a row's largest values out, and the float part they add back (y += v * W[k, :]).
   // Filled per level by add_outlier_split_kernels() in dispatch.cc, after the rows above.

@@ -213,7 +213,7 @@ Engine::Engine(std::vector<ValueSpec> values, std::vector<NodeSpec> nodes, std::
       if (!op->input_dtype_ok(k, vs.dtype))
         throw std::invalid_argument(where + ": input '" + vs.name + "' is " + dtype_name(vs.dtype) +
                                     (op->input_dtype_ok(k, DType::kF32) ? ", expected float32" : ", a dtype this op does not read here"));
-      bool packed_ok = (n.op == "Dense" || n.op == "Conv") && k == 1;
+      bool packed_ok = (n.op == "Dense" || n.op == "Conv" || n.op == "QConv") && k == 1;
       if (vs.is_const && vs.encoding != "raw" && !packed_ok)
         throw std::invalid_argument(where + ": input '" + vs.name + "' has encoding " + vs.encoding + ", expected raw");
     }
@@ -488,6 +488,7 @@ void register_shape_ops();
 void register_conv_ops();
 void register_pool_ops();
 void register_tensor_ops();
+void register_qconv_ops();
 
 void register_all_ops() {
   static bool done = false;
@@ -501,6 +502,7 @@ void register_all_ops() {
   register_conv_ops();
   register_pool_ops();
   register_tensor_ops();
+  register_qconv_ops();
 }
 
 }  // namespace lowbit

@@ -9,7 +9,7 @@ from typing import Any
 
 from .format import save
 from .ir import Graph
-from .passes import DEFAULT_PIPELINE, eliminate_dead_code, pack_dense_weights, run_passes
+from .passes import DEFAULT_PIPELINE, eliminate_dead_code, pack_conv_weights, pack_dense_weights, run_passes, to_nhwc
 
 
 @dataclass
@@ -73,7 +73,8 @@ def _pre_quantized(graph: Graph) -> bool:
 
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
             symmetric: bool = False, codebook: str = "nf4", outliers: int = 1, example_inputs: Any = None,
-            calib: Any = None, recipe: Any = None) -> ConvertReport:
+            calib: Any = None, calib_method: str = "percentile", calib_percentile: float = 99.99,
+            recipe: Any = None) -> ConvertReport:
     """Imports ``src`` (an ``.onnx`` path, an ``onnx.ModelProto``, or a live
     ``torch.nn.Module`` traced with ``example_inputs``), runs the
     graph passes (constant folding, GELU/bias/activation fusion, dead-code
@@ -100,10 +101,20 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     (docs/import.md gives the mapping and the bounds). ``quant=`` then only
     affects layers that are still float.
 
+    ``calib`` (with ``quant="int8"``): an iterable of calibration inputs (arrays
+    for single-input models, else dicts name -> array). Convolutions then run int8
+    end to end with static activation scales: each activation's range comes from
+    a histogram over the calibration outputs, picked by ``calib_method``:
+    ``"minmax"``, ``"percentile"`` (two-sided, ``calib_percentile``, default
+    99.99) or ``"entropy"`` (TensorRT-style KL minimization). The scales are
+    stored in the file (docs/format.md, ``QConv``). An ONNX model already
+    quantized in QDQ form (onnxruntime's ``quantize_static``) keeps its own
+    integer weights and scales and needs neither.
+
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
-    ``UnsupportedOpError`` listing every operator it cannot import. ``calib``
-    and ``recipe`` are reserved for the compressed paths and raise
-    ``NotImplementedError`` in this version.
+    ``UnsupportedOpError`` listing every operator it cannot import. ``recipe``
+    is reserved for the compression toolkit and raises ``NotImplementedError``
+    in this version.
     """
     t0 = time.perf_counter()
     if isinstance(outliers, bool) or not isinstance(outliers, int) or not 0 <= outliers <= 8:
@@ -112,12 +123,21 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     if quant is not None:
         from .passes.quantize import QuantSpec
         spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook), outliers)
-    if recipe is not None or calib is not None:
-        raise NotImplementedError("recipe= and calib= are not available in this version yet")
+    if recipe is not None:
+        raise NotImplementedError("recipe= is not available in this version yet")
+    if calib is not None and (spec is None or spec.mode != "int8"):
+        raise ValueError(f"calib= calibrates int8 activations: it needs quant='int8', got quant={quant!r}")
     graph, src_name = _import(src, example_inputs)
     src_bytes = int(graph.metadata.get("source_weight_bytes", 0))
     passes = list(DEFAULT_PIPELINE)
-    if _pre_quantized(graph):  # onnxruntime-quantized models: integer weights carried over (passes/qmatmul.py)
+    from .passes import qconv
+    if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
+        passes.insert(0, qconv.lower_qdq)
+    if calib is not None:
+        passes.insert(passes.index(to_nhwc) + 1, qconv.static_quantize_convs(calib, calib_method, calib_percentile))
+    passes.insert(passes.index(pack_conv_weights) + 1, qconv.pack_qconv_weights)
+    if _pre_quantized(graph):  # onnxruntime-quantized MatMuls: integer weights carried over (passes/qmatmul.py);
+        # before qconv.lower_qdq, which maps the remaining Q/DQ of convolutions and run-time values
         from .passes.qmatmul import absorb_output_grids, lower_quantized_matmuls
         passes.insert(0, lower_quantized_matmuls(spec.outliers if spec is not None else int(outliers)))
         passes.insert(passes.index(eliminate_dead_code), absorb_output_grids)

@@ -319,6 +319,8 @@ def _window_attrs(a: dict) -> dict:
 
 def _h_conv(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
     w = ctx.const(ins[1])
+    if w is None:  # a QDQ model: the weight is DequantizeLinear of constant integer codes
+        w = _dequantized_const(ctx, ins[1])
     if w is None or w.ndim != 4:
         raise UnsupportedOpError(f"Conv '{node.name}': only 2-D convolutions with a constant weight are supported",
                                  {"Conv(non-2D or runtime weight)": [node.name]}, ctx.opset)
@@ -326,6 +328,26 @@ def _h_conv(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> N
     attrs["kernel_shape"] = [int(w.shape[2]), int(w.shape[3])]
     attrs["group"] = int(a.get("group", 1))
     ctx.emit("Conv", [i for i in ins[:3]], outs[:1], node.name, **attrs)
+
+
+def _dequantized_const(ctx: _Ctx, name: str) -> np.ndarray | None:
+    """The integer codes behind ``name`` when an earlier DequantizeLinear of a constant produces it."""
+    for n in reversed(ctx.nodes):
+        if name in n.outputs:
+            return ctx.const(n.inputs[0]) if n.op == "DequantizeLinear" else None
+    return None
+
+
+def _h_qdq(op: str) -> Callable:
+    """QuantizeLinear / DequantizeLinear, kept as they are in the IR; the passes
+    (passes/qconv.py: lower_qdq) map them onto lowbit's int8 ops, and constant
+    folding dequantizes constant weights that no int8 op takes."""
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        if int(a.get("block_size", 0)):
+            raise UnsupportedOpError(f"{op} '{node.name}': blocked quantization is not supported",
+                                     {f"{op}(block_size)": [node.name]}, ctx.opset)
+        ctx.emit(op, ins[:3], outs[:1], node.name, axis=int(a.get("axis", 1)))
+    return h
 
 
 def _h_pool(op: str) -> Callable:
@@ -493,26 +515,18 @@ HANDLERS: dict[str, Callable] = {
     "LessOrEqual": _simple("LessOrEqual"), "GreaterOrEqual": _simple("GreaterOrEqual"),
     "And": _simple("And"), "Or": _simple("Or"), "Xor": _simple("Xor"), "Not": _simple("Not"),
 }
+# int8 CNNs in QDQ form (branch qconv; MatMul/Gemm QDQ, MatMulInteger and MatMulNBits are handled elsewhere)
+HANDLERS.setdefault("QuantizeLinear", _h_qdq("QuantizeLinear"))
+HANDLERS.setdefault("DequantizeLinear", _h_qdq("DequantizeLinear"))
 
 # -- pre-quantized models (onnxruntime's quantize_dynamic / quantize_static / MatMulNBitsQuantizer) --
-# DynamicQuantizeLinear, MatMulInteger, QuantizeLinear and DequantizeLinear stay as they are in the IR;
-# passes/qmatmul.py maps them onto Dense layers with int8 weights (codes and scales carried over).
+# DynamicQuantizeLinear and MatMulInteger stay as they are in the IR (as QuantizeLinear / DequantizeLinear
+# do, above); passes/qmatmul.py maps them onto Dense layers with int8 weights (codes and scales carried over).
 # com.microsoft MatMulNBits becomes a Dense with a 4-bit weight right here (all its inputs are constants).
 
 def _h_keep(op: str) -> Callable:
     def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
         ctx.emit(op, ins, outs, node.name)
-    return h
-
-
-def _h_qdq_linear(op: str) -> Callable:
-    """QuantizeLinear / DequantizeLinear as IR nodes of the same name (inputs x, scale,
-    zero point; attr axis): the same IR the int8 convolution path reads."""
-    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
-        if int(a.get("block_size", 0)):
-            raise UnsupportedOpError(f"{op} '{node.name}': blocked quantization is not supported",
-                                     {f"{op}(block_size)": [node.name]}, ctx.opset)
-        ctx.emit(op, ins[:3], outs[:1], node.name, axis=int(a.get("axis", 1)))
     return h
 
 
@@ -536,8 +550,6 @@ def _h_matmul_nbits(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[st
     ctx.emit("Dense", inputs, outs[:1], node.name, activation=0)
 
 
-HANDLERS.setdefault("QuantizeLinear", _h_qdq_linear("QuantizeLinear"))
-HANDLERS.setdefault("DequantizeLinear", _h_qdq_linear("DequantizeLinear"))
 HANDLERS["DynamicQuantizeLinear"] = _h_keep("DynamicQuantizeLinear")
 HANDLERS["MatMulInteger"] = _h_keep("MatMulInteger")
 _ARITY["MatMulNBits"] = (3, 6, 1, 1, (3, 4, 5))

@@ -13,6 +13,7 @@ from .layout import to_nhwc
 from .fold import fold_constants
 from .fuse import fuse_dense_activation, fuse_dense_bias, fuse_gelu, fuse_layernorm
 from .pack import check_runtime_dtypes, pack_dense_weights
+from .qconv import lower_qdq, pack_qconv_weights, static_quantize_convs
 
 Pass = Callable[[Graph], Graph]
 
@@ -48,4 +49,4 @@ def run_passes(graph: Graph, passes: Iterable[Pass] = DEFAULT_PIPELINE) -> tuple
 __all__ = ["DEFAULT_PIPELINE", "run_passes", "fold_constants", "eliminate_identity", "fuse_gelu",
            "fuse_dense_bias", "fuse_dense_activation", "eliminate_dead_code", "check_runtime_dtypes",
            "pack_dense_weights", "fuse_layernorm", "fold_batchnorm", "fuse_conv_activation", "fuse_conv_residual", "to_nhwc",
-           "pack_conv_weights"]
+           "pack_conv_weights", "lower_qdq", "pack_qconv_weights", "static_quantize_convs"]

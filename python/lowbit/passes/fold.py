@@ -79,6 +79,17 @@ def _reshape_any(x: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
     return _reshape(x[0], {"shape": [int(v) for v in x[1].reshape(-1)], "allowzero": a.get("allowzero", 0)})
 
 
+def _dequantize_linear(i: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """ONNX DequantizeLinear on constants: (x - zero_point) * scale, per tensor or per axis, in float32."""
+    x, s = i[0], i[1].astype(np.float32)
+    z = i[2] if len(i) > 2 else np.zeros((), x.dtype)
+    if s.size > 1:
+        shape = [1] * x.ndim
+        shape[int(a.get("axis", 1)) % x.ndim] = s.size
+        s, z = s.reshape(shape), z.reshape(shape)
+    return ((x.astype(np.int32) - z.astype(np.int32)).astype(np.float32) * s).astype(np.float32)
+
+
 def _div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if x.dtype.kind == "i" and y.dtype.kind == "i":  # integer division truncates toward zero (ONNX Runtime)
         return (np.sign(x) * np.sign(y) * (np.abs(x) // np.abs(y))).astype(np.result_type(x, y))
@@ -130,6 +141,7 @@ NUMPY_OPS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] =
     "Range": lambda i, a: np.arange(i[0].reshape(-1)[0], i[1].reshape(-1)[0], i[2].reshape(-1)[0]).astype(i[0].dtype),
     "ReduceMean": _axes_reduce(np.mean),
     "ReduceSum": _axes_reduce(np.sum),
+    "DequantizeLinear": _dequantize_linear,
 }
 
 

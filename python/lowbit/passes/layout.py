@@ -14,10 +14,10 @@ from ..ir import Graph, Node, Tensor
 
 _TO_NHWC, _TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 _NCHW_AXIS_IN_NHWC = [0, 3, 1, 2]  # where NCHW axis a lives in NHWC
-_ALWAYS_NHWC = {"Conv", "MaxPool", "AveragePool"}       # run only in NHWC
+_ALWAYS_NHWC = {"Conv", "MaxPool", "AveragePool", "QConv", "QMaxPool"}  # run only in NHWC
 _EITHER = {"GlobalAveragePool", "GlobalMaxPool", "BatchNormalization"}  # take a layout attr
 _UNARY = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Exp", "Neg", "Abs",
-          "Sqrt", "Reciprocal", "Gelu", "Erf", "Identity"}
+          "Sqrt", "Reciprocal", "Gelu", "Erf", "Identity", "Quantize", "Dequantize"}
 _BINARY = {"Add", "Sub", "Mul", "Div"}
 
 
@@ -87,7 +87,8 @@ def to_nhwc(graph: Graph) -> Graph:
     for n in graph.nodes:
         ins = n.inputs
         if n.op in _ALWAYS_NHWC and len(n.attrs.get("kernel_shape", [])) == 2:
-            n.inputs = [nhwc_of(ins[0])] + ins[1:3] + [nhwc_of(i) for i in ins[3:4]]  # x and the residual
+            r = 4 if n.op == "QConv" else 3  # where the residual input sits
+            n.inputs = [nhwc_of(ins[0])] + ins[1:r] + [nhwc_of(i) if i else i for i in ins[r:r + 1]]  # x and the residual
             n.attrs["layout"] = "NHWC"
             emit_nhwc(n)
             continue

@@ -29,6 +29,7 @@ from .. import _core
 from ..errors import UnsupportedOpError
 from ..ir import Graph, Node, Tensor
 from .cleanup import eliminate_dead_code
+from .fold import _dequantize_linear
 
 #: ops that mark a pre-quantized model (the passes below run only when one is present)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}
@@ -132,24 +133,20 @@ def _dq_weight(graph: Graph, dq: Node | None, transposed: bool) -> tuple[np.ndar
 
 
 def _dequantize_const(graph: Graph, dq: Node) -> np.ndarray | None:
-    """ONNX DequantizeLinear of constants, per tensor or per axis: (x - zp) * scale in float32."""
+    """ONNX DequantizeLinear of constants (per tensor or per axis) in float32, or None when its
+    inputs are not constants of a shape the op allows (the node is then left as it is)."""
     x = graph.const(dq.inputs[0])
     s = graph.const(dq.inputs[1]) if len(dq.inputs) > 1 else None
     if x is None or s is None or s.dtype != np.float32 or x.dtype.kind not in "iu":
         return None
     z = graph.const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else np.zeros((), x.dtype)
-    if z is None:
+    if z is None or z.size not in (1, s.size):
         return None
-    if s.size > 1:
-        if x.ndim == 0 or s.ndim != 1:
-            return None
-        axis = int(dq.attrs.get("axis", 1)) % x.ndim
-        if s.size != x.shape[axis] or z.size not in (1, s.size):
-            return None
-        shape = [1] * x.ndim
-        shape[axis] = s.size
-        s, z = s.reshape(shape), z.reshape(shape) if z.size > 1 else z
-    return ((x.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s).astype(np.float32)
+    if s.size > 1 and (x.ndim == 0 or s.ndim != 1 or s.size != x.shape[int(dq.attrs.get("axis", 1)) % x.ndim]):
+        return None
+    if s.size > 1 and z.size == 1:
+        z = np.broadcast_to(z.reshape(-1), s.shape)
+    return _dequantize_linear([x, s, z], dq.attrs)
 
 
 def matmul_nbits_weight(name: str, node_name: str, a: dict[str, Any], b: np.ndarray | None, scales: np.ndarray | None,
