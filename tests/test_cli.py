@@ -114,6 +114,13 @@ def test_convert_json_and_quant_flags(tmp_path, converted):
         assert encs == {enc}, (quant, encs)
     r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "s.qbin"), "--quant", "int4", "--symmetric", "--json")
     assert {l["encoding"] for l in json.loads(r.stdout)["layers"] if l["op"] == "Dense"} == {"q4-g32-sym-n16k8"}
+    # the outlier split: on by default (one value per row), --outliers 0 turns it off
+    for flag, split in (([], True), (["--outliers", "0"], False), (["--outliers", "2"], True)):
+        r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "o.qbin"), "--quant", "int8", *flag, "--json")
+        assert r.returncode == 0, r.stderr
+        kernels = {l["kernel"] for l in json.loads(r.stdout)["layers"] if l["op"] == "Dense"}
+        assert all(("qs8_quant_split" in k) == split for k in kernels), (flag, kernels)
+    assert lowbit_cli("convert", str(src), "-o", str(tmp_path / "o.qbin"), "--quant", "int8", "--outliers", "9").returncode == 2
 
 
 def test_inspect_table_totals(converted):

@@ -200,3 +200,34 @@ def test_corrupt_int8_weight_is_rejected_at_load(tmp_path):
     save(g, bad)
     with pytest.raises(lowbit.FormatError, match=r"-128"):
         lowbit.load(bad)
+
+
+def test_embedding_tables_become_int8_rows(tmp_path):
+    """quant= stores a large gathered table as int8 rows + a scale per row: every looked-up
+    value within half a step of its row's grid, a quarter of the bytes, bad ids still rejected."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    V, D = 1000, 48
+    table = (rng.standard_normal((V, D)) * rng.uniform(0.1, 3, (V, 1))).astype(np.float32)
+    table[7] = 0  # an all-zero row: scale 0
+    W = rng.standard_normal((D, 8)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["e"], name="emb"),
+                           helper.make_node("MatMul", ["e", "W"], ["y"], name="fc")], "emb",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 8])],
+                          [numpy_helper.from_array(table, "E"), numpy_helper.from_array(W, "W")])
+    src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    lowbit.convert(src, str(tmp_path / "f.qbin"))
+    rep = lowbit.convert(src, str(tmp_path / "q.qbin"), quant="int8")
+    assert rep.file_bytes < os.path.getsize(tmp_path / "f.qbin") * 0.4
+    m = lowbit.load(str(tmp_path / "q.qbin"))
+    assert "E" not in m.graph.tensors and m.graph.tensors["E.int8"].dtype == "int8"
+    ids = np.array([[0, 7, 999, 3, 3]], np.int64)
+    step = np.abs(table).max(axis=1) / 127
+    # the embedding values, read back through the model's own ops (the Dense sees them)
+    e = (m.graph.tensors["E.int8"].data.reshape(V, D).astype(np.float32) * m.graph.tensors["E.row_scale"].data.reshape(V, 1))
+    assert np.all(np.abs(e - table) <= step[:, None] / 2 * 1.0001)
+    y32 = lowbit.load(str(tmp_path / "f.qbin")).run({"ids": ids})
+    np.testing.assert_allclose(m.run({"ids": ids}), y32, atol=0.05 * np.abs(y32).max())
+    with pytest.raises(IndexError):
+        m.run({"ids": np.array([[V]], np.int64)})

@@ -299,7 +299,7 @@ U8Array py_pack_q4(py::array_t<uint8_t, py::array::c_style> U, py::array_t<uint1
 // Test/bench hook: one quantized Dense with a named ISA's kernels (the runtime path, minus the engine).
 py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X,
                              U8Array W, const std::string& encoding, int64_t K, int64_t N, py::object bias, int act,
-                             bool threaded) {
+                             bool threaded, int64_t outliers, py::object x_grid, py::object y_grid) {
   const KernelTable& t = kernels_for(isa);
   QWeights w;
   if (!parse_qweight_encoding(encoding, w)) throw std::invalid_argument("unknown encoding " + encoding);
@@ -319,14 +319,35 @@ py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::arra
     if (barr.size() != N) throw std::invalid_argument("bias must have N entries");
     bp = barr.data();
   }
+  QDenseOpts o;
+  if (outliers < 0 || outliers > kQs8MaxOutliers) throw std::invalid_argument("bad outliers");
+  o.outliers = outliers;
+  std::vector<float> sbias;
+  if (!x_grid.is_none()) {  // (scale, zero point): static activations, as the Dense op does
+    auto g = py::cast<std::pair<float, int32_t>>(x_grid);
+    if (w.is_q4 || outliers || !(g.first > 0.0f) || g.second < -128 || g.second > 127)
+      throw std::invalid_argument("bad static activation grid");
+    o.x_static = true;
+    o.x_scale = g.first;
+    o.x_zp = g.second;
+    sbias = static_x_bias(w, bp, o.x_scale, o.x_zp);
+    bp = sbias.data();
+  }
+  if (!y_grid.is_none()) {
+    auto g = py::cast<std::pair<float, int32_t>>(y_grid);
+    if (!(g.first > 0.0f) || g.second < -128 || g.second > 127) throw std::invalid_argument("bad output grid");
+    o.y_requant = true;
+    o.y_scale = g.first;
+    o.y_zp = g.second;
+  }
   py::array_t<float> Y(std::vector<int64_t>{M, N});
-  std::vector<uint8_t> scratch(qdense_scratch_bytes(w, M) + 64);
+  std::vector<uint8_t> scratch(qdense_scratch_bytes(w, M, o) + 64);
   void* sp = scratch.data() + ((64 - (reinterpret_cast<uintptr_t>(scratch.data()) & 63)) & 63);
   const float* xp = X.data();
   float* yp = Y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    run_qdense(t, w, xp, M, bp, Activation(act), yp, sp, threaded);
+    run_qdense(t, w, xp, M, bp, Activation(act), yp, sp, threaded, o);
   }
   return Y;
 }
@@ -425,6 +446,37 @@ py::tuple py_qs8_quant(const std::string& isa, py::array_t<float, py::array::c_s
   Qs8QuantArgs a{X.data(), K, K, Kp, q.mutable_data(), Kp, sc.mutable_data(), gs.mutable_data(), group, NG, bias128};
   t.qs8_quant(a, 0, M);
   return py::make_tuple(q, sc, gs);
+}
+
+// y[n0:n1] += v * W[k, n0:n1] through one table's qw_axpy (y: float32 [n1 - n0], updated in place).
+void py_qw_axpy(const std::string& isa, U8Array W, const std::string& encoding, int64_t K, int64_t N, int64_t k, float v,
+                int64_t n0, int64_t n1, py::array_t<float, py::array::c_style> y) {
+  const KernelTable& t = kernels_for(isa);
+  QWeights w;
+  if (!parse_qweight_encoding(encoding, w)) throw std::invalid_argument("unknown encoding " + encoding);
+  w.K = K;
+  w.N = N;
+  if (K <= 0 || N <= 0 || K > kQs8MaxK || W.size() != w.packed_bytes()) throw std::invalid_argument("bad weight");
+  if (k < 0 || k >= K || n0 < 0 || n0 % 16 || n1 <= n0 || n1 > N || y.size() != n1 - n0)
+    throw std::invalid_argument("bad k, n0, n1 or y");
+  t.qw_axpy(QwView{w.is_q4, w.lay, K, N, W.data()}, k, v, n0, n1, y.mutable_data());
+}
+
+// The split quantizer: (codes, scales, group sums, outlier indices, outlier values).
+py::tuple py_qs8_quant_split(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X,
+                             int64_t Kp, int64_t group, bool bias128, int64_t outliers) {
+  const KernelTable& t = kernels_for(isa);
+  if (X.ndim() != 2 || Kp < X.shape(1) || group <= 0 || outliers < 0 || outliers > kQs8MaxOutliers)
+    throw std::invalid_argument("bad arguments");
+  const int64_t M = X.shape(0), K = X.shape(1), NG = (Kp + group - 1) / group;
+  py::array_t<int8_t> q(std::vector<int64_t>{M, Kp});
+  py::array_t<float> sc(std::vector<int64_t>{M});
+  py::array_t<int32_t> gs(std::vector<int64_t>{M, NG});
+  py::array_t<int32_t> idx(std::vector<int64_t>{M, outliers});
+  py::array_t<float> val(std::vector<int64_t>{M, outliers});
+  Qs8QuantArgs a{X.data(), K, K, Kp, q.mutable_data(), Kp, sc.mutable_data(), gs.mutable_data(), group, NG, bias128};
+  t.qs8_quant_split(a, Qs8SplitOut{outliers, idx.mutable_data(), val.mutable_data()}, 0, M);
+  return py::make_tuple(q, sc, gs, idx, val);
 }
 
 // Test hook: requantization of a float block [M, N] with a named ISA -> int8 [M, N].
@@ -550,6 +602,8 @@ PYBIND11_MODULE(_core, m) {
     d["f32-spmm"] = t.f32_spmm_name;
     d["qs8-spmm"] = t.qs8_spmm_name;
     d["qs8-bspmm"] = t.qs8_bspmm_name;
+    d["qs8-quant-split"] = t.qs8_quant_split_name;
+    d["qw-axpy"] = t.qw_axpy_name;
     d["crc32c"] = t.crc32c_name;
     d["f32-softmax"] = t.vmath.softmax_name;
     d["f32-gelu"] = t.vmath.gelu_name;
@@ -574,11 +628,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("pack_q4", &py_pack_q4, py::arg("codes"), py::arg("scales_f16"), py::arg("zeros"), py::arg("table"), py::arg("kind"),
         py::arg("group"));
   m.def("qdense", &py_qdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
-        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false, py::arg("outliers") = 0,
+        py::arg("x_grid") = py::none(), py::arg("y_grid") = py::none());
   m.def("qs8_quant", &py_qs8_quant);
   m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
   m.def("f32_dwconv", &py_f32_dwconv, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
         py::arg("stride"), py::arg("dilation"), py::arg("pad_tl"), py::arg("r0"), py::arg("r1"));
+  m.def("qs8_quant_split", &py_qs8_quant_split);
+  m.def("qw_axpy", &py_qw_axpy);
   m.def("qs8_requant", &py_qs8_requant, py::arg("isa"), py::arg("y"), py::arg("mult"), py::arg("out_zp"), py::arg("lo"),
         py::arg("hi"), py::arg("residual") = py::none(), py::arg("r_zp") = 0, py::arg("r_mult") = 0.0f,
         py::arg("two_step") = false, py::arg("mid_zp") = 0, py::arg("mid_mult") = 1.0f);

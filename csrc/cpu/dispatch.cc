@@ -32,6 +32,24 @@ void add_f32_row_kernels(KernelTable& t) {
   }
 }
 
+// The outlier split's kernels: AVX2 on x86 levels (a few passes over rows in L1 and one
+// weight row per outlier: the AVX-512 level uses the AVX2 ones too), the reference elsewhere.
+void add_outlier_split_kernels(KernelTable& t) {
+#if defined(LOWBIT_X86)
+  if (t.isa == Isa::kAvx2 || t.isa == Isa::kAvx512Vnni) {
+    t.qs8_quant_split = &avx2::qs8_quant_split__avx2;
+    t.qs8_quant_split_name = "qs8_quant_split__avx2";
+    t.qw_axpy = &avx2::qw_axpy__avx2;
+    t.qw_axpy_name = "qw_axpy__avx2";
+    return;
+  }
+#endif
+  t.qs8_quant_split = &ref::qs8_quant_split__scalar;
+  t.qs8_quant_split_name = "qs8_quant_split__scalar";
+  t.qw_axpy = &ref::qw_axpy__scalar;
+  t.qw_axpy_name = "qw_axpy__scalar";
+}
+
 std::vector<KernelTable> build_tables() {
   std::vector<KernelTable> t;
 #if defined(LOWBIT_X86)
@@ -83,6 +101,7 @@ std::vector<KernelTable> build_tables() {
                &ref::qs8_spmm_k16__scalar, "qs8_spmm_k16__scalar",
                &ref::qs8_bspmm_s8c4__scalar, "qs8_bspmm_s8c4__scalar", false});
   for (KernelTable& k : t) add_f32_row_kernels(k);
+  for (KernelTable& k : t) add_outlier_split_kernels(k);
   return t;
 }
 

@@ -16,6 +16,7 @@
 #include "kernels/qs8-quant/qs8_quant.h"
 #include "kernels/qs8-requant/qs8_requant.h"
 #include "kernels/qs8-spmm/qs8_spmm.h"
+#include "kernels/qw-axpy/qw_axpy.h"
 
 namespace lowbit {
 
@@ -53,6 +54,13 @@ struct KernelTable {
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};
   bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
+  // The outlier split of quantized Dense layers (`outliers`): the activation quantizer that
+  // leaves a row's largest values out, and the float part they add back (y += v * W[k, :]).
+  // Filled per level by add_outlier_split_kernels() in dispatch.cc, after the rows above.
+  Qs8QuantSplitFn qs8_quant_split = nullptr;
+  const char* qs8_quant_split_name = nullptr;
+  QwAxpyFn qw_axpy = nullptr;
+  const char* qw_axpy_name = nullptr;
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

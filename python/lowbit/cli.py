@@ -264,6 +264,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.quant != "nf4":
             raise UsageError("--codebook applies to --quant nf4 only")
         kwargs["codebook"] = args.codebook
+    if args.outliers is not None:
+        kwargs["outliers"] = args.outliers
     if args.recipe:
         with open(_need_file(args.recipe, "recipe file", "write one with: lowbit compress CONFIG.json"),
                   encoding="utf-8") as f:
@@ -623,6 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--group-size", type=int, default=32, choices=[32, 64, 128], help="int4/nf4 group size along K")
     sp.add_argument("--symmetric", action="store_true", help="int4: symmetric (no zero points)")
     sp.add_argument("--codebook", choices=["nf4", "kmeans"], help="nf4: the NF4 levels or k-means levels per layer")
+    sp.add_argument("--outliers", type=int, choices=range(0, 9), metavar="0..8",
+                    help="quantized layers: the largest activations per row kept in float32 (default 1; 0 = none)")
     sp.add_argument("--recipe", metavar="R.json", help="per-layer recipe (lowbit compress writes one)")
     sp.add_argument("--calib", metavar="DATA.npz",
                     help="calibration inputs for static int8 activations (samples along the first axis; one array "

@@ -9,7 +9,7 @@ from typing import Any
 
 from .format import save
 from .ir import Graph
-from .passes import DEFAULT_PIPELINE, pack_conv_weights, pack_dense_weights, run_passes, to_nhwc
+from .passes import DEFAULT_PIPELINE, eliminate_dead_code, pack_conv_weights, pack_dense_weights, run_passes, to_nhwc
 
 
 @dataclass
@@ -84,9 +84,15 @@ def _as_recipe(recipe: Any) -> Any:
     raise TypeError(f"recipe= takes a lowbit.compress.Recipe, a dict or a path to a recipe JSON, got {type(recipe).__name__}")
 
 
+def _pre_quantized(graph: Graph) -> bool:
+    from .passes.qmatmul import QUANT_OPS
+    return any(n.op in QUANT_OPS for n in graph.nodes) or any(
+        n.op == "Dense" and graph.tensors[n.inputs[1]].encoding != "raw" for n in graph.nodes)
+
+
 def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group_size: int = 32,
-            symmetric: bool = False, codebook: str = "nf4", example_inputs: Any = None, calib: Any = None,
-            calib_method: str = "percentile", calib_percentile: float = 99.99, recipe: Any = None,
+            symmetric: bool = False, codebook: str = "nf4", outliers: int = 1, example_inputs: Any = None,
+            calib: Any = None, calib_method: str = "percentile", calib_percentile: float = 99.99, recipe: Any = None,
             sparse: str = "auto", batch: Any = (1, 16)) -> ConvertReport:
     """Imports ``src`` (an ``.onnx`` path, an ``onnx.ModelProto``, or a live
     ``torch.nn.Module`` traced with ``example_inputs``), runs the
@@ -114,8 +120,18 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     ``"kmeans"``: levels learned from the layer's weights) with a scale per
     group. Scales come from a per-channel/per-group clipping search that
     minimizes the squared weight error. Layers compressed by ``lowbit.compress``
-    keep their own encoding. Activations are quantized to int8 per row at run
-    time.
+    keep their own encoding. Activations are quantized to int8 per
+    row at run time; the ``outliers`` largest-magnitude values of each row
+    (default 1, at most 8; 0 turns it off) are left out of the row's int8 range
+    and multiplied in float32 instead, so one outlier channel does not coarsen
+    the whole row's grid (see docs/kernels.md, "outlier split").
+
+    An ONNX model already quantized by onnxruntime's tools (``quantize_dynamic``,
+    ``quantize_static`` in QDQ form, ``MatMulNBitsQuantizer``) keeps its integer
+    weights, zero points and scales (4-bit scales stored as f16) and needs no
+    ``quant=``; static activation scales of QDQ models are kept too
+    (docs/import.md gives the mapping and the bounds). ``quant=`` then only
+    affects layers that are still float.
 
     ``calib`` (with ``quant="int8"``): an iterable of calibration inputs (arrays
     for single-input models, else dicts name -> array). Convolutions then run int8
@@ -141,10 +157,12 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     ``UnsupportedOpError`` listing every operator it cannot import.
     """
     t0 = time.perf_counter()
+    if isinstance(outliers, bool) or not isinstance(outliers, int) or not 0 <= outliers <= 8:
+        raise ValueError(f"outliers={outliers!r}: expected an integer in [0, 8]")
     spec = None
     if quant is not None:
         from .passes.quantize import QuantSpec
-        spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook))
+        spec = QuantSpec(str(quant), int(group_size), bool(symmetric), str(codebook), outliers)
     if calib is not None and recipe is None and (spec is None or spec.mode != "int8"):
         raise ValueError(f"calib= calibrates int8 activations: it needs quant='int8' (or recipe=), got quant={quant!r}")
     from .passes.sparse import SPARSE_MODES, choose_encodings, fuse_lowrank
@@ -187,10 +205,17 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     if sparse != "off":
         passes.insert(passes.index(pack_dense_weights), fuse_lowrank)
     passes.insert(passes.index(pack_dense_weights), choose_encodings(spec, sparse, batch, choices))
+    if _pre_quantized(graph):  # onnxruntime-quantized MatMuls: integer weights carried over (passes/qmatmul.py);
+        # before qconv.lower_qdq, which maps the remaining Q/DQ of convolutions and run-time values
+        from .passes.qmatmul import absorb_output_grids, lower_quantized_matmuls
+        passes.insert(0, lower_quantized_matmuls(spec.outliers if spec is not None else int(outliers)))
+        passes.insert(passes.index(eliminate_dead_code), absorb_output_grids)
     if spec is not None:
-        from .passes.quantize import quantize_dense_weights
+        from .passes.quantize import quantize_dense_weights, quantize_gather_tables
         passes.insert(passes.index(pack_dense_weights), quantize_dense_weights(spec))
+        passes.insert(passes.index(pack_dense_weights), quantize_gather_tables)
     graph, done = run_passes(graph, passes)
+    notes += list(graph.metadata.pop("convert_notes", []))
     size = save(graph, dst, producer={"source": os.path.basename(src_name)})
     from .runtime import load
     model = load(dst, verify=False)

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -391,6 +392,88 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
   }
 }
 
+// The split quantizer (outliers left in float): every output equal to the reference's.
+static void test_quant_split(const KernelTable& t, const KernelTable& ref_t) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (int64_t K : {1, 7, 8, 9, 33, 100, 257}) {
+    const int64_t M = 6, Kp = (K + 31) / 32 * 32, NG = Kp / 32;
+    std::vector<float> x(M * K);
+    for (auto& v : x) v = nd(rng);
+    x[rng() % K] = 50.0f;                                 // row 0: an outlier
+    for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;      // row 1: zeros
+    for (int64_t k = 0; k < (K + 1) / 2; ++k) x[2 * K + k] = -3.0f;  // row 2: ties
+    x[3 * K + rng() % K] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t n : {0, 1, 2, 5}) {
+      for (int biased = 0; biased < 2; ++biased) {
+        std::vector<int8_t> q[2] = {std::vector<int8_t>(M * Kp), std::vector<int8_t>(M * Kp)};
+        std::vector<float> sc[2] = {std::vector<float>(M), std::vector<float>(M)};
+        std::vector<int32_t> gs[2] = {std::vector<int32_t>(M * NG), std::vector<int32_t>(M * NG)};
+        std::vector<int32_t> idx[2] = {std::vector<int32_t>(M * n + 1), std::vector<int32_t>(M * n + 1)};
+        std::vector<float> val[2] = {std::vector<float>(M * n + 1), std::vector<float>(M * n + 1)};
+        for (int w = 0; w < 2; ++w) {
+          Qs8QuantArgs qa{x.data(), K, K, Kp, q[w].data(), Kp, sc[w].data(), gs[w].data(), 32, NG, biased != 0};
+          (w ? t : ref_t).qs8_quant_split(qa, Qs8SplitOut{n, idx[w].data(), val[w].data()}, 0, M);
+        }
+        const std::string where = std::string(t.isa_name) + " qs8_quant_split K=" + std::to_string(K) +
+                                  " n=" + std::to_string(n) + (biased ? " biased" : "");
+        check(q[0] == q[1] && gs[0] == gs[1] && idx[0] == idx[1] &&
+                  std::memcmp(sc[0].data(), sc[1].data(), M * 4) == 0 &&
+                  std::memcmp(val[0].data(), val[1].data(), val[0].size() * 4) == 0,
+              where);
+      }
+    }
+  }
+}
+
+// The outlier split's float part: y += v * W[k, n0:n1] for qs8 and every q4 kind, same bits.
+static void test_qw_axpy(const KernelTable& t, const KernelTable& ref_t) {
+  std::mt19937 rng(9);
+  const int64_t K = 77, N = 45;
+  std::vector<int8_t> wq(K * N);
+  std::vector<float> ws(N);
+  for (auto& v : wq) v = int8_t(int(rng() % 255) - 127);
+  for (auto& v : ws) v = 0.001f + 0.01f * float(rng() % 100) / 100.0f;
+  std::vector<uint8_t> W8(qs8_packed_bytes(K, N) + 64);
+  uint8_t* w8 = W8.data();
+  while (reinterpret_cast<uintptr_t>(w8) % 64) ++w8;
+  qs8_gemm_pack(K, N, wq.data(), ws.data(), w8);
+  std::vector<QwView> views{QwView{false, Q4Layout{Q4Kind::kAffine, false, 32}, K, N, w8}};
+  std::vector<std::vector<uint8_t>> bufs;
+  for (int kind = 0; kind < 3; ++kind) {
+    Q4Layout lay{kind == 2 ? Q4Kind::kTable : Q4Kind::kAffine, kind == 1, 32};
+    const int64_t NG = q4_kg(K, 32) / 32;
+    std::vector<uint8_t> U(K * N), Z(NG * N);
+    std::vector<uint16_t> S(NG * N);
+    std::vector<int8_t> T(16);
+    for (auto& v : U) v = uint8_t(rng() % 16);
+    for (auto& v : Z) v = uint8_t(rng() % 16);
+    for (auto& v : S) v = uint16_t(0x2000 + rng() % 0x1000);
+    for (auto& v : T) v = int8_t(int(rng() % 255) - 127);
+    bufs.emplace_back(q4_parts(K, N, lay).total + 64);
+    uint8_t* p = bufs.back().data();
+    while (reinterpret_cast<uintptr_t>(p) % 64) ++p;
+    q4_gemm_pack(K, N, lay, U.data(), S.data(), Z.data(), T.data(), p);
+    views.push_back(QwView{true, lay, K, N, p});
+  }
+  std::normal_distribution<float> nd;
+  for (size_t vi = 0; vi < views.size(); ++vi)
+    for (int64_t k : {0, 1, 3, 4, 7, 8, 31, 32, 76})
+      for (int64_t n0 : {0, 16, 32})
+        for (int64_t n1 : {n0 + 1, n0 + 9, int64_t(N)}) {
+          if (n1 > N || n1 <= n0) continue;
+          std::vector<float> a(n1 - n0), b;
+          for (auto& v : a) v = nd(rng);
+          b = a;
+          const float v = nd(rng) * 10;
+          ref_t.qw_axpy(views[vi], k, v, n0, n1, a.data());
+          t.qw_axpy(views[vi], k, v, n0, n1, b.data());
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+                std::string(t.isa_name) + " qw_axpy view=" + std::to_string(vi) + " k=" + std::to_string(k) +
+                    " n=" + std::to_string(n0) + ":" + std::to_string(n1));
+        }
+}
+
 // The f32-vmath row functions and the f32-dwconv kernel of a table (filled per level in dispatch.cc).
 static VMathKernels vmath_of(const KernelTable& t) { return t.vmath; }
 static F32DwConvKernel dwconv_of(const KernelTable& t) { return t.f32_dwconv; }
@@ -580,6 +663,8 @@ int main(int argc, char** argv) {
       std::printf("  quantized: %s, %s, %s\n", t.qs8_quant_name, t.qs8_gemm_name, t.q4_gemm_name);
       test_quant(t);
       test_quantized(t, all_kernel_tables().back());
+      test_quant_split(t, all_kernel_tables().back());
+      test_qw_axpy(t, all_kernel_tables().back());
       std::printf("  rows: %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name);
       test_vmath(t);
       test_dwconv(t);

@@ -34,32 +34,87 @@ bool parse_qweight_encoding(const std::string& enc, QWeights& w) {
   return false;
 }
 
+std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp) {
+  if (w.is_q4) throw std::invalid_argument("static activation scales need int8 weights");
+  std::vector<float> b(size_t(w.N), 0.0f);
+  // the packed column sums are exact: sum_k W[k, n] = w_scale[n] * colsum[n]
+  const int64_t P = (w.N + 15) / 16, Kp = qs8_kp(w.K);
+  const float* ws = reinterpret_cast<const float*>(w.W + P * Kp * 16);
+  const int32_t* cs = reinterpret_cast<const int32_t*>(w.W + P * Kp * 16 + P * 16 * 4);
+  for (int64_t n = 0; n < w.N; ++n)
+    b[n] = float(double(bias ? bias[n] : 0.0f) - double(x_scale) * double(x_zp) * double(ws[n]) * double(cs[n]));
+  return b;
+}
+
 namespace {
 
 constexpr size_t kAlign = 64;
 inline size_t up64(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 struct ScratchParts {
-  size_t q, scale, gsum, total;
+  size_t q, scale, gsum, idx, val, total;
 };
-ScratchParts scratch_parts(const QWeights& w, int64_t M) {
+ScratchParts scratch_parts(const QWeights& w, int64_t M, const QDenseOpts& o) {
   ScratchParts s;
   const int64_t ng = w.is_q4 ? w.kp() / w.lay.group : 0;
+  const size_t no = size_t(M) * size_t(o.x_static ? 0 : o.outliers);
   s.q = 0;
   s.scale = up64(size_t(M) * size_t(w.kp()));
   s.gsum = s.scale + up64(size_t(M) * 4);
-  s.total = s.gsum + up64(size_t(M) * size_t(ng) * 4);
+  s.idx = s.gsum + up64(size_t(M) * size_t(ng) * 4);
+  s.val = s.idx + up64(no * 4);
+  s.total = s.val + up64(no * 4);
   return s;
+}
+
+// Rounds to nearest, ties to even, for |v| < 2^22 in the default rounding mode (1.5 * 2^23
+// leaves no fraction bits); portable and vectorizable where nearbyint is a libm call.
+inline float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+// ONNX QuantizeLinear into int8 codes: saturate(rint(x / s) + zp) (NaN -> -128).
+inline int32_t quantize_static(float x, float s, int32_t zp) {
+  float v = x / s;
+  v = v > -512.0f ? v : -512.0f;  // beyond +-512 every zero point saturates anyway
+  v = v < 512.0f ? v : 512.0f;
+  int32_t c = int32_t(round_even(v)) + zp;
+  return c < -128 ? -128 : (c > 127 ? 127 : c);
+}
+
+void quant_static_rows(const Qs8QuantArgs& a, float s, int32_t zp, int64_t r0, int64_t r1) {
+  const int32_t off = a.bias128 ? 128 : 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = a.x + r * a.ldx;
+    int8_t* q = a.q + r * a.ldq;
+    a.scale[r] = s;
+    for (int64_t k = 0; k < a.K; ++k) q[k] = int8_t(uint8_t(quantize_static(x[k], s, zp) + off));
+    for (int64_t k = a.K; k < a.Kp; ++k) q[k] = int8_t(uint8_t(off));
+  }
+}
+
+// y[m, n0:n1] += val[m, j] * W[idx[m, j], n0:n1] for j in order (the outlier split's float part).
+void add_outliers(const KernelTable& t, const QWeights& w, const int32_t* idx, const float* val, int64_t no,
+                  int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  const QwView view{w.is_q4, w.lay, w.K, w.N, w.W};
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t j = 0; j < no; ++j)
+      if (idx[m * no + j] >= 0) t.qw_axpy(view, idx[m * no + j], val[m * no + j], n0, n1, y + m * ldy + n0);
+}
+
+void requant_rows(float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float s, int32_t zp) {
+  for (int64_t m = m0; m < m1; ++m) {
+    float* yr = y + m * ldy;
+    for (int64_t n = n0; n < n1; ++n) yr[n] = float(quantize_static(yr[n], s, zp) - zp) * s;
+  }
 }
 
 }  // namespace
 
-size_t qdense_scratch_bytes(const QWeights& w, int64_t M) { return scratch_parts(w, M).total; }
+size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o) { return scratch_parts(w, M, o).total; }
 
 void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t M, const float* bias,
-                Activation act, float* y, void* scratch, bool threaded) {
+                Activation act, float* y, void* scratch, bool threaded, const QDenseOpts& o) {
   if (M == 0 || w.N == 0) return;
-  const ScratchParts sp = scratch_parts(w, M);
+  const ScratchParts sp = scratch_parts(w, M, o);
   uint8_t* base = static_cast<uint8_t*>(scratch);
   const int64_t Kp = w.kp();
   Qs8QuantArgs qa;
@@ -74,29 +129,45 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   qa.group = w.is_q4 ? w.lay.group : 0;
   qa.ngroups = w.is_q4 ? Kp / w.lay.group : 0;
   qa.bias128 = !w.is_q4 && t.qs8_gemm_biased;
+  const int64_t no = o.x_static ? 0 : o.outliers;
+  const Qs8SplitOut so{no, reinterpret_cast<int32_t*>(base + sp.idx), reinterpret_cast<float*>(base + sp.val)};
 
   ThreadPool& pool = ThreadPool::global();
   const int64_t nt = threaded ? pool.num_threads() : 1;
+  auto quant = [&](int64_t r0, int64_t r1) {
+    if (o.x_static) quant_static_rows(qa, o.x_scale, o.x_zp, r0, r1);
+    else if (no > 0) t.qs8_quant_split(qa, so, r0, r1);
+    else t.qs8_quant(qa, r0, r1);
+  };
   if (nt > 1 && M * w.K >= 64 * 1024) {
-    parallel_chunks(M, 4, [&](int64_t r0, int64_t r1) { t.qs8_quant(qa, r0, r1); });
+    parallel_chunks(M, 4, quant);
   } else {
-    t.qs8_quant(qa, 0, M);
+    quant(0, M);
   }
 
+  // with outliers, ReLU waits for their float part
+  const Activation kact = (no > 0 && act == Activation::kRelu) ? Activation::kNone : act;
   Qs8GemmArgs g8{};
   Q4GemmArgs g4{};
   if (w.is_q4) {
-    g4 = {M, w.N, w.K, w.lay, qa.q, Kp, qa.scale, qa.gsum, w.W, bias, y, w.N, act};
+    g4 = {M, w.N, w.K, w.lay, qa.q, Kp, qa.scale, qa.gsum, w.W, bias, y, w.N, kact};
   } else {
-    g8 = {M, w.N, w.K, qa.q, Kp, qa.scale, w.W, bias, y, w.N, act};
+    g8 = {M, w.N, w.K, qa.q, Kp, qa.scale, w.W, bias, y, w.N, kact};
   }
   const F32RowFn gelu = vmath().gelu;
-  // Each block: the integer GEMM, then GELU on the finished block while it is in cache.
+  // Each block: the integer GEMM, then (in cache) the outliers' float part, ReLU/GELU, the output grid.
   auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (w.is_q4) t.q4_gemm(g4, m0, m1, n0, n1);
     else t.qs8_gemm(g8, m0, m1, n0, n1);
+    if (no > 0) {
+      add_outliers(t, w, so.idx, so.val, no, m0, m1, n0, n1, y, w.N);
+      if (act == Activation::kRelu)
+        for (int64_t m = m0; m < m1; ++m)
+          for (int64_t n = n0; n < n1; ++n) y[m * w.N + n] = (0.0f > y[m * w.N + n]) ? 0.0f : y[m * w.N + n];
+    }
     if (act == Activation::kGelu)  // the same row GELU as the fp32 Dense
       for (int64_t m = m0; m < m1; ++m) gelu(y + m * w.N + n0, y + m * w.N + n0, n1 - n0);
+    if (o.y_requant) requant_rows(y, w.N, m0, m1, n0, n1, o.y_scale, o.y_zp);
   };
   const int64_t panels = (w.N + 15) / 16;
   const double work = double(M) * double(w.N) * double(w.K);
@@ -156,6 +227,34 @@ class DenseQ : public Op {
     const int64_t act = n.attrs.get_int("activation", 0);
     if (act < 0 || act > 2) throw std::invalid_argument("Dense '" + n.name + "': unknown activation");
     act_ = Activation(act);
+    opts_.outliers = n.attrs.get_int("outliers", 0);
+    if (opts_.outliers < 0 || opts_.outliers > kQs8MaxOutliers)
+      throw std::invalid_argument("Dense '" + n.name + "': outliers must be in [0, " + std::to_string(kQs8MaxOutliers) +
+                                  "], got " + std::to_string(opts_.outliers));
+    auto grid = [&](const char* s_key, const char* z_key, float& s, int32_t& z) {
+      const bool has_s = n.attrs.floats.count(s_key) || n.attrs.ints.count(s_key);
+      const bool has_z = n.attrs.ints.count(z_key) > 0;
+      if (!has_s && !has_z) return false;
+      const double sv = n.attrs.get_float(s_key, 0.0);
+      const int64_t zv = n.attrs.get_int(z_key, 0);
+      if (!has_s || !(sv > 0.0) || !(sv < 3.0e38))
+        throw std::invalid_argument("Dense '" + n.name + "': " + s_key + " must be a finite number > 0");
+      if (zv < -128 || zv > 127)
+        throw std::invalid_argument("Dense '" + n.name + "': " + z_key + " must be in [-128, 127], got " + std::to_string(zv));
+      s = float(sv);
+      z = int32_t(zv);
+      return true;
+    };
+    opts_.x_static = grid("x_scale", "x_zero_point", opts_.x_scale, opts_.x_zp);
+    opts_.y_requant = grid("y_scale", "y_zero_point", opts_.y_scale, opts_.y_zp);
+    if (opts_.x_static && (w_.is_q4 || opts_.outliers))
+      throw std::invalid_argument("Dense '" + n.name + "': static activation scales (x_scale) need int8 weights "
+                                  "(qs8-n16k4) and no outliers");
+    if (opts_.x_static) {
+      const float* b = nullptr;
+      if (n.inputs.size() > 2 && n.inputs[2] >= 0) b = static_cast<const float*>(values[n.inputs[2]].data);
+      static_bias_ = static_x_bias(w_, b, opts_.x_scale, opts_.x_zp);
+    }
   }
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     need_inputs(in, 1, "Dense");
@@ -166,11 +265,11 @@ class DenseQ : public Op {
     out[0].back() = w_.N;
   }
   size_t scratch_bytes(const std::vector<const Shape*>& in) const override {
-    return qdense_scratch_bytes(w_, rows(*in[0]));
+    return qdense_scratch_bytes(w_, rows(*in[0]), opts_);
   }
   void run(const RunArgs& a) const override {
     const int64_t M = rows(a.in[0].shape);
-    const float* bias = a.in.size() > 2 ? a.in[2].as<const float>() : nullptr;
+    const float* bias = opts_.x_static ? static_bias_.data() : a.in.size() > 2 ? a.in[2].as<const float>() : nullptr;
     float* y = a.out[0].as<float>();
     if (w_.K == 0) {  // empty dot products: y = act(bias)
       for (int64_t m = 0; m < M; ++m)
@@ -178,12 +277,16 @@ class DenseQ : public Op {
       if (act_ == Activation::kRelu)
         for (int64_t i = 0; i < M * w_.N; ++i) y[i] = (0.0f > y[i]) ? 0.0f : y[i];
       if (act_ == Activation::kGelu) vmath().gelu(y, y, M * w_.N);
+      if (opts_.y_requant) requant_rows(y, w_.N, 0, M, 0, w_.N, opts_.y_scale, opts_.y_zp);
       return;
     }
-    run_qdense(kernels(), w_, a.in[0].as<const float>(), M, bias, act_, y, a.scratch, true);
+    run_qdense(kernels(), w_, a.in[0].as<const float>(), M, bias, act_, y, a.scratch, true, opts_);
   }
   std::string kernel() const override {
-    return std::string(kernels().qs8_quant_name) + " + " + (w_.is_q4 ? kernels().q4_gemm_name : kernels().qs8_gemm_name);
+    const char* quant = opts_.x_static ? "qs8_quant_static" : opts_.outliers ? kernels().qs8_quant_split_name
+                                                                               : kernels().qs8_quant_name;
+    return std::string(quant) + " + " + (w_.is_q4 ? kernels().q4_gemm_name : kernels().qs8_gemm_name) +
+           (opts_.y_requant ? " + requant" : "");
   }
 
  private:
@@ -194,6 +297,8 @@ class DenseQ : public Op {
   }
   QWeights w_;
   Activation act_ = Activation::kNone;
+  QDenseOpts opts_;
+  std::vector<float> static_bias_;  // bias with the static zero point's term (x_static only)
 };
 
 }  // namespace

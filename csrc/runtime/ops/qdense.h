@@ -1,9 +1,12 @@
 // Dense layers whose weights are stored quantized ("qs8-n16k4", "q4-g{G}-{sym,asym}-n16k8",
-// "q4t-g{G}-n16k8"): activations are quantized per row on the fly, then the integer GEMM of
-// the selected ISA runs over the thread pool, with bias, ReLU and GELU fused per thread block.
+// "q4t-g{G}-n16k8"): activations are quantized per row on the fly (optionally with the
+// per-row outlier split), or with a static scale and zero point (imported QDQ models); then
+// the integer GEMM of the selected ISA runs over the thread pool, with bias, ReLU and GELU
+// fused per thread block.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cpu/dispatch.h"
 
@@ -18,13 +21,32 @@ struct QWeights {
   int64_t kp() const;  // row length of the quantized activations
 };
 
+// How the activations are quantized, and what happens to the result (attrs of Dense).
+struct QDenseOpts {
+  // dynamic per-row scales; the `outliers` largest |x| of each row stay float (qs8_quant_split)
+  int64_t outliers = 0;
+  // static: q = saturate(rint(x / x_scale) + x_zp) in [-128, 127] (ONNX QuantizeLinear); qs8 only.
+  // The bias passed to run_qdense must already hold the zero-point term (static_x_bias).
+  bool x_static = false;
+  float x_scale = 1.0f;
+  int32_t x_zp = 0;
+  // output rounded to an int8 grid and back, after the activation (a QuantizeLinear ->
+  // DequantizeLinear pair after the layer, as onnxruntime's QLinearMatMul produces int8)
+  bool y_requant = false;
+  float y_scale = 1.0f;
+  int32_t y_zp = 0;
+};
+
 // True and fills `w` (layout only) when `enc` names a quantized weight encoding.
 bool parse_qweight_encoding(const std::string& enc, QWeights& w);
+// bias[n] - x_scale * x_zp * sum_k W[k, n] (from the packed column sums; qs8 only): the
+// static zero point moved out of the integer sums. `bias` may be null (zero).
+std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp);
 // Bytes of scratch run_qdense needs for M rows.
-size_t qdense_scratch_bytes(const QWeights& w, int64_t M);
+size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o);
 // y[M,N] = act(x[M,K] . W + bias) with table t's kernels; threaded over the global pool
-// when `threaded`. `scratch` holds qdense_scratch_bytes(w, M) bytes, 64-byte aligned.
+// when `threaded`. `scratch` holds qdense_scratch_bytes(w, M, o) bytes, 64-byte aligned.
 void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t M, const float* bias,
-                Activation act, float* y, void* scratch, bool threaded);
+                Activation act, float* y, void* scratch, bool threaded, const QDenseOpts& o = QDenseOpts());
 
 }  // namespace lowbit

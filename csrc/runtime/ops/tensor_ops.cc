@@ -125,6 +125,12 @@ class Cast : public Op {
       if (n) std::memcpy(y, x, size_t(n) * dtype_size(to_));
       return;
     }
+    if (from_ == DType::kI8 && to_ == DType::kF32 && !bool_) {  // int8 embedding rows (exact)
+      const int8_t* xi = static_cast<const int8_t*>(x);
+      float* yf = static_cast<float*>(y);
+      for (int64_t i = 0; i < n; ++i) yf[i] = float(xi[i]);
+      return;
+    }
     // int64 -> float goes through double exactly as numpy does (round to nearest)
     for (int64_t i = 0; i < n; ++i) {
       double v = num_at(x, from_, i);

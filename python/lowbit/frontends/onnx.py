@@ -63,7 +63,8 @@ class _Ctx:
 #: model that stores, say, a tensor where a float belongs is rejected by name.
 _ATTR_TYPES = {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT", "transB": "INT", "approximate": "STRING",
                "axis": "INT", "epsilon": "FLOAT", "allowzero": "INT", "perm": "INTS", "value": "TENSOR",
-               "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT", "value_ints": "INTS"}
+               "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT", "value_ints": "INTS",
+               "bits": "INT", "block_size": "INT", "K": "INT", "N": "INT", "accuracy_level": "INT"}
 
 
 def _storable(arr: np.ndarray) -> np.ndarray:
@@ -518,7 +519,51 @@ HANDLERS: dict[str, Callable] = {
 HANDLERS.setdefault("QuantizeLinear", _h_qdq("QuantizeLinear"))
 HANDLERS.setdefault("DequantizeLinear", _h_qdq("DequantizeLinear"))
 
+# -- pre-quantized models (onnxruntime's quantize_dynamic / quantize_static / MatMulNBitsQuantizer) --
+# DynamicQuantizeLinear and MatMulInteger stay as they are in the IR (as QuantizeLinear / DequantizeLinear
+# do, above); passes/qmatmul.py maps them onto Dense layers with int8 weights (codes and scales carried over).
+# com.microsoft MatMulNBits becomes a Dense with a 4-bit weight right here (all its inputs are constants).
+
+def _h_keep(op: str) -> Callable:
+    def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+        ctx.emit(op, ins, outs, node.name)
+    return h
+
+
+def _h_matmul_nbits(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
+    """com.microsoft MatMulNBits (4 bits, blocks of 32/64/128 along K, optional uint8 zero
+    points): the codes, zero points and scales go into lowbit's q4 encoding as they are;
+    the scales are stored as f16 (the one rounding; see docs/import.md)."""
+    from ..passes.qmatmul import matmul_nbits_weight
+    ws = [ctx.const(i) if i else None for i in ins[1:]]
+    wname = ctx.fresh(f"{node.name or outs[0]}.weight")
+    tensor = matmul_nbits_weight(wname, node.name, a, ws[0], ws[1], ws[2] if len(ws) > 2 else None,
+                                 ws[3] if len(ws) > 3 else None, ctx.opset)
+    ctx.tensors[wname] = tensor
+    inputs = [ins[0], wname]
+    if len(ins) > 5 and ins[5]:
+        b = ctx.const(ins[5])
+        if b is None or b.dtype != np.float32 or b.size != tensor.shape[1]:
+            raise UnsupportedOpError(f"MatMulNBits '{node.name}': the bias must be a float32 constant of N elements",
+                                     {"MatMulNBits(runtime bias)": [node.name]}, ctx.opset)
+        inputs.append(ctx.add_const(f"{node.name or outs[0]}.bias", b.reshape(-1)))
+    ctx.emit("Dense", inputs, outs[:1], node.name, activation=0)
+
+
+HANDLERS["DynamicQuantizeLinear"] = _h_keep("DynamicQuantizeLinear")
+HANDLERS["MatMulInteger"] = _h_keep("MatMulInteger")
+_ARITY["MatMulNBits"] = (3, 6, 1, 1, (3, 4, 5))
+
+#: Operators of other domains, by domain.
+DOMAIN_HANDLERS: dict[str, dict[str, Callable]] = {"com.microsoft": {"MatMulNBits": _h_matmul_nbits}}
+
 _ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 3: "int8", 2: "uint8"}
+
+
+def _handler(domain: str, op_type: str) -> Callable | None:
+    if domain in ("", "ai.onnx"):
+        return HANDLERS.get(op_type)
+    return DOMAIN_HANDLERS.get(domain, {}).get(op_type)
 
 
 def supported_ops() -> list[str]:
@@ -583,7 +628,7 @@ def import_onnx(src: Any) -> Graph:
         # names come from the file: invalid UTF-8 arrives as bytes; show it replaced, keep the keys str
         op_type, domain = _text_or_replace(n.op_type), _text_or_replace(n.domain)
         key = op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"
-        if domain not in ("", "ai.onnx") or n.op_type not in HANDLERS:
+        if _handler(domain, op_type) is None:
             unsupported.setdefault(key, []).append(_text_or_replace(n.name) or "(unnamed)")
     if unsupported:
         parts = [f"{op} (node{'s' if len(ns) > 1 else ''} {', '.join(repr(x) for x in ns[:5])}"
@@ -647,7 +692,9 @@ def import_onnx(src: Any) -> Graph:
     for n in g.node:
         ins = list(n.input)
         outs = list(n.output)
-        HANDLERS[n.op_type](ctx, n, _attrs(n), ins, outs)
+        handler = _handler(n.domain, n.op_type)
+        assert handler is not None  # every op was checked above
+        handler(ctx, n, _attrs(n), ins, outs)
     src_bytes = sum(int(np.prod(i.dims, dtype=np.int64)) * 4 for i in g.initializer if i.data_type == 1)
     graph = Graph(inputs, outputs, ctx.nodes, ctx.tensors,
                   {"source": "onnx", "opset": opset, "producer_name": _text_or_replace(model.producer_name),

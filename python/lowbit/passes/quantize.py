@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .. import _core
-from ..ir import Graph, Tensor
+from ..ir import Graph, Node, Tensor
 
 #: The NormalFloat-4 levels (Dettmers et al., QLoRA, 2023): quantiles of N(0, 1)
 #: scaled to [-1, 1], with an exact zero.
@@ -31,6 +31,8 @@ NF4_LEVELS = np.array([
 CLIP_GRID = np.linspace(1.0, 0.55, 19)
 
 QUANT_MODES = ("int8", "int4", "nf4")
+#: Most activations per row an int8 layer may keep in float (the kernel's limit).
+MAX_OUTLIERS = 8
 GROUP_SIZES = (32, 64, 128)
 
 
@@ -39,14 +41,19 @@ class QuantSpec:
     """What to do to each Dense weight: ``mode`` in int8 | int4 | nf4,
     ``group`` (4-bit only), ``symmetric`` (int4 only), ``codebook`` (nf4:
     "nf4" for the fixed NormalFloat table, "kmeans" for one learned from the
-    layer's normalized weights)."""
+    layer's normalized weights); and to its input at run time: ``outliers``,
+    how many of the largest-magnitude activations of each row stay float32
+    (the rest is quantized to int8 with the row's remaining range)."""
 
     mode: str
     group: int = 32
     symmetric: bool = False
     codebook: str = "nf4"
+    outliers: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.outliers, int) or not 0 <= self.outliers <= MAX_OUTLIERS:
+            raise ValueError(f"outliers={self.outliers!r}: expected an integer in [0, {MAX_OUTLIERS}]")
         if self.mode not in QUANT_MODES:
             raise ValueError(f"quant={self.mode!r}: expected one of {', '.join(QUANT_MODES)}")
         if self.mode != "int8" and self.group not in GROUP_SIZES:
@@ -267,6 +274,50 @@ def quantize_dense_weights(spec: QuantSpec) -> Callable[[Graph], Graph]:
             arr = w.array().astype(np.float32, copy=False)
             packed, meta = pack_weight(arr, spec)
             graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), spec.encoding, dict(w.meta, **meta))
+            if spec.outliers:
+                node.attrs["outliers"] = spec.outliers
         return graph
 
     return quantize_dense_weights
+
+
+#: Embedding tables at least this large are stored int8 (smaller tables are not worth three ops).
+MIN_TABLE_ELEMENTS = 1 << 14
+
+
+def quantize_gather_tables(graph: Graph) -> Graph:
+    """Stores each large float32 lookup table (a 2-D constant only gathered along axis 0:
+    token and position embeddings) as int8 rows with one float32 scale per row
+    (amax / 127): ``Gather(T, i)`` becomes ``Mul(Cast(Gather(Tq, i)), Gather(s, i))``,
+    the same values to within half a step of each row's grid, from a quarter of the bytes."""
+    consumers = graph.consumers()
+    done: dict[str, tuple[str, str]] = {}
+    nodes = []
+    for n in graph.nodes:
+        t = graph.tensors.get(n.inputs[0]) if n.op == "Gather" and n.inputs else None
+        if (t is None or t.encoding != "raw" or t.dtype != "float32" or len(t.shape) != 2
+                or t.data.size < MIN_TABLE_ELEMENTS or n.inputs[0] in graph.output_names()
+                or any(c.op != "Gather" or int(c.attrs.get("axis", 0)) != 0 for c in consumers.get(t.name, []))):
+            nodes.append(n)
+            continue
+        if t.name not in done:
+            table = t.array().astype(np.float32)
+            amax = np.abs(table).max(axis=1)
+            scale = (amax / np.float32(127)).astype(np.float32)
+            inv = np.divide(np.float32(127), amax, out=np.zeros_like(amax), where=amax > 0)
+            codes = np.clip(np.rint(table * inv[:, None]), -127, 127).astype(np.int8)
+            qname, sname = graph.unique_name(f"{t.name}.int8"), graph.unique_name(f"{t.name}.row_scale")
+            graph.tensors[qname] = Tensor.from_array(qname, codes)
+            graph.tensors[sname] = Tensor.from_array(sname, scale.reshape(-1, 1))
+            done[t.name] = (qname, sname)
+        qname, sname = done[t.name]
+        base = n.outputs[0]
+        g_codes, g_f, g_s = (graph.unique_name(f"{base}.{x}") for x in ("int8", "f32", "scale"))
+        nodes.append(Node("Gather", [qname] + n.inputs[1:], [g_codes], {"axis": 0}, f"{n.name}/int8"))
+        nodes.append(Node("Cast", [g_codes], [g_f], {"to": "float32", "bool": 0}, f"{n.name}/cast"))
+        nodes.append(Node("Gather", [sname] + n.inputs[1:], [g_s], {"axis": 0}, f"{n.name}/scale"))
+        nodes.append(Node("Mul", [g_f, g_s], list(n.outputs), {}, n.name))
+    graph.nodes = nodes
+    for name in done:
+        del graph.tensors[name]
+    return graph
