@@ -49,7 +49,7 @@ struct Factor {
       for (int i = 0; i < 16; ++i)
         if (int8_t(q.W[i]) == -128) throw std::invalid_argument(what + ": codebook entry is -128, expected [-127, 127]");
   }
-  size_t scratch(int64_t M) const { return f32 ? 0 : qdense_scratch_bytes(q, M); }
+  size_t scratch(int64_t M) const { return f32 ? 0 : qdense_scratch_bytes(q, M, QDenseOpts()); }
   void run(const float* x, int64_t M, const float* bias, Activation act, float* y, void* scratch) const {
     if (M == 0 || N == 0) return;
     if (K == 0) {
