@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -108,7 +109,9 @@ def export_program(module: Any, example_inputs: Any) -> tuple[Any, dict[str, str
                 t = torch.cat([t, t], dim=ax)
         capture.append(t)
         shapes.append({ax: Dim.DYNAMIC for ax in axes} or None)
-    with _eval_mode(module), torch.no_grad():
+    with _eval_mode(module), torch.no_grad(), warnings.catch_warnings():
+        # a pruning hook assigns module.weight during the forward: export warns, the value is traced right
+        warnings.filterwarnings("ignore", message=".*was assigned during export.*")
         ep = torch.export.export(module, tuple(capture), dynamic_shapes=tuple(shapes))
     names: dict[str, str] = {}
     placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
@@ -138,7 +141,9 @@ def import_torch(module: Any, example_inputs: Any) -> Graph:
     with _dequantized_dynamic_linears(module, notes):
         try:
             ep, dim_names = export_program(module, args)
-            graph = import_exported(ep, _input_names(args), dim_names)
+            with warnings.catch_warnings():  # torch's own pytree deprecation inside run_decompositions
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+                graph = import_exported(ep, _input_names(args), dim_names)
         except Exception as e:  # noqa: BLE001 - any capture/import failure falls back, and says why
             reason = _first_line(e)
             try:

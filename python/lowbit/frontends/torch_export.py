@@ -255,7 +255,7 @@ class _Importer:
                         raise UnsupportedOpError("only tensor outputs are supported", {"non-tensor output": []})
                     src = self.v(self.get(o))
                     self.used.add(oname)
-                    self.nodes.append(Node("Identity", [src], [oname], {}, f"{oname}/identity"))
+                    self._name_output(src, oname, {v.name for v in inputs} | {v.name for v in outputs})
                     outputs.append(ValueInfo(oname, _ir_dtype(val.dtype)[0], self._shape(val)))
             elif node.op not in ("placeholder",):
                 raise UnsupportedOpError(f"FX node kind {node.op} is not supported", {node.op: [node.name]})
@@ -265,6 +265,17 @@ class _Importer:
                       {"source": "torch.export", "source_weight_bytes": int(self.weight_bytes)})
         graph.check()
         return graph
+
+    def _name_output(self, src: str, oname: str, taken: set[str]) -> None:
+        """Renames the value ``src`` to the graph output ``oname`` (an Identity when ``src`` is an
+        input, a constant or already another output)."""
+        producer = next((n for n in self.nodes if src in n.outputs), None)
+        if producer is None or src in taken:
+            self.nodes.append(Node("Identity", [src], [oname], {}, f"{oname}/identity"))
+            return
+        for n in self.nodes:
+            n.inputs = [oname if i == src else i for i in n.inputs]
+            n.outputs = [oname if o == src else o for o in n.outputs]
 
     def _shape(self, val: Any) -> tuple:
         dims: list[Any] = []
