@@ -319,7 +319,7 @@ class _Importer:
                 return type(a)(unconst(x) for x in a)
             return a
 
-        def has(a: Any, kind: type) -> bool:
+        def has(a: Any, kind: Any) -> bool:
             if isinstance(a, kind):
                 return True
             if isinstance(a, (list, tuple)):
@@ -594,7 +594,7 @@ def _h_clip(lo: float | None, hi: float | None) -> Callable:
             if v is not None and not isinstance(v, (int, float)):
                 raise UnsupportedOpError(f"clamp with tensor bounds (node {node.name})", {"aten.clamp(tensor)": [node.name]})
         bounds = {k: float(v) for k, v in (("min", mn), ("max", mx)) if v is not None}
-        return im.emit("Clip", [im.v(a[0])], _name(node), **bounds)
+        return im.emit("Clip", [im.v(a[0])], _name(node), 1, **bounds)
     return h
 
 
@@ -821,7 +821,8 @@ def _h_index(im: _Importer, node: Any, a: tuple, kw: dict) -> Any:
     for d in reversed(range(rank)):
         i = idx[d]
         iname = im.v(i)
-        if idx_meta[d].dtype != torch.int64:
+        meta = idx_meta[d]
+        if meta is not None and meta.dtype != torch.int64:
             iname = im.emit("Cast", [iname], f"{name}/idx", to="int64", bool=0)
         term = iname if (isinstance(stride, int) and stride == 1) else \
             im.emit("Mul", [iname, im.scalar(stride, f"{name}.stride")], f"{name}/stride")
