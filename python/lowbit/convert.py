@@ -187,6 +187,7 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
         from .frontends.torch import compressed_weights
         specs = compressed_weights(src)
     graph, src_name = _import(src, example_inputs)
+    notes.extend(graph.metadata.pop("import_notes", []))  # torch: which path imported it, int8 codes moved
     src_bytes = int(graph.metadata.get("source_weight_bytes", 0))
     passes = list(DEFAULT_PIPELINE)
     from .passes import qconv
