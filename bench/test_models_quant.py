@@ -64,6 +64,9 @@ def minilm(tmp_path_factory):
     lowbit.convert(str(d / "fp32.onnx"), str(d / "int8.qbin"), quant="int8")
     lowbit.convert(str(d / "fp32.onnx"), str(d / "int4.qbin"), quant="int4")
     lowbit.convert(str(d / "ort_int8.onnx"), str(d / "ort_int8.qbin"))
+    for name, src in (("int8", "fp32.onnx"), ("int4", "fp32.onnx"), ("ort_int8", "ort_int8.onnx")):
+        record("models_quant", f"size/{name}.qbin", {"qbin_bytes": os.path.getsize(d / f"{name}.qbin"),
+                                                     "onnx_bytes": os.path.getsize(d / src)})
     torch.backends.quantized.engine = "x86"
     qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     ref = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, feeds)[0]

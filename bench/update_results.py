@@ -15,6 +15,7 @@ Blocks (between `<!-- NAME:start -->` and `<!-- NAME:end -->`):
   `size/<model>` -> {"onnx_bytes", "qbin_bytes"} and
   `error/<peer>/<model>/<T>t` -> max |y - y_ORT| / max |y_ORT|
   (or `cosine/<peer>/<model>` -> mean cosine similarity to the fp32 output).
+- `sparse`: sparse and low-rank layers against lowbit's dense kernels (bench/test_sparse_lowrank.py).
 - `supported-ops`: the ONNX operators `lowbit.frontends.onnx.supported_ops()` imports.
 """
 
@@ -123,33 +124,100 @@ def _size(n: float | None) -> str:
 
 MODEL_NAMES = {"resnet18": "ResNet-18 224×224, batch 1", "minilm": "all-MiniLM-L6-v2, seq 128, batch 1"}
 
+# Quantized suites: one row per lowbit variant, next to the peers it is compared with.
+# suite -> [(model, lowbit peer, precision label, ORT peer, PyTorch peer, size key)]
+QUANT_ROWS = {
+    "int8": [("resnet18", "lowbit-int8", "int8, static calibration (ORT: static QDQ int8)", "onnxruntime-int8", None,
+              "int8.qbin"),
+             ("resnet18", "lowbit-qdq", "int8, ORT's QDQ file imported (ORT: that file)", "onnxruntime-int8", None,
+              "qdq.qbin")],
+    "quant": [("minilm", "lowbit-int8", "int8, dynamic activations (ORT, PyTorch: dynamic int8)", "onnxruntime-int8",
+               "pytorch-int8", "int8.qbin"),
+              ("minilm", "lowbit-int4", "int4 g32 (ORT: MatMulNBits int4 g32)", "onnxruntime-int4", None, "int4.qbin"),
+              ("minilm", "lowbit-ort-int8", "int8, ORT's dynamic int8 file imported (ORT: that file)",
+               "onnxruntime-int8", None, "ort_int8.qbin")],
+}
+
+
+def _model_rows(precision: str, r: dict) -> list[str]:
+    rows = []
+    if precision in QUANT_ROWS:
+        for name, peer, label, ort_peer, torch_peer, size_key in QUANT_ROWS[precision]:
+            if not any(k.startswith(f"{peer}/{name}/") for k in r):
+                continue
+            size = r.get(f"size/{size_key}") or {}
+            errs = [v["rel_error_vs_fp32"] for k, v in r.items()
+                    if k.startswith(f"{peer}/{name}/") and isinstance(v, dict) and "rel_error_vs_fp32" in v]
+            acc = f"rel. error vs fp32 {max(errs):.3f}" if errs else "—"
+            file = f"{_size(size.get('qbin_bytes'))} ({_size(size.get('onnx_bytes'))})" if size else "—"
+            cells = [_ms(r.get(f"{p}/{name}/{t}t")) if p else "—" for t in (1, 2) for p in (peer, ort_peer, torch_peer)]
+            rows.append(f"| {MODEL_NAMES.get(name, name)} | {label} | {file} | {acc} | " + " | ".join(cells) + " |")
+        return rows
+    names = sorted({k.split("/")[1] for k in r if k.count("/") == 2 and k.split("/")[0] in
+                    ("lowbit", "onnxruntime", "pytorch")})
+    for name in names:
+        size = r.get(f"size/{name}") or {}
+        errs = [v for k, v in r.items() if k.startswith(f"error/lowbit/{name}/")]
+        cos = r.get(f"cosine/lowbit/{name}")
+        acc = f"cosine {cos:.4f}" if cos is not None else (f"max rel. error vs ORT {max(errs):.1e}" if errs else "—")
+        file = f"{_size(size.get('qbin_bytes'))} ({_size(size.get('onnx_bytes'))})" if size else "—"
+        cells = [_ms(r.get(f"{p}/{name}/{t}t")) for t in (1, 2) for p in ("lowbit", "onnxruntime", "pytorch")]
+        rows.append(f"| {MODEL_NAMES.get(name, name)} | {precision} | {file} | {acc} | " + " | ".join(cells) + " |")
+    return rows
+
 
 def models_table() -> str:
     paths = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "models_*.json")))
     if not paths:
         return "_no bench results yet: run `python -m pytest bench`_"
-    rows = ["| model | precision | file: .qbin (ONNX) | accuracy vs ORT fp32 | lowbit 1t | ORT 1t | PyTorch 1t "
+    rows = ["| model | precision (peers) | file: .qbin (source ONNX) | accuracy | lowbit 1t | ORT 1t | PyTorch 1t "
             "| lowbit 2t | ORT 2t | PyTorch 2t |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    machine = None
+    machines = set()
     for path in paths:
         precision = os.path.basename(path)[len("models_"):-len(".json")]
         with open(path) as f:
             data = json.load(f)
-        r, machine = data["results"], data["machine"]
-        names = sorted({k.split("/")[1] for k in r if k.count("/") == 2 and k.split("/")[0] in
-                        ("lowbit", "onnxruntime", "pytorch")})
-        for name in names:
-            size = r.get(f"size/{name}") or {}
-            errs = [v for k, v in r.items() if k.startswith(f"error/lowbit/{name}/")]
-            cos = r.get(f"cosine/lowbit/{name}")
-            acc = f"cosine {cos:.4f}" if cos is not None else (f"max rel. error {max(errs):.1e}" if errs else "—")
-            file = f"{_size(size.get('qbin_bytes'))} ({_size(size.get('onnx_bytes'))})" if size else "—"
-            cells = [_ms(r.get(f"{p}/{name}/{t}t")) for t in (1, 2) for p in ("lowbit", "onnxruntime", "pytorch")]
-            rows.append(f"| {MODEL_NAMES.get(name, name)} | {precision} | {file} | {acc} | " + " | ".join(cells) + " |")
+        machines.add((data["machine"]["vendor"], data["machine"]["cpus"], data["machine"]["isa"]))
+        rows.extend(_model_rows(precision, data["results"]))
     rows.append("")
+    where = "; ".join(f"{v} with {c} CPUs, ISA `{i}`" for v, c, i in sorted(machines))
     rows.append("Measured by `bench/test_models_*.py` (best round of pytest-benchmark; every peer in the same process "
-                f"on the same inputs) on {machine['vendor']} with {machine['cpus']} CPUs, ISA `{machine['isa']}`.")
+                f"on the same inputs) on {where}. Accuracy: fp32 rows against onnxruntime fp32 on the same input; "
+                "quantized rows as the relative L2 error of the output against fp32 (MiniLM: hidden states; "
+                "the sentence-embedding cosines are in docs/kernels.md and the tests).")
+    return "\n".join(rows)
+
+
+SPARSE_GATES = [  # (label, fast peer, reference peer, M), as bench/test_sparse_lowrank.py gates them
+    ("90% unstructured fp32: f32-csr-s8 vs dense fp32", "csr-f32", "dense-f32", 1),
+    ("90% unstructured int8: qs8-csr-k16 vs dense int8", "csr-int8", "dense-int8", 1),
+    ("80% 1×4 blocks int8: qs8-bsr1x4-s8 vs dense int8", "bsr-int8", "dense-int8", 1),
+    ("80% 1×4 blocks int8: qs8-bsr1x4-s8 vs dense int8", "bsr-int8", "dense-int8", 16),
+    ("rank 1024 int8: LowRank vs dense int8 4096×4096", "lowrank-int8", "dense-int8", 1),
+    ("fused LowRank vs the same factors as two Dense layers", "lowrank-int8", "twolayer-int8", 1),
+    ("fused LowRank vs the same factors as two Dense layers", "lowrank-int8", "twolayer-int8", 16),
+]
+
+
+def sparse_table() -> str:
+    data = _load("sparse_lowrank")
+    if not data:
+        return "_no bench results yet: run `python -m pytest bench/test_sparse_lowrank.py`_"
+    r, m = data["results"], data["machine"]
+    rows = ["| layer (4096×4096, 1 thread) | M | lowbit sparse / factored | lowbit reference | speedup | target |",
+            "|---|---|---|---|---|---|"]
+    for label, fast, ref, M in SPARSE_GATES:
+        a, b = r.get(f"{fast}/M{M}"), r.get(f"{ref}/M{M}")
+        t = r.get(f"target/{fast}/{ref}/M{M}") or {}
+        if not a or not b:
+            continue
+        sp = b["seconds"] / a["seconds"]
+        verdict = ("met" if sp >= t["target"] else "**not met**") if t else ""
+        rows.append(f"| {label} | {M} | {_ms(a)} | {_ms(b)} | {sp:.2f}× | ≥ {t.get('target', '—')}× ({verdict}) |")
+    rows.append("")
+    rows.append("Measured by `bench/test_sparse_lowrank.py` (best round, same process, same inputs, every layer through "
+                f"`Model.run` on a converted one-layer model) on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`.")
     return "\n".join(rows)
 
 
@@ -176,6 +244,7 @@ BLOCKS = {  # block -> (generator, files that carry it)
     "f32-gemm": (f32_gemm_table, ("README.md", "docs/kernels.md")),
     "qgemm": (qgemm_table, ("README.md", "docs/kernels.md")),
     "models": (models_table, ("README.md",)),
+    "sparse": (sparse_table, ("docs/kernels.md",)),
     "supported-ops": (supported_ops_block, ("README.md",)),
 }
 
