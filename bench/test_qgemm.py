@@ -83,7 +83,11 @@ def _peer(peer, shape):
     if peer.startswith("lowbit"):
         quant = peer.split("-")[1]
         path = os.path.join(d, f"{peer}.qbin")
-        lowbit.convert(_matmul_model(W), path, quant=quant, group_size=32, symmetric=True)
+        # outliers=0: the issue's kernels (int8 activations per row, or per group for 4-bit), the same
+        # activation handling as the peers' dynamic int8; convert's default outlier split (one float
+        # value per row, docs/kernels.md) adds ~8% at 128x768x3072 and is measured end to end by
+        # bench/test_models_quant.py
+        lowbit.convert(_matmul_model(W), path, quant=quant, group_size=32, symmetric=True, outliers=0)
         model = lowbit.load(path)
 
         def make(threads):
