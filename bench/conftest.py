@@ -4,6 +4,7 @@ collected per session and written to bench/results/<suite>.json for docs/."""
 import json
 import os
 import platform
+import subprocess
 
 # PyTorch's OpenMP workers spin-wait after each call by default and can take the CPU from
 # whatever runs next in this process (suspected in a CI run where one lowbit case took 1.6x
@@ -26,9 +27,24 @@ def recorded(suite: str) -> dict:
     return _results.get(suite, {})
 
 
+def _commit() -> str | None:
+    """The commit the bench ran on (with "+dirty" when the tree had changes), so a results
+    table can say what it documents; None outside a git checkout."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                               cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def machine() -> dict:
     info = lowbit.cpu_info()
-    return {"isa": info["isa"], "vendor": info["vendor"], "cpus": os.cpu_count(), "python": platform.python_version()}
+    return {"isa": info["isa"], "vendor": info["vendor"], "cpus": os.cpu_count(), "python": platform.python_version(),
+            "commit": _commit()}
 
 
 @pytest.fixture(scope="session", autouse=True)

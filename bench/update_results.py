@@ -62,8 +62,13 @@ def f32_gemm_table() -> str:
                         f"({k2['gops']:.1f} GOP/s) | | {r[f'onnxruntime/{shape}/1t']['seconds'] / k2['seconds']:.2f}× | |")
     rows.append("")
     rows.append(f"Measured by `bench/test_f32_gemm.py` (best round of pytest-benchmark, same process, same inputs) "
-                f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`.")
+                f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`{_at(m)}.")
     return "\n".join(rows)
+
+
+def _at(m: dict) -> str:
+    """ " at commit X" when the bench recorded the commit it ran on."""
+    return f" at commit `{m['commit']}`" if m.get("commit") else ""
 
 
 def _ms(r: dict | None) -> str:
@@ -111,7 +116,7 @@ def qgemm_table() -> str:
                         f"{st['fraction']:.0%} ({st['weights_gbs']:.1f} of {st['read_loop_gbs']:.1f} GB/s) | ≥ 70% |")
     rows.append("")
     rows.append(f"Measured by `bench/test_qgemm.py` (best round, same process, same inputs, lowbit through `Model.run`) "
-                f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`; int4 symmetric g32 for lowbit and ORT "
+                f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`{_at(m)}; int4 symmetric g32 for lowbit and ORT "
                 f"(MatMulNBits, accuracy_level=4).")
     return "\n".join(rows)
 
@@ -178,10 +183,10 @@ def models_table() -> str:
         precision = os.path.basename(path)[len("models_"):-len(".json")]
         with open(path) as f:
             data = json.load(f)
-        machines.add((data["machine"]["vendor"], data["machine"]["cpus"], data["machine"]["isa"]))
+        machines.add((data["machine"]["vendor"], data["machine"]["cpus"], data["machine"]["isa"] + "`" + _at(data["machine"])))
         rows.extend(_model_rows(precision, data["results"]))
     rows.append("")
-    where = "; ".join(f"{v} with {c} CPUs, ISA `{i}`" for v, c, i in sorted(machines))
+    where = "; ".join(f"{v} with {c} CPUs, ISA `{i}" for v, c, i in sorted(machines))
     rows.append("Measured by `bench/test_models_*.py` (best round of pytest-benchmark; every peer in the same process "
                 f"on the same inputs) on {where}. Accuracy: fp32 rows against onnxruntime fp32 on the same input; "
                 "quantized rows as the relative L2 error of the output against fp32 (MiniLM: hidden states; "
@@ -217,7 +222,7 @@ def sparse_table() -> str:
         rows.append(f"| {label} | {M} | {_ms(a)} | {_ms(b)} | {sp:.2f}× | ≥ {t.get('target', '—')}× ({verdict}) |")
     rows.append("")
     rows.append("Measured by `bench/test_sparse_lowrank.py` (best round, same process, same inputs, every layer through "
-                f"`Model.run` on a converted one-layer model) on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`.")
+                f"`Model.run` on a converted one-layer model) on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`{_at(m)}.")
     return "\n".join(rows)
 
 
