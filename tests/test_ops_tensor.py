@@ -202,5 +202,5 @@ def test_axis_ops_reject_a_scalar_not_crashing(tmp_path, op):
     else:
         node, tensors = Node("GatherElements", ["x", "i"], ["y"], {"axis": 0}, "n"), {"i": np.array(0, np.int64)}
     p = _qbin(tmp_path, [node], tensors, [("x", "float32", ())], outputs=node.outputs)
-    with pytest.raises(ValueError, match=f"needs an input of rank >= 1 for axis 0, got a scalar"):
+    with pytest.raises(ValueError, match="needs an input of rank >= 1 for axis 0, got a scalar"):
         lowbit.load(p).run(np.array(1.0, np.float32))
