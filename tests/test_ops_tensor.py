@@ -180,3 +180,27 @@ def test_bad_runtime_shape_values_raise(tmp_path):
     p = _qbin(tmp_path, nodes, {"shape": _i64(2 ** 40, 2 ** 40)}, [("x", "float32", ("n", 4))])
     with pytest.raises(ValueError, match="(?i)reshape|too many|too large"):
         lowbit.load(p).run(np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("op", ["Concat", "Split", "Slice", "Squeeze", "ReduceSum", "GatherElements"])
+def test_axis_ops_reject_a_scalar_not_crashing(tmp_path, op):
+    # Regression (SIGSEGV, found by tests/fuzz/fuzz.py): these ops index the shape at their axis,
+    # and norm_axis lets axis 0 through for rank 0, so a scalar input wrote/read shape[0] of an
+    # empty shape while planning. A scalar has no axis (ONNX requires rank >= 1): a clear error.
+    from lowbit.ir import Node
+    tensors = {}
+    if op == "Concat":
+        node = Node("Concat", ["x", "x"], ["y"], {"axis": 0}, "n")
+    elif op == "Split":
+        node = Node("Split", ["x"], ["y", "z"], {"axis": 0, "split": [1, 1]}, "n")
+    elif op == "Slice":
+        node, tensors = Node("Slice", ["x", "st", "en", "ax"], ["y"], {}, "n"), {"st": _i64(0), "en": _i64(1), "ax": _i64(0)}
+    elif op == "Squeeze":
+        node, tensors = Node("Squeeze", ["x", "ax"], ["y"], {}, "n"), {"ax": _i64(0)}
+    elif op == "ReduceSum":
+        node, tensors = Node("ReduceSum", ["x", "ax"], ["y"], {}, "n"), {"ax": _i64(0)}
+    else:
+        node, tensors = Node("GatherElements", ["x", "i"], ["y"], {"axis": 0}, "n"), {"i": np.array(0, np.int64)}
+    p = _qbin(tmp_path, [node], tensors, [("x", "float32", ())], outputs=node.outputs)
+    with pytest.raises(ValueError, match="needs an input of rank >= 1 for axis 0, got a scalar"):
+        lowbit.load(p).run(np.array(1.0, np.float32))

@@ -585,6 +585,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("cpu_features", &cpu::feature_names);
   m.def("cpu_vendor", [] { return cpu::features().vendor; });
+  m.def("avx512_emulated", [] { return cpu::features().avx512_emulated; });
   m.def("selected_isa", [] { return std::string(kernels().isa_name); });
   m.def("supported_isas", [] {
     std::vector<std::string> out;

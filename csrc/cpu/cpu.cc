@@ -60,11 +60,12 @@ Features detect() {
     f.avx512vnni = z && (c & (1u << 11));
   }
 #if defined(LOWBIT_EMULATE_AVX512)
-  // Test builds only (tests/test_avx512_emulated.py; never the extension): the AVX-512
-  // kernels are compiled through SIMDe for AVX2 + FMA + F16C, so on such a CPU the
-  // avx512vnni table is reported supported, selected first and tested like real hardware.
+  // Emulated builds only (tests/test_avx512_emulated.py's kernel test, or the extension built
+  // with -DLOWBIT_EMULATE_AVX512=ON; never a release): the AVX-512 kernels are compiled through
+  // SIMDe for AVX2 + FMA + F16C, so on such a CPU the avx512vnni table is supported, selected
+  // first and tested like real hardware. The CPUID flags above are left as they are.
   if (f.avx2 && f.fma && f.f16c) {
-    f.avx512f = f.avx512bw = f.avx512dq = f.avx512vl = f.avx512vnni = true;
+    f.avx512_emulated = true;
     f.vendor += " (AVX-512 emulated by SIMDe)";
   }
 #endif

@@ -12,6 +12,10 @@ struct Features {
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
   bool os_ymm = false;  // XCR0 says the OS saves YMM state
   bool os_zmm = false;  // XCR0 says the OS saves opmask + ZMM state
+  // Development builds only (CMake -DLOWBIT_EMULATE_AVX512=ON): the AVX-512 kernels are compiled
+  // through SIMDe for AVX2 + FMA + F16C, so the avx512vnni table runs (emulated, slowly) on this
+  // CPU. The avx512* flags above stay what CPUID says; this one alone makes the table supported.
+  bool avx512_emulated = false;
   // aarch64
   bool neon = false, dotprod = false, crc32 = false;
   std::string vendor;

@@ -130,6 +130,7 @@ bool isa_supported(Isa isa) {
     case Isa::kScalar: return true;
     case Isa::kAvx2: return f.avx2 && f.fma && f.sse42;
     case Isa::kAvx512Vnni:
+      if (f.avx512_emulated) return f.avx2 && f.fma && f.f16c && f.sse42;  // SIMDe build: AVX2 code underneath
       return f.avx2 && f.fma && f.sse42 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni;
     case Isa::kNeonDot: return f.neon && f.dotprod && f.crc32;
   }

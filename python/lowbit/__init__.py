@@ -23,7 +23,9 @@ from .runtime import Model, format_profile, load
 def cpu_info() -> dict[str, Any]:
     """What this CPU offers and what lowbit picked: ``features`` (list),
     ``isa`` (the selected dispatch level), ``supported_isas``, ``kernels``
-    (op family -> kernel name), ``num_threads`` and ``vendor``."""
+    (op family -> kernel name), ``num_threads``, ``vendor`` and ``avx512_emulated`` (True only
+    in a development build made with -DLOWBIT_EMULATE_AVX512=ON, where the avx512vnni table runs
+    through SIMDe on a CPU without AVX-512; never in a release)."""
     return {
         "features": list(_core.cpu_features()),
         "isa": _core.selected_isa(),
@@ -31,6 +33,7 @@ def cpu_info() -> dict[str, Any]:
         "kernels": dict(_core.kernel_names()),
         "num_threads": _core.get_num_threads(),
         "vendor": _core.cpu_vendor(),
+        "avx512_emulated": _core.avx512_emulated(),
     }
 
 

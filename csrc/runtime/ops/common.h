@@ -16,6 +16,13 @@ inline int64_t norm_axis(int64_t axis, int64_t rank, const char* what) {
   return a;
 }
 
+// For ops that index the shape at the axis (Concat, Split, Slice, ...): a scalar has no axis to
+// index (ONNX requires rank >= 1 there), where norm_axis lets axis 0 through for rank 0.
+inline int64_t norm_axis_nd(int64_t axis, int64_t rank, const char* what) {
+  if (rank < 1) throw ShapeError(std::string(what) + " needs an input of rank >= 1 for axis " + std::to_string(axis) + ", got a scalar");
+  return norm_axis(axis, rank, what);
+}
+
 inline void need_inputs(const std::vector<const Shape*>& in, size_t n, const char* op) {
   if (in.size() < n) throw ShapeError(std::string(op) + " expects " + std::to_string(n) + " inputs");
   for (size_t i = 0; i < n; ++i)

@@ -245,7 +245,7 @@ class Concat : public Op {
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     if (in.empty() || !in[0]) throw ShapeError("Concat needs inputs");
     const Shape& f = *in[0];
-    int64_t ax = norm_axis(axis_, int64_t(f.size()), "Concat");
+    int64_t ax = norm_axis_nd(axis_, int64_t(f.size()), "Concat");
     Shape o = f;
     o[ax] = 0;
     for (const Shape* s : in) {
@@ -258,7 +258,7 @@ class Concat : public Op {
   }
   void run(const RunArgs& a) const override {
     const Shape& os = a.out[0].shape;
-    const int64_t ax = norm_axis(axis_, int64_t(os.size()), "Concat");
+    const int64_t ax = norm_axis_nd(axis_, int64_t(os.size()), "Concat");
     int64_t outer = 1, inner = dtype_size(t_);
     for (int64_t d = 0; d < ax; ++d) outer *= os[d];
     for (size_t d = size_t(ax) + 1; d < os.size(); ++d) inner *= os[d];
@@ -287,7 +287,7 @@ class Split : public Op {
       : t_(t), axis_(axis), sizes_(std::move(sizes)), nout_(nout) {}
   size_t max_outputs() const override { return nout_; }  // one output per part, as many as the node lists
   std::vector<int64_t> parts(const Shape& x, const std::vector<const void*>* vals, const std::vector<const Shape*>* in) const {
-    int64_t ax = norm_axis(axis_, int64_t(x.size()), "Split");
+    int64_t ax = norm_axis_nd(axis_, int64_t(x.size()), "Split");
     std::vector<int64_t> p = sizes_;
     if (p.empty() && vals && in->size() > 1 && (*in)[1]) p = int_values((*vals)[1], (*in)[1], DType::kI64, "Split's sizes");
     if (p.empty()) {  // equal parts, the last one smaller (opset 18)
@@ -308,7 +308,7 @@ class Split : public Op {
                     std::vector<Shape>& out) const override {
     need_inputs(in, 1, "Split");
     auto p = parts(*in[0], &vals, &in);
-    int64_t ax = norm_axis(axis_, int64_t(in[0]->size()), "Split");
+    int64_t ax = norm_axis_nd(axis_, int64_t(in[0]->size()), "Split");
     for (size_t i = 0; i < nout_; ++i) {
       out[i] = *in[0];
       out[i][ax] = p[i];
@@ -316,7 +316,7 @@ class Split : public Op {
   }
   void run(const RunArgs& a) const override {
     const Shape& xs = a.in[0].shape;
-    const int64_t ax = norm_axis(axis_, int64_t(xs.size()), "Split");
+    const int64_t ax = norm_axis_nd(axis_, int64_t(xs.size()), "Split");
     int64_t outer = 1, inner = dtype_size(t_);
     for (int64_t d = 0; d < ax; ++d) outer *= xs[d];
     for (size_t d = size_t(ax) + 1; d < xs.size(); ++d) inner *= xs[d];
@@ -364,7 +364,7 @@ class Slice : public Op {
     s.step.assign(r, 1);
     std::vector<char> seen(r, 0);
     for (size_t i = 0; i < starts.size(); ++i) {
-      int64_t ax = norm_axis(axes[i], r, "Slice");
+      int64_t ax = norm_axis_nd(axes[i], r, "Slice");
       if (seen[ax]) throw ShapeError("Slice repeats an axis");
       seen[ax] = 1;
       int64_t dim = x[ax], st = steps[i];
@@ -480,13 +480,13 @@ class GatherElements : public Op {
   void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
     need_inputs(in, 2, "GatherElements");
     if (in[0]->size() != in[1]->size()) throw ShapeError("GatherElements data and indices differ in rank");
-    norm_axis(axis_, int64_t(in[0]->size()), "GatherElements");
+    norm_axis_nd(axis_, int64_t(in[0]->size()), "GatherElements");
     out[0] = *in[1];
   }
   void run(const RunArgs& a) const override {
     const Shape& x = a.in[0].shape;
     const Shape& is = a.in[1].shape;
-    const int64_t r = int64_t(x.size()), ax = norm_axis(axis_, r, "GatherElements");
+    const int64_t r = int64_t(x.size()), ax = norm_axis_nd(axis_, r, "GatherElements");
     std::vector<int64_t> xstride(r, 1);
     for (int64_t d = r - 2; d >= 0; --d) xstride[d] = xstride[d + 1] * x[d + 1];
     const size_t es = dtype_size(t_);
@@ -549,7 +549,7 @@ class SqueezeLike : public Op {
       std::vector<char> mark(r, 0);
       if (!given) for (int64_t d = 0; d < r; ++d) mark[d] = x[d] == 1;
       for (int64_t a : axes) {
-        int64_t ax = norm_axis(a, r, "Squeeze");
+        int64_t ax = norm_axis_nd(a, r, "Squeeze");
         if (x[ax] != 1) throw ShapeError("Squeeze axis " + std::to_string(a) + " has size " + std::to_string(x[ax]) + ", not 1");
         mark[ax] = 1;
       }
@@ -581,7 +581,7 @@ class Reduce : public Op {
     const int64_t r = int64_t(x.size());
     std::vector<char> m(r, 0);
     if (!given || (axes.empty() && !noop_)) m.assign(r, 1);
-    for (int64_t a : axes) m[norm_axis(a, r, "Reduce")] = 1;
+    for (int64_t a : axes) m[norm_axis_nd(a, r, "Reduce")] = 1;
     return m;
   }
   std::vector<int64_t> axes_from(const std::vector<const Shape*>& in, const std::vector<const void*>& vals, bool* given) const {
