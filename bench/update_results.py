@@ -83,12 +83,13 @@ def qgemm_table() -> str:
     if data is None:
         return "_no bench results yet: run `python -m pytest bench`_"
     r, m = data["results"], data["machine"]
-    rows = ["| shape (M×K×N) | threads | lowbit int8 | lowbit int4 g32 | lowbit nf4 g32 | ORT int8 | ORT int4 | PyTorch int8 |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| shape (M×K×N) | threads | lowbit int8 | lowbit int8 reduce_range | lowbit int4 g32 | lowbit nf4 g32 "
+            "| ORT int8 | ORT int4 | PyTorch int8 |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for shape in ("1x4096x4096", "128x768x3072", "256x4096x4096"):
         for t in (1, 2):
             cells = [_ms(r.get(f"{p}/{shape}/{t}t")) for p in
-                     ("lowbit-int8", "lowbit-int4", "lowbit-nf4", "ort-int8", "ort-int4", "torch-int8")]
+                     ("lowbit-int8", "lowbit-int8r", "lowbit-int4", "lowbit-nf4", "ort-int8", "ort-int4", "torch-int8")]
             if all(c == "—" for c in cells):
                 continue
             rows.append(f"| {shape.replace('x', '×')} | {t} | " + " | ".join(cells) + " |")
@@ -101,7 +102,11 @@ def qgemm_table() -> str:
              ("int4 128×768×3072: lowbit ÷ ORT int4", "lowbit-int4/ort-int4/128x768x3072", 0.4),
              ("int4 128×768×3072: lowbit int4 ÷ lowbit int8", "lowbit-int4/lowbit-int8/128x768x3072", 1.25),
              ("nf4 1×4096×4096: nf4 ÷ int4", "lowbit-nf4/lowbit-int4/1x4096x4096", 1.2),
-             ("nf4 128×768×3072: nf4 ÷ int4", "lowbit-nf4/lowbit-int4/128x768x3072", 1.2)]
+             ("nf4 128×768×3072: nf4 ÷ int4", "lowbit-nf4/lowbit-int4/128x768x3072", 1.2),
+             ("int8 reduce_range (7-bit weights) 1×4096×4096: lowbit ÷ ORT int8", "lowbit-int8r/ort-int8/1x4096x4096", 0.8),
+             ("int8 reduce_range 128×768×3072: lowbit ÷ best peer", "lowbit-int8r/ort-int8+torch-int8/128x768x3072", 1.0),
+             ("int8 reduce_range 256×4096×4096: lowbit ÷ best peer", "lowbit-int8r/ort-int8+torch-int8/256x4096x4096",
+              1.0)]
     for label, key, target in gates:
         v = r.get(f"ratio/{key}/1t")
         if v is not None:
@@ -135,10 +140,14 @@ MODEL_NAMES = {"resnet18": "ResNet-18 224×224, batch 1", "minilm": "all-MiniLM-
 QUANT_ROWS = {
     "int8": [("resnet18", "lowbit-int8", "int8, static calibration (ORT: static QDQ int8)", "onnxruntime-int8", None,
               "int8.qbin"),
+             ("resnet18", "lowbit-int8r", "int8 reduce_range (7-bit weights), static calibration (ORT: static QDQ int8)",
+              "onnxruntime-int8", None, "int8r.qbin"),
              ("resnet18", "lowbit-qdq", "int8, ORT's QDQ file imported (ORT: that file)", "onnxruntime-int8", None,
               "qdq.qbin")],
     "quant": [("minilm", "lowbit-int8", "int8, dynamic activations (ORT, PyTorch: dynamic int8)", "onnxruntime-int8",
                "pytorch-int8", "int8.qbin"),
+              ("minilm", "lowbit-int8r", "int8 reduce_range (7-bit weights), dynamic activations (ORT, PyTorch: dynamic "
+               "int8)", "onnxruntime-int8", "pytorch-int8", "int8r.qbin"),
               ("minilm", "lowbit-int4", "int4 g32 (ORT: MatMulNBits int4 g32)", "onnxruntime-int4", None, "int4.qbin"),
               ("minilm", "lowbit-ort-int8", "int8, ORT's dynamic int8 file imported (ORT: that file)",
                "onnxruntime-int8", None, "ort_int8.qbin")],

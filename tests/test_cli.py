@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import lowbit
 import models
 
 LOWBIT_ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -121,6 +122,15 @@ def test_convert_json_and_quant_flags(tmp_path, converted):
         kernels = {l["kernel"] for l in json.loads(r.stdout)["layers"] if l["op"] == "Dense"}
         assert all(("qs8_quant_split" in k) == split for k in kernels), (flag, kernels)
     assert lowbit_cli("convert", str(src), "-o", str(tmp_path / "o.qbin"), "--quant", "int8", "--outliers", "9").returncode == 2
+    # --reduce-range: 7-bit int8 weights, on the level's 7-bit GEMM; int8 only
+    r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "r.qbin"), "--quant", "int8", "--reduce-range", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    dense = [l for l in out["layers"] if l["op"] == "Dense"]
+    assert dense and all(l["encoding"] == "qs7-n16k4" and lowbit.cpu_info()["kernels"]["qs7-gemm"] in l["kernel"]
+                         for l in dense), dense
+    r = lowbit_cli("convert", str(src), "-o", str(tmp_path / "r.qbin"), "--quant", "int4", "--reduce-range")
+    assert r.returncode == 2 and "--reduce-range applies to --quant int8" in r.stderr
 
 
 def test_inspect_table_totals(converted):

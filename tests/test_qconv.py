@@ -124,6 +124,35 @@ def test_convolutions_run_int8_end_to_end(cnn):
             assert l["encoding"] == "qs8-n16k4" and "requant" in l["kernel"]
 
 
+def test_reduce_range_convs(cnn, tmp_path):
+    """reduce_range=True: the QConv weights become 7-bit (qs7-n16k4, run by the level's
+    qs7 GEMM; depthwise weights keep 8 bits), the agreement with fp32 stays within the
+    model's bounds, and every ISA gives the same bytes."""
+    name, d, calib, test = cnn
+    p = tmp_path / "int8r.qbin"
+    lowbit.convert(str(d / "m.onnx"), str(p), quant="int8", calib=calib, reduce_range=True)
+    m = lowbit.load(str(p))
+    qconv = [l for l in m.layers() if l["op"] == "QConv"]
+    assert qconv and all(l["encoding"] == "qs7-n16k4" for l in qconv)
+    assert all(lowbit.cpu_info()["kernels"]["qs7-gemm"] in l["kernel"] for l in qconv)
+    ref = lowbit.load(str(d / "fp32.qbin")).run(test)
+    got = _agreement(m.run(test), ref)
+    full = _agreement(lowbit.load(str(d / "int8.qbin")).run(test), ref)
+    print(f"\n{name}: lowbit int8 reduce_range rel {got[0]:.4f} centered {got[1]:.3f} top-1 {got[2]:.3f} "
+          f"(8-bit weights: {full[0]:.4f} / {full[1]:.3f} / {full[2]:.3f})")
+    rel, centered, top1 = BOUNDS[name]
+    assert got[0] <= rel and got[1] <= centered and got[2] >= top1, got
+    np.save(tmp_path / "x.npy", test[:2])
+    outs = []
+    for isa in ISAS:
+        code = (f"import numpy as np, lowbit; m = lowbit.load({str(p)!r}); "
+                f"np.save({str(tmp_path / (isa + '.npy'))!r}, m.run(np.load({str(tmp_path / 'x.npy')!r})))")
+        subprocess.run([sys.executable, "-c", code], env=dict(os.environ, LOWBIT_ISA=isa), check=True)
+        outs.append(np.load(tmp_path / f"{isa}.npy"))
+    for isa, o in zip(ISAS, outs):
+        assert np.array_equal(o, outs[0]), f"{isa} differs from {ISAS[0]}"
+
+
 def test_calibration_methods_and_stored_scales(cnn, tmp_path):
     name, d, calib, test = cnn
     if name != "resnet18":

@@ -599,6 +599,7 @@ PYBIND11_MODULE(_core, m) {
     d["f32-gemm"] = t.f32_gemm_name;
     d["qs8-quant"] = t.qs8_quant_name;
     d["qs8-gemm"] = t.qs8_gemm_name;
+    d["qs7-gemm"] = t.qs7_gemm_name;
     d["q4-gemm"] = t.q4_gemm_name;
     d["f32-spmm"] = t.f32_spmm_name;
     d["qs8-spmm"] = t.qs8_spmm_name;

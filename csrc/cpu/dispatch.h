@@ -15,6 +15,7 @@
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
 #include "kernels/qs8-requant/qs8_requant.h"
+#include "kernels/qs7-gemm/qs7_gemm.h"
 #include "kernels/qs8-spmm/qs8_spmm.h"
 #include "kernels/qw-axpy/qw_axpy.h"
 
@@ -61,6 +62,12 @@ struct KernelTable {
   const char* qs8_quant_split_name = nullptr;
   QwAxpyFn qw_axpy = nullptr;
   const char* qw_axpy_name = nullptr;
+  // The GEMM of 7-bit int8 weights ("qs7-n16k4", codes in [-64, 64]): the AVX2 level has its
+  // own (u8 x s7 never saturates vpmaddubsw), the others run their qs8_gemm, which gives the
+  // same bits. Filled per level by add_qs7_gemm_kernels() in dispatch.cc.
+  Qs8GemmFn qs7_gemm = nullptr;
+  const char* qs7_gemm_name = nullptr;
+  bool qs7_gemm_biased = false;  // qs7_gemm wants its activations quantized with bias128
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).

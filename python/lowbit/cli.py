@@ -266,6 +266,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["codebook"] = args.codebook
     if args.outliers is not None:
         kwargs["outliers"] = args.outliers
+    if args.reduce_range:
+        if args.quant != "int8":
+            raise UsageError("--reduce-range applies to --quant int8 only")
+        kwargs["reduce_range"] = True
     if args.recipe:
         with open(_need_file(args.recipe, "recipe file", "write one with: lowbit compress CONFIG.json"),
                   encoding="utf-8") as f:
@@ -627,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--codebook", choices=["nf4", "kmeans"], help="nf4: the NF4 levels or k-means levels per layer")
     sp.add_argument("--outliers", type=int, choices=range(0, 9), metavar="0..8",
                     help="quantized layers: the largest activations per row kept in float32 (default 1; 0 = none)")
+    sp.add_argument("--reduce-range", action="store_true",
+                    help="int8: 7-bit weight codes, faster on AVX2 CPUs without AVX-512 VNNI (docs/kernels.md)")
     sp.add_argument("--recipe", metavar="R.json", help="per-layer recipe (lowbit compress writes one)")
     sp.add_argument("--calib", metavar="DATA.npz",
                     help="calibration inputs for static int8 activations (samples along the first axis; one array "

@@ -81,7 +81,7 @@ def _weight_kn(enc: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _nbytes_qs8(dtype: str, shape: tuple[int, ...]) -> int:
-    k, n = _weight_kn("qs8-n16k4", dtype, shape)
+    k, n = _weight_kn("qs8-n16k4", dtype, shape)  # qs7-n16k4: the same bytes, codes in [-63, 63]
     return (n + 15) // 16 * 16 * ((k + 3) // 4 * 4 + 8)
 
 
@@ -99,7 +99,7 @@ def _nbytes_q4(group: int, table: bool, asym: bool):
 
 
 #: Known encodings: name -> bytes needed for (dtype, logical shape).
-ENCODINGS = {"raw": _nbytes_raw, "f32-n16": _nbytes_f32_n16, "qs8-n16k4": _nbytes_qs8}
+ENCODINGS = {"raw": _nbytes_raw, "f32-n16": _nbytes_f32_n16, "qs8-n16k4": _nbytes_qs8, "qs7-n16k4": _nbytes_qs8}
 for _g in (32, 64, 128):
     for _table, _asym in ((False, False), (False, True), (True, False)):
         _name, _fn = _nbytes_q4(_g, _table, _asym)

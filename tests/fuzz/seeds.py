@@ -32,6 +32,7 @@ from lowbit.format import PREAMBLE_SIZE  # noqa: E402
 CONVERT_OPTIONS: list[dict[str, Any]] = [
     {},                                   # fp32: raw + f32-n16
     {"quant": "int8"},
+    {"quant": "int8", "reduce_range": True},  # qs7-n16k4
     {"quant": "int4"},                    # asymmetric g32
     {"quant": "int4", "group_size": 64, "symmetric": True},
     {"quant": "int4", "group_size": 128},

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lowbit import _core
-from lowbit.passes.quantize import nf4_table
+from lowbit.passes.quantize import NF4_LEVELS, nf4_table
 
 from conftest import ISAS
 
@@ -18,8 +18,19 @@ MS = list(range(1, 11)) + [15, 16, 17, 31, 32, 33, 63, 64, 65, 128]
 # K and N off the 4/8/16/32-multiples and off the groups
 KNS = [(1, 1), (5, 17), (37, 33), (100, 47), (129, 70)]
 SIMD = [i for i in ISAS if i != "scalar"]
-Q4_KINDS = ["sym", "asym", "table"]
-ENC = {"sym": "q4-g{}-sym-n16k8", "asym": "q4-g{}-asym-n16k8", "table": "q4t-g{}-n16k8"}
+# table: entries in [-64, 64] (convert's NF4 / k-means tables; the AVX2 shifted-table path);
+# table127: the full s8 range (the sign-trick path)
+Q4_KINDS = ["sym", "asym", "table", "table127"]
+ENC = {"sym": "q4-g{}-sym-n16k8", "asym": "q4-g{}-asym-n16k8", "table": "q4t-g{}-n16k8", "table127": "q4t-g{}-n16k8"}
+
+
+def _table(kind, extreme=False):
+    if not kind.startswith("table"):
+        return None
+    peak = 64 if kind == "table" else 127
+    if extreme:
+        return np.array([peak, -peak] * 8, np.int8)
+    return np.rint(NF4_LEVELS * peak).astype(np.int8)
 
 
 def f16_bits(s):
@@ -146,6 +157,75 @@ def test_qs8_extreme_sum_is_exact():
             np.testing.assert_array_equal(y, np.full((M, N), want, np.float32), err_msg=isa)
 
 
+# ---- 7-bit int8 weights (qs7-n16k4): the u8 x s7 AVX2 kernel ------------------------------
+
+def qs7_problem(seed, M, K, N, extreme=False):
+    """Weights in [-64, 64]; extreme: every weight at +-64 and every activation code at
+    +-127, the largest vpmaddubsw pairs of the biased path (255 * 64 * 2 = 32640)."""
+    rng = np.random.default_rng(seed)
+    if extreme:
+        Wq = (64 * rng.choice([-1, 1], size=(K, N))).astype(np.int8)
+        x = rng.choice([-1.0, 1.0], size=(M, K)).astype(np.float32)
+    else:
+        Wq = rng.integers(-64, 65, size=(K, N)).astype(np.int8)
+        Wq[:, 0] = 64  # the range ends in every problem
+        Wq[:, -1] = -64
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        x[:, ::7] *= 10  # a few large values per row
+    if N > 4:
+        Wq[:, 3] = 0  # an all-zero column
+    scales = rng.uniform(0.001, 0.02, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    return x, Wq, scales, bias
+
+
+def test_qs7_kernel_names():
+    names = _core.kernel_names("scalar")
+    assert names["qs7-gemm"] == names["qs8-gemm"] == "qs8_gemm_1x16__scalar"
+    if "avx2" in ISAS:
+        assert _core.kernel_names("avx2")["qs7-gemm"] == "qs7_gemm_6x16c4__avx2"
+
+
+@pytest.mark.parametrize("K,N", KNS)
+def test_qs7_reference_matches_numpy(K, N):
+    """qs7 files mean the qs8 definition: the scalar path equals the numpy one."""
+    for M in (1, 3, 17):
+        for act in (0, 1):
+            x, Wq, sc, b = qs7_problem(K * 1000 + N + M, M, K, N)
+            got = _core.qdense("scalar", x, _core.pack_qs8(Wq, sc), "qs7-n16k4", K, N, b, act)
+            np.testing.assert_array_equal(got, qs8_np(x, Wq, sc, b, act))
+
+
+@pytest.mark.parametrize("isa", SIMD)
+@pytest.mark.parametrize("K,N", KNS + [(256, 64), (1024, 40), (4100, 70), (1024, 300), (2100, 400)])
+def test_qs7_isas_match_reference(isa, K, N):
+    for M in MS:
+        x, Wq, sc, b = qs7_problem(M * 7 + K, M, K, N, extreme=(M % 3 == 0))
+        W = _core.pack_qs8(Wq, sc)
+        for act in (0, 1, 2):
+            want = _core.qdense("scalar", x, W, "qs8-n16k4", K, N, b, act)
+            got = _core.qdense(isa, x, W, "qs7-n16k4", K, N, b, act)
+            if act == 2:
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{isa} M={M}")
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} act={act}")
+
+
+def test_qs7_extreme_sum_is_exact():
+    """K = 8192 codes of 127 x 64 (and of -127 x 64): exact on every path, including the
+    biased sums (255 * 64 * 8192 = 133.7 million) the AVX2 kernel corrects."""
+    K, N = 8192, 24
+    sc = np.ones(N, np.float32)
+    for sign in (1, -1):
+        Wq = np.full((K, N), 64, np.int8)
+        for M in (1, 4, 9):
+            x = np.full((M, K), float(sign), np.float32)
+            want = np.float32(sign * 127 * 64 * K) * (np.float32(1) / np.float32(127))
+            for isa in ISAS:
+                y = _core.qdense(isa, x, _core.pack_qs8(Wq, sc), "qs7-n16k4", K, N)
+                np.testing.assert_array_equal(y, np.full((M, N), want, np.float32), err_msg=f"{isa} M={M}")
+
+
 # ---- 4-bit GEMM ----------------------------------------------------------------------------
 
 def q4_problem(seed, M, K, N, kind, group, extreme=False):
@@ -157,15 +237,13 @@ def q4_problem(seed, M, K, N, kind, group, extreme=False):
     zeros = rng.integers(0, 16, size=(ng, N)).astype(np.uint8) if kind == "asym" else None
     if kind == "asym" and extreme:
         zeros[:] = 0
-    table = nf4_table() if kind == "table" else None
-    if kind == "table" and extreme:
-        table = np.array([127, -127] * 8, np.int8)
+    table = _table(kind, extreme)
     if extreme:
         x = rng.choice([-1.0, 1.0], size=(M, K)).astype(np.float32)
     else:
         x = rng.standard_normal((M, K)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
-    W = _core.pack_q4(codes, f16_bits(scales), zeros, table, kind, group)
+    W = _core.pack_q4(codes, f16_bits(scales), zeros, table, kind[:5], group)
     return x, codes, scales, zeros, table, bias, W
 
 
@@ -174,7 +252,7 @@ def q4_np(x, codes, scales, zeros, table, bias, kind, group, act):
     kg = (K + group - 1) // group * group
     ng = kg // group
     q, s = quantize_np(x, kg)
-    if kind == "table":
+    if kind.startswith("table"):
         v = table.astype(np.int64)[codes]
     else:
         z = np.full((ng, N), 8) if kind == "sym" else zeros.astype(np.int64)
@@ -236,9 +314,9 @@ def test_q4_int16_accumulation_bounds(isa, kind, group):
         else:
             codes = np.full((K, N), codes_at, np.uint8)
         zeros = rng.choice([0, 15], size=(ng, N)).astype(np.uint8) if kind == "asym" else None
-        table = np.array([-127, 127] * 8, np.int8) if kind == "table" else None
+        table = _table(kind, extreme=True)
         scales = np.ones((ng, N), np.float16)
-        W = _core.pack_q4(codes, f16_bits(scales), zeros, table, kind, group)
+        W = _core.pack_q4(codes, f16_bits(scales), zeros, table, kind[:5], group)
         for M in (1, 2, 3, 5, 7, 13, 20):
             x = np.ones((M, K), np.float32)
             x[1::2] = -1.0                                   # rows of +127 and of -127
@@ -270,14 +348,15 @@ def test_q4_nibble_order_and_extremes():
             np.testing.assert_array_equal(y, want, err_msg=f"{isa} k={k} n={n}")
 
 
-@pytest.mark.parametrize("enc,size", [("qs8-n16k4", None), ("q4-g32-asym-n16k8", None), ("q4-g32-sym-n16k8", None),
+@pytest.mark.parametrize("enc,size", [("qs8-n16k4", None), ("qs7-n16k4", None), ("q4-g32-asym-n16k8", None), ("q4-g32-sym-n16k8", None),
                                       ("q4t-g32-n16k8", None), ("q4-g128-sym-n16k8", None)])
 def test_threaded_is_bit_identical(enc, size, threads):
     import lowbit
     rng = np.random.default_rng(3)
     K, N = 640, 300
-    if enc == "qs8-n16k4":
-        W = _core.pack_qs8(rng.integers(-127, 128, (K, N)).astype(np.int8), rng.uniform(0.01, 0.02, N).astype(np.float32))
+    if enc in ("qs8-n16k4", "qs7-n16k4"):
+        lim = 65 if enc == "qs7-n16k4" else 128
+        W = _core.pack_qs8(rng.integers(-lim + 1, lim, (K, N)).astype(np.int8), rng.uniform(0.01, 0.02, N).astype(np.float32))
     else:
         group = int(enc.split("-g")[1].split("-")[0])
         kind = "table" if enc.startswith("q4t") else ("asym" if "-asym-" in enc else "sym")

@@ -12,6 +12,10 @@
 // Table codes (kTab) are looked up with vpshufb into the s8 table and multiplied with the
 // sign trick, |a| (u8) x sign(T[u], a) (s8): a pair is at most 2*127*127 = 32258, so each
 // vpmaddubsw is widened at once (the cost of int8, 4 ops per 32 MACs).
+// Tables whose entries all lie in [-64, 64] (kTabS: lowbit's own NF4 and k-means tables) go in
+// shifted instead: T[u] + 64 is a u8 in [0, 128], the first operand of vpmaddubsw, and the s8
+// activations the second; a pair is at most 2*128*127 = 32512, so vpmaddubsw + vpmaddwd +
+// vpaddd (3 ops) is exact, and the shift comes out per group as 64 * gsum.
 //
 // Integer group sums are exact; the per-group fma chain runs in the reference's order, so
 // every tile shape and thread split gives the reference's bits.
@@ -25,10 +29,20 @@ namespace lowbit {
 namespace avx2 {
 namespace {
 
-enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
+enum Mode { kSym = 0, kAsym = 1, kTab = 2, kTabS = 3 };
+
+constexpr bool IsTab(int mode) { return mode == kTab || mode == kTabS; }
 
 constexpr int64_t kMRAffine = 6;  // large-M tile rows, affine: 12 int16 sums + 4 work registers
 constexpr int64_t kMRTable = 4;   // large-M tile rows, table: 8 int32 sums + 8 work registers
+constexpr int64_t kMRTableS = 6;  // large-M tile rows, shifted table: 12 int32 sums + 4 work registers
+constexpr int64_t MRof(int mode) { return mode == kTab ? kMRTable : (mode == kTabS ? kMRTableS : kMRAffine); }
+
+// The vpshufb table: T (kTab) or T + 64 (kTabS), in both 128-bit lanes.
+inline __m256i LoadTable(const uint8_t* W, int mode) {
+  const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W)));
+  return mode == kTabS ? _mm256_add_epi8(t, _mm256_set1_epi8(64)) : t;
+}
 constexpr int64_t kDecCols = 64;  // tiled path: columns per decoded block (8 vectors of 8)
 constexpr int64_t kDecK = 768;    // tiled path: at most this many k per decoded block (48 KB on the stack)
 constexpr int64_t kDecMinTiles = 3;   // tiled path: decode once per column block from this many row tiles
@@ -108,8 +122,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
     gs[r] = g.gsum + (m + r) * NG;
   }
   const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  const __m256i tbl = MODE == kTab ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
-                                   : _mm256_setzero_si256();
+  const __m256i tbl = IsTab(MODE) ? LoadTable(g.W, MODE) : _mm256_setzero_si256();
   const int64_t slices = G / 32;
 
   // Values of vector c at 8-k step k8: the low nibbles (hi = false) or the high ones, as
@@ -119,7 +132,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp[c] + (k8 - k0) * 64 + (hi ? 32 : 0)));
     } else {
       __m256i u = hi ? _mm256_and_si256(_mm256_srli_epi16(raw[c], 4), low4) : _mm256_and_si256(raw[c], low4);
-      if (MODE == kTab) u = _mm256_shuffle_epi8(tbl, u);
+      if (IsTab(MODE)) u = _mm256_shuffle_epi8(tbl, u);
       return u;
     }
   };
@@ -164,7 +177,40 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
   };
 
   for (int64_t gi = gr.g0; gi < gr.g1; ++gi) {
-    if constexpr (MODE == kTab) {
+    if constexpr (MODE == kTabS) {
+      // int32 sums of (T[u] + 64) * a, then 64 * gsum out per group
+      __m256i d[MR][NC];
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();
+      for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
+        __m256i raw[NC], t[NC];
+        load_raw(k8, raw);
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i al = Bcast4(a[r] + k8 * 8);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(t[c], al), ones));
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4);
+#pragma GCC unroll 16
+          for (int c = 0; c < NC; ++c) AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(t[c], ah), ones));
+        }
+      }
+#pragma GCC unroll 16
+      for (int c = 0; c < NC; ++c) {
+        const __m256 sc = scale(c, gi);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) fma_out(r, c, _mm256_sub_epi32(d[r][c], _mm256_set1_epi32(64 * gs[r][gi])), sc);
+      }
+    } else if constexpr (MODE == kTab) {
       // int32 sums straight from the sign-trick products
       __m256i d[MR][NC];
 #pragma GCC unroll 16
@@ -345,8 +391,7 @@ void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k8
   const int64_t Kg = q4_kg(g.K, g.lay.group), ps = Kg * 8;
   const uint8_t* codes = g.W + q4_parts(g.K, g.N, g.lay).codes;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  const __m256i tbl = MODE == kTab ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
-                                   : _mm256_setzero_si256();
+  const __m256i tbl = IsTab(MODE) ? LoadTable(g.W, MODE) : _mm256_setzero_si256();
   const int64_t stride = (k81 - k80) * 64;
   for (int64_t cv = n0 / 8; cv < (n1 + 7) / 8; ++cv) {
     const uint8_t* src = codes + (cv / 2) * ps + (cv % 2) * 32;
@@ -354,7 +399,7 @@ void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k8
     for (int64_t k8 = k80; k8 < k81; ++k8) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k8 * 64));
       __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-      if (MODE == kTab) {
+      if (IsTab(MODE)) {
         lo = _mm256_shuffle_epi8(tbl, lo);
         hi = _mm256_shuffle_epi8(tbl, hi);
       }
@@ -367,7 +412,7 @@ void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k8
 // One row tile of mr rows (mr <= the mode's MR) over columns [jc, jend).
 template <int MODE, bool ONE, bool DEC>
 void RowTile(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t jc, int64_t jend, GRange gr, Decoded dec) {
-  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
+  constexpr int64_t MR = MRof(MODE);
   constexpr bool PF = !DEC;  // codes streamed from memory: prefetch ahead
   switch (mr) {
     case 1: return Cols<1, 2, MODE, false, PF, DEC, ONE>(g, m, jc, jend, gr, dec);
@@ -384,7 +429,7 @@ void RowTile(const Q4GemmArgs& g, int64_t m, int64_t mr, int64_t jc, int64_t jen
 // with few, the tiles decode on the fly in one pass over the codes.
 template <int MODE, bool ONE>
 void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  constexpr int64_t MR = MODE == kTab ? kMRTable : kMRAffine;
+  constexpr int64_t MR = MRof(MODE);
   const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
   const int64_t rows = m1 - m0;
   const int64_t ntiles = (rows + MR - 1) / MR;
@@ -452,7 +497,12 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
 void q4_gemm_6x16c8__avx2(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   const bool one = g.lay.group == 32;
-  if (g.lay.kind == Q4Kind::kTable) return one ? Run<kTab, true>(g, m0, m1, n0, n1) : Run<kTab, false>(g, m0, m1, n0, n1);
+  if (g.lay.kind == Q4Kind::kTable) {
+    bool narrow = true;  // every entry in [-64, 64]: the shifted-table path
+    for (int i = 0; i < 16; ++i) narrow = narrow && int8_t(g.W[i]) >= -64 && int8_t(g.W[i]) <= 64;
+    if (narrow) return one ? Run<kTabS, true>(g, m0, m1, n0, n1) : Run<kTabS, false>(g, m0, m1, n0, n1);
+    return one ? Run<kTab, true>(g, m0, m1, n0, n1) : Run<kTab, false>(g, m0, m1, n0, n1);
+  }
   if (g.lay.asym) return one ? Run<kAsym, true>(g, m0, m1, n0, n1) : Run<kAsym, false>(g, m0, m1, n0, n1);
   one ? Run<kSym, true>(g, m0, m1, n0, n1) : Run<kSym, false>(g, m0, m1, n0, n1);
 }

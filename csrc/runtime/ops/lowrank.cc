@@ -43,8 +43,8 @@ struct Factor {
       throw std::invalid_argument(what + ": " + v.encoding + " of shape [" + std::to_string(K) + ", " + std::to_string(N) +
                                   "] needs " + std::to_string(q.packed_bytes()) + " bytes, got " + std::to_string(v.nbytes));
     q.W = static_cast<const uint8_t*>(v.data);
-    if (!q.is_q4 && K > 0 && std::memchr(q.W, 0x80, size_t((N + 15) / 16) * 16 * size_t(qs8_kp(K))) != nullptr)
-      throw std::invalid_argument(what + ": int8 weight holds -128, expected values in [-127, 127]");
+    const std::string bad = check_qweight_codes(q);
+    if (!bad.empty()) throw std::invalid_argument(what + ": " + bad);
     if (q.is_q4 && q.lay.kind == Q4Kind::kTable)
       for (int i = 0; i < 16; ++i)
         if (int8_t(q.W[i]) == -128) throw std::invalid_argument(what + ": codebook entry is -128, expected [-127, 127]");
@@ -70,7 +70,7 @@ struct Factor {
   }
   std::string kernel() const {
     return f32 ? std::string(kernels().f32_gemm_name)
-               : std::string(kernels().qs8_quant_name) + " + " + (q.is_q4 ? kernels().q4_gemm_name : kernels().qs8_gemm_name);
+               : std::string(kernels().qs8_quant_name) + " + " + (q.is_q4 ? kernels().q4_gemm_name : (q.w7 ? kernels().qs7_gemm_name : kernels().qs8_gemm_name));
   }
 };
 

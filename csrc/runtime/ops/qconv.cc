@@ -19,6 +19,7 @@
 
 #include "cpu/dispatch.h"
 #include "runtime/ops/common.h"
+#include "runtime/ops/qdense.h"
 #include "runtime/ops/window.h"
 
 namespace lowbit {
@@ -178,8 +179,9 @@ class QConv : public Op {
     if (!n.attrs.get_ints("kernel_shape")) throw std::invalid_argument(where + "needs kernel_shape");
     if (n.attrs.get_int("group", 1) != 1) throw std::invalid_argument(where + "only group = 1 (depthwise is QDepthwiseConv)");
     const ValueSpec& w = values[n.inputs[1]];
-    if (!w.is_const || w.encoding != "qs8-n16k4" || w.shape.size() != 2)
-      throw std::invalid_argument(where + "weight must be a qs8-n16k4 constant [K, Cout], got " + w.encoding);
+    if (!w.is_const || (w.encoding != "qs8-n16k4" && w.encoding != "qs7-n16k4") || w.shape.size() != 2)
+      throw std::invalid_argument(where + "weight must be a qs8-n16k4 or qs7-n16k4 constant [K, Cout], got " + w.encoding);
+    w7_ = w.encoding == "qs7-n16k4";
     K_ = w.shape[0];
     N_ = w.shape[1];
     if (K_ < 1 || N_ < 1 || K_ > kQs8MaxK || K_ % (win_.kh * win_.kw) != 0)
@@ -188,8 +190,12 @@ class QConv : public Op {
     if (w.nbytes != qs8_packed_bytes(K_, N_)) throw std::invalid_argument(where + "packed weight size does not match its shape");
     W_ = static_cast<const uint8_t*>(w.data);
     const int64_t P = (N_ + 15) / 16, Kp = qs8_kp(K_);
-    if (std::memchr(W_, 0x80, size_t(P * Kp * 16)) != nullptr)
-      throw std::invalid_argument(where + "int8 weight holds -128, expected values in [-127, 127]");
+    QWeights qw;
+    qw.w7 = w7_;
+    qw.K = K_;
+    qw.N = N_;
+    qw.W = W_;
+    if (const std::string bad = check_qweight_codes(qw); !bad.empty()) throw std::invalid_argument(where + bad);
     const float* unit = reinterpret_cast<const float*>(W_ + P * Kp * 16);
     const int32_t* colsum = reinterpret_cast<const int32_t*>(W_ + P * Kp * 16 + P * 16 * 4);
     for (int64_t j = 0; j < N_; ++j)
@@ -255,7 +261,8 @@ class QConv : public Op {
     const int8_t* res = residual_ ? a.in[4].as<const int8_t>() : nullptr;
     int8_t* y = a.out[0].as<int8_t>();
     const int64_t Kp = qs8_kp(K_);
-    const bool biased = kt.qs8_gemm_biased;
+    const bool biased = w7_ ? kt.qs7_gemm_biased : kt.qs8_gemm_biased;
+    const Qs8GemmFn gemm = w7_ ? kt.qs7_gemm : kt.qs8_gemm;
     // vpdpbusd reads u8: the gathered bytes are q + 128 (q ^ 0x80), taken back out by the colsum
     const int8_t pad = int8_t(biased ? x_.zp ^ -128 : x_.zp);
     const bool direct = win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 && geo.pt == 0 && geo.pl == 0 &&
@@ -344,7 +351,7 @@ class QConv : public Op {
           const int8_t* A = direct ? x + m0 * C : abuf;
           if (!direct) im2col(m0, m1, abuf);
           const Qs8GemmArgs g = gemm_args(A, direct ? C : Kp, rows, fbuf, N_, ones);
-          kt.qs8_gemm(g, 0, rows, 0, N_);
+          gemm(g, 0, rows, 0, N_);
           kt.qs8_requant(requant_args(fbuf, N_, m0, 0, N_), 0, rows);
         }
       });
@@ -365,17 +372,18 @@ class QConv : public Op {
     const std::vector<int64_t> b = split_range(N_, std::min<int64_t>(threads, panels), 16);
     std::function<void(int64_t)> f = [&](int64_t i) {
       if (b[i + 1] <= b[i]) return;
-      kt.qs8_gemm(g, 0, M, b[i], b[i + 1]);
+      gemm(g, 0, M, b[i], b[i + 1]);
       kt.qs8_requant(requant_args(fbuf, N_, 0, b[i], b[i + 1]), 0, M);
     };
     ThreadPool::global().parallel_for(int64_t(b.size()) - 1, f);
   }
   std::string kernel() const override {
-    return std::string(kernels().qs8_gemm_name) + "+im2col+" + kernels().qs8_requant_name;
+    return std::string(w7_ ? kernels().qs7_gemm_name : kernels().qs8_gemm_name) + "+im2col+" + kernels().qs8_requant_name;
   }
 
  private:
   Window2D win_;
+  bool w7_ = false;  // qs7-n16k4: 7-bit codes, the level's qs7_gemm
   int64_t K_ = 0, N_ = 0, cin_ = 0;
   const uint8_t* W_ = nullptr;
   std::vector<float> mult_, bias_;

@@ -14,8 +14,9 @@ int64_t QWeights::kp() const { return is_q4 ? q4_kg(K, lay.group) : qs8_kp(K); }
 int64_t QWeights::packed_bytes() const { return is_q4 ? q4_parts(K, N, lay).total : qs8_packed_bytes(K, N); }
 
 bool parse_qweight_encoding(const std::string& enc, QWeights& w) {
-  if (enc == "qs8-n16k4") {
+  if (enc == "qs8-n16k4" || enc == "qs7-n16k4") {
     w.is_q4 = false;
+    w.w7 = enc == "qs7-n16k4";
     return true;
   }
   for (int g : {32, 64, 128}) {
@@ -32,6 +33,29 @@ bool parse_qweight_encoding(const std::string& enc, QWeights& w) {
     }
   }
   return false;
+}
+
+std::string check_qweight_codes(const QWeights& w) {
+  if (w.is_q4 || w.K <= 0 || w.N <= 0) return {};
+  const size_t wbytes = size_t((w.N + 15) / 16) * 16 * size_t(qs8_kp(w.K));
+  if (!w.w7) {
+    // -128 breaks the AVX2 sign trick (|-128| is not an s8): reject it so every ISA agrees
+    if (std::memchr(w.W, 0x80, wbytes) != nullptr) return "int8 weight holds -128, expected values in [-127, 127]";
+    return {};
+  }
+  // 7-bit codes: (c + 64) as unsigned must stay <= 128; a branch-free max the compiler vectorizes
+  const int8_t* c = reinterpret_cast<const int8_t*>(w.W);
+  uint8_t worst = 0;
+  for (size_t i = 0; i < wbytes; ++i) {
+    const uint8_t v = uint8_t(c[i] + kQs7MaxAbs);
+    worst = v > worst ? v : worst;
+  }
+  if (worst <= 2 * kQs7MaxAbs) return {};
+  for (size_t i = 0; i < wbytes; ++i)
+    if (c[i] < -kQs7MaxAbs || c[i] > kQs7MaxAbs)
+      return "qs7-n16k4 weight holds " + std::to_string(int(c[i])) + " at byte " + std::to_string(i) +
+             ", expected values in [-64, 64]";
+  return {};
 }
 
 std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp) {
@@ -128,7 +152,8 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   qa.gsum = w.is_q4 ? reinterpret_cast<int32_t*>(base + sp.gsum) : nullptr;
   qa.group = w.is_q4 ? w.lay.group : 0;
   qa.ngroups = w.is_q4 ? Kp / w.lay.group : 0;
-  qa.bias128 = !w.is_q4 && t.qs8_gemm_biased;
+  const Qs8GemmFn gemm8 = w.w7 ? t.qs7_gemm : t.qs8_gemm;
+  qa.bias128 = !w.is_q4 && (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
   const int64_t no = o.x_static ? 0 : o.outliers;
   const Qs8SplitOut so{no, reinterpret_cast<int32_t*>(base + sp.idx), reinterpret_cast<float*>(base + sp.val)};
 
@@ -158,7 +183,7 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   // Each block: the integer GEMM, then (in cache) the outliers' float part, ReLU/GELU, the output grid.
   auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (w.is_q4) t.q4_gemm(g4, m0, m1, n0, n1);
-    else t.qs8_gemm(g8, m0, m1, n0, n1);
+    else gemm8(g8, m0, m1, n0, n1);
     if (no > 0) {
       add_outliers(t, w, so.idx, so.val, no, m0, m1, n0, n1, y, w.N);
       if (act == Activation::kRelu)
@@ -207,12 +232,8 @@ class DenseQ : public Op {
                                   std::to_string(w_.N) + "] needs " + std::to_string(w_.packed_bytes()) + " bytes, got " +
                                   std::to_string(wv.nbytes));
     w_.W = static_cast<const uint8_t*>(wv.data);
-    if (!w_.is_q4 && w_.K > 0) {
-      // -128 breaks the AVX2 sign trick (|-128| is not an s8): reject it so every ISA agrees
-      const size_t wbytes = size_t((w_.N + 15) / 16) * 16 * size_t(qs8_kp(w_.K));
-      if (std::memchr(w_.W, 0x80, wbytes) != nullptr)
-        throw std::invalid_argument("Dense '" + n.name + "': int8 weight holds -128, expected values in [-127, 127]");
-    }
+    const std::string bad = check_qweight_codes(w_);
+    if (!bad.empty()) throw std::invalid_argument("Dense '" + n.name + "': " + bad);
     if (w_.is_q4 && w_.lay.kind == Q4Kind::kTable) {
       // the AVX2 path multiplies |t| x sign(a, t): -128 has no magnitude in s8
       for (int i = 0; i < 16; ++i)
@@ -285,7 +306,7 @@ class DenseQ : public Op {
   std::string kernel() const override {
     const char* quant = opts_.x_static ? "qs8_quant_static" : opts_.outliers ? kernels().qs8_quant_split_name
                                                                                : kernels().qs8_quant_name;
-    return std::string(quant) + " + " + (w_.is_q4 ? kernels().q4_gemm_name : kernels().qs8_gemm_name) +
+    return std::string(quant) + " + " + (w_.is_q4 ? kernels().q4_gemm_name : (w_.w7 ? kernels().qs7_gemm_name : kernels().qs8_gemm_name)) +
            (opts_.y_requant ? " + requant" : "");
   }
 

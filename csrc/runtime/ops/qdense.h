@@ -14,6 +14,7 @@ namespace lowbit {
 
 struct QWeights {
   bool is_q4 = false;  // else qs8
+  bool w7 = false;     // qs8 layout with codes in [-63, 63] ("qs7-n16k4"): runs on the level's qs7_gemm
   Q4Layout lay{Q4Kind::kAffine, false, 32};
   int64_t K = 0, N = 0;
   const uint8_t* W = nullptr;
@@ -39,6 +40,9 @@ struct QDenseOpts {
 
 // True and fills `w` (layout only) when `enc` names a quantized weight encoding.
 bool parse_qweight_encoding(const std::string& enc, QWeights& w);
+// Empty when every int8 weight code of `w` (qs8/qs7 layout, W set) is allowed for its encoding
+// ([-127, 127], or [-63, 63] for qs7), else a message naming the first offending code.
+std::string check_qweight_codes(const QWeights& w);
 // bias[n] - x_scale * x_zp * sum_k W[k, n] (from the packed column sums; qs8 only): the
 // static zero point moved out of the integer sums. `bias` may be null (zero).
 std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp);

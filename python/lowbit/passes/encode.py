@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import _core
 from ..ir import Graph, Tensor
+from .quantize import int8_encoding
 
 #: graph ops whose C++ implementation reads quantized weight encodings
 QUANTIZED_WEIGHT_OPS = {"Dense"}
@@ -174,7 +175,7 @@ def encoded_nbytes(encoding: str, k: int, n: int, groups: int = 1) -> int:
     p = -(-n // 16)
     if encoding == "f32-n16":
         return groups * p * 16 * k * 4
-    if encoding == "qs8-n16k4":
+    if encoding in ("qs8-n16k4", "qs7-n16k4"):
         return p * 16 * (-(-k // 4) * 4 + 8)
     table = encoding.startswith("q4t-")
     g = int(encoding.split("-")[1][1:])
@@ -304,7 +305,7 @@ def _plan_qs8(spec: WeightSpec) -> _Plan:
         wq = np.where(fix, np.int8(0), wq)
         vals = np.where(fix, np.float32(0), vals)
     _check_exact(spec, vals)
-    return _Plan("qs8-n16k4", lambda: _core.pack_qs8(wq, s))
+    return _Plan(int8_encoding(wq), lambda: _core.pack_qs8(wq, s))
 
 
 # ---- the pass ------------------------------------------------------------------------
@@ -432,7 +433,7 @@ def decode_weight(encoding: str, shape: tuple, data: Any) -> np.ndarray:
     if encoding == "f32-n16":
         w = raw[:p * k * 64].view(np.float32).reshape(p, k, 16).transpose(1, 0, 2).reshape(k, p * 16)
         return np.ascontiguousarray(w[:, :n])
-    if encoding == "qs8-n16k4":
+    if encoding in ("qs8-n16k4", "qs7-n16k4"):
         kp = -(-k // 4) * 4
         wq = raw[:p * kp * 16].view(np.int8).reshape(p, kp // 4, 16, 4)    # [p, k/4, j, k%4]
         wq = wq.transpose(1, 3, 0, 2).reshape(kp, p * 16)[:k, :n]

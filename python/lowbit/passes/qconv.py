@@ -30,7 +30,7 @@ import numpy as np
 from .. import _core
 from ..ir import Graph, Node, Tensor, ValueInfo
 from .conv import CONV_ACTS  # noqa: F401  (the fp32 conv activations; only Relu/Clip map onto a code range)
-from .quantize import quantize_int8
+from .quantize import int8_encoding, quantize_int8
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 HIST_BINS = 2048
@@ -242,12 +242,13 @@ def _quantizable(graph: Graph, n: Node) -> bool:
     return g == 1 or (cg == 1 and g == cout)
 
 
-def _quant_weights(w: np.ndarray, depthwise: bool) -> tuple[np.ndarray, np.ndarray]:
+def _quant_weights(w: np.ndarray, depthwise: bool, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
     """Float conv weight [Cout, Cin, kh, kw] -> (int8 codes, same layout; scales [Cout]),
-    per output channel, symmetric, with the MSE clipping search of the Dense path."""
+    per output channel, symmetric, with the MSE clipping search of the Dense path; codes in
+    [-qmax, qmax] (64: 7-bit weights, ``reduce_range``; the depthwise kernel keeps 127)."""
     cout = w.shape[0]
     mat = w.reshape(cout, -1).T  # [Cin*kh*kw, Cout]
-    q, s = quantize_int8(mat)
+    q, s = quantize_int8(mat, 127 if depthwise else qmax)
     s = np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
     return np.ascontiguousarray(q.T.reshape(w.shape)), s
 
@@ -260,9 +261,10 @@ def _quant_bias(b: np.ndarray | None, x_scale: float, w_scale: np.ndarray, limit
 
 
 def static_quantize_convs(calib: Iterable[Any], method: str = "percentile", percentile: float = 99.99,
-                          report: dict | None = None) -> Callable[[Graph], Graph]:
+                          report: dict | None = None, qmax: int = 127) -> Callable[[Graph], Graph]:
     """Returns the pass that calibrates and rewrites the NHWC graph's convolutions
-    to int8 (run after ``to_nhwc``, before the packing passes)."""
+    to int8 (run after ``to_nhwc``, before the packing passes); weight codes in
+    [-qmax, qmax] (64: 7-bit, ``reduce_range``)."""
     if method not in CALIB_METHODS:
         raise ValueError(f"calib_method={method!r}: expected one of {', '.join(CALIB_METHODS)}")
     if not 50.0 < float(percentile) <= 100.0:
@@ -282,12 +284,12 @@ def static_quantize_convs(calib: Iterable[Any], method: str = "percentile", perc
         if report is not None:
             report.update({v: {"range": [float(stats[v].lo), float(stats[v].hi)], "scale": params[v][0],
                                "zero_point": params[v][1]} for v in values})
-        return _rewrite_int8(graph, {id(n) for n in convs}, params)
+        return _rewrite_int8(graph, {id(n) for n in convs}, params, qmax)
 
     return static_quantize_convs
 
 
-def _rewrite_int8(graph: Graph, convs: set[int], params: dict[str, tuple[float, int]]) -> Graph:
+def _rewrite_int8(graph: Graph, convs: set[int], params: dict[str, tuple[float, int]], qmax: int = 127) -> Graph:
     """Walks the graph in order: the chosen convs become QConv / QDepthwiseConv on
     int8 values; MaxPool / GlobalAveragePool of int8 values run on the codes;
     ``Quantize`` / ``Dequantize`` are inserted where values cross the boundary."""
@@ -346,7 +348,7 @@ def _rewrite_int8(graph: Graph, convs: set[int], params: dict[str, tuple[float, 
             ys, yz = params[y]
             w = graph.tensors[n.inputs[1]].array().astype(np.float32)
             depthwise = int(n.attrs.get("group", 1)) != 1
-            wq, wsc = _quant_weights(w, depthwise)
+            wq, wsc = _quant_weights(w, depthwise, qmax)
             b = graph.const(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else None
             bq = _quant_bias(b, xs, wsc, (1 << 30) - 1 if depthwise else _I32.max)
             attrs = {k: v for k, v in n.attrs.items() if k not in ("act", "act_alpha", "act_beta")}
@@ -427,7 +429,8 @@ def pack_qconv_weights(graph: Graph) -> Graph:
         else:
             mat = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * cg, cout))
             packed = _core.pack_qs8(mat, np.ones(cout, np.float32))
-            graph.tensors[name] = Tensor(name, packed, "float32", (kh * kw * cg, cout), "qs8-n16k4", {"quant": "int8-static"})
+            graph.tensors[name] = Tensor(name, packed, "float32", (kh * kw * cg, cout), int8_encoding(mat),
+                                         {"quant": "int8-static"})
         n.inputs[1] = name
     return graph
 

@@ -30,6 +30,7 @@ from ..errors import UnsupportedOpError
 from ..ir import Graph, Node, Tensor
 from .cleanup import eliminate_dead_code
 from .fold import _dequantize_linear
+from .quantize import int8_encoding
 
 #: ops that mark a pre-quantized model (the passes below run only when one is present)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}
@@ -99,10 +100,12 @@ def _grid(graph: Graph, node: Node | None, prod: dict[str, Node]) -> tuple[float
 # ---- weights ---------------------------------------------------------------------------------
 
 def qs8_weight(name: str, codes: np.ndarray, scales: np.ndarray, meta: dict) -> Tensor:
-    """Int8 codes [K, N] in [-127, 127] and per-column scales [N] as a ``qs8-n16k4`` tensor."""
+    """Int8 codes [K, N] in [-127, 127] and per-column scales [N] as a ``qs8-n16k4`` tensor
+    (``qs7-n16k4`` when every code is in [-64, 64], as onnxruntime's ``reduce_range`` gives)."""
     k, n = codes.shape
-    packed = _core.pack_qs8(np.ascontiguousarray(codes, dtype=np.int8), np.ascontiguousarray(scales, np.float32))
-    return Tensor(name, packed, "float32", (int(k), int(n)), "qs8-n16k4", dict(meta))
+    q = np.ascontiguousarray(codes, dtype=np.int8)
+    packed = _core.pack_qs8(q, np.ascontiguousarray(scales, np.float32))
+    return Tensor(name, packed, "float32", (int(k), int(n)), int8_encoding(q), dict(meta))
 
 
 def _dq_weight(graph: Graph, dq: Node | None, transposed: bool) -> tuple[np.ndarray, np.ndarray] | None:
