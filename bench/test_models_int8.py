@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 TARGET = 0.5  # lowbit int8 time / ORT static int8 time, 1 thread (issue 5)
 AVX2_MEASURED = 0.85  # the same ratio on the AVX2-only Zen 3 build machine (thread CPU time and interleaved wall)
-AVX2_MEASURED_REDUCE_RANGE = 0.85  # reduce_range=True there (placeholder until measured below)
+AVX2_MEASURED_REDUCE_RANGE = 0.65  # reduce_range=True (7-bit conv weights) there, interleaved wall
 CI_MARGIN = 1.35  # CI fails beyond limit * CI_MARGIN (run-to-run noise here: +-10%, outliers beyond)
 ROUNDS, ITERS = 10, 2
 PEERS = ["lowbit-int8", "lowbit-int8r", "lowbit-qdq", "lowbit-fp32", "onnxruntime-int8", "onnxruntime-fp32"]
