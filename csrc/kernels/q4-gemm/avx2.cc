@@ -23,6 +23,7 @@
 
 #include <cstring>
 
+#include "kernels/common/avx2_int8_tiles.h"
 #include "q4_gemm.h"
 
 namespace lowbit {
@@ -48,22 +49,13 @@ constexpr int64_t kDecK = 768;    // tiled path: at most this many k per decoded
 constexpr int64_t kDecMinTiles = 3;   // tiled path: decode once per column block from this many row tiles
 constexpr int64_t kPf = 768;      // prefetch distance (bytes) along each code panel stream (small M)
 
-inline __m256i Bcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
+using int8tiles::AddD;      // the int8 GEMMs' helpers (kernels/common/avx2_int8_tiles.h)
+using int8tiles::Bcast4;
+using int8tiles::TailMask;
 
-inline __m256i TailMask(int64_t n) {  // lanes [0, n) set, n clamped to [0, 8]
-  n = n < 0 ? 0 : (n > 8 ? 8 : n);
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(n)), idx);
-}
-
-// In-place accumulation through asm: GCC 12 otherwise copies (and spills) accumulator
+// In-place int16 accumulation through asm: GCC 12 otherwise copies (and spills) accumulator
 // arrays around the intrinsics' results.
 inline void AddW(__m256i& acc, __m256i p) { asm("vpaddw %1, %0, %0" : "+x"(acc) : "x"(p)); }
-inline void AddD(__m256i& acc, __m256i p) { asm("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p)); }
 
 // Codes of a column block, decoded once for all row tiles of the tiled path: per 8-column
 // vector and 8-k step, 32 bytes of low-nibble values then 32 of high-nibble values (the codes
