@@ -21,6 +21,8 @@ differs from the model's definition. The comparisons use its documented precise 
 (session option session.x64quantprecision=1), which is exact on every CPU.
 """
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -143,6 +145,62 @@ def test_quantize_dynamic_two_layers_and_precision(tmp_path):
     err_lb, err_ort = np.abs(got - ref).mean(), np.abs(want - ref).mean()
     assert err_lb <= err_ort, (err_lb, err_ort)
     assert np.abs(got - want).max() <= 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("weight_type", ["QInt8", "QUInt8"])
+def test_quantize_dynamic_embedding_keeps_its_codes(tmp_path, weight_type):
+    """quantize_dynamic quantizes Gather tables (DequantizeLinear after the lookup): lowbit
+    keeps the 8-bit codes (a quarter of the float table's bytes) and dequantizes the rows it
+    looks up, with onnxruntime's values bit for bit; a small table becomes float."""
+    rng = np.random.default_rng(4)
+    V, D = 5000, 48  # 240k codes: above MIN_CODE_TABLE_ELEMENTS
+    E = (rng.standard_normal((V, D)) * 0.3 + 0.05).astype(np.float32)
+    small = rng.standard_normal((40, D)).astype(np.float32)
+    g = h.make_graph([h.make_node("Gather", ["E", "ids"], ["e"], name="emb"),
+                      h.make_node("Gather", ["P", "pos"], ["p"], name="pos_emb"),
+                      h.make_node("Add", ["e", "p"], ["y"], name="add")], "emb",
+                     [h.make_tensor_value_info("ids", T.INT64, ["b", "s"]), h.make_tensor_value_info("pos", T.INT64, ["b", "s"])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["b", "s", D])],
+                     [nh.from_array(E, "E"), nh.from_array(small, "P")])
+    src = _save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "f.onnx")
+    q = str(tmp_path / "q.onnx")
+    quantization.quantize_dynamic(src, q, weight_type=getattr(quantization.QuantType, weight_type),
+                                  op_types_to_quantize=["Gather"])
+    if "DequantizeLinear" not in {n.op_type for n in onnx.load(q).graph.node}:
+        pytest.skip("this onnxruntime version does not quantize Gather")
+    out = str(tmp_path / "q.qbin")
+    lowbit.convert(q, out)
+    m = lowbit.load(out)
+    inits, _ = _inits(q)
+    table = [a for a in inits.values() if a.shape == (V, D)]
+    big = [t for t in m.graph.tensors.values() if t.shape == (V, D)]
+    assert len(table) == 1 and table[0].dtype in (np.int8, np.uint8)
+    assert len(big) == 1 and big[0].dtype == str(table[0].dtype), [(t.name, t.dtype) for t in big]
+    assert np.array_equal(np.asarray(big[0].data).view(table[0].dtype).reshape(V, D), table[0])
+    assert os.path.getsize(out) < V * D * 1.2  # codes, not floats
+    ids = rng.integers(0, V, (3, 17)).astype(np.int64)
+    pos = rng.integers(0, 40, (3, 17)).astype(np.int64)
+    got = m.run({"ids": ids, "pos": pos})
+    want = _session(q, precise=False).run(None, {"ids": ids, "pos": pos})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_int8_embedding_without_zero_point_keeps_its_codes(tmp_path):
+    """A symmetric int8 table (DequantizeLinear with zero point 0): Cast and Mul, no Sub."""
+    rng = np.random.default_rng(5)
+    codes = rng.integers(-128, 128, (3000, 16)).astype(np.int8)
+    g = h.make_graph([h.make_node("Gather", ["Eq", "ids"], ["eq"], name="emb"),
+                      h.make_node("DequantizeLinear", ["eq", "s", "z"], ["y"], name="dq")], "emb",
+                     [h.make_tensor_value_info("ids", T.INT64, ["n"])], [h.make_tensor_value_info("y", T.FLOAT, ["n", 16])],
+                     [nh.from_array(codes, "Eq"), nh.from_array(np.array(0.0123, np.float32), "s"),
+                      nh.from_array(np.array(0, np.int8), "z")])
+    src = _save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "q.onnx")
+    out = str(tmp_path / "q.qbin")
+    lowbit.convert(src, out)
+    m = lowbit.load(out)
+    assert [l["op"] for l in m.layers()] == ["Gather", "Cast", "Mul"]
+    ids = rng.integers(0, 3000, 50).astype(np.int64)
+    np.testing.assert_array_equal(m.run({"ids": ids}), _session(src, precise=False).run(None, {"ids": ids})[0])
 
 
 def test_quantize_dynamic_with_a_convolution_names_conv_integer(tmp_path):

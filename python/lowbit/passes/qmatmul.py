@@ -330,11 +330,20 @@ def _lower_qdq(graph: Graph, outliers: int) -> None:
         graph.nodes[i] = Node("Dense", [x, wname], list(mm.outputs), attrs, mm.name)
 
 
+#: Quantized lookup tables at least this large keep their 8-bit codes (smaller ones become float).
+MIN_CODE_TABLE_ELEMENTS = 1 << 14
+
+
 def _dequantize_gathers(graph: Graph) -> None:
     """``DequantizeLinear(Gather(table_q, ids))`` with a per-tensor grid (quantize_dynamic's
-    embeddings) -> ``Gather(dequantized table, ids)``: the same float values, from a float table."""
+    embeddings): a large table keeps its 8-bit codes and the rows are dequantized after the
+    lookup, ``Mul(Sub(Cast(Gather(table_q, ids)), zero_point), scale)`` (the Sub only for a
+    nonzero zero point); a small one becomes ``Gather(dequantized table, ids)``. Both give
+    DequantizeLinear's values bit for bit: float(q) - float(zp) is exact for 8-bit codes,
+    then the same multiply by the float32 scale."""
     prod, cons = graph.producers(), graph.consumers()
     removed: set[int] = set()
+    added: dict[int, list[Node]] = {}
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     for dq in graph.nodes:
         if dq.op != "DequantizeLinear" or dq.inputs[0] in graph.tensors:
@@ -347,6 +356,26 @@ def _dequantize_gathers(graph: Graph) -> None:
         s = graph.const(dq.inputs[1])
         if s is None or s.size != 1:
             continue
+        codes = graph.const(g.inputs[0])
+        zp = graph.const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
+        if (codes is not None and codes.dtype in (np.int8, np.uint8) and codes.size >= MIN_CODE_TABLE_ELEMENTS
+                and int(g.attrs.get("axis", 0)) == 0 and (zp is None or (zp.size == 1 and zp.dtype == codes.dtype))
+                and s.dtype == np.float32):
+            base = dq.outputs[0]
+            f, c = graph.unique_name(f"{base}.codes_f32"), graph.unique_name(f"{base}.centered")
+            sname = graph.unique_name(f"{base}.scale")
+            graph.tensors[sname] = Tensor.from_array(sname, s.reshape(()).astype(np.float32))
+            g.outputs = [graph.unique_name(f"{base}.codes")]
+            chain = [Node("Cast", [g.outputs[0]], [f], {"to": "float32", "bool": 0}, f"{dq.name}/cast")]
+            if zp is not None and int(zp.reshape(-1)[0]) != 0:
+                zname = graph.unique_name(f"{base}.zero_point")
+                graph.tensors[zname] = Tensor.from_array(zname, np.array(float(zp.reshape(-1)[0]), np.float32))
+                chain.append(Node("Sub", [f, zname], [c], {}, f"{dq.name}/zero_point"))
+            else:
+                c = f
+            chain.append(Node("Mul", [c, sname], list(dq.outputs), {}, dq.name))
+            added[index[id(dq)]] = chain
+            continue
         table = _dequantize_const(graph, Node("DequantizeLinear", [g.inputs[0]] + dq.inputs[1:], ["-"], dq.attrs))
         if table is None:
             continue
@@ -355,7 +384,13 @@ def _dequantize_gathers(graph: Graph) -> None:
         g.inputs[0] = tname
         g.outputs = list(dq.outputs)
         removed.add(index[id(dq)])
-    graph.nodes = [n for i, n in enumerate(graph.nodes) if i not in removed]
+    nodes: list[Node] = []
+    for i, n in enumerate(graph.nodes):
+        if i in added:
+            nodes.extend(added[i])
+        elif i not in removed:
+            nodes.append(n)
+    graph.nodes = nodes
 
 
 def _fold_dequantized_constants(graph: Graph) -> None:
