@@ -39,8 +39,8 @@ TARGETS = {"int8": 0.6, "int8r": 0.6, "int4": 0.6, "load": 0.2}  # lowbit / onnx
 # What CI enforces (see the module docstring). Measured on the AVX2 machine (Zen 3) with the AVX2
 # integer GEMMs and row kernels of branches avx2q/avx2f merged in: int8 1.17-1.27x, int4 0.92-1.12x,
 # load 0.10-0.17x. Without a vector GELU (a build before those land) GELU alone is ~60% of the run.
-# int8r (reduce_range): 0.87x measured there, gated at that times the usual ~1.35 margin.
-GATES = {"int8": 1.4, "int8r": 1.2, "int4": 1.6, "load": 0.27}
+# int8r (reduce_range): 0.87-1.03x measured there (four runs), gated at ~1.0 times the usual 1.35 margin.
+GATES = {"int8": 1.4, "int8r": 1.35, "int4": 1.6, "load": 0.27}
 GATES_SCALAR_GELU = {"int8": 2.6, "int8r": 2.6, "int4": 2.6, "load": 0.27}
 
 
