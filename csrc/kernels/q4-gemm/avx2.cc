@@ -169,8 +169,9 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
   };
 
   for (int64_t gi = gr.g0; gi < gr.g1; ++gi) {
-    if constexpr (MODE == kTabS) {
-      // int32 sums of (T[u] + 64) * a, then 64 * gsum out per group
+    if constexpr (IsTab(MODE)) {
+      // int32 sums per group, each vpmaddubsw widened at once: kTabS multiplies (T[u] + 64) by a
+      // and takes 64 * gsum out at the group end; kTab multiplies |a| by sign(T[u], a)
       __m256i d[MR][NC];
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r)
@@ -179,63 +180,31 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
       for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
         __m256i raw[NC], t[NC];
         load_raw(k8, raw);
+#pragma GCC unroll 2
+        for (int hi = 0; hi < 2; ++hi) {  // the low nibbles (k8*8 + 0..3), then the high ones (+4..7)
 #pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
+          for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, hi == 1, raw);
 #pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) {
-          const __m256i al = Bcast4(a[r] + k8 * 8);
+          for (int r = 0; r < MR; ++r) {
+            const __m256i av = Bcast4(a[r] + k8 * 8 + 4 * hi);
+            if constexpr (MODE == kTabS) {
 #pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c) AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(t[c], al), ones));
-        }
+              for (int c = 0; c < NC; ++c) AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(t[c], av), ones));
+            } else {
+              const __m256i aav = DEC ? Bcast4(aa[r] + (k8 - k0) * 8 + 4 * hi) : _mm256_abs_epi8(av);
 #pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) {
-          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4);
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c) AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(t[c], ah), ones));
-        }
-      }
-#pragma GCC unroll 16
-      for (int c = 0; c < NC; ++c) {
-        const __m256 sc = scale(c, gi);
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) fma_out(r, c, _mm256_sub_epi32(d[r][c], _mm256_set1_epi32(64 * gs[r][gi])), sc);
-      }
-    } else if constexpr (MODE == kTab) {
-      // int32 sums straight from the sign-trick products
-      __m256i d[MR][NC];
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();
-      for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
-        __m256i raw[NC], t[NC];
-        load_raw(k8, raw);
-#pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, false, raw);
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) {
-          const __m256i al = Bcast4(a[r] + k8 * 8), aal = DEC ? Bcast4(aa[r] + (k8 - k0) * 8) : _mm256_abs_epi8(al);
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c)
-            AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aal, _mm256_sign_epi8(t[c], al)), ones));
-        }
-#pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) t[c] = codes(c, k8, true, raw);
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) {
-          const __m256i ah = Bcast4(a[r] + k8 * 8 + 4), aah = DEC ? Bcast4(aa[r] + (k8 - k0) * 8 + 4) : _mm256_abs_epi8(ah);
-#pragma GCC unroll 16
-          for (int c = 0; c < NC; ++c)
-            AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aah, _mm256_sign_epi8(t[c], ah)), ones));
+              for (int c = 0; c < NC; ++c)
+                AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(aav, _mm256_sign_epi8(t[c], av)), ones));
+            }
+          }
         }
       }
 #pragma GCC unroll 16
       for (int c = 0; c < NC; ++c) {
         const __m256 sc = scale(c, gi);
 #pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) fma_out(r, c, d[r][c], sc);
+        for (int r = 0; r < MR; ++r)
+          fma_out(r, c, MODE == kTabS ? _mm256_sub_epi32(d[r][c], _mm256_set1_epi32(64 * gs[r][gi])) : d[r][c], sc);
       }
     } else {
       __m256i d[MR][NC];  // int32 group sums of groups longer than a slice (REGF)
