@@ -217,7 +217,7 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
         passes.insert(0, qconv.lower_qdq)
     if calib is not None and spec is not None and spec.mode == "int8":
         passes.insert(passes.index(to_nhwc) + 1, qconv.static_quantize_convs(
-            calib, calib_method, calib_percentile, qmax=64 if spec.reduce_range else 127))
+            calib, calib_method, calib_percentile, qmax=spec.int8_qmax))
     passes.insert(passes.index(pack_conv_weights) + 1, qconv.pack_qconv_weights)
     # Before the packers, in this order: the toolkit's exact encodings first (the passes
     # after it leave non-raw weights alone), then low-rank fusion and the timed sparse

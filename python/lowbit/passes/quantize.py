@@ -72,6 +72,11 @@ class QuantSpec:
             return f"q4-g{self.group}-{'sym' if self.symmetric else 'asym'}-n16k8"
         return f"q4t-g{self.group}-n16k8"
 
+    @property
+    def int8_qmax(self) -> int:
+        """The largest int8 weight code: 127, or ``QS7_MAX`` (64) with ``reduce_range``."""
+        return QS7_MAX if self.reduce_range else 127
+
 
 # ---- int8, per output channel --------------------------------------------------------
 
@@ -249,7 +254,7 @@ def pack_weight(w: np.ndarray, spec: QuantSpec) -> tuple[np.ndarray, dict]:
     """Quantizes and packs W[K, N]; returns (packed bytes, meta for the header)."""
     w = np.asarray(w, dtype=np.float32)
     if spec.mode == "int8":
-        q, s = quantize_int8(w, QS7_MAX if spec.reduce_range else 127)
+        q, s = quantize_int8(w, spec.int8_qmax)
         return _core.pack_qs8(q, s), {"quant": "int8", "clip": "mse", "bits": 7 if spec.reduce_range else 8}
     if spec.mode == "int4":
         codes, s, z = quantize_int4(w, spec.group, spec.symmetric)
@@ -268,7 +273,7 @@ def dequantize(w: np.ndarray, spec: QuantSpec) -> np.ndarray:
     w = np.asarray(w, dtype=np.float32)
     k, n = w.shape
     if spec.mode == "int8":
-        q, s = quantize_int8(w, QS7_MAX if spec.reduce_range else 127)
+        q, s = quantize_int8(w, spec.int8_qmax)
         return q.astype(np.float32) * s[None, :]
     g = spec.group
     kg = -(-k // g) * g
