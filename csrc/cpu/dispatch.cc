@@ -1,124 +1,174 @@
 #include "cpu/dispatch.h"
 
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "cpu/cpu.h"
 
 namespace lowbit {
 namespace {
 
-// The fp32 row kernels (kernels/f32-vmath) and depthwise convolution (kernels/f32-dwconv)
-// of each level, and whether its f32 GEMM reads an implicit A (convolutions without
-// im2col; the AVX-512 kernel does not yet). neondot has no NEON versions yet: it runs
-// the scalar references.
-void add_f32_row_kernels(KernelTable& t) {
-  switch (t.isa) {
-#if defined(LOWBIT_X86)
-    case Isa::kAvx512Vnni:
-      t.vmath = {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512"};
-      t.f32_dwconv = {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
-      return;
-    case Isa::kAvx2:
-      t.vmath = {&avx2::f32_softmax_row__avx2, "f32_softmax_row__avx2", &avx2::f32_gelu__avx2, "f32_gelu__avx2"};
-      t.f32_dwconv = {&avx2::f32_dwconv_nhwc__avx2, "f32_dwconv_nhwc__avx2"};
-      t.f32_gemm_implicit_a = true;
-      return;
-#endif
-    default:
-      t.vmath = {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar"};
-      t.f32_dwconv = {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
-      t.f32_gemm_implicit_a = t.f32_gemm == &ref::f32_gemm_1x16__scalar;
-      return;
-  }
+// "avx2::qs8_quant__avx2" -> "qs8_quant__avx2": the name a kernel is reported by.
+constexpr const char* base_name(const char* qualified) {
+  const char* r = qualified;
+  for (const char* p = qualified; *p; ++p)
+    if (*p == ':') r = p + 1;
+  return r;
 }
 
-// The outlier split's kernels: AVX2 on x86 levels (a few passes over rows in L1 and one
-// weight row per outlier: the AVX-512 level uses the AVX2 ones too), the reference elsewhere.
-void add_outlier_split_kernels(KernelTable& t) {
-#if defined(LOWBIT_X86)
-  if (t.isa == Isa::kAvx2 || t.isa == Isa::kAvx512Vnni) {
-    t.qs8_quant_split = &avx2::qs8_quant_split__avx2;
-    t.qs8_quant_split_name = "qs8_quant_split__avx2";
-    t.qw_axpy = &avx2::qw_axpy__avx2;
-    t.qw_axpy_name = "qw_axpy__avx2";
-    return;
-  }
-#endif
-  t.qs8_quant_split = &ref::qs8_quant_split__scalar;
-  t.qs8_quant_split_name = "qs8_quant_split__scalar";
-  t.qw_axpy = &ref::qw_axpy__scalar;
-  t.qw_axpy_name = "qw_axpy__scalar";
-}
+// Sets a table field and its name from one function: KERNEL(t, qs8_gemm, avx2::qs8_gemm_5x16c4__avx2).
+#define KERNEL(t, field, fn) \
+  do {                       \
+    (t).field = &fn;         \
+    (t).field##_name = base_name(#fn); \
+  } while (0)
 
-// The 7-bit weight GEMM: on AVX2 the u8 x s7 kernel (3 ops per 32 MACs instead of the exact
-// s8 x s8 path's 4); elsewhere the level's int8 GEMM (VNNI and sdot have no saturation to avoid).
-void add_qs7_gemm_kernels(KernelTable& t) {
-#if defined(LOWBIT_X86)
-  if (t.isa == Isa::kAvx2) {
-    t.qs7_gemm = &avx2::qs7_gemm_6x16c4__avx2;
-    t.qs7_gemm_name = "qs7_gemm_6x16c4__avx2";
-    t.qs7_gemm_biased = true;
-    return;
-  }
-#endif
+// What every level shares by construction: the 7-bit int8 GEMM is the level's int8 GEMM
+// unless the level has its own (AVX2: u8 x s7, 3 ops per 32 MACs instead of the exact s8 x s8
+// path's 4; VNNI and sdot have no saturation to avoid, so they run their qs8 GEMM, same bits).
+void qs7_from_qs8(KernelTable& t) {
   t.qs7_gemm = t.qs8_gemm;
   t.qs7_gemm_name = t.qs8_gemm_name;
   t.qs7_gemm_biased = t.qs8_gemm_biased;
 }
 
-std::vector<KernelTable> build_tables() {
-  std::vector<KernelTable> t;
+// Every kernel of a table is set: a level function that forgets a field fails at import
+// with the field's name instead of crashing on first use.
+void check_complete(const KernelTable& t) {
+  const std::pair<const void*, const char*> fields[] = {
+      {t.isa_name, "isa_name"},
+      {reinterpret_cast<const void*>(t.f32_gemm), "f32_gemm"}, {t.f32_gemm_name, "f32_gemm_name"},
+      {reinterpret_cast<const void*>(t.crc32c), "crc32c"}, {t.crc32c_name, "crc32c_name"},
+      {reinterpret_cast<const void*>(t.qs8_quant), "qs8_quant"}, {t.qs8_quant_name, "qs8_quant_name"},
+      {reinterpret_cast<const void*>(t.qs8_gemm), "qs8_gemm"}, {t.qs8_gemm_name, "qs8_gemm_name"},
+      {reinterpret_cast<const void*>(t.qs7_gemm), "qs7_gemm"}, {t.qs7_gemm_name, "qs7_gemm_name"},
+      {reinterpret_cast<const void*>(t.q4_gemm), "q4_gemm"}, {t.q4_gemm_name, "q4_gemm_name"},
+      {reinterpret_cast<const void*>(t.qs8_requant), "qs8_requant"}, {t.qs8_requant_name, "qs8_requant_name"},
+      {reinterpret_cast<const void*>(t.qs8_dwconv), "qs8_dwconv"}, {t.qs8_dwconv_name, "qs8_dwconv_name"},
+      {reinterpret_cast<const void*>(t.f32_spmm), "f32_spmm"}, {t.f32_spmm_name, "f32_spmm_name"},
+      {reinterpret_cast<const void*>(t.qs8_spmm), "qs8_spmm"}, {t.qs8_spmm_name, "qs8_spmm_name"},
+      {reinterpret_cast<const void*>(t.qs8_bspmm), "qs8_bspmm"}, {t.qs8_bspmm_name, "qs8_bspmm_name"},
+      {reinterpret_cast<const void*>(t.vmath.softmax_row), "vmath.softmax_row"}, {t.vmath.softmax_name, "vmath.softmax_name"},
+      {reinterpret_cast<const void*>(t.vmath.gelu), "vmath.gelu"}, {t.vmath.gelu_name, "vmath.gelu_name"},
+      {reinterpret_cast<const void*>(t.f32_dwconv.fn), "f32_dwconv.fn"}, {t.f32_dwconv.name, "f32_dwconv.name"},
+      {reinterpret_cast<const void*>(t.qs8_quant_split), "qs8_quant_split"}, {t.qs8_quant_split_name, "qs8_quant_split_name"},
+      {reinterpret_cast<const void*>(t.qw_axpy), "qw_axpy"}, {t.qw_axpy_name, "qw_axpy_name"},
+  };
+  for (const auto& f : fields)
+    if (f.first == nullptr)
+      throw std::logic_error(std::string("kernel table '") + (t.isa_name ? t.isa_name : "?") + "' has no " + f.second);
+}
+
+KernelTable scalar_level() {
+  KernelTable t;
+  t.isa = Isa::kScalar;
+  t.isa_name = "scalar";
+  KERNEL(t, f32_gemm, ref::f32_gemm_1x16__scalar);
+  t.f32_gemm_implicit_a = true;
+  KERNEL(t, crc32c, ref::crc32c__scalar);
+  KERNEL(t, qs8_quant, ref::qs8_quant__scalar);
+  KERNEL(t, qs8_gemm, ref::qs8_gemm_1x16__scalar);
+  qs7_from_qs8(t);
+  KERNEL(t, q4_gemm, ref::q4_gemm_1x16__scalar);
+  KERNEL(t, qs8_requant, ref::qs8_requant__scalar);
+  KERNEL(t, qs8_dwconv, ref::qs8_dwconv_nhwc__scalar);
+  KERNEL(t, f32_spmm, ref::f32_spmm_s8__scalar);
+  KERNEL(t, qs8_spmm, ref::qs8_spmm_k16__scalar);
+  KERNEL(t, qs8_bspmm, ref::qs8_bspmm_s8c4__scalar);
+  t.vmath = {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar"};
+  t.f32_dwconv = {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
+  KERNEL(t, qs8_quant_split, ref::qs8_quant_split__scalar);
+  KERNEL(t, qw_axpy, ref::qw_axpy__scalar);
+  return t;
+}
+
 #if defined(LOWBIT_X86)
-  t.push_back({Isa::kAvx512Vnni, "avx512vnni", &avx512::f32_gemm_12x32__avx512, "f32_gemm_12x32__avx512",
-               &sse42::crc32c__sse42, "crc32c__sse42",
-               &avx512::qs8_quant__avx512, "qs8_quant__avx512",
-               &avx512::qs8_gemm_8x32c4__avx512vnni, "qs8_gemm_8x32c4__avx512vnni", true,
-               &avx512::q4_gemm_8x32c8__avx512vnni, "q4_gemm_8x32c8__avx512vnni",
-               // no AVX-512 requant/depthwise yet (not testable on the AVX2 build machine): the AVX2 ones
-               &avx2::qs8_requant__avx2, "qs8_requant__avx2",
-               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2",
-               // fp32 SELL: the AVX2 kernel (its limit is building vectors from scalar loads,
-               // which AVX-512 does not change)
-               &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",
-               &avx512::qs8_spmm_k16m4__avx512vnni, "qs8_spmm_k16m4__avx512vnni",
-               &avx512::qs8_bspmm_s8c4__avx512vnni, "qs8_bspmm_s8c4__avx512vnni", true});
-  t.push_back({Isa::kAvx2, "avx2", &avx2::f32_gemm_6x16__avx2, "f32_gemm_6x16__avx2",
-               &sse42::crc32c__sse42, "crc32c__sse42",
-               &avx2::qs8_quant__avx2, "qs8_quant__avx2",
-               &avx2::qs8_gemm_5x16c4__avx2, "qs8_gemm_5x16c4__avx2", false,
-               &avx2::q4_gemm_6x16c8__avx2, "q4_gemm_6x16c8__avx2",
-               &avx2::qs8_requant__avx2, "qs8_requant__avx2",
-               &avx2::qs8_dwconv_nhwc_16c__avx2, "qs8_dwconv_nhwc_16c__avx2",
-               &avx2::f32_spmm_s8m4__avx2, "f32_spmm_s8m4__avx2",
-               &avx2::qs8_spmm_k16m4__avx2, "qs8_spmm_k16m4__avx2",
-               &avx2::qs8_bspmm_s8c4__avx2, "qs8_bspmm_s8c4__avx2", false});
+KernelTable avx2_level() {
+  KernelTable t;
+  t.isa = Isa::kAvx2;
+  t.isa_name = "avx2";
+  KERNEL(t, f32_gemm, avx2::f32_gemm_6x16__avx2);
+  t.f32_gemm_implicit_a = true;
+  KERNEL(t, crc32c, sse42::crc32c__sse42);
+  KERNEL(t, qs8_quant, avx2::qs8_quant__avx2);
+  KERNEL(t, qs8_gemm, avx2::qs8_gemm_5x16c4__avx2);
+  KERNEL(t, qs7_gemm, avx2::qs7_gemm_6x16c4__avx2);
+  t.qs7_gemm_biased = true;
+  KERNEL(t, q4_gemm, avx2::q4_gemm_6x16c8__avx2);
+  KERNEL(t, qs8_requant, avx2::qs8_requant__avx2);
+  KERNEL(t, qs8_dwconv, avx2::qs8_dwconv_nhwc_16c__avx2);
+  KERNEL(t, f32_spmm, avx2::f32_spmm_s8m4__avx2);
+  KERNEL(t, qs8_spmm, avx2::qs8_spmm_k16m4__avx2);
+  KERNEL(t, qs8_bspmm, avx2::qs8_bspmm_s8c4__avx2);
+  t.vmath = {&avx2::f32_softmax_row__avx2, "f32_softmax_row__avx2", &avx2::f32_gelu__avx2, "f32_gelu__avx2"};
+  t.f32_dwconv = {&avx2::f32_dwconv_nhwc__avx2, "f32_dwconv_nhwc__avx2"};
+  KERNEL(t, qs8_quant_split, avx2::qs8_quant_split__avx2);
+  KERNEL(t, qw_axpy, avx2::qw_axpy__avx2);
+  return t;
+}
+
+KernelTable avx512vnni_level() {
+  KernelTable t;
+  t.isa = Isa::kAvx512Vnni;
+  t.isa_name = "avx512vnni";
+  KERNEL(t, f32_gemm, avx512::f32_gemm_12x32__avx512);
+  t.f32_gemm_implicit_a = false;  // the AVX-512 GEMM does not read an implicit A yet: convolutions use im2col
+  KERNEL(t, crc32c, sse42::crc32c__sse42);
+  KERNEL(t, qs8_quant, avx512::qs8_quant__avx512);
+  KERNEL(t, qs8_gemm, avx512::qs8_gemm_8x32c4__avx512vnni);
+  t.qs8_gemm_biased = true;
+  qs7_from_qs8(t);
+  KERNEL(t, q4_gemm, avx512::q4_gemm_8x32c8__avx512vnni);
+  // no AVX-512 requant/depthwise yet (not testable on the AVX2 build machine): the AVX2 ones
+  KERNEL(t, qs8_requant, avx2::qs8_requant__avx2);
+  KERNEL(t, qs8_dwconv, avx2::qs8_dwconv_nhwc_16c__avx2);
+  // fp32 SELL: the AVX2 kernel (its limit is building vectors from scalar loads, which
+  // AVX-512 does not change)
+  KERNEL(t, f32_spmm, avx2::f32_spmm_s8m4__avx2);
+  KERNEL(t, qs8_spmm, avx512::qs8_spmm_k16m4__avx512vnni);
+  KERNEL(t, qs8_bspmm, avx512::qs8_bspmm_s8c4__avx512vnni);
+  t.qs8_spmm_biased = true;
+  t.vmath = {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512"};
+  t.f32_dwconv = {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
+  // the outlier split: a few passes over rows in L1 and one weight row per outlier, the AVX2 kernels
+  KERNEL(t, qs8_quant_split, avx2::qs8_quant_split__avx2);
+  KERNEL(t, qw_axpy, avx2::qw_axpy__avx2);
+  return t;
+}
+#endif
+
+#if defined(LOWBIT_ARM64)
+// No NEON fp32 GEMM, row kernels or outlier split yet: neondot pairs the scalar references
+// with the CRC and sdot kernels.
+KernelTable neondot_level() {
+  KernelTable t = scalar_level();
+  t.isa = Isa::kNeonDot;
+  t.isa_name = "neondot";
+  KERNEL(t, crc32c, armv8::crc32c__armv8crc);
+  KERNEL(t, qs8_gemm, neon::qs8_gemm_4x16c4__neondot);
+  qs7_from_qs8(t);
+  KERNEL(t, q4_gemm, neon::q4_gemm_4x16c8__neondot);
+  KERNEL(t, f32_spmm, neon::f32_spmm_s8m4__neon);
+  KERNEL(t, qs8_spmm, neon::qs8_spmm_k16m4__neondot);
+  KERNEL(t, qs8_bspmm, neon::qs8_bspmm_s8c4__neondot);
+  return t;
+}
+#endif
+
+#undef KERNEL
+
+std::vector<KernelTable> build_tables() {
+  std::vector<KernelTable> t;  // best first
+#if defined(LOWBIT_X86)
+  t.push_back(avx512vnni_level());
+  t.push_back(avx2_level());
 #endif
 #if defined(LOWBIT_ARM64)
-  // No NEON fp32 GEMM yet: neondot pairs the reference fp32 GEMM with the CRC and sdot kernels.
-  t.push_back({Isa::kNeonDot, "neondot", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
-               &armv8::crc32c__armv8crc, "crc32c__armv8crc",
-               &ref::qs8_quant__scalar, "qs8_quant__scalar",
-               &neon::qs8_gemm_4x16c4__neondot, "qs8_gemm_4x16c4__neondot", false,
-               &neon::q4_gemm_4x16c8__neondot, "q4_gemm_4x16c8__neondot",
-               &ref::qs8_requant__scalar, "qs8_requant__scalar",
-               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar",
-               &neon::f32_spmm_s8m4__neon, "f32_spmm_s8m4__neon",
-               &neon::qs8_spmm_k16m4__neondot, "qs8_spmm_k16m4__neondot",
-               &neon::qs8_bspmm_s8c4__neondot, "qs8_bspmm_s8c4__neondot", false});
+  t.push_back(neondot_level());
 #endif
-  t.push_back({Isa::kScalar, "scalar", &ref::f32_gemm_1x16__scalar, "f32_gemm_1x16__scalar",
-               &ref::crc32c__scalar, "crc32c__scalar",
-               &ref::qs8_quant__scalar, "qs8_quant__scalar",
-               &ref::qs8_gemm_1x16__scalar, "qs8_gemm_1x16__scalar", false,
-               &ref::q4_gemm_1x16__scalar, "q4_gemm_1x16__scalar",
-               &ref::qs8_requant__scalar, "qs8_requant__scalar",
-               &ref::qs8_dwconv_nhwc__scalar, "qs8_dwconv_nhwc__scalar",
-               &ref::f32_spmm_s8__scalar, "f32_spmm_s8__scalar",
-               &ref::qs8_spmm_k16__scalar, "qs8_spmm_k16__scalar",
-               &ref::qs8_bspmm_s8c4__scalar, "qs8_bspmm_s8c4__scalar", false});
-  for (KernelTable& k : t) add_f32_row_kernels(k);
-  for (KernelTable& k : t) add_outlier_split_kernels(k);
-  for (KernelTable& k : t) add_qs7_gemm_kernels(k);
+  t.push_back(scalar_level());
+  for (const KernelTable& k : t) check_complete(k);
   return t;
 }
 

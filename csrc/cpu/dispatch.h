@@ -23,51 +23,53 @@ namespace lowbit {
 
 enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2, kNeonDot = 3 };
 
+// One entry per kernel family: the function and its name (what Model.layers(),
+// cpu_info()["kernels"] and the profile report). Each level's table is filled field by
+// field, by name, in dispatch.cc (one function per level); a field left empty fails the
+// completeness check there when the tables are built, at import.
 struct KernelTable {
-  Isa isa;
-  const char* isa_name;
-  F32GemmFn f32_gemm;
-  const char* f32_gemm_name;
-  Crc32cFn crc32c;
-  const char* crc32c_name;
-  Qs8QuantFn qs8_quant;
-  const char* qs8_quant_name;
-  Qs8GemmFn qs8_gemm;
-  const char* qs8_gemm_name;
-  bool qs8_gemm_biased;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
-  Q4GemmFn q4_gemm;
-  const char* q4_gemm_name;
+  Isa isa = Isa::kScalar;
+  const char* isa_name = nullptr;
+  F32GemmFn f32_gemm = nullptr;
+  const char* f32_gemm_name = nullptr;
+  bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
+  Crc32cFn crc32c = nullptr;
+  const char* crc32c_name = nullptr;
+  Qs8QuantFn qs8_quant = nullptr;
+  const char* qs8_quant_name = nullptr;
+  Qs8GemmFn qs8_gemm = nullptr;
+  const char* qs8_gemm_name = nullptr;
+  bool qs8_gemm_biased = false;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
+  // The GEMM of 7-bit int8 weights ("qs7-n16k4", codes in [-64, 64]): the AVX2 level has its
+  // own (u8 x s7 never saturates vpmaddubsw), the others run their qs8_gemm, which gives the
+  // same bits.
+  Qs8GemmFn qs7_gemm = nullptr;
+  const char* qs7_gemm_name = nullptr;
+  bool qs7_gemm_biased = false;  // qs7_gemm wants its activations quantized with bias128
+  Q4GemmFn q4_gemm = nullptr;
+  const char* q4_gemm_name = nullptr;
   // int8 CNN path (static activation scales): requantization of a GEMM block, direct depthwise
-  Qs8RequantFn qs8_requant;
-  const char* qs8_requant_name;
-  Qs8DwConvFn qs8_dwconv;
-  const char* qs8_dwconv_name;
+  Qs8RequantFn qs8_requant = nullptr;
+  const char* qs8_requant_name = nullptr;
+  Qs8DwConvFn qs8_dwconv = nullptr;
+  const char* qs8_dwconv_name = nullptr;
   // sparse (SELL-8) matmuls: fp32 unstructured, int8 unstructured, int8 1x4 blocks along K
-  F32SpmmFn f32_spmm;
-  const char* f32_spmm_name;
-  Qs8K16Fn qs8_spmm;
-  const char* qs8_spmm_name;
-  Qs8SpmmFn qs8_bspmm;
-  const char* qs8_bspmm_name;
-  bool qs8_spmm_biased;  // both int8 sparse kernels want activations quantized with bias128 (vpdpbusd)
-  // fp32 row kernels (softmax, GELU, ...) and the direct depthwise convolution;
-  // filled per level by add_f32_row_kernels() in dispatch.cc (after the rows above).
+  F32SpmmFn f32_spmm = nullptr;
+  const char* f32_spmm_name = nullptr;
+  Qs8K16Fn qs8_spmm = nullptr;
+  const char* qs8_spmm_name = nullptr;
+  Qs8SpmmFn qs8_bspmm = nullptr;
+  const char* qs8_bspmm_name = nullptr;
+  bool qs8_spmm_biased = false;  // both int8 sparse kernels want activations quantized with bias128 (vpdpbusd)
+  // fp32 row kernels (softmax, GELU) and the direct fp32 depthwise convolution
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};
-  bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
   // The outlier split of quantized Dense layers (`outliers`): the activation quantizer that
   // leaves a row's largest values out, and the float part they add back (y += v * W[k, :]).
-  // Filled per level by add_outlier_split_kernels() in dispatch.cc, after the rows above.
   Qs8QuantSplitFn qs8_quant_split = nullptr;
   const char* qs8_quant_split_name = nullptr;
   QwAxpyFn qw_axpy = nullptr;
   const char* qw_axpy_name = nullptr;
-  // The GEMM of 7-bit int8 weights ("qs7-n16k4", codes in [-64, 64]): the AVX2 level has its
-  // own (u8 x s7 never saturates vpmaddubsw), the others run their qs8_gemm, which gives the
-  // same bits. Filled per level by add_qs7_gemm_kernels() in dispatch.cc.
-  Qs8GemmFn qs7_gemm = nullptr;
-  const char* qs7_gemm_name = nullptr;
-  bool qs7_gemm_biased = false;  // qs7_gemm wants its activations quantized with bias128
 };
 
 // All tables compiled into this build, best first (whether or not this CPU runs them).
