@@ -548,6 +548,32 @@ py::array_t<float> py_f32_row(const std::string& isa, const std::string& fn, F32
   return y;
 }
 
+// Test hook: a named ISA's softmax of a pre-processed row (SoftmaxPre: scale_op 0/1/2 with
+// scale, then + add, a row of x's length or one value broadcast, or None), in place when inplace.
+py::array_t<float> py_f32_softmax_pre(const std::string& isa, F32Array x, int scale_op, float scale, py::object add,
+                                      bool inplace) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D float32 array");
+  if (scale_op < 0 || scale_op > 2) throw std::invalid_argument("scale_op must be 0, 1 or 2");
+  const int64_t n = x.shape(0);
+  F32Array a;
+  SoftmaxPre pre{scale_op, scale, nullptr, false};
+  if (!add.is_none()) {
+    a = py::cast<F32Array>(add);
+    if (a.ndim() != 1 || (a.shape(0) != n && a.shape(0) != 1))
+      throw std::invalid_argument("add must be a 1-D float32 array of x's length or of length 1");
+    pre.add = a.data();
+    pre.add_bcast = a.shape(0) == 1 && n != 1;
+  }
+  py::array_t<float> y(std::vector<int64_t>{n});
+  float* yp = y.mutable_data();
+  if (inplace) std::memcpy(yp, x.data(), size_t(n) * 4);
+  const float* xp = inplace ? yp : x.data();
+  py::gil_scoped_release nogil;
+  t.vmath.softmax_pre(xp, yp, n, pre);
+  return y;
+}
+
 // Test hook: a named ISA's depthwise kernel over rows [r0, r1) of y (x [N,H,W,C], w [kh,kw,C]).
 void py_f32_dwconv(const std::string& isa, F32Array x, F32Array w, py::object bias, py::array_t<float, py::array::c_style> y,
                    std::vector<int64_t> stride, std::vector<int64_t> dilation, std::vector<int64_t> pad_tl, int64_t r0,
@@ -634,6 +660,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("x_grid") = py::none(), py::arg("y_grid") = py::none());
   m.def("qs8_quant", &py_qs8_quant);
   m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
+  m.def("f32_softmax_pre", &py_f32_softmax_pre, py::arg("isa"), py::arg("x"), py::arg("scale_op"), py::arg("scale"),
+        py::arg("add") = py::none(), py::arg("inplace") = false);
   m.def("f32_dwconv", &py_f32_dwconv, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
         py::arg("stride"), py::arg("dilation"), py::arg("pad_tl"), py::arg("r0"), py::arg("r1"));
   m.def("qs8_quant_split", &py_qs8_quant_split);

@@ -47,6 +47,10 @@ def f32_gemm_implicit(isa: str, A: npt.NDArray[np.float32], lda: int, kseg: int,
     """The fp32 GEMM over an implicit (im2col-free) A read from a flat buffer (f32_gemm.h)."""
 def f32_row(isa: str, fn: str, x: npt.ArrayLike, inplace: bool = False) -> npt.NDArray[np.float32]:
     """A named ISA's f32-vmath row function (``softmax`` or ``gelu``) over a 1-D array."""
+def f32_softmax_pre(isa: str, x: npt.ArrayLike, scale_op: int, scale: float, add: npt.ArrayLike | None = None,
+                    inplace: bool = False) -> npt.NDArray[np.float32]:
+    """A named ISA's softmax of ``x`` scaled (``scale_op`` 1: times, 2: divided by ``scale``)
+    and then plus ``add`` (a row, or one value broadcast), as the Attention op calls it."""
 def f32_dwconv(isa: str, x: npt.ArrayLike, w: npt.ArrayLike, bias: npt.ArrayLike | None, y: npt.NDArray[np.float32],
                stride: Sequence[int], dilation: Sequence[int], pad_tl: Sequence[int], r0: int, r1: int) -> None:
     """A named ISA's fp32 depthwise kernel over output rows [r0, r1) of y (NHWC)."""

@@ -134,3 +134,59 @@ def test_vector_softmax_exp_across_the_range(isa):
     normal = want >= np.finfo(np.float32).tiny
     assert ulps(y[normal], want[normal]).max() <= 4
     assert np.abs(y[~normal] - want[~normal]).max() <= 2e-45
+
+
+def _pre_numpy(x, scale_op, scale, add):
+    """The unfused graph's Mul/Div and Add in float32 (each one rounded, as the kernels do)."""
+    t = x.copy()
+    if scale_op == 1:
+        t = t * np.float32(scale)
+    elif scale_op == 2:
+        t = t / np.float32(scale)
+    if add is not None:
+        t = t + add
+    return t.astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 129, 384])
+@pytest.mark.parametrize("scale_op", [0, 1, 2])
+@pytest.mark.parametrize("add_kind", ["none", "row", "bcast"])
+def test_softmax_pre_is_softmax_of_the_preprocessed_row_bit_for_bit(isa, n, scale_op, add_kind):
+    # the Attention op's fused scale + mask + softmax: the same bits as the three steps
+    # run one after the other (numpy for the first two, the ISA's softmax_row for the last)
+    rng = np.random.default_rng(7 * n + scale_op)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    scale = np.float32(0.1767767) if scale_op == 1 else np.float32(5.656854)
+    add = {"none": None,
+           "row": np.where(rng.random(n) < 0.3, np.float32(-10000.0), np.float32(0.0)).astype(np.float32),
+           "bcast": np.array([-3.5], np.float32)}[add_kind]
+    want = _core.f32_row(isa, "softmax", _pre_numpy(x, scale_op, scale, add))
+    got = _core.f32_softmax_pre(isa, x, scale_op, float(scale), add)
+    assert np.array_equal(got.view(np.int32), want.view(np.int32)), (isa, n, scale_op, add_kind)
+    assert np.array_equal(_core.f32_softmax_pre(isa, x, scale_op, float(scale), add, inplace=True).view(np.int32),
+                          want.view(np.int32))
+    np.testing.assert_allclose(got.sum(), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_pre_special_rows(isa):
+    # infinities and NaN from the scale or the mask behave as in the unfused steps: a fully
+    # masked row is NaN (0/0, as onnxruntime gives), any NaN poisons the row, x/0 is inf
+    cases = [([1.0, 2.0, 3.0], 0, 1.0, np.full(3, -np.inf, np.float32)),
+             ([1.0, 2.0, 3.0], 1, 1.0, np.array([0.0, np.nan, 0.0], np.float32)),
+             ([5.0, 1.0, 7.0], 2, 0.0, np.array([0.0, -np.inf, -np.inf], np.float32)),  # 1/0 - inf = NaN
+             ([5.0, -1.0, 7.0], 2, 0.0, np.array([0.0, 0.0, -np.inf], np.float32)),  # [inf, -inf, NaN]
+             ([0.0] * 9, 2, 0.0, None),  # 0/0 in every lane, the partial vector's included
+             ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], 1, 0.0,
+              np.array([0.0, -1.0, -np.inf, 0.0, 0.0, 0, 0, 0, -np.inf], np.float32))]
+    for x, op, s, a in cases:
+        x = np.array(x, np.float32)
+        got = _core.f32_softmax_pre(isa, x, op, s, a)
+        want = _core.f32_row(isa, "softmax", _pre_numpy(x, op, s, a))
+        assert np.array_equal(got, want, equal_nan=True), (isa, x, op, s, a, got, want)
+    assert np.isnan(_core.f32_softmax_pre(isa, np.array([1.0, 2.0], np.float32), 0, 1.0,
+                                          np.full(2, -np.inf, np.float32))).all()
+    y = _core.f32_softmax_pre(isa, np.arange(9, dtype=np.float32), 1, 0.0,
+                              np.array([0, -1, -np.inf, 0, 0, 0, 0, 0, -np.inf], np.float32))
+    assert y[2] == 0 and y[8] == 0 and abs(y[0] - 1 / (6 + np.exp(-1.0))) < 1e-6

@@ -94,20 +94,42 @@ inline float ReduceMax8(__m256 v) {  // max is exact: any order gives the same v
   return _mm_cvtss_f32(m);
 }
 
-}  // namespace
+// The scores' pre-processing (SoftmaxPre) of 8 lanes starting at element i; `k` masks
+// the lanes of a partial last vector (the add row is only read there).
+inline __m256 Pre(__m256 v, const SoftmaxPre& pre, int64_t i, const __m256i* k) {
+  if (pre.scale_op == 1) v = _mm256_mul_ps(v, _mm256_set1_ps(pre.scale));
+  else if (pre.scale_op == 2) v = _mm256_div_ps(v, _mm256_set1_ps(pre.scale));
+  if (pre.add) {
+    const __m256 a = pre.add_bcast ? _mm256_set1_ps(pre.add[0])
+                     : (k ? _mm256_maskload_ps(pre.add + i, *k) : _mm256_loadu_ps(pre.add + i));
+    v = _mm256_add_ps(v, a);
+  }
+  return v;
+}
 
-void f32_softmax_row__avx2(const float* x, float* y, int64_t n) {
+// softmax(pre(x)) or, with pre null, softmax(x): the first pass finds the max (and any
+// NaN) and, with pre, stores the pre-processed row in y, which the later passes read.
+void SoftmaxRow(const float* x, float* y, int64_t n, const SoftmaxPre* pre) {
   const __m256 ninf = _mm256_set1_ps(-INFINITY);
   __m256 vm = ninf, nan = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
+    __m256 v = _mm256_loadu_ps(x + i);
+    if (pre) {
+      v = Pre(v, *pre, i, nullptr);
+      _mm256_storeu_ps(y + i, v);
+    }
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     vm = _mm256_max_ps(vm, v);
   }
   if (i < n) {
     const __m256i k = Mask(n - i);
-    const __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, k), _mm256_castsi256_ps(k));
+    __m256 v = _mm256_maskload_ps(x + i, k);
+    if (pre) {
+      v = Pre(v, *pre, i, &k);
+      _mm256_maskstore_ps(y + i, k, v);
+    }
+    v = _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(k));
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     vm = _mm256_max_ps(vm, v);
   }
@@ -115,6 +137,7 @@ void f32_softmax_row__avx2(const float* x, float* y, int64_t n) {
     for (int64_t j = 0; j < n; ++j) y[j] = NAN;
     return;
   }
+  if (pre) x = y;
   float m = ReduceMax8(vm);
   if (std::isinf(m)) m = m > 0 ? m : 0.f;
   const __m256 mm = _mm256_set1_ps(m);
@@ -144,6 +167,14 @@ void f32_softmax_row__avx2(const float* x, float* y, int64_t n) {
     const __m256i k = Mask(n - i);
     _mm256_maskstore_ps(y + i, k, _mm256_mul_ps(_mm256_maskload_ps(y + i, k), inv));
   }
+}
+
+}  // namespace
+
+void f32_softmax_row__avx2(const float* x, float* y, int64_t n) { SoftmaxRow(x, y, n, nullptr); }
+
+void f32_softmax_pre_row__avx2(const float* x, float* y, int64_t n, const SoftmaxPre& pre) {
+  SoftmaxRow(x, y, n, &pre);
 }
 
 namespace {

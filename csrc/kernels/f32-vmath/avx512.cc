@@ -35,14 +35,27 @@ inline __m512 Exp(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-}  // namespace
+// The scores' pre-processing (SoftmaxPre) of the lanes `k` of 16 starting at element i.
+inline __m512 Pre(__m512 v, const SoftmaxPre& pre, int64_t i, __mmask16 k) {
+  if (pre.scale_op == 1) v = _mm512_mul_ps(v, _mm512_set1_ps(pre.scale));
+  else if (pre.scale_op == 2) v = _mm512_div_ps(v, _mm512_set1_ps(pre.scale));
+  if (pre.add) v = _mm512_add_ps(v, pre.add_bcast ? _mm512_set1_ps(pre.add[0]) : _mm512_maskz_loadu_ps(k, pre.add + i));
+  return v;
+}
 
-void f32_softmax_row__avx512(const float* x, float* y, int64_t n) {
+// softmax(pre(x)) or, with pre null, softmax(x): the first pass finds the max (and any
+// NaN) and, with pre, stores the pre-processed row in y, which the later passes read.
+void SoftmaxRow(const float* x, float* y, int64_t n, const SoftmaxPre* pre) {
   __m512 vm = _mm512_set1_ps(-INFINITY);
   __mmask16 nan = 0;
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = Tail(n - i);
-    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, x + i);
+    __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    if (pre) {
+      v = Pre(v, *pre, i, k);
+      _mm512_mask_storeu_ps(y + i, k, v);
+    }
+    v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), k, v);
     nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     vm = _mm512_max_ps(vm, v);
   }
@@ -50,6 +63,7 @@ void f32_softmax_row__avx512(const float* x, float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = NAN;
     return;
   }
+  if (pre) x = y;
   float m = _mm512_reduce_max_ps(vm);
   if (std::isinf(m)) m = m > 0 ? m : 0.f;
   const __m512 mm = _mm512_set1_ps(m);
@@ -65,6 +79,14 @@ void f32_softmax_row__avx512(const float* x, float* y, int64_t n) {
     const __mmask16 k = Tail(n - i);
     _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), inv));
   }
+}
+
+}  // namespace
+
+void f32_softmax_row__avx512(const float* x, float* y, int64_t n) { SoftmaxRow(x, y, n, nullptr); }
+
+void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const SoftmaxPre& pre) {
+  SoftmaxRow(x, y, n, &pre);
 }
 
 // gelu(x) = 0.5 x erfc(-x / sqrt 2). With u = |x| / sqrt 2 and erfc(u) =

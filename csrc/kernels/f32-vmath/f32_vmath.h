@@ -20,11 +20,25 @@ namespace lowbit {
 
 using F32RowFn = void (*)(const float* x, float* y, int64_t n);
 
+// What the Attention op applies to a row of scores before its softmax, in the unfused
+// graph's order: t = x * scale (scale_op 1) or x / scale (scale_op 2) or x (0), then
+// t = t + add[j] (add[0] for every j when add_bcast) unless add is null. Each step is
+// one rounded float operation, so softmax_pre(x) has the bits of softmax_row applied
+// to the separately computed t.
+struct SoftmaxPre {
+  int32_t scale_op;
+  float scale;
+  const float* add;
+  bool add_bcast;
+};
+using F32SoftmaxPreFn = void (*)(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
+
 struct VMathKernels {
   F32RowFn softmax_row;  // y = softmax(x) over n contiguous values (x may equal y)
   const char* softmax_name;
   F32RowFn gelu;         // y[i] = gelu(x[i]) (x may equal y)
   const char* gelu_name;
+  F32SoftmaxPreFn softmax_pre;  // y = softmax(pre(x)); the same kernel as softmax_row (same name)
 };
 
 // The selected dispatch table's entry (kernels().vmath; defined in cpu/dispatch.cc).
@@ -33,14 +47,17 @@ const VMathKernels& vmath();
 namespace ref {
 void f32_softmax_row__scalar(const float* x, float* y, int64_t n);
 void f32_gelu__scalar(const float* x, float* y, int64_t n);
+void f32_softmax_pre_row__scalar(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
 }  // namespace ref
 namespace avx2 {
 void f32_softmax_row__avx2(const float* x, float* y, int64_t n);
 void f32_gelu__avx2(const float* x, float* y, int64_t n);
+void f32_softmax_pre_row__avx2(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
 }  // namespace avx2
 namespace avx512 {
 void f32_softmax_row__avx512(const float* x, float* y, int64_t n);
 void f32_gelu__avx512(const float* x, float* y, int64_t n);
+void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
 }  // namespace avx512
 
 }  // namespace lowbit

@@ -28,6 +28,17 @@ void f32_softmax_row__scalar(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= inv;
 }
 
+void f32_softmax_pre_row__scalar(const float* x, float* y, int64_t n, const SoftmaxPre& pre) {
+  for (int64_t i = 0; i < n; ++i) {
+    float t = x[i];
+    if (pre.scale_op == 1) t = t * pre.scale;
+    else if (pre.scale_op == 2) t = t / pre.scale;
+    if (pre.add) t = t + pre.add[pre.add_bcast ? 0 : i];
+    y[i] = t;
+  }
+  f32_softmax_row__scalar(y, y, n);
+}
+
 // 0.5 x erfc(-x / sqrt 2) in double, rounded once: within 1 ulp of the exact value
 // for every float (the float form 0.5 x (1 + erf(x / sqrt 2)) loses most of its
 // bits to cancellation below x = -3).

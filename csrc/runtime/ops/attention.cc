@@ -15,7 +15,7 @@
 // Per (batch, head, block of query rows): K^T and V are packed into the GEMM's
 // panel layout (once per head and thread), S = Q K^T runs on the f32 GEMM reading
 // Q in place (row stride H*D), each row is scaled, masked and soft-maxed in place
-// (f32-vmath), and P V is written straight into y's [B, S, H, Dv] layout. Every
+// (f32-vmath, one call per row), and P V is written straight into y's [B, S, H, Dv] layout. Every
 // step is the same operation, in the same order, as the unfused graph's MatMul,
 // Mul, Add, Softmax and MatMul, so both give the same bits, for any thread count.
 #include <algorithm>
@@ -106,18 +106,13 @@ class Attention : public Op {
         F32GemmArgs g{rows, d.T, d.D, q + ((b * d.S + r0) * d.H + h) * d.D, d.H * d.D, kp, nullptr, sc, d.T,
                       Activation::kNone};
         kt.f32_gemm(g, 0, rows, 0, d.T);
+        // each row: scale, mask and softmax in one kernel call (SoftmaxPre: the unfused graph's
+        // Mul/Div, Add and Softmax, in that order, with their bits)
+        SoftmaxPre pre{int32_t(scale_op_), scale_, nullptr, ms[3] == 0};
         for (int64_t r = 0; r < rows; ++r) {
           float* row = sc + r * d.T;
-          if (scale_op_ == 1)
-            for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] * scale_;
-          else if (scale_op_ == 2)
-            for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] / scale_;
-          if (mask) {
-            const float* mr = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
-            if (ms[3]) for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] + mr[j];
-            else for (int64_t j = 0; j < d.T; ++j) row[j] = row[j] + mr[0];
-          }
-          kt.vmath.softmax_row(row, row, d.T);
+          if (mask) pre.add = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
+          kt.vmath.softmax_pre(row, row, d.T, pre);
         }
         // y[b, r, h, :] = P V, written in place (row stride H*Dv)
         F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, y + ((b * d.S + r0) * d.H + h) * d.Dv, d.H * d.Dv,
