@@ -36,26 +36,19 @@ void qs7_from_qs8(KernelTable& t) {
 // Every kernel of a table is set: a level function that forgets a field fails at import
 // with the field's name instead of crashing on first use.
 void check_complete(const KernelTable& t) {
+  // a kernel field and its _name twin (set together by KERNEL)
+#define FIELD(f) {reinterpret_cast<const void*>(t.f), #f}, {t.f##_name, #f "_name"}
   const std::pair<const void*, const char*> fields[] = {
       {t.isa_name, "isa_name"},
-      {reinterpret_cast<const void*>(t.f32_gemm), "f32_gemm"}, {t.f32_gemm_name, "f32_gemm_name"},
-      {reinterpret_cast<const void*>(t.crc32c), "crc32c"}, {t.crc32c_name, "crc32c_name"},
-      {reinterpret_cast<const void*>(t.qs8_quant), "qs8_quant"}, {t.qs8_quant_name, "qs8_quant_name"},
-      {reinterpret_cast<const void*>(t.qs8_gemm), "qs8_gemm"}, {t.qs8_gemm_name, "qs8_gemm_name"},
-      {reinterpret_cast<const void*>(t.qs7_gemm), "qs7_gemm"}, {t.qs7_gemm_name, "qs7_gemm_name"},
-      {reinterpret_cast<const void*>(t.q4_gemm), "q4_gemm"}, {t.q4_gemm_name, "q4_gemm_name"},
-      {reinterpret_cast<const void*>(t.qs8_requant), "qs8_requant"}, {t.qs8_requant_name, "qs8_requant_name"},
-      {reinterpret_cast<const void*>(t.qs8_dwconv), "qs8_dwconv"}, {t.qs8_dwconv_name, "qs8_dwconv_name"},
-      {reinterpret_cast<const void*>(t.f32_spmm), "f32_spmm"}, {t.f32_spmm_name, "f32_spmm_name"},
-      {reinterpret_cast<const void*>(t.qs8_spmm), "qs8_spmm"}, {t.qs8_spmm_name, "qs8_spmm_name"},
-      {reinterpret_cast<const void*>(t.qs8_bspmm), "qs8_bspmm"}, {t.qs8_bspmm_name, "qs8_bspmm_name"},
+      FIELD(f32_gemm), FIELD(crc32c), FIELD(qs8_quant), FIELD(qs8_gemm), FIELD(qs7_gemm), FIELD(q4_gemm),
+      FIELD(qs8_requant), FIELD(qs8_dwconv), FIELD(f32_spmm), FIELD(qs8_spmm), FIELD(qs8_bspmm),
+      FIELD(qs8_quant_split), FIELD(qw_axpy),
       {reinterpret_cast<const void*>(t.vmath.softmax_row), "vmath.softmax_row"}, {t.vmath.softmax_name, "vmath.softmax_name"},
       {reinterpret_cast<const void*>(t.vmath.gelu), "vmath.gelu"}, {t.vmath.gelu_name, "vmath.gelu_name"},
       {reinterpret_cast<const void*>(t.vmath.softmax_pre), "vmath.softmax_pre"},
       {reinterpret_cast<const void*>(t.f32_dwconv.fn), "f32_dwconv.fn"}, {t.f32_dwconv.name, "f32_dwconv.name"},
-      {reinterpret_cast<const void*>(t.qs8_quant_split), "qs8_quant_split"}, {t.qs8_quant_split_name, "qs8_quant_split_name"},
-      {reinterpret_cast<const void*>(t.qw_axpy), "qw_axpy"}, {t.qw_axpy_name, "qw_axpy_name"},
   };
+#undef FIELD
   for (const auto& f : fields)
     if (f.first == nullptr)
       throw std::logic_error(std::string("kernel table '") + (t.isa_name ? t.isa_name : "?") + "' has no " + f.second);
