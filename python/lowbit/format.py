@@ -45,6 +45,8 @@ _GRAPH_KEYS = {"inputs", "outputs", "nodes"}
 _VALUE_KEYS = {"name", "dtype", "shape"}
 _NODE_KEYS = {"name", "op", "inputs", "outputs", "attrs"}
 _TENSOR_KEYS = {"name", "dtype", "shape", "encoding", "offset", "nbytes", "meta"}
+_TENSOR_REQUIRED = _TENSOR_KEYS - {"meta"}
+_NODE_REQUIRED = _NODE_KEYS - {"attrs"}
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -285,8 +287,17 @@ class LoadedFile:
     file_size: int
 
 
+def _where(where: Any) -> str:
+    """A location in the header: a string, or (format, *args) formatted only when an
+    error is raised (the accept path builds no strings)."""
+    if isinstance(where, str):
+        return where
+    return where[0].format(*(_where(a) if isinstance(a, tuple) else a for a in where[1:]))
+
+
 class _Validator:
-    """Checks a parsed header against the rules of docs/format.md."""
+    """Checks a parsed header against the rules of docs/format.md. Each check returns at
+    once when the value is valid; a ``where`` tuple is formatted only for the error."""
 
     def __init__(self, path: str):
         self.path = path
@@ -294,84 +305,104 @@ class _Validator:
     def fail(self, msg: str) -> FormatError:
         return FormatError(f"{self.path}: {msg}")
 
-    def obj(self, v: Any, keys: set[str], required: set[str], where: str) -> dict[str, Any]:
+    def obj(self, v: Any, keys: set[str], required: set[str], where: Any) -> dict[str, Any]:
+        if type(v) is dict and v.keys() <= keys and required <= v.keys():
+            return v
         if not isinstance(v, dict):
-            raise self.fail(f"{where} must be an object, got {type(v).__name__}")
+            raise self.fail(f"{_where(where)} must be an object, got {type(v).__name__}")
         extra = set(v) - keys
         if extra:
-            raise self.fail(f"{where} has unknown field(s) {sorted(extra)}")
+            raise self.fail(f"{_where(where)} has unknown field(s) {sorted(extra)}")
         missing = required - set(v)
         if missing:
-            raise self.fail(f"{where} lacks field(s) {sorted(missing)}")
+            raise self.fail(f"{_where(where)} lacks field(s) {sorted(missing)}")
         return v
 
-    def name(self, v: Any, where: str, allow_empty: bool = False) -> str:
+    def name(self, v: Any, where: Any, allow_empty: bool = False) -> str:
+        if type(v) is str and (0 if allow_empty else 1) <= len(v) <= MAX_NAME_LEN:
+            return v
         if not isinstance(v, str):
-            raise self.fail(f"{where} must be a string, got {type(v).__name__}")
+            raise self.fail(f"{_where(where)} must be a string, got {type(v).__name__}")
         if len(v) > MAX_NAME_LEN:
-            raise self.fail(f"{where} is {len(v)} characters long (cap {MAX_NAME_LEN})")
+            raise self.fail(f"{_where(where)} is {len(v)} characters long (cap {MAX_NAME_LEN})")
         if not v and not allow_empty:
-            raise self.fail(f"{where} is empty")
+            raise self.fail(f"{_where(where)} is empty")
         return v
 
-    def lst(self, v: Any, where: str, cap: int = MAX_LIST) -> list[Any]:
+    def names(self, v: Any, where: Any, allow_empty: bool) -> list[str]:
+        """A list of names (node inputs or outputs)."""
+        lst = self.lst(v, where)
+        lo = 0 if allow_empty else 1
+        for x in lst:
+            if type(x) is not str or not lo <= len(x) <= MAX_NAME_LEN:
+                self.name(x, where, allow_empty)
+        return lst
+
+    def lst(self, v: Any, where: Any, cap: int = MAX_LIST) -> list[Any]:
+        if type(v) is list and len(v) <= cap:
+            return v
         if not isinstance(v, list):
-            raise self.fail(f"{where} must be a list, got {type(v).__name__}")
+            raise self.fail(f"{_where(where)} must be a list, got {type(v).__name__}")
         if len(v) > cap:
-            raise self.fail(f"{where} has {len(v)} entries (cap {cap})")
+            raise self.fail(f"{_where(where)} has {len(v)} entries (cap {cap})")
         return v
 
-    def dtype(self, v: Any, where: str) -> str:
+    def dtype(self, v: Any, where: Any) -> str:
         if not isinstance(v, str) or v not in DTYPES:
-            raise self.fail(f"{where}: unknown dtype {v!r}; expected one of {sorted(DTYPES)}")
+            raise self.fail(f"{_where(where)}: unknown dtype {v!r}; expected one of {sorted(DTYPES)}")
         return v
 
-    def int_(self, v: Any, where: str, lo: int, hi: int) -> int:
-        if not isinstance(v, int) or isinstance(v, bool) or not (lo <= v <= hi):
-            raise self.fail(f"{where} must be an integer in [{lo}, {hi}], got {v!r}")
+    def int_(self, v: Any, where: Any, lo: int, hi: int) -> int:
+        if type(v) is not int or not (lo <= v <= hi):  # type(True) is bool: booleans fail here
+            raise self.fail(f"{_where(where)} must be an integer in [{lo}, {hi}], got {v!r}")
         return v
 
-    def shape(self, v: Any, where: str, symbolic: bool) -> tuple[Any, ...]:
+    def shape(self, v: Any, where: Any, symbolic: bool) -> tuple[Any, ...]:
         dims = self.lst(v, where, MAX_RANK)
         out: list[Any] = []
         for i, d in enumerate(dims):
-            if symbolic and (d is None or isinstance(d, str)):
-                out.append(self.name(d, f"{where}[{i}]") if d is not None else None)
+            if type(d) is int and 0 <= d <= MAX_DIM:
+                out.append(d)
+            elif symbolic and (d is None or isinstance(d, str)):
+                out.append(self.name(d, ("{}[{}]", where, i)) if d is not None else None)
             else:
-                out.append(self.int_(d, f"{where}[{i}]", 0, MAX_DIM))
+                out.append(self.int_(d, ("{}[{}]", where, i), 0, MAX_DIM))
         if not symbolic and _numel(tuple(out)) > MAX_NUMEL:
-            raise self.fail(f"{where} {tuple(out)}: shape product overflows the {MAX_NUMEL}-element cap")
+            raise self.fail(f"{_where(where)} {tuple(out)}: shape product overflows the {MAX_NUMEL}-element cap")
         return tuple(out)
 
-    def attrs(self, v: Any, where: str) -> dict[str, Any]:
+    def attrs(self, v: Any, where: Any) -> dict[str, Any]:
         if not isinstance(v, dict):
-            raise self.fail(f"{where} must be an object")
+            raise self.fail(f"{_where(where)} must be an object")
         if len(v) > 64:
-            raise self.fail(f"{where} has {len(v)} attributes (cap 64)")
+            raise self.fail(f"{_where(where)} has {len(v)} attributes (cap 64)")
         for k, a in v.items():
-            self.name(k, f"{where} key")
-            if isinstance(a, bool) or isinstance(a, int):
-                if isinstance(a, int) and not (-(1 << 63) <= a < (1 << 63)):
-                    raise self.fail(f"{where}.{k} does not fit in 64 bits")
-            elif isinstance(a, float):
+            self.name(k, ("{} key", where))
+            t = type(a)
+            if t is int:
+                if not (-(1 << 63) <= a < (1 << 63)):
+                    raise self.fail(f"{_where(where)}.{k} does not fit in 64 bits")
+            elif t is bool or t is float:
                 pass
-            elif isinstance(a, str):
-                self.name(a, f"{where}.{k}", allow_empty=True)
-            elif isinstance(a, list):
-                for e in self.lst(a, f"{where}.{k}"):
-                    if not isinstance(e, int) or isinstance(e, bool) or not (-(1 << 63) <= e < (1 << 63)):
-                        raise self.fail(f"{where}.{k} must hold 64-bit integers only")
+            elif t is str:
+                self.name(a, ("{}.{}", where, k), allow_empty=True)
+            elif t is list:
+                for e in self.lst(a, ("{}.{}", where, k)):
+                    if type(e) is not int or not (-(1 << 63) <= e < (1 << 63)):
+                        raise self.fail(f"{_where(where)}.{k} must hold 64-bit integers only")
             else:
-                raise self.fail(f"{where}.{k} has unsupported type {type(a).__name__}")
+                raise self.fail(f"{_where(where)}.{k} has unsupported type {type(a).__name__}")
         return v
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    d: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in d:
-            raise ValueError(f"duplicate key {k!r}")
-        d[k] = v
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r}")
+            seen.add(k)
     return d
 
 
@@ -432,18 +463,17 @@ def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str,
     tensors: dict[str, Tensor] = {}
     spans: dict[str, tuple[int, int]] = {}
     for i, t in enumerate(v.lst(hdr["tensors"], "tensors", MAX_TENSORS)):
-        where = f"tensors[{i}]"
-        v.obj(t, _TENSOR_KEYS, _TENSOR_KEYS - {"meta"}, where)
-        name = v.name(t["name"], f"{where}.name")
+        v.obj(t, _TENSOR_KEYS, _TENSOR_REQUIRED, ("tensors[{}]", i))
+        name = v.name(t["name"], ("tensors[{}].name", i))
         if name in tensors:
             raise v.fail(f"tensor name '{name}' appears twice")
-        dtype = v.dtype(t["dtype"], f"tensor '{name}'")
-        shape = v.shape(t["shape"], f"tensor '{name}' shape", symbolic=False)
+        dtype = v.dtype(t["dtype"], ("tensor '{}'", name))
+        shape = v.shape(t["shape"], ("tensor '{}' shape", name), symbolic=False)
         enc = t["encoding"]
         if not isinstance(enc, str) or enc not in ENCODINGS:
             raise v.fail(f"tensor '{name}': unknown encoding {enc!r}; expected one of {sorted(ENCODINGS)}")
-        off = v.int_(t["offset"], f"tensor '{name}' offset", 0, 1 << 62)
-        nbytes = v.int_(t["nbytes"], f"tensor '{name}' nbytes", 0, 1 << 62)
+        off = v.int_(t["offset"], ("tensor '{}' offset", name), 0, 1 << 62)
+        nbytes = v.int_(t["nbytes"], ("tensor '{}' nbytes", name), 0, 1 << 62)
         try:
             ok, want = nbytes_ok(enc, dtype, shape, nbytes)
         except ValueError as e:
@@ -469,10 +499,10 @@ def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str,
     def value_infos(lst: Any, where: str) -> list[ValueInfo]:
         out = []
         for i, e in enumerate(v.lst(lst, where)):
-            v.obj(e, _VALUE_KEYS, _VALUE_KEYS, f"{where}[{i}]")
-            nm = v.name(e["name"], f"{where}[{i}].name")
-            out.append(ValueInfo(nm, v.dtype(e["dtype"], f"{where} '{nm}'"),
-                                 v.shape(e["shape"], f"{where} '{nm}' shape", symbolic=True)))
+            v.obj(e, _VALUE_KEYS, _VALUE_KEYS, ("{}[{}]", where, i))
+            nm = v.name(e["name"], ("{}[{}].name", where, i))
+            out.append(ValueInfo(nm, v.dtype(e["dtype"], ("{} '{}'", where, nm)),
+                                 v.shape(e["shape"], ("{} '{}' shape", where, nm), symbolic=True)))
         return out
 
     inputs = value_infos(g["inputs"], "graph.inputs")
@@ -483,14 +513,13 @@ def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str,
     if len(defined) != len(inputs) + len(tensors):
         raise v.fail("a graph input has the same name as another input or a tensor")
     for i, n in enumerate(v.lst(g["nodes"], "graph.nodes", MAX_NODES)):
-        where = f"graph.nodes[{i}]"
-        v.obj(n, _NODE_KEYS, _NODE_KEYS - {"attrs"}, where)
-        nm = v.name(n["name"], f"{where}.name", allow_empty=True)
-        op = v.name(n["op"], f"{where}.op")
+        v.obj(n, _NODE_KEYS, _NODE_REQUIRED, ("graph.nodes[{}]", i))
+        nm = v.name(n["name"], ("graph.nodes[{}].name", i), allow_empty=True)
+        op = v.name(n["op"], ("graph.nodes[{}].op", i))
         if op not in known:
             raise v.fail(f"node '{nm}': unknown op {op!r} (written by a newer lowbit?)")
-        ins = [v.name(x, f"{where}.inputs", allow_empty=True) for x in v.lst(n["inputs"], f"{where}.inputs")]
-        outs = [v.name(x, f"{where}.outputs") for x in v.lst(n["outputs"], f"{where}.outputs")]
+        ins = list(v.names(n["inputs"], ("graph.nodes[{}].inputs", i), allow_empty=True))
+        outs = list(v.names(n["outputs"], ("graph.nodes[{}].outputs", i), allow_empty=False))
         for x in ins:
             if x and x not in defined:
                 raise v.fail(f"node '{nm}' ({op}) reads '{x}', which no input, tensor or earlier node defines")
@@ -498,7 +527,7 @@ def parse_header(path: str, raw: bytes, data_len: int) -> tuple[Graph, dict[str,
             if x in defined:
                 raise v.fail(f"node '{nm}' ({op}) redefines '{x}'")
             defined.add(x)
-        nodes.append(Node(op, ins, outs, v.attrs(n.get("attrs", {}), f"{where}.attrs"), nm))
+        nodes.append(Node(op, ins, outs, v.attrs(n.get("attrs", {}), ("graph.nodes[{}].attrs", i)), nm))
     for o in outputs:
         if o.name not in defined:
             raise v.fail(f"graph output '{o.name}' is never produced")

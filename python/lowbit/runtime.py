@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any, Mapping
 
@@ -199,7 +200,16 @@ def load(path: str | os.PathLike, *, verify: bool = True) -> Model:
     """Maps a ``.qbin`` file and validates it (all checksums unless ``verify=False``,
     which skips only the data checksum, for trusted files). Weights are used in
     place from the map. Raises ``FormatError`` naming the file and the problem."""
-    return Model(load_file(path, verify=verify))
+    # The header becomes thousands of short-lived dicts and lists; the cyclic collector
+    # would walk every tracked object of the process several times over them. Paused
+    # for the load (none of them form cycles), then restored as it was.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return Model(load_file(path, verify=verify))
+    finally:
+        if paused:
+            gc.enable()
 
 
 def format_profile(rows: list[dict[str, Any]], top: int | None = None, by_op: bool = False) -> str:

@@ -299,3 +299,38 @@ def test_non_string_dtype_and_encoding(tmp_path, good):
     _expect(_mutate(tmp_path, good, lambda h: _first_tensor(h).update(encoding={"raw": 1}), "e.qbin"),
             "unknown encoding")
     _expect(_mutate(tmp_path, good, lambda h: h["graph"]["inputs"][0].update(dtype=[1]), "g.qbin"), "unknown dtype")
+
+
+def _set_attr(h, key, value):
+    h["graph"]["nodes"][0].setdefault("attrs", {})[key] = value
+
+
+@pytest.mark.parametrize("mutation, fragment", [
+    (lambda h: h["tensors"][0].update(name=7), "tensors[0].name must be a string, got int"),
+    (lambda h: h["tensors"][1].update(dtype=True), "tensor '{t1}': unknown dtype True"),
+    (lambda h: h["tensors"][0].update(shape=[3, -1]), "tensor '{t0}' shape[1] must be an integer in [0, "),
+    (lambda h: h["tensors"][0].update(shape=[3, True]), "tensor '{t0}' shape[1] must be an integer in [0, "),
+    (lambda h: h["tensors"][0].update(offset="64"), "tensor '{t0}' offset must be an integer in [0, "),
+    (lambda h: h["tensors"][0].update(nbytes=False), "tensor '{t0}' nbytes must be an integer in [0, "),
+    (lambda h: h["tensors"][2].update(extra=1), "tensors[2] has unknown field(s) ['extra']"),
+    (lambda h: h["tensors"][2].pop("offset"), "tensors[2] lacks field(s) ['offset']"),
+    (lambda h: h["graph"]["nodes"][1].update(inputs=[h["graph"]["nodes"][1]["inputs"][0], 5]),
+     "graph.nodes[1].inputs must be a string, got int"),
+    (lambda h: h["graph"]["nodes"][1].update(outputs=[""]), "graph.nodes[1].outputs is empty"),
+    (lambda h: h["graph"]["nodes"][0].update(inputs="x"), "graph.nodes[0].inputs must be a list, got str"),
+    (lambda h: h["graph"]["nodes"][0].update(op=None), "graph.nodes[0].op must be a string, got NoneType"),
+    (lambda h: _set_attr(h, "k" * 2000, 1), "graph.nodes[0].attrs key is 2000 characters long"),
+    (lambda h: _set_attr(h, "s", "v" * 2000), "graph.nodes[0].attrs.s is 2000 characters long"),
+    (lambda h: _set_attr(h, "l", [1, 2.5]), "graph.nodes[0].attrs.l must hold 64-bit integers only"),
+    (lambda h: _set_attr(h, "l", {"a": 1}), "graph.nodes[0].attrs.l has unsupported type dict"),
+    (lambda h: _set_attr(h, "big", 1 << 70), "graph.nodes[0].attrs.big does not fit in 64 bits"),
+    (lambda h: h["graph"]["inputs"][0].update(shape=[1.5]), "graph.inputs 'x' shape[0] must be an integer in [0, "),
+    (lambda h: h["graph"]["inputs"][0].update(shape=[""]), "graph.inputs 'x' shape[0] is empty"),
+    (lambda h: h["graph"]["outputs"][0].update(dtype="complex"), "unknown dtype 'complex'"),
+])
+def test_errors_name_the_place(tmp_path, good, mutation, fragment):
+    """Each check names where in the header it failed (the location strings are
+    built only on the error path, so each form is pinned here)."""
+    header, _, _ = qbin_tools.read(good)
+    fragment = fragment.format(t0=header["tensors"][0]["name"], t1=header["tensors"][1]["name"])
+    _expect(_mutate(tmp_path, good, mutation), fragment)
