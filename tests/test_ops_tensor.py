@@ -204,3 +204,48 @@ def test_axis_ops_reject_a_scalar_not_crashing(tmp_path, op):
     p = _qbin(tmp_path, [node], tensors, [("x", "float32", ())], outputs=node.outputs)
     with pytest.raises(ValueError, match="needs an input of rank >= 1 for axis 0, got a scalar"):
         lowbit.load(p).run(np.array(1.0, np.float32))
+
+
+# Operand shape pairs that exercise the broadcast walk: equal shapes (one merged row),
+# a broadcast in the middle, at the end, at the front, scalars, size-1 dims everywhere,
+# an empty dim, and patterns where only some neighbouring dims can be merged.
+_BCAST_PAIRS = [
+    ((2, 3, 5), (2, 3, 5)), ((2, 3, 5), (2, 1, 5)), ((2, 3, 5), (5,)), ((2, 3, 5), (2, 3, 1)),
+    ((2, 3, 5), ()), ((), (4, 1)), ((1, 1, 7), (3, 1, 1)), ((4, 1, 3, 1), (1, 5, 1, 2)),
+    ((2, 1, 6, 6), (1, 1, 1, 6)), ((3, 0, 2), (1, 1, 2)), ((1, 1, 1), (1, 1, 1)), ((6, 1), (1, 6)),
+    ((2, 3, 4, 5), (3, 1, 5)), ((1, 128, 128), (1, 1, 1, 128)),
+]
+
+
+@pytest.mark.parametrize("sa, sb", _BCAST_PAIRS)
+def test_broadcast_walk_where_expand_compare_int(tmp_path, sa, sb):
+    """Where (three operands), Expand, a comparison, And and integer Add over the
+    broadcast pairs above, against onnxruntime; inputs are run-time values."""
+    rng = np.random.default_rng(len(sa) * 10 + len(sb))
+    out = np.broadcast_shapes(sa, sb)
+    c_shape = sb[1:] if len(sb) > 0 else ()
+    ins = [helper.make_tensor_value_info("a", F, list(sa)), helper.make_tensor_value_info("b", F, list(sb)),
+           helper.make_tensor_value_info("ia", I64, list(sa)), helper.make_tensor_value_info("ib", I64, list(sb)),
+           helper.make_tensor_value_info("c", F, list(c_shape))]
+    feeds = {"a": rng.integers(-2, 3, sa).astype(np.float32), "b": rng.integers(-2, 3, sb).astype(np.float32),
+             "ia": rng.integers(-50, 50, sa).astype(np.int64), "ib": rng.integers(-50, 50, sb).astype(np.int64),
+             "c": rng.standard_normal(c_shape).astype(np.float32)}
+    nodes = [helper.make_node("Less", ["a", "b"], ["lt"]),                 # float compare
+             helper.make_node("Greater", ["ia", "ib"], ["gt"]),           # int64 compare
+             helper.make_node("And", ["lt", "gt"], ["both"]),
+             helper.make_node("Where", ["both", "a", "c"], ["w"]),        # three broadcast operands
+             helper.make_node("Add", ["ia", "ib"], ["isum"]),            # integer binary
+             helper.make_node("Cast", ["isum"], ["fsum"], to=F),
+             helper.make_node("Shape", ["fsum"], ["osh"]),
+             helper.make_node("Expand", ["c", "osh"], ["ce"]),
+             helper.make_node("Where", ["gt", "ce", "fsum"], ["w2"]),
+             helper.make_node("Add", ["w", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", F, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    p = str(tmp_path / "m.qbin")
+    lowbit.convert(model, p)
+    got = lowbit.load(p).run(feeds)
+    ref = models.ort_run(model, feeds)[0]
+    assert got.shape == ref.shape == np.broadcast_shapes(out, c_shape)
+    np.testing.assert_array_equal(got, ref)

@@ -67,7 +67,11 @@ class Binary : public Op {
     const T* x = r.in[0].as<const T>();
     const T* y = r.in[1].as<const T>();
     T* o = r.out[0].as<T>();
-    b.run([&](int64_t i, const int64_t* off) { o[i] = ibin<B, T>(x[off[0]], y[off[1]]); });
+    b.run_rows([&](int64_t i, const int64_t* off, int64_t n, const int64_t* st) {
+      const T* xr = x + off[0];
+      const T* yr = y + off[1];
+      for (int64_t k = 0; k < n; ++k) o[i + k] = ibin<B, T>(xr[k * st[0]], yr[k * st[1]]);
+    });
   }
   void run(const RunArgs& r) const override {
     if (t_ == DType::kI64) return run_int<int64_t>(r);
@@ -129,19 +133,32 @@ class Compare : public Op {
     const T* x = r.in[0].as<const T>();
     const T* y = r.in[1].as<const T>();
     uint8_t* o = r.out[0].as<uint8_t>();
-    b.run([&](int64_t i, const int64_t* off) {
-      const T a = x[off[0]], c = y[off[1]];
-      bool v;
-      if constexpr (C == Cmp::kEq) v = a == c;
-      else if constexpr (C == Cmp::kLt) v = a < c;
-      else if constexpr (C == Cmp::kGt) v = a > c;
-      else if constexpr (C == Cmp::kLe) v = a <= c;
-      else if constexpr (C == Cmp::kGe) v = a >= c;
-      else if constexpr (C == Cmp::kAnd) v = a && c;
-      else if constexpr (C == Cmp::kOr) v = a || c;
-      else v = bool(a) != bool(c);
-      o[i] = v ? 1 : 0;
+    b.run_rows([&](int64_t i, const int64_t* off, int64_t n, const int64_t* st) {
+      const T* xr = x + off[0];
+      const T* yr = y + off[1];
+      uint8_t* orow = o + i;
+      if (st[0] == 1 && st[1] == 1) {
+        for (int64_t k = 0; k < n; ++k) orow[k] = cmp(xr[k], yr[k]);
+      } else if (st[0] == 1 && st[1] == 0) {
+        const T c = yr[0];
+        for (int64_t k = 0; k < n; ++k) orow[k] = cmp(xr[k], c);
+      } else {
+        for (int64_t k = 0; k < n; ++k) orow[k] = cmp(xr[k * st[0]], yr[k * st[1]]);
+      }
     });
+  }
+  template <class T>
+  static uint8_t cmp(T a, T c) {
+    bool v;
+    if constexpr (C == Cmp::kEq) v = a == c;
+    else if constexpr (C == Cmp::kLt) v = a < c;
+    else if constexpr (C == Cmp::kGt) v = a > c;
+    else if constexpr (C == Cmp::kLe) v = a <= c;
+    else if constexpr (C == Cmp::kGe) v = a >= c;
+    else if constexpr (C == Cmp::kAnd) v = a && c;
+    else if constexpr (C == Cmp::kOr) v = a || c;
+    else v = bool(a) != bool(c);
+    return v ? 1 : 0;
   }
   void run(const RunArgs& r) const override {
     switch (t_) {

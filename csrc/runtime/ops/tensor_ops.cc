@@ -161,22 +161,50 @@ class Where : public Op {
     out[0] = broadcast_shapes(broadcast_shapes(*in[0], *in[1]), *in[2]);
   }
   void run(const RunArgs& a) const override {
-    Broadcast b(a.out[0].shape, {&a.in[0].shape, &a.in[1].shape, &a.in[2].shape});
-    const size_t es = dtype_size(t_);
-    const uint8_t* c = a.in[0].as<const uint8_t>();
-    const uint8_t* x = a.in[1].as<const uint8_t>();
-    const uint8_t* y = a.in[2].as<const uint8_t>();
-    uint8_t* o = a.out[0].as<uint8_t>();
-    b.run([&](int64_t i, const int64_t* off) {
-      std::memcpy(o + i * es, c[off[0]] ? x + off[1] * es : y + off[2] * es, es);
-    });
+    switch (dtype_size(t_)) {
+      case 1: return go<uint8_t>(a);
+      case 2: return go<uint16_t>(a);
+      case 4: return go<uint32_t>(a);
+      default: return go<uint64_t>(a);
+    }
   }
   DType out_dtype(size_t) const override { return t_; }
   bool input_dtype_ok(size_t i, DType t) const override { return i == 0 ? t == DType::kU8 : t == t_; }
 
  private:
+  // T: an unsigned type of the element's size (the values are copied, not computed on).
+  template <class T>
+  void go(const RunArgs& a) const {
+    Broadcast b(a.out[0].shape, {&a.in[0].shape, &a.in[1].shape, &a.in[2].shape});
+    const uint8_t* c = a.in[0].as<const uint8_t>();
+    const T* x = static_cast<const T*>(a.in[1].data);
+    const T* y = static_cast<const T*>(a.in[2].data);
+    T* o = static_cast<T*>(a.out[0].data);
+    b.run_rows([&](int64_t i, const int64_t* off, int64_t n, const int64_t* st) {
+      const uint8_t* cr = c + off[0];
+      const T* xr = x + off[1];
+      const T* yr = y + off[2];
+      T* orow = o + i;
+      if (st[0] == 1 && st[1] == 0 && st[2] == 0) {  // a mask choosing between two scalars
+        const T xv = xr[0], yv = yr[0];
+        for (int64_t k = 0; k < n; ++k) orow[k] = cr[k] ? xv : yv;
+      } else if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+        for (int64_t k = 0; k < n; ++k) orow[k] = cr[k] ? xr[k] : yr[k];
+      } else {
+        for (int64_t k = 0; k < n; ++k) orow[k] = cr[k * st[0]] ? xr[k * st[1]] : yr[k * st[2]];
+      }
+    });
+  }
   DType t_;
 };
+
+template <class T>
+void fill_row(uint8_t* dst, const uint8_t* src, int64_t n) {
+  T v;
+  std::memcpy(&v, src, sizeof(T));
+  T* d = reinterpret_cast<T*>(dst);  // output buffers are aligned to at least the element size
+  for (int64_t k = 0; k < n; ++k) d[k] = v;
+}
 
 class Expand : public Op {
  public:
@@ -191,9 +219,22 @@ class Expand : public Op {
   void run(const RunArgs& a) const override {
     Broadcast b(a.out[0].shape, {&a.in[0].shape});
     const size_t es = dtype_size(t_);
-    const uint8_t* x = a.in[0].as<const uint8_t>();
-    uint8_t* o = a.out[0].as<uint8_t>();
-    b.run([&](int64_t i, const int64_t* off) { std::memcpy(o + i * es, x + off[0] * es, es); });
+    const uint8_t* x = static_cast<const uint8_t*>(a.in[0].data);
+    uint8_t* o = static_cast<uint8_t*>(a.out[0].data);
+    b.run_rows([&](int64_t i, const int64_t* off, int64_t n, const int64_t* st) {
+      uint8_t* orow = o + size_t(i) * es;
+      const uint8_t* src = x + size_t(off[0]) * es;
+      if (st[0] == 1) {
+        std::memcpy(orow, src, size_t(n) * es);
+      } else {  // one element repeated along the row
+        switch (es) {
+          case 1: fill_row<uint8_t>(orow, src, n); break;
+          case 2: fill_row<uint16_t>(orow, src, n); break;
+          case 4: fill_row<uint32_t>(orow, src, n); break;
+          default: fill_row<uint64_t>(orow, src, n); break;
+        }
+      }
+    });
   }
   DType out_dtype(size_t) const override { return t_; }
   bool input_dtype_ok(size_t i, DType t) const override { return i == 0 ? t == t_ : t == DType::kI64; }
