@@ -67,3 +67,19 @@ def ort_run(model: onnx.ModelProto, feeds: dict, threads: int = 1):
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def convert_with_and_without(model, tmp_path, monkeypatch, pass_fn):
+    """Converts ``model`` with the default pipeline and again without ``pass_fn``;
+    returns the two loaded models (fused, plain)."""
+    import sys
+
+    import lowbit
+    fused = str(tmp_path / "fused.qbin")
+    lowbit.convert(model, fused)
+    with monkeypatch.context() as mp:
+        convert_mod = sys.modules["lowbit.convert"]  # the module (lowbit.convert is the function)
+        mp.setattr(convert_mod, "DEFAULT_PIPELINE", [p for p in convert_mod.DEFAULT_PIPELINE if p is not pass_fn])
+        plain = str(tmp_path / "plain.qbin")
+        lowbit.convert(model, plain)
+    return lowbit.load(fused), lowbit.load(plain)

@@ -4,7 +4,6 @@ fusion. The fused graph must be used, match onnxruntime, give the unfused
 graph's exact bits (same operations in the same order), and the same bits at
 1 and 2 threads, at several batch / sequence lengths of one converted file."""
 
-import sys
 
 import numpy as np
 import pytest
@@ -91,14 +90,7 @@ def feeds_for(model, B, S, T, seed):
 
 
 def convert_both(model, tmp_path, monkeypatch):
-    fused = str(tmp_path / "fused.qbin")
-    lowbit.convert(model, fused)
-    with monkeypatch.context() as mp:
-        convert_mod = sys.modules["lowbit.convert"]  # the module (lowbit.convert is the function)
-        mp.setattr(convert_mod, "DEFAULT_PIPELINE", [p for p in convert_mod.DEFAULT_PIPELINE if p is not fuse_attention])
-        plain = str(tmp_path / "plain.qbin")
-        lowbit.convert(model, plain)
-    return lowbit.load(fused), lowbit.load(plain)
+    return models.convert_with_and_without(model, tmp_path, monkeypatch, fuse_attention)
 
 
 VARIANTS = {

@@ -104,6 +104,48 @@ def test_layernorm_without_bias(tmp_path):
           rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["same-shape", "broadcast-residual", "constant-residual", "axis-2", "sum-read-twice"])
+def test_add_layernorm_fusion_same_bits(tmp_path, monkeypatch, case):
+    """A residual Add read only by a LayerNormalization becomes one AddLayerNormalization
+    (the sum computed in the norm's first pass): bit-identical to the two ops, and within
+    float rounding of onnxruntime. An Add whose sum is read elsewhere stays an Add."""
+    from lowbit.passes import fuse_add_layernorm
+    rng = np.random.default_rng(5)
+    h = 40  # a 32-lane block and a tail
+    b_shape = {"broadcast-residual": [1, "s", h], "constant-residual": None}.get(case, ["n", "s", h])
+    axis = -2 if case == "axis-2" else -1
+    norm = [5, h] if axis == -2 else [h]
+    inits = {"g": rng.standard_normal(norm).astype(np.float32), "beta": rng.standard_normal(norm).astype(np.float32)}
+    ins = [("a", ["n", "s", h])]
+    if b_shape is None:
+        inits["r"] = rng.standard_normal([h]).astype(np.float32)
+    else:
+        ins.append(("r", b_shape))
+    nodes = [helper.make_node("Add", ["a", "r"], ["sum"]),
+             helper.make_node("LayerNormalization", ["sum", "g", "beta"], ["ln"], axis=axis, epsilon=1e-5)]
+    if case == "sum-read-twice":
+        nodes.append(helper.make_node("Mul", ["ln", "sum"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["ln"], ["y"]))
+    inputs = [helper.make_tensor_value_info(n, F, s) for n, s in ins]
+    model = models.make_model(nodes, inputs, [helper.make_tensor_value_info("y", F, ["n", "s", h])], inits, 17)
+    fused, plain = models.convert_with_and_without(model, tmp_path, monkeypatch, fuse_add_layernorm)
+    ops = [n.op for n in fused.graph.nodes]
+    if case == "sum-read-twice":
+        assert "AddLayerNormalization" not in ops and "Add" in ops
+    else:
+        assert "AddLayerNormalization" in ops and "Add" not in ops and "LayerNormalization" not in ops
+        assert [n.op for n in plain.graph.nodes].count("Add") == 1
+    for n_, s_ in ((2, 5), (1, 5), (3, 5)):
+        feeds = {"a": (rng.standard_normal((n_, s_, h)) * 2 + 1).astype(np.float32)}
+        if b_shape is not None:
+            feeds["r"] = rng.standard_normal([1 if d == 1 else (n_ if d == "n" else s_ if d == "s" else d)
+                                              for d in b_shape]).astype(np.float32)
+        got, want = fused.run(feeds), plain.run(feeds)
+        assert np.array_equal(got.view(np.int32), want.view(np.int32)), case
+        np.testing.assert_allclose(got, models.ort_run(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("target,out", [([0, -1], [2, 12]), ([4, 6], [4, 6]), ([-1], [24]), ([2, 3, 2, 2], [2, 3, 2, 2])])
 def test_reshape(tmp_path, target, out):
     check(tmp_path, [helper.make_node("Reshape", ["a", "shape"], ["y"])], [("a", [2, 3, 4])], out,

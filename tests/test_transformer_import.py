@@ -109,8 +109,9 @@ def test_fusions(encoder):
     name, module, _, _, m, _, _ = encoder
     ops = [l["op"] for l in m.layers()]
     layers = module.model.config.num_hidden_layers
-    # every layer norm (embeddings + 2 per layer) is one op, decomposed or not in the source
-    assert ops.count("LayerNormalization") == 2 * layers + 1
+    # every layer norm (embeddings + 2 per layer) is one op, decomposed or not in the source, and
+    # the residual (or embedding) Add before each is folded into it
+    assert ops.count("AddLayerNormalization") == 2 * layers + 1 and "LayerNormalization" not in ops
     assert "ReduceMean" not in ops and "Erf" not in ops and "Pow" not in ops
     # Q, K, V, output, and the two FFN projections are Dense; GELU fused into the first FFN one
     dense = [l for l in m.layers() if l["op"] == "Dense"]

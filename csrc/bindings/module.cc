@@ -574,6 +574,41 @@ py::array_t<float> py_f32_softmax_pre(const std::string& isa, F32Array x, int sc
   return y;
 }
 
+// Test hook: a named ISA's layer normalization of each row of a 2-D x (plus skip, same shape, or
+// None); returns (y, mean per row, istd per row). inplace: y starts as a copy of x and is passed
+// as both x and y.
+py::tuple py_f32_layernorm(const std::string& isa, F32Array x, py::object skip, F32Array gamma, py::object beta,
+                           float eps, bool inplace) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 2) throw std::invalid_argument("expected a 2-D float32 array");
+  const int64_t rows = x.shape(0), n = x.shape(1);
+  if (n < 1) throw std::invalid_argument("rows must not be empty");
+  if (gamma.ndim() != 1 || gamma.shape(0) != n) throw std::invalid_argument("gamma must be 1-D of the row length");
+  F32Array sk, bt;
+  if (!skip.is_none()) {
+    sk = py::cast<F32Array>(skip);
+    if (sk.ndim() != 2 || sk.shape(0) != rows || sk.shape(1) != n) throw std::invalid_argument("skip must have x's shape");
+  }
+  if (!beta.is_none()) {
+    bt = py::cast<F32Array>(beta);
+    if (bt.ndim() != 1 || bt.shape(0) != n) throw std::invalid_argument("beta must be 1-D of the row length");
+  }
+  py::array_t<float> y(std::vector<int64_t>{rows, n}), mean(std::vector<int64_t>{rows}), istd(std::vector<int64_t>{rows});
+  float* yp = y.mutable_data();
+  if (inplace) std::memcpy(yp, x.data(), size_t(rows * n) * 4);
+  const float* xp = inplace ? yp : x.data();
+  const float* sp = skip.is_none() ? nullptr : sk.data();
+  const LayerNormParams p{gamma.data(), beta.is_none() ? nullptr : bt.data(), eps};
+  float* mp = mean.mutable_data();
+  float* ip = istd.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    for (int64_t r = 0; r < rows; ++r)
+      t.vmath.layernorm(xp + r * n, sp ? sp + r * n : nullptr, yp + r * n, n, p, mp + r, ip + r);
+  }
+  return py::make_tuple(y, mean, istd);
+}
+
 // Test hook: a named ISA's depthwise kernel over rows [r0, r1) of y (x [N,H,W,C], w [kh,kw,C]).
 void py_f32_dwconv(const std::string& isa, F32Array x, F32Array w, py::object bias, py::array_t<float, py::array::c_style> y,
                    std::vector<int64_t> stride, std::vector<int64_t> dilation, std::vector<int64_t> pad_tl, int64_t r0,
@@ -635,6 +670,7 @@ PYBIND11_MODULE(_core, m) {
     d["crc32c"] = t.crc32c_name;
     d["f32-softmax"] = t.vmath.softmax_name;
     d["f32-gelu"] = t.vmath.gelu_name;
+    d["f32-layernorm"] = t.vmath.layernorm_name;
     d["f32-dwconv"] = t.f32_dwconv.name;
     d["f32-conv"] = t.f32_gemm_implicit_a ? "implicit-gemm" : "im2col";
     d["qs8-requant"] = t.qs8_requant_name;
@@ -660,6 +696,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("x_grid") = py::none(), py::arg("y_grid") = py::none());
   m.def("qs8_quant", &py_qs8_quant);
   m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
+  m.def("f32_layernorm", &py_f32_layernorm, py::arg("isa"), py::arg("x"), py::arg("skip"), py::arg("gamma"),
+        py::arg("beta"), py::arg("eps"), py::arg("inplace") = false);
   m.def("f32_softmax_pre", &py_f32_softmax_pre, py::arg("isa"), py::arg("x"), py::arg("scale_op"), py::arg("scale"),
         py::arg("add") = py::none(), py::arg("inplace") = false);
   m.def("f32_dwconv", &py_f32_dwconv, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),

@@ -46,6 +46,7 @@ void check_complete(const KernelTable& t) {
       {reinterpret_cast<const void*>(t.vmath.softmax_row), "vmath.softmax_row"}, {t.vmath.softmax_name, "vmath.softmax_name"},
       {reinterpret_cast<const void*>(t.vmath.gelu), "vmath.gelu"}, {t.vmath.gelu_name, "vmath.gelu_name"},
       {reinterpret_cast<const void*>(t.vmath.softmax_pre), "vmath.softmax_pre"},
+      {reinterpret_cast<const void*>(t.vmath.layernorm), "vmath.layernorm"}, {t.vmath.layernorm_name, "vmath.layernorm_name"},
       {reinterpret_cast<const void*>(t.f32_dwconv.fn), "f32_dwconv.fn"}, {t.f32_dwconv.name, "f32_dwconv.name"},
   };
 #undef FIELD
@@ -71,7 +72,8 @@ KernelTable scalar_level() {
   KERNEL(t, qs8_spmm, ref::qs8_spmm_k16__scalar);
   KERNEL(t, qs8_bspmm, ref::qs8_bspmm_s8c4__scalar);
   t.vmath = {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar",
-             &ref::f32_softmax_pre_row__scalar};
+             &ref::f32_softmax_pre_row__scalar,
+             &ref::f32_layernorm_row__scalar, "f32_layernorm_row__scalar"};
   t.f32_dwconv = {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
   KERNEL(t, qs8_quant_split, ref::qs8_quant_split__scalar);
   KERNEL(t, qw_axpy, ref::qw_axpy__scalar);
@@ -97,7 +99,8 @@ KernelTable avx2_level() {
   KERNEL(t, qs8_spmm, avx2::qs8_spmm_k16m4__avx2);
   KERNEL(t, qs8_bspmm, avx2::qs8_bspmm_s8c4__avx2);
   t.vmath = {&avx2::f32_softmax_row__avx2, "f32_softmax_row__avx2", &avx2::f32_gelu__avx2, "f32_gelu__avx2",
-             &avx2::f32_softmax_pre_row__avx2};
+             &avx2::f32_softmax_pre_row__avx2,
+             &avx2::f32_layernorm_row__avx2, "f32_layernorm_row__avx2"};
   t.f32_dwconv = {&avx2::f32_dwconv_nhwc__avx2, "f32_dwconv_nhwc__avx2"};
   KERNEL(t, qs8_quant_split, avx2::qs8_quant_split__avx2);
   KERNEL(t, qw_axpy, avx2::qw_axpy__avx2);
@@ -126,7 +129,8 @@ KernelTable avx512vnni_level() {
   KERNEL(t, qs8_bspmm, avx512::qs8_bspmm_s8c4__avx512vnni);
   t.qs8_spmm_biased = true;
   t.vmath = {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512",
-             &avx512::f32_softmax_pre_row__avx512};
+             &avx512::f32_softmax_pre_row__avx512,
+             &avx512::f32_layernorm_row__avx512, "f32_layernorm_row__avx512"};
   t.f32_dwconv = {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
   // the outlier split: a few passes over rows in L1 and one weight row per outlier, the AVX2 kernels
   KERNEL(t, qs8_quant_split, avx2::qs8_quant_split__avx2);

@@ -47,6 +47,10 @@ def f32_gemm_implicit(isa: str, A: npt.NDArray[np.float32], lda: int, kseg: int,
     """The fp32 GEMM over an implicit (im2col-free) A read from a flat buffer (f32_gemm.h)."""
 def f32_row(isa: str, fn: str, x: npt.ArrayLike, inplace: bool = False) -> npt.NDArray[np.float32]:
     """A named ISA's f32-vmath row function (``softmax`` or ``gelu``) over a 1-D array."""
+def f32_layernorm(isa: str, x: npt.ArrayLike, skip: npt.ArrayLike | None, gamma: npt.ArrayLike,
+                  beta: npt.ArrayLike | None, eps: float, inplace: bool = False
+                  ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """A named ISA's layer normalization of each row of ``x`` (plus ``skip``): (y, mean, istd)."""
 def f32_softmax_pre(isa: str, x: npt.ArrayLike, scale_op: int, scale: float, add: npt.ArrayLike | None = None,
                     inplace: bool = False) -> npt.NDArray[np.float32]:
     """A named ISA's softmax of ``x`` scaled (``scale_op`` 1: times, 2: divided by ``scale``)

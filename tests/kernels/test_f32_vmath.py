@@ -190,3 +190,77 @@ def test_softmax_pre_special_rows(isa):
     y = _core.f32_softmax_pre(isa, np.arange(9, dtype=np.float32), 1, 0.0,
                               np.array([0, -1, -np.inf, 0, 0, 0, 0, 0, -np.inf], np.float32))
     assert y[2] == 0 and y[8] == 0 and abs(y[0] - 1 / (6 + np.exp(-1.0))) < 1e-6
+
+
+def _layernorm_spec(x, skip, g, b, eps):
+    """The reference's float32 operations in numpy (f32_vmath.h): 32 lane sums folded
+    (j, j + 16), then (j, j + 8), then 8 values and the tail in order."""
+    s = x if skip is None else (x + skip).astype(np.float32)
+    n = s.shape[0]
+    full = n - n % 32
+
+    def fold(vals):
+        lane = np.zeros(32, np.float32)
+        for k in range(0, full, 32):
+            lane = (lane + vals[k:k + 32]).astype(np.float32)
+        u = (lane[:16] + lane[16:]).astype(np.float32)
+        t = (u[:8] + u[8:]).astype(np.float32)
+        acc = np.float32(0)
+        for v in list(t) + list(vals[full:]):
+            acc = np.float32(acc + v)
+        return acc
+
+    mean = np.float32(fold(s) / np.float32(n))
+    d = (s - mean).astype(np.float32)
+    var = fold((d * d).astype(np.float32))
+    istd = np.float32(np.float32(1) / np.sqrt(np.float32(var / np.float32(n) + np.float32(eps))))
+    y = (((s - mean).astype(np.float32) * istd).astype(np.float32) * g).astype(np.float32)
+    if b is not None:
+        y = (y + b).astype(np.float32)
+    return y, mean, istd
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 384, 1000, 1536])
+def test_layernorm_every_isa_has_the_reference_bits(isa, n):
+    # every ISA computes the float operations f32_vmath.h specifies: the same bits as the
+    # numpy model of them, with and without skip / beta, in place or not; mean and istd too
+    rng = np.random.default_rng(n)
+    rows = 3
+    x = (rng.standard_normal((rows, n)) * 3 + 0.5).astype(np.float32)
+    skip = rng.standard_normal((rows, n)).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    for sk in (None, skip):
+        for bb in (None, b):
+            y, mean, istd = _core.f32_layernorm(isa, x, sk, g, bb, 1e-5)
+            for r in range(rows):
+                wy, wm, wi = _layernorm_spec(x[r], None if sk is None else sk[r], g, bb, 1e-5)
+                assert np.array_equal(y[r].view(np.int32), wy.view(np.int32)), (isa, n, sk is None, bb is None, r)
+                assert mean[r] == wm and istd[r] == wi
+            y2, _, _ = _core.f32_layernorm(isa, x, sk, g, bb, 1e-5, inplace=True)
+            assert np.array_equal(y2.view(np.int32), y.view(np.int32))
+    # and the math: the float64 normalization of x + skip, within float32 rounding
+    s = (x + skip).astype(np.float64)
+    mu = s.mean(1, keepdims=True)
+    want = (s - mu) / np.sqrt(((s - mu) ** 2).mean(1, keepdims=True) + 1e-5) * g + b
+    y, _, _ = _core.f32_layernorm(isa, x, skip, g, b, 1e-5)
+    np.testing.assert_allclose(y, want, rtol=0, atol=2e-5 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_layernorm_special_rows(isa):
+    # a constant row is 0 * istd (istd = 1/sqrt(eps)) + beta; an inf or NaN poisons its row
+    # only; the other rows are unaffected
+    n = 40
+    g = np.full(n, 2.0, np.float32)
+    b = np.full(n, 0.25, np.float32)
+    x = np.ones((4, n), np.float32)
+    x[1, 5] = np.inf
+    x[2, 39] = np.nan  # in the tail
+    x[3] = np.arange(n, dtype=np.float32)
+    y, mean, istd = _core.f32_layernorm(isa, x, None, g, b, 1e-5)
+    assert np.all(y[0] == 0.25) and mean[0] == 1 and istd[0] == np.float32(1 / np.sqrt(np.float32(1e-5)))
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all()
+    want = _core.f32_layernorm("scalar", x[3:], None, g, b, 1e-5)[0]
+    assert np.array_equal(y[3:], want)

@@ -557,6 +557,37 @@ static void test_vmath(const KernelTable& t) {
   }
 }
 
+// Layer normalization: bit for bit with the scalar reference (the same 32-lane sums and
+// fold, no FMA), with and without skip and beta, in place, over lengths around the lanes.
+static void test_layernorm(const KernelTable& t) {
+  const VMathKernels k = vmath_of(t);
+  if (k.layernorm == &ref::f32_layernorm_row__scalar) return;  // the reference itself
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd;
+  for (int64_t n : {1, 7, 8, 16, 17, 31, 32, 33, 64, 100, 384, 1000}) {
+    std::vector<float> x(n), skip(n), g(n), b(n), y0(n), y1(n), yi(n);
+    for (int64_t i = 0; i < n; ++i) {
+      x[i] = 3.f * nd(rng) + 0.5f;
+      skip[i] = nd(rng);
+      g[i] = nd(rng);
+      b[i] = nd(rng);
+    }
+    for (int variant = 0; variant < 4; ++variant) {
+      const float* sk = (variant & 1) ? skip.data() : nullptr;
+      const LayerNormParams p{g.data(), (variant & 2) ? b.data() : nullptr, 1e-5f};
+      float m0 = 0, m1 = 0, i0 = 0, i1 = 0;
+      ref::f32_layernorm_row__scalar(x.data(), sk, y0.data(), n, p, &m0, &i0);
+      k.layernorm(x.data(), sk, y1.data(), n, p, &m1, &i1);
+      yi = x;
+      k.layernorm(yi.data(), sk, yi.data(), n, p, nullptr, nullptr);
+      check(std::memcmp(y0.data(), y1.data(), size_t(n) * 4) == 0 && std::memcmp(y0.data(), yi.data(), size_t(n) * 4) == 0 &&
+                m0 == m1 && i0 == i1,
+            std::string(t.isa_name) + " " + k.layernorm_name + " n=" + std::to_string(n) + " variant=" +
+                std::to_string(variant));
+    }
+  }
+}
+
 // Depthwise convolution: bit for bit with the scalar kernel (same tap order, no FMA).
 static void test_dwconv(const KernelTable& t) {
   const F32DwConvKernel k = dwconv_of(t);
@@ -667,6 +698,7 @@ int main(int argc, char** argv) {
       test_qw_axpy(t, all_kernel_tables().back());
       std::printf("  rows: %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name);
       test_vmath(t);
+      test_layernorm(t);
       test_dwconv(t);
       std::printf("  sparse: %s, %s, %s\n", t.f32_spmm_name, t.qs8_spmm_name, t.qs8_bspmm_name);
       test_sparse(t, all_kernel_tables().back());

@@ -225,5 +225,83 @@ void f32_gelu__avx2(const float* x, float* y, int64_t n) {
 }
 #undef LOWBIT_GELU_STAGES
 
+namespace {
+// t = (a0 + a2) + (a1 + a3): lanes 0-7, 8-15, 16-23, 24-31 folded as f32_vmath.h says.
+inline float FoldLanes(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));
+  float sum = 0.f;
+  for (int j = 0; j < 8; ++j) sum += t[j];
+  return sum;
+}
+}  // namespace
+
+void f32_layernorm_row__avx2(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
+                             float* mean_out, float* istd_out) {
+  const int64_t full = n - n % 32;
+  const float* s = x;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  if (skip) {  // s = x + skip into y, summed on the way
+    int64_t k = 0;
+    for (; k < full; k += 32) {
+      const __m256 v0 = _mm256_add_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(skip + k));
+      const __m256 v1 = _mm256_add_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(skip + k + 8));
+      const __m256 v2 = _mm256_add_ps(_mm256_loadu_ps(x + k + 16), _mm256_loadu_ps(skip + k + 16));
+      const __m256 v3 = _mm256_add_ps(_mm256_loadu_ps(x + k + 24), _mm256_loadu_ps(skip + k + 24));
+      _mm256_storeu_ps(y + k, v0);
+      _mm256_storeu_ps(y + k + 8, v1);
+      _mm256_storeu_ps(y + k + 16, v2);
+      _mm256_storeu_ps(y + k + 24, v3);
+      a0 = _mm256_add_ps(a0, v0);
+      a1 = _mm256_add_ps(a1, v1);
+      a2 = _mm256_add_ps(a2, v2);
+      a3 = _mm256_add_ps(a3, v3);
+    }
+    for (; k < n; ++k) y[k] = x[k] + skip[k];
+    s = y;
+  } else {
+    for (int64_t k = 0; k < full; k += 32) {
+      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(s + k));
+      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(s + k + 8));
+      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(s + k + 16));
+      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(s + k + 24));
+    }
+  }
+  float sum = FoldLanes(a0, a1, a2, a3);
+  for (int64_t k = full; k < n; ++k) sum += s[k];
+  const float mean = sum / float(n);
+  const __m256 vm = _mm256_set1_ps(mean);
+  a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t k = 0; k < full; k += 32) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(s + k), vm);
+    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(s + k + 8), vm);
+    const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(s + k + 16), vm);
+    const __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(s + k + 24), vm);
+    a0 = _mm256_add_ps(a0, _mm256_mul_ps(d0, d0));  // mul then add: no FMA, the reference's rounding
+    a1 = _mm256_add_ps(a1, _mm256_mul_ps(d1, d1));
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(d2, d2));
+    a3 = _mm256_add_ps(a3, _mm256_mul_ps(d3, d3));
+  }
+  float var = FoldLanes(a0, a1, a2, a3);
+  for (int64_t k = full; k < n; ++k) {
+    const float d = s[k] - mean;
+    var += d * d;
+  }
+  const float istd = 1.f / std::sqrt(var / float(n) + p.eps);
+  const __m256 vi = _mm256_set1_ps(istd);
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + k), vm), vi), _mm256_loadu_ps(p.gamma + k));
+    if (p.beta) v = _mm256_add_ps(v, _mm256_loadu_ps(p.beta + k));
+    _mm256_storeu_ps(y + k, v);
+  }
+  for (; k < n; ++k) {
+    const float v = (s[k] - mean) * istd * p.gamma[k];
+    y[k] = p.beta ? v + p.beta[k] : v;
+  }
+  if (mean_out) *mean_out = mean;
+  if (istd_out) *istd_out = istd;
+}
+
 }  // namespace avx2
 }  // namespace lowbit

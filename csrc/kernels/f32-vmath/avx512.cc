@@ -114,5 +114,67 @@ void f32_gelu__avx512(const float* x, float* y, int64_t n) {
   }
 }
 
+void f32_layernorm_row__avx512(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
+                               float* mean_out, float* istd_out) {
+  const int64_t full = n - n % 32;
+  const float* s = x;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;  // lanes 0-15 and 16-31
+  if (skip) {  // s = x + skip into y, summed on the way
+    int64_t k = 0;
+    for (; k < full; k += 32) {
+      const __m512 v0 = _mm512_add_ps(_mm512_loadu_ps(x + k), _mm512_loadu_ps(skip + k));
+      const __m512 v1 = _mm512_add_ps(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(skip + k + 16));
+      _mm512_storeu_ps(y + k, v0);
+      _mm512_storeu_ps(y + k + 16, v1);
+      a0 = _mm512_add_ps(a0, v0);
+      a1 = _mm512_add_ps(a1, v1);
+    }
+    for (; k < n; ++k) y[k] = x[k] + skip[k];
+    s = y;
+  } else {
+    for (int64_t k = 0; k < full; k += 32) {
+      a0 = _mm512_add_ps(a0, _mm512_loadu_ps(s + k));
+      a1 = _mm512_add_ps(a1, _mm512_loadu_ps(s + k + 16));
+    }
+  }
+  // u = lanes j + lanes j+16, t = u[0..7] + u[8..15], then t in order (f32_vmath.h)
+  auto fold = [](__m512 l0, __m512 l1) {
+    const __m512 u = _mm512_add_ps(l0, l1);
+    alignas(32) float t[8];
+    _mm256_store_ps(t, _mm256_add_ps(_mm512_castps512_ps256(u),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1))));
+    float r = 0.f;
+    for (int j = 0; j < 8; ++j) r += t[j];
+    return r;
+  };
+  float sum = fold(a0, a1);
+  for (int64_t k = full; k < n; ++k) sum += s[k];
+  const float mean = sum / float(n);
+  const __m512 vm = _mm512_set1_ps(mean);
+  a0 = _mm512_setzero_ps(), a1 = a0;
+  for (int64_t k = 0; k < full; k += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(s + k), vm);
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(s + k + 16), vm);
+    a0 = _mm512_add_ps(a0, _mm512_mul_ps(d0, d0));  // mul then add: no FMA, the reference's rounding
+    a1 = _mm512_add_ps(a1, _mm512_mul_ps(d1, d1));
+  }
+  float var = fold(a0, a1);
+  for (int64_t k = full; k < n; ++k) {
+    const float d = s[k] - mean;
+    var += d * d;
+  }
+  const float istd = 1.f / std::sqrt(var / float(n) + p.eps);
+  const __m512 vi = _mm512_set1_ps(istd);
+  for (int64_t k = 0; k < n; k += 16) {
+    const __mmask16 m = Tail(n - k);
+    __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + k), vm), vi),
+                             _mm512_maskz_loadu_ps(m, p.gamma + k));
+    if (p.beta) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, p.beta + k));
+    _mm512_mask_storeu_ps(y + k, m, v);
+  }
+  if (mean_out) *mean_out = mean;
+  if (istd_out) *istd_out = istd;
+}
+
 }  // namespace avx512
 }  // namespace lowbit

@@ -1,5 +1,6 @@
 // Vectorized fp32 row functions for the transformer ops: softmax over one
-// contiguous row, and exact-form GELU (0.5 x (1 + erf(x / sqrt 2))).
+// contiguous row, exact-form GELU (0.5 x (1 + erf(x / sqrt 2))), and layer
+// normalization (bit-identical on every ISA; see LayerNormParams).
 //
 // The scalar versions (ref.cc, the truth) use libm (GELU as 0.5 x erfc(-x / sqrt 2)
 // in double, within 1 ulp); the AVX2 and AVX-512 versions use the same polynomial
@@ -33,12 +34,30 @@ struct SoftmaxPre {
 };
 using F32SoftmaxPreFn = void (*)(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
 
+// Layer normalization of one row of n values: s = x (+ skip, when skip is not null, written
+// to y first: the bits of a separate Add), mean and variance of s, then
+// y = ((s - mean) * istd) * gamma + beta (beta may be null), istd = 1 / sqrt(var + eps).
+// The sums run over 32 lanes (lane j takes elements j, j + 32, ...), folded as
+// u[j] = lane[j] + lane[j + 16], t[j] = u[j] + u[j + 8], then t[0] + ... + t[7] in order,
+// then the n % 32 tail elements in order; every ISA computes exactly these float
+// operations, so all agree bit for bit. mean_out / istd_out (if not null) get the row's
+// mean and istd. y may equal x (not skip).
+struct LayerNormParams {
+  const float* gamma;
+  const float* beta;
+  float eps;
+};
+using F32LayerNormFn = void (*)(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
+                                float* mean_out, float* istd_out);
+
 struct VMathKernels {
   F32RowFn softmax_row;  // y = softmax(x) over n contiguous values (x may equal y)
   const char* softmax_name;
   F32RowFn gelu;         // y[i] = gelu(x[i]) (x may equal y)
   const char* gelu_name;
   F32SoftmaxPreFn softmax_pre;  // y = softmax(pre(x)); the same kernel as softmax_row (same name)
+  F32LayerNormFn layernorm;
+  const char* layernorm_name;
 };
 
 // The selected dispatch table's entry (kernels().vmath; defined in cpu/dispatch.cc).
@@ -48,16 +67,22 @@ namespace ref {
 void f32_softmax_row__scalar(const float* x, float* y, int64_t n);
 void f32_gelu__scalar(const float* x, float* y, int64_t n);
 void f32_softmax_pre_row__scalar(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
+void f32_layernorm_row__scalar(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
+                             float* mean_out, float* istd_out);
 }  // namespace ref
 namespace avx2 {
 void f32_softmax_row__avx2(const float* x, float* y, int64_t n);
 void f32_gelu__avx2(const float* x, float* y, int64_t n);
 void f32_softmax_pre_row__avx2(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
+void f32_layernorm_row__avx2(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
+                             float* mean_out, float* istd_out);
 }  // namespace avx2
 namespace avx512 {
 void f32_softmax_row__avx512(const float* x, float* y, int64_t n);
 void f32_gelu__avx512(const float* x, float* y, int64_t n);
 void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const SoftmaxPre& pre);
+void f32_layernorm_row__avx512(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
+                             float* mean_out, float* istd_out);
 }  // namespace avx512
 
 }  // namespace lowbit

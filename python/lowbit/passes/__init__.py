@@ -11,7 +11,8 @@ from .cleanup import eliminate_dead_code, eliminate_identity
 from .conv import fold_batchnorm, fuse_conv_activation, fuse_conv_residual, pack_conv_weights
 from .layout import to_nhwc
 from .fold import fold_constants
-from .fuse import fuse_attention, fuse_dense_activation, fuse_dense_bias, fuse_gelu, fuse_layernorm
+from .fuse import (fuse_add_layernorm, fuse_attention, fuse_dense_activation, fuse_dense_bias, fuse_gelu,
+                   fuse_layernorm)
 from .pack import check_runtime_dtypes, pack_dense_weights
 from .qconv import lower_qdq, pack_qconv_weights, static_quantize_convs
 
@@ -25,6 +26,7 @@ DEFAULT_PIPELINE: list[Pass] = [
     fuse_dense_bias,
     fuse_dense_activation,
     fuse_attention,
+    fuse_add_layernorm,
     fold_batchnorm,
     fuse_conv_activation,
     fuse_conv_residual,
@@ -51,4 +53,5 @@ def run_passes(graph: Graph, passes: Iterable[Pass] = DEFAULT_PIPELINE) -> tuple
 __all__ = ["DEFAULT_PIPELINE", "run_passes", "fold_constants", "eliminate_identity", "fuse_gelu",
            "fuse_dense_bias", "fuse_dense_activation", "eliminate_dead_code", "check_runtime_dtypes",
            "pack_dense_weights", "fuse_layernorm", "fold_batchnorm", "fuse_conv_activation", "fuse_conv_residual", "to_nhwc",
-           "pack_conv_weights", "lower_qdq", "pack_qconv_weights", "static_quantize_convs", "fuse_attention"]
+           "pack_conv_weights", "lower_qdq", "pack_qconv_weights", "static_quantize_convs", "fuse_attention",
+           "fuse_add_layernorm"]

@@ -319,3 +319,31 @@ def fuse_attention(graph: Graph) -> Graph:
         replace[index[id(out)]] = Node("Attention", inputs, list(out.outputs), attrs, qk.name + "/attention")
     graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove or i in replace]
     return graph
+
+
+def fuse_add_layernorm(graph: Graph) -> Graph:
+    """Folds a residual ``s = Add(a, b)`` read only by a ``LayerNormalization`` (one
+    output) into ``AddLayerNormalization(a, b, scale[, bias])``: the kernel adds the two
+    rows on its first pass instead of a separate op writing s and the norm reading it
+    back. The float operations are the Add's and the norm's, so the bits are the same."""
+    prod = graph.producers()
+    cons = graph.consumers()
+    outputs = graph.output_names()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    remove: set[int] = set()
+    replace: dict[int, Node] = {}
+    for ln in graph.nodes:
+        if ln.op != "LayerNormalization" or len(ln.outputs) != 1 or len(ln.inputs) < 2:
+            continue
+        s = ln.inputs[0]
+        add = prod.get(s)
+        if (add is None or add.op != "Add" or len(add.inputs) != 2 or not all(add.inputs) or s in outputs
+                or len(cons.get(s, [])) != 1 or index[id(add)] in remove):
+            continue
+        if any(i in graph.tensors and graph.tensors[i].dtype != "float32" for i in add.inputs):
+            continue
+        remove.add(index[id(add)])
+        replace[index[id(ln)]] = Node("AddLayerNormalization", list(add.inputs) + ln.inputs[1:], list(ln.outputs),
+                                      dict(ln.attrs), ln.name)
+    graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove]
+    return graph

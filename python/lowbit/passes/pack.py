@@ -10,7 +10,8 @@ from ..errors import UnsupportedOpError
 from ..ir import Graph, Tensor
 
 #: ops whose every input is float32 (the engine re-checks each op's dtypes at load)
-FLOAT_ONLY_OPS = {"Dense", "Conv", "DepthwiseConv", "MatMul", "Softmax", "LayerNormalization", "Gelu", "Erf",
+FLOAT_ONLY_OPS = {"Dense", "Conv", "DepthwiseConv", "MatMul", "Softmax", "LayerNormalization",
+                  "AddLayerNormalization", "Gelu", "Erf",
                   "Sqrt", "Relu", "Sigmoid", "Tanh", "Exp", "Reciprocal", "BatchNormalization", "MaxPool",
                   "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Clip", "LeakyRelu", "HardSigmoid",
                   "HardSwish", "Pow"}
