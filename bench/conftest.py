@@ -19,6 +19,23 @@ RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 _results: dict = {}
 
 
+def ort_options(threads: int):
+    """onnxruntime session options for `threads` intra-op threads, with its workers' spin-wait
+    off. After each run its worker keeps spinning for ~40 ms (here the process burned 20 ms of
+    CPU during a 20 ms sleep after a 2-thread ResNet-18 run, 43 ms during 100 ms), so the next
+    peer's run in this process shares a core with it: interleaved with a spinning onnxruntime,
+    lowbit's 2-thread ResNet-18 median went from 33 to 58 ms. onnxruntime's own times did not
+    change with spinning off (ResNet-18 at 2 threads 24.5 vs 25.0 ms best; the int8 MatMul
+    128x4096x4096 12.1-12.7 vs 12.3-12.8 ms, 1x4096x4096 0.27-0.46 vs 0.33-0.41 ms), so it
+    is off, as PyTorch's OpenMP spin is above. At 1 thread there is no worker to spin."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 def record(suite: str, key: str, value) -> None:
     _results.setdefault(suite, {})[key] = value
 

@@ -18,7 +18,7 @@ from lowbit.format import save
 from lowbit.ir import Graph, Node, Tensor, ValueInfo
 from lowbit.passes import pack_dense_weights
 
-from conftest import record, recorded
+from conftest import record, recorded, ort_options
 
 SHAPES = {"128x768x3072": (128, 768, 3072), "1x4096x4096": (1, 4096, 4096)}
 TARGET = 0.8  # lowbit speed / ORT speed, 1 thread
@@ -52,9 +52,7 @@ def peers(tmp_path_factory):
 
 
 def _ort_session(blob, threads):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so = ort_options(threads)
     return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
 
 

@@ -21,7 +21,7 @@ import pytest
 
 import lowbit
 
-from conftest import record
+from conftest import record, ort_options
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -92,9 +92,7 @@ def _get(models, name, tmp_path_factory):
 @pytest.mark.parametrize("name", list(BUILD))
 def test_model_fp32(benchmark, models, tmp_path_factory, name, peer, threads):
     model, blob, feeds, targs, qm = _get(models, name, tmp_path_factory)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so = ort_options(threads)
     sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
     ref = sess.run(None, feeds)[0]
     if peer == "lowbit":
@@ -140,9 +138,7 @@ def test_model_fp32_gate(models, tmp_path_factory, name):
     _, blob, feeds, _, qm = _get(models, name, tmp_path_factory)
     ratios = {}
     for t in (1, 2):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = t
-        so.inter_op_num_threads = 1
+        so = ort_options(t)
         sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         lowbit.set_num_threads(t)
         a, b = _interleaved([lambda: qm.run(feeds), lambda: sess.run(None, feeds)], ROUNDS[name][0] * 2)  # noqa: B023

@@ -42,7 +42,7 @@ import pytest
 
 import lowbit
 
-from conftest import record
+from conftest import record, ort_options
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -91,9 +91,7 @@ def resnet(tmp_path_factory):
 
 
 def _ort(path, threads):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so = ort_options(threads)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 import lowbit
 from lowbit import _core
 
-from conftest import record, recorded
+from conftest import record, recorded, ort_options
 
 SHAPES = {"1x4096x4096": (1, 4096, 4096), "128x768x3072": (128, 768, 3072), "256x4096x4096": (256, 4096, 4096)}
 ROUNDS = {"1x4096x4096": (15, 100), "128x768x3072": (10, 10), "256x4096x4096": (5, 2)}
@@ -66,9 +66,7 @@ def _matmul_model(W):
 
 def _ort_session(blob, threads):
     import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so = ort_options(threads)
     return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
 
 

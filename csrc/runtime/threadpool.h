@@ -32,6 +32,18 @@ class ThreadPool {
   // busy with another caller's job (or called from inside a job), runs inline.
   void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
+  // How many items to cut a job of up to `max_items` units into: kItemsPerThread per
+  // thread (1 when single-threaded). Items are claimed as threads free up, so a thread
+  // that is descheduled or slowed (another process on its core, a neighbouring
+  // runtime's spinning threads) leaves the rest of its share to the others instead of
+  // stalling the job until it runs again.
+  static constexpr int64_t kItemsPerThread = 4;
+  int64_t work_items(int64_t max_items) const {
+    const int64_t t = num_threads();
+    if (t <= 1 || max_items <= 1) return 1;
+    return max_items < t * kItemsPerThread ? max_items : t * kItemsPerThread;
+  }
+
   ~ThreadPool();
 
  private:

@@ -50,8 +50,7 @@ std::unique_ptr<Op> make_spdense(const NodeSpec& n, const std::vector<ValueSpec>
 template <class F>
 void parallel_chunks(int64_t n, int64_t grain, F&& f) {
   ThreadPool& pool = ThreadPool::global();
-  int64_t t = pool.num_threads();
-  int64_t parts = std::min<int64_t>(t, std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
+  const int64_t parts = pool.work_items(std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
   if (parts <= 1) {
     f(int64_t(0), n);
     return;

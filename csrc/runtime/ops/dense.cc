@@ -97,12 +97,11 @@ void run_f32_gemm_threaded(const F32GemmArgs& g) {
     return;
   }
   if (panels >= 2 * t || g.M < 2 * t) {
-    int64_t parts = std::min(t, panels);
-    std::vector<int64_t> b = split_range(g.N, parts, 16);
+    std::vector<int64_t> b = split_range(g.N, pool.work_items(panels), 16);
     std::function<void(int64_t)> f = [&](int64_t i) { fn(g, 0, g.M, b[i], b[i + 1]); };
     pool.parallel_for(int64_t(b.size()) - 1, f);
   } else {
-    std::vector<int64_t> b = split_range(g.M, t, 1);
+    std::vector<int64_t> b = split_range(g.M, pool.work_items((g.M + 5) / 6), 6);  // whole 6-row tiles
     std::function<void(int64_t)> f = [&](int64_t i) { fn(g, b[i], b[i + 1], 0, g.N); };
     pool.parallel_for(int64_t(b.size()) - 1, f);
   }

@@ -369,7 +369,7 @@ class QConv : public Op {
     }
     const Qs8GemmArgs g = gemm_args(A, direct ? C : Kp, M, fbuf, N_, ones);
     const int64_t panels = (N_ + 15) / 16;
-    const std::vector<int64_t> b = split_range(N_, std::min<int64_t>(threads, panels), 16);
+    const std::vector<int64_t> b = split_range(N_, ThreadPool::global().work_items(panels), 16);
     std::function<void(int64_t)> f = [&](int64_t i) {
       if (b[i + 1] <= b[i]) return;
       gemm(g, 0, M, b[i], b[i + 1]);

@@ -201,13 +201,13 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     return;
   }
   if (panels >= 2 * nt || M < 2 * nt) {
-    const int64_t parts = std::min<int64_t>(nt, panels);
     // 64-column granules keep the 4-panel small-M tiles whole
-    const std::vector<int64_t> b = split_range(w.N, parts, panels >= 4 * parts ? 64 : 16);
+    const int64_t align = panels >= 4 * nt ? 64 : 16;
+    const std::vector<int64_t> b = split_range(w.N, pool.work_items((w.N + align - 1) / align), align);
     std::function<void(int64_t)> f = [&](int64_t i) { block(0, M, b[i], b[i + 1]); };
     pool.parallel_for(int64_t(b.size()) - 1, f);
   } else {
-    const std::vector<int64_t> b = split_range(M, nt, 1);
+    const std::vector<int64_t> b = split_range(M, pool.work_items(std::max<int64_t>(1, M / 8)), 1);
     std::function<void(int64_t)> f = [&](int64_t i) { block(b[i], b[i + 1], 0, w.N); };
     pool.parallel_for(int64_t(b.size()) - 1, f);
   }
