@@ -19,6 +19,7 @@
 // step is the same operation, in the same order, as the unfused graph's MatMul,
 // Mul, Add, Softmax and MatMul, so both give the same bits, for any thread count.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -83,41 +84,47 @@ class Attention : public Op {
     const int64_t nrb = (d.S + kRowBlock - 1) / kRowBlock, items = d.B * d.H * nrb;
     const KernelTable& kt = kernels();
     const Workspace w = workspace(d);
-    // one workspace slot per part (the arena scratch holds `slots` of them); parts take
-    // contiguous item ranges, so consecutive row blocks of a head reuse its packed K, V
+    // one workspace slot per part (the arena scratch holds `slots` of them); each part
+    // claims runs of consecutive items (row blocks of one head reuse its packed K, V)
+    // until none are left, so a part whose thread is held up leaves the rest to the others
     const int64_t parts = std::min<int64_t>({ThreadPool::global().num_threads(), w.slots, items});
-    const std::vector<int64_t> bounds = split_range(items, parts, 1);
+    const int64_t run_len = std::max<int64_t>(nrb, items / (parts * ThreadPool::kItemsPerThread) / nrb * nrb);
+    std::atomic<int64_t> next{0};
     float* scratch = static_cast<float*>(a.scratch);
     std::function<void(int64_t)> part = [&](int64_t pi) {
       float* kp = scratch + pi * w.slot_floats;  // packed K^T, packed V, scores; 64-byte aligned
       float* vp = kp + w.kp_floats;
       float* sc = vp + w.vp_floats;
       int64_t packed_bh = -1;
-      for (int64_t it = bounds[pi]; it < bounds[pi + 1]; ++it) {
-        const int64_t bh = it / nrb, b = bh / d.H, h = bh % d.H;
-        const int64_t r0 = (it % nrb) * kRowBlock, r1 = std::min(d.S, r0 + kRowBlock);
-        if (bh != packed_bh) {
-          pack_k(k + (b * d.T * d.H + h) * d.D, d, kp);
-          pack_v(v + (b * d.T * d.H + h) * d.Dv, d, vp);
-          packed_bh = bh;
+      for (;;) {
+        const int64_t i0 = next.fetch_add(run_len, std::memory_order_relaxed);
+        if (i0 >= items) break;
+        for (int64_t it = i0; it < std::min(items, i0 + run_len); ++it) {
+          const int64_t bh = it / nrb, b = bh / d.H, h = bh % d.H;
+          const int64_t r0 = (it % nrb) * kRowBlock, r1 = std::min(d.S, r0 + kRowBlock);
+          if (bh != packed_bh) {
+            pack_k(k + (b * d.T * d.H + h) * d.D, d, kp);
+            pack_v(v + (b * d.T * d.H + h) * d.Dv, d, vp);
+            packed_bh = bh;
+          }
+          const int64_t rows = r1 - r0;
+          // scores = Q K^T for query rows [r0, r1): Q read in place, row stride H*D
+          F32GemmArgs g{rows, d.T, d.D, q + ((b * d.S + r0) * d.H + h) * d.D, d.H * d.D, kp, nullptr, sc, d.T,
+                        Activation::kNone};
+          kt.f32_gemm(g, 0, rows, 0, d.T);
+          // each row: scale, mask and softmax in one kernel call (SoftmaxPre: the unfused graph's
+          // Mul/Div, Add and Softmax, in that order, with their bits)
+          SoftmaxPre pre{int32_t(scale_op_), scale_, nullptr, ms[3] == 0};
+          for (int64_t r = 0; r < rows; ++r) {
+            float* row = sc + r * d.T;
+            if (mask) pre.add = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
+            kt.vmath.softmax_pre(row, row, d.T, pre);
+          }
+          // y[b, r, h, :] = P V, written in place (row stride H*Dv)
+          F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, y + ((b * d.S + r0) * d.H + h) * d.Dv, d.H * d.Dv,
+                        Activation::kNone};
+          kt.f32_gemm(o, 0, rows, 0, d.Dv);
         }
-        const int64_t rows = r1 - r0;
-        // scores = Q K^T for query rows [r0, r1): Q read in place, row stride H*D
-        F32GemmArgs g{rows, d.T, d.D, q + ((b * d.S + r0) * d.H + h) * d.D, d.H * d.D, kp, nullptr, sc, d.T,
-                      Activation::kNone};
-        kt.f32_gemm(g, 0, rows, 0, d.T);
-        // each row: scale, mask and softmax in one kernel call (SoftmaxPre: the unfused graph's
-        // Mul/Div, Add and Softmax, in that order, with their bits)
-        SoftmaxPre pre{int32_t(scale_op_), scale_, nullptr, ms[3] == 0};
-        for (int64_t r = 0; r < rows; ++r) {
-          float* row = sc + r * d.T;
-          if (mask) pre.add = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
-          kt.vmath.softmax_pre(row, row, d.T, pre);
-        }
-        // y[b, r, h, :] = P V, written in place (row stride H*Dv)
-        F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, y + ((b * d.S + r0) * d.H + h) * d.Dv, d.H * d.Dv,
-                      Activation::kNone};
-        kt.f32_gemm(o, 0, rows, 0, d.Dv);
       }
     };
     if (parts <= 1) part(0);
