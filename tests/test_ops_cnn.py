@@ -192,3 +192,90 @@ def test_conv_implicit_gemm_same_bits_as_im2col(tmp_path, name, threads):
         _core._set_conv_implicit_gemm(True)
     for y in outs[1:]:
         assert np.array_equal(y, outs[0])
+
+
+WINOGRAD_CONVS = {  # 3x3, stride 1, one group, 128 <= channels <= 256, >= 32 output tiles of 2x2
+    "same-pad": dict(c=128, o=128, hw=(14, 14), pads=[1, 1, 1, 1]),
+    "odd-size-asym-pad": dict(c=136, o=144, hw=(15, 11), pads=[0, 1, 2, 1]),  # partial tiles at the edges
+    "valid": dict(c=256, o=128, hw=(17, 18), pads=[0, 0, 0, 0]),
+    "channels-not-16": dict(c=130, o=250, hw=(12, 13), pads=[1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("name", list(WINOGRAD_CONVS))
+def test_conv_winograd_matches_gemm_path_and_onnxruntime(tmp_path, name, threads):
+    """3x3 stride-1 convs with 128-256 channels run as Winograd F(2x2, 3x3): within float
+    rounding of the GEMM path and of onnxruntime, with bias, a residual and ReLU (and a
+    Clip) fused; the same bits at 1 and 2 threads (each tile is computed by one thread)."""
+    import lowbit
+    from lowbit import _core
+    p = dict(WINOGRAD_CONVS[name])
+    c, o, (h, w) = p.pop("c"), p.pop("o"), p.pop("hw")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c1"], kernel_shape=[3, 3], **p),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["s"]), helper.make_node("Relu", ["s"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w2"], ["c3"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c3", "lo", "hi"], ["y"])]
+    inits = {"w": _w(o, c, 3, 3), "b": _w(o, seed=3), "w2": _w(o, o, 3, 3, seed=4),
+             "lo": np.array(-0.5, np.float32), "hi": np.array(0.75, np.float32)}
+    x = np.random.default_rng(5).standard_normal((2, c, h, w)).astype(np.float32)
+    m = check(tmp_path, nodes, [("x", ["n", c, h, w])], OUT4, inits, rtol=1e-4, atol=1e-5, feeds={"x": x})
+    kinds = [l["kernel"].split("+")[-1] for l in m.layers() if l["op"] == "Conv"]
+    assert kinds == ["winograd"] * 3, kinds
+    outs = {}
+    try:
+        for wino in (True, False):
+            _core._set_conv_winograd(wino)
+            for t in (1, 2):
+                lowbit.set_num_threads(t)
+                outs[wino, t] = m.run(x)
+    finally:
+        _core._set_conv_winograd(True)
+    assert np.array_equal(outs[True, 1], outs[True, 2]) and np.array_equal(outs[False, 1], outs[False, 2])
+    assert not np.array_equal(outs[True, 1], outs[False, 1])  # the Winograd path did run
+    np.testing.assert_allclose(outs[True, 1], outs[False, 1], rtol=1e-4, atol=1e-5)
+    # against the same network in float64: Winograd's error within 2x the GEMM path's (the
+    # transforms add and halve only; F(2x2, 3x3) is the numerically tame size)
+    ref = _conv64(x, inits["w"], inits["b"], p["pads"])
+    r1 = np.maximum(ref, 0)
+    r2 = np.maximum(_conv64(r1, inits["w2"], None, [1, 1, 1, 1]) + r1, 0)
+    ref = np.clip(_conv64(r2, inits["w2"], None, [1, 1, 1, 1]), -0.5, 0.75)
+    err = {k: np.linalg.norm(outs[k, 1] - ref) / np.linalg.norm(ref) for k in (True, False)}
+    assert err[True] <= 2 * err[False] + 1e-7 and err[True] < 1e-5, err
+
+
+def _conv64(x, w, b, pads):
+    """Reference 2-D convolution in float64 (stride 1, one group), NCHW."""
+    t, l, bo, r = pads
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (t, bo), (l, r)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # n, c, oh, ow, 3, 3
+    y = np.einsum("nchwij,ocij->nohw", win, w.astype(np.float64))
+    return y + b.astype(np.float64)[None, :, None, None] if b is not None else y
+
+
+def test_conv_winograd_not_used_outside_its_range(tmp_path, threads):
+    """64 or 512 channels, stride 2, dilation 2 and two groups keep the GEMM paths (measured
+    no faster there); a qualifying conv on an image of fewer than 32 tiles is built for
+    Winograd but runs its GEMM path (the same bits with Winograd switched off)."""
+    import lowbit
+    from lowbit import _core
+    cases = [(dict(c=64, o=64), {}, False), (dict(c=128, o=512), {}, False), (dict(c=128, o=128), dict(strides=[2, 2]), False),
+             (dict(c=128, o=128), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), False), (dict(c=128, o=128), dict(group=2), False),
+             (dict(c=128, o=128), {}, True)]
+    for i, (ch, kw, built) in enumerate(cases):
+        kw = {"pads": [1, 1, 1, 1], **kw}
+        g = kw.get("group", 1)
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], **kw)]
+        x = np.random.default_rng(i).standard_normal((1, ch["c"], 8, 8)).astype(np.float32)  # 16 tiles
+        m = check(tmp_path, nodes, [("x", [1, ch["c"], 8, 8])], OUT4, {"w": _w(ch["o"], ch["c"] // g, 3, 3)},
+                  rtol=1e-4, atol=1e-5, feeds={"x": x})
+        kinds = [l["kernel"] for l in m.layers() if l["op"] == "Conv"]
+        assert ("winograd" in kinds[0]) == built, (ch, kw, kinds)
+        lowbit.set_num_threads(1)
+        try:
+            _core._set_conv_winograd(False)
+            off = m.run(x)
+        finally:
+            _core._set_conv_winograd(True)
+        assert np.array_equal(m.run(x), off)

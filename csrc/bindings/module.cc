@@ -723,6 +723,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("known_ops", &known_ops);
   m.def("_set_conv_implicit_gemm", &set_conv_implicit_gemm, py::arg("on"),
         "testing only: false forces im2col for every Conv (the implicit path must give the same bits)");
+  m.def("_set_conv_winograd", &set_conv_winograd, py::arg("on"),
+        "testing only: false runs 3x3 stride-1 convs through the GEMM paths instead of Winograd F(2x2, 3x3)");
 
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>>())

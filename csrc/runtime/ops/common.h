@@ -40,6 +40,7 @@ Shape reshape_target(const Shape& x, const std::vector<int64_t>& target, bool al
 // Test hook (conv.cc): false makes every Conv use im2col, true (default) lets it read
 // its input in place when the kernel supports that; both give the same bits.
 void set_conv_implicit_gemm(bool on);
+void set_conv_winograd(bool on);  // test hook: false runs 3x3 convs through the GEMM paths
 
 // Dense over quantized weight encodings (defined in qdense.cc).
 std::unique_ptr<Op> make_qdense(const NodeSpec& n, const std::vector<ValueSpec>& v);
