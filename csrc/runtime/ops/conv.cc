@@ -46,7 +46,8 @@ std::atomic<bool> g_conv_winograd{true};  // test hook: false runs 3x3 convs thr
 // path): 128 channels at 28x28 1.30-1.37x faster, 256 at 14x14 1.49-1.61x; 64 channels at
 // 56x56 0.93-1.04x (the GEMMs' K = 64 is too short to pay for the transforms), 512 at 7x7
 // 0.98-1.03x (U is 16.8 MB per conv, read once per run for 16 tiles).
-constexpr int64_t kWinoTiles = 64;          // tiles per block: the GEMMs' M
+constexpr int64_t kWinoTiles = 64;          // tiles per block at most: the GEMMs' M
+constexpr int64_t kWinoMinBlockTiles = 12;  // ... and at least, when blocks are cut smaller for threads
 constexpr int64_t kWinoMinTiles = 32;       // tiles per image (14x14 outputs: 49); fewer run the GEMM paths
 constexpr int64_t kWinoMinChannels = 128;   // min(Cin, Cout)
 constexpr int64_t kWinoMaxChannels = 256;   // max(Cin, Cout)
@@ -472,7 +473,14 @@ class ConvNHWC : public Op {
     const int64_t OH = ys[1], OW = ys[2], Cout = ys[3];
     const auto geo = win_.geometry(H, W);
     const int64_t th = (OH + 1) / 2, tw = (OW + 1) / 2, tiles = th * tw;
-    const int64_t per_img = (tiles + kWinoTiles - 1) / kWinoTiles, blocks = N * per_img;
+    // blocks of up to kWinoTiles tiles, cut smaller (to kWinoMinBlockTiles) until there are
+    // two per thread: a 14x14 image (49 tiles) would otherwise be one block on one thread.
+    // A tile's result does not depend on its block (the GEMM computes each row alone).
+    const int64_t threads = ThreadPool::global().num_threads();
+    int64_t per_img = (tiles + kWinoTiles - 1) / kWinoTiles;
+    if (threads > 1)
+      per_img = std::max(per_img, std::min((2 * threads + N - 1) / N, tiles / kWinoMinBlockTiles));
+    const int64_t tb = (tiles + per_img - 1) / per_img, blocks = N * per_img;
     const float* x = a.in[0].as<const float>();
     const float* bias = a.in.size() > 2 && a.in[2].data ? a.in[2].as<const float>() : nullptr;
     const float* res = residual_ ? a.in[3].as<const float>() : nullptr;
@@ -489,7 +497,7 @@ class ConvNHWC : public Op {
       float* zero = Mo + 16 * kWinoTiles * Cout;
       std::memset(zero, 0, size_t(C) * 4);
       for (int64_t blk = b0; blk < b1; ++blk) {
-        const int64_t n = blk / per_img, t0 = (blk % per_img) * kWinoTiles, nt = std::min(kWinoTiles, tiles - t0);
+        const int64_t n = blk / per_img, t0 = (blk % per_img) * tb, nt = std::min(tb, tiles - t0);
         const float* img = x + n * H * W * C;
         for (int64_t t = 0; t < nt; ++t) {
           const int64_t ty = (t0 + t) / tw, tx = (t0 + t) % tw;
