@@ -297,12 +297,7 @@ class ConvNHWC : public Op {
       auto epilogue = [&](int64_t m0, int64_t m1) {
         if (!post) return;
         for (int64_t m = m0; m < m1; ++m) {
-          float* yr = ga.C + m * Cout;
-          if (res) {
-            const float* rr = res + m * Cout + g * Nper_;
-            for (int64_t j = 0; j < Nper_; ++j) yr[j] += rr[j];
-          }
-          apply_activation(act_, yr, yr, Nper_);
+          finish_pixel(ga.C + m * Cout, res ? res + m * Cout + g * Nper_ : nullptr, Nper_);
         }
       };
       const int64_t tasks = (M + kRowsPerTask - 1) / kRowsPerTask;
@@ -417,12 +412,7 @@ class ConvNHWC : public Op {
     auto epilogue = [&](int64_t m0, int64_t m1) {  // rows of the whole batch
       if (!post) return;
       for (int64_t m = m0; m < m1; ++m) {
-        float* yr = y + m * Cout;
-        if (res) {
-          const float* rr = res + m * Cout;
-          for (int64_t j = 0; j < Cout; ++j) yr[j] += rr[j];
-        }
-        apply_activation(act_, yr, yr, Cout);
+        finish_pixel(y + m * Cout, res ? res + m * Cout : nullptr, Cout);
       }
     };
     const int64_t per_img = (Mimg + kRowsPerTask - 1) / kRowsPerTask;
@@ -440,6 +430,14 @@ class ConvNHWC : public Op {
       for (int64_t n = 0; n < N; ++n) run_f32_gemm_threaded(args(n));
       if (post) parallel_chunks(N * Mimg, 64, [&](int64_t m0, int64_t m1) { epilogue(m0, m1); });
     }
+  }
+
+  // One output pixel's n channels after the GEMM: + residual (rr, when not null), then the
+  // activation.
+  void finish_pixel(float* yr, const float* rr, int64_t n) const {
+    if (rr)
+      for (int64_t j = 0; j < n; ++j) yr[j] += rr[j];
+    apply_activation(act_, yr, yr, n);
   }
 
   bool use_winograd(int64_t OH, int64_t OW) const {
@@ -538,13 +536,7 @@ class ConvNHWC : public Op {
           winograd_output(m, yo, bias, Cout);
           for (int i = 0; i < 2; ++i)
             for (int j = 0; j < 2; ++j) {
-              float* yr = yo[i][j];
-              if (!yr) continue;
-              if (res) {
-                const float* rr = res + (yr - y);
-                for (int64_t c = 0; c < Cout; ++c) yr[c] += rr[c];
-              }
-              apply_activation(act_, yr, yr, Cout);
+              if (yo[i][j]) finish_pixel(yo[i][j], res ? res + (yo[i][j] - y) : nullptr, Cout);
             }
         }
       }

@@ -68,8 +68,6 @@ class Softmax : public Op {
   bool legacy_;
 };
 
-// LayerNormalization: normalize over axes [axis, rank), then * scale + bias
-// (scale and bias broadcast over the normalized shape).
 // LayerNormalization (x, scale[, bias]) over the axes from `axis` on; with `skip`,
 // AddLayerNormalization (x, skip, scale[, bias]): the normalization of x + skip (the
 // residual Add folded in, same bits as the two ops). Rows run the f32-vmath layernorm
