@@ -437,13 +437,155 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
   }
 }
 
+// Decode rows (MR = 1 or 2): NP whole panels (NC = 2*NP column vectors) over all groups, each
+// 32-k slice's four 8-k steps unrolled with constant offsets and every sum in registers. At one
+// row the kernel is bound by instruction issue, not by the codes' bytes (from L3 it reads ~10
+// bytes per cycle of the ~15 the int8 GEMV gets), so what counts is instructions per MAC: no
+// loop counter per 8-k step, one activation broadcast per NC column vectors, and no software
+// prefetch (measured at 1x4096x4096, L3-resident: 0.80x the time of the generic tile, which
+// prefetches and loops per 8-k step).
+// ONE: 32-k groups, the symmetric sums start at -8*gsum (see Tile); longer groups widen each
+// slice's int16 sums into int32 group sums and take z*gsum out at the group end.
+template <int MR, int NP, int MODE, bool ONE>
+__attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols) {
+  constexpr int NC = 2 * NP;
+  const int64_t G = ONE ? 32 : g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, ps = Kg * 8, slices = G / 32;
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  const int64_t p0 = n / 16;
+  const uint8_t* cp = g.W + parts.codes + p0 * ps;  // panel p0 + q at cp + q * ps
+  const uint16_t* sp = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + p0 * NG * 16;
+  const uint8_t* zp = g.W + parts.zeros + p0 * NG * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const __m256i tbl = MODE == kTabS ? LoadTable(g.W, MODE) : _mm256_setzero_si256();
+  const int8_t* a[MR];
+  const int32_t* gs[MR];
+#pragma GCC unroll 2
+  for (int r = 0; r < MR; ++r) {
+    a[r] = g.A + (m + r) * g.lda;
+    gs[r] = g.gsum + (m + r) * NG;
+  }
+  __m256 f[MR][NC];
+#pragma GCC unroll 2
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) f[r][c] = _mm256_setzero_ps();
+  for (int64_t gi = 0; gi < NG; ++gi) {
+    __m256i d[MR][NC];  // int32 group sums
+#pragma GCC unroll 2
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();  // (overwritten by affine slice 0)
+    for (int64_t sl = 0; sl < slices; ++sl) {
+      __m256i s[MR][NC];  // affine: the slice's int16 sums
+#pragma GCC unroll 2
+      for (int r = 0; r < MR; ++r) {
+        const __m256i init = MODE == kSym && ONE ? _mm256_set1_epi32((-8 * gs[r][gi]) & 0xFFFF) : _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; ++c) s[r][c] = init;
+      }
+      const uint8_t* cg = cp + (gi * slices + sl) * 256;
+      const int64_t k0 = gi * G + sl * 32;
+#pragma GCC unroll 4
+      for (int st = 0; st < 4; ++st) {
+        __m256i al[MR], ah[MR];
+#pragma GCC unroll 2
+        for (int r = 0; r < MR; ++r) {
+          al[r] = Bcast4(a[r] + k0 + st * 8);
+          ah[r] = Bcast4(a[r] + k0 + st * 8 + 4);
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; ++c) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cg + (c / 2) * ps + st * 64 + (c % 2) * 32));
+          __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          if constexpr (MODE == kTabS) {
+            lo = _mm256_shuffle_epi8(tbl, lo);
+            hi = _mm256_shuffle_epi8(tbl, hi);
+          }
+#pragma GCC unroll 2
+          for (int r = 0; r < MR; ++r) {
+            if constexpr (MODE == kTabS) {
+              AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, al[r]), ones));
+              AddD(d[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ah[r]), ones));
+            } else {
+              AddW(s[r][c], _mm256_maddubs_epi16(lo, al[r]));
+              AddW(s[r][c], _mm256_maddubs_epi16(hi, ah[r]));
+            }
+          }
+        }
+      }
+      if constexpr (MODE != kTabS) {
+#pragma GCC unroll 2
+        for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+          for (int c = 0; c < NC; ++c) {
+            const __m256i w = _mm256_madd_epi16(s[r][c], ones);
+            if (sl == 0) d[r][c] = w;
+            else AddD(d[r][c], w);
+          }
+      }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      const int64_t off = (c / 2) * NG * 16 + gi * 16 + (c % 2) * 8;
+      const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + off)));
+      __m256i z = _mm256_set1_epi32(MODE == kTabS ? 64 : 8);  // what comes out per unit of gsum
+      if constexpr (MODE == kAsym) {
+        int64_t zz;
+        std::memcpy(&zz, zp + off, 8);
+        z = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zz));
+      }
+#pragma GCC unroll 2
+      for (int r = 0; r < MR; ++r) {
+        __m256i t = d[r][c];
+        if (!(MODE == kSym && ONE)) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+        f[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, f[r][c]);
+      }
+    }
+  }
+  const bool relu = g.act == Activation::kRelu;
+#pragma GCC unroll 2
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      const int64_t nv = ncols - 8 * c;
+      if (nv <= 0) continue;
+      float* out = g.C + (m + r) * g.ldc + n + 8 * c;
+      __m256 y = _mm256_mul_ps(f[r][c], _mm256_set1_ps(g.a_scale[m + r]));
+      if (nv >= 8) {
+        if (g.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + n + 8 * c));
+        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+        _mm256_storeu_ps(out, y);
+      } else {
+        const __m256i mk = TailMask(nv);
+        if (g.bias) y = _mm256_add_ps(y, _mm256_maskload_ps(g.bias + n + 8 * c, mk));
+        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+        _mm256_maskstore_ps(out, mk, y);
+      }
+    }
+}
+
+// Columns [n0, n1) (n0 a multiple of 16) of rows [m, m + MR) through Gemv: NP panels at a time,
+// then single (possibly partial) panels.
+template <int MR, int NP, int MODE, bool ONE>
+void GemvCols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 16 * NP <= n1; n += 16 * NP) Gemv<MR, NP, MODE, ONE>(g, m, n, 16 * NP);
+  for (; n < n1; n += 16) Gemv<MR, 1, MODE, ONE>(g, m, n, n1 - n < 16 ? n1 - n : 16);
+}
+
 template <int MODE, bool ONE>
 void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  // 1-4 rows (decode): one panel at a time, codes decoded on the fly (measured at 1 and 2 rows:
-  // one panel with the sums in registers beats 2 or 4 panel streams)
+  // 1-4 rows (decode): codes decoded on the fly. One row (and two with 32-k groups) through
+  // Gemv, two panels at a time at one row with 32-k groups (the fewest instructions per MAC that
+  // still fit the registers), one otherwise; the sign-trick table (kTab) and 3-4 rows through
+  // the generic tile, one panel at a time.
   const int64_t NG = q4_kg(g.K, g.lay.group) / g.lay.group;
   const GRange whole{0, NG, true, true};
   const Decoded none{nullptr, 0, 0, 0, nullptr};
+  if constexpr (MODE != kTab) {
+    if (m1 - m0 == 1) return GemvCols<1, ONE ? 2 : 1, MODE, ONE>(g, m0, n0, n1);
+    if (ONE && m1 - m0 == 2) return GemvCols<2, 1, MODE, ONE>(g, m0, n0, n1);
+  }
   switch (m1 - m0) {
     case 1: return Cols<1, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
     case 2: return Cols<2, 2, MODE, true, true, false, ONE>(g, m0, n0, n1, whole, none);
