@@ -85,6 +85,23 @@ struct GRange {
 // itself fits: |gsum| <= 32*127). The odd lane is the plain sum of u*a, |.| <= 16*15*127 = 30480.
 // vpmaddwd by ones then yields sum (u-8)*a exactly: no correction add per output vector.
 
+// The output step of both tiles: row m, columns [n, n + min(nv, 8)) get f * a_scale[m] + bias,
+// then ReLU if asked; a full store, or a masked one for the last partial vector.
+inline void StoreOut(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t nv, __m256 f, bool relu) {
+  float* out = g.C + m * g.ldc + n;
+  __m256 y = _mm256_mul_ps(f, _mm256_set1_ps(g.a_scale[m]));
+  if (nv >= 8) {
+    if (g.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + n));
+    if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+    _mm256_storeu_ps(out, y);
+  } else {
+    const __m256i mk = TailMask(nv);
+    if (g.bias) y = _mm256_add_ps(y, _mm256_maskload_ps(g.bias + n, mk));
+    if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
+    _mm256_maskstore_ps(out, mk, y);
+  }
+}
+
 // MR rows x NC 8-column vectors starting at column n (a multiple of 8; vector c is half
 // (n/8 + c) % 2 of panel (n + 8c)/16), ncols of them valid, over groups [gr.g0, gr.g1).
 // ONE: 32-k groups (one slice each). REGF: the fp32 sums (and, for longer groups, the int32
@@ -318,17 +335,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         else _mm256_maskstore_ps(out, TailMask(nv), f);
         continue;
       }
-      __m256 y = _mm256_mul_ps(f, _mm256_set1_ps(g.a_scale[m + r]));
-      if (nv >= 8) {
-        if (g.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + n + 8 * c));
-        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
-        _mm256_storeu_ps(out, y);
-      } else {
-        const __m256i mk = TailMask(nv);
-        if (g.bias) y = _mm256_add_ps(y, _mm256_maskload_ps(g.bias + n + 8 * c, mk));
-        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
-        _mm256_maskstore_ps(out, mk, y);
-      }
+      StoreOut(g, m + r, n + 8 * c, nv, f, relu);
     }
 }
 
@@ -552,18 +559,7 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
     for (int c = 0; c < NC; ++c) {
       const int64_t nv = ncols - 8 * c;
       if (nv <= 0) continue;
-      float* out = g.C + (m + r) * g.ldc + n + 8 * c;
-      __m256 y = _mm256_mul_ps(f[r][c], _mm256_set1_ps(g.a_scale[m + r]));
-      if (nv >= 8) {
-        if (g.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + n + 8 * c));
-        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
-        _mm256_storeu_ps(out, y);
-      } else {
-        const __m256i mk = TailMask(nv);
-        if (g.bias) y = _mm256_add_ps(y, _mm256_maskload_ps(g.bias + n + 8 * c, mk));
-        if (relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);
-        _mm256_maskstore_ps(out, mk, y);
-      }
+      StoreOut(g, m + r, n + 8 * c, nv, f[r][c], relu);
     }
 }
 
