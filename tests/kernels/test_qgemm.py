@@ -329,6 +329,19 @@ def test_q4_int16_accumulation_bounds(isa, kind, group):
                                        rtol=2e-6)
 
 
+@pytest.mark.parametrize("isa", SIMD)
+def test_q4_gemv_long_rows(isa):
+    """The one- and two-row symmetric 32-k paths take each row's slice sum starts from a buffer
+    of up to 1024 (row, group) entries, computed once per call, and compute them in the tile
+    beyond that: rows on both sides of the limit (512 and 1025 groups) give the reference's bits."""
+    for K in (16384, 16416, 32800):
+        for M in (1, 2):
+            x, codes, sc, z, t, b, W = q4_problem(K + M, M, K, 24, "sym", 32, extreme=(M == 2))
+            want = _core.qdense("scalar", x, W, "q4-g32-sym-n16k8", K, 24, b, 0)
+            got = _core.qdense(isa, x, W, "q4-g32-sym-n16k8", K, 24, b, 0)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} K={K}")
+
+
 def test_q4_nibble_order_and_extremes():
     """One nonzero code at a time: output column n must see exactly that weight,
     which pins the nibble order (low nibble = k, high = k+4) and the panel layout."""

@@ -15,7 +15,7 @@
 // Tables whose entries all lie in [-64, 64] (kTabS: lowbit's own NF4 and k-means tables) go in
 // shifted instead: T[u] + 64 is a u8 in [0, 128], the first operand of vpmaddubsw, and the s8
 // activations the second; a pair is at most 2*128*127 = 32512, so vpmaddubsw + vpmaddwd +
-// vpaddd (3 ops) is exact, and the shift comes out per group as 64 * gsum.
+// vpaddd (3 ops) is exact, and the shift comes out per group: the int32 sums start at -64 * gsum.
 //
 // Integer group sums are exact; the per-group fma chain runs in the reference's order, so
 // every tile shape and thread split gives the reference's bits.
@@ -67,7 +67,15 @@ struct Decoded {
   int64_t k80;          // first 8-k step held
   int64_t stride;       // bytes per column vector
   const int8_t* absa;   // table codes: |a| of the row tile's rows over the same k (row stride kDecK)
+  const int32_t* init;  // symmetric codes, 32-k groups: the row tile's slice sum starts over the
+                        // block's groups (SliceInit, row stride kDecK / 32)
 };
+
+// The start of a symmetric 32-k slice sum (see Tile): -8 * gsum in the even int16 lane, 0 in the
+// odd one. Computed once per row and group by the callers that reuse it (a vpbroadcastd from
+// memory then costs no vector ALU op; computing it in the tile took 2 per row and group, ~3% of
+// the tiled path's time).
+inline int32_t SliceInit(int32_t gsum) { return (-8 * gsum) & 0xFFFF; }
 
 // K range of a tile: groups [g0, g1); partial fp32 sums of earlier K blocks wait in C (exact:
 // the per-group fma chain is the same, only stored and reloaded).
@@ -188,13 +196,16 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
 
   for (int64_t gi = gr.g0; gi < gr.g1; ++gi) {
     if constexpr (IsTab(MODE)) {
-      // int32 sums per group, each vpmaddubsw widened at once: kTabS multiplies (T[u] + 64) by a
-      // and takes 64 * gsum out at the group end; kTab multiplies |a| by sign(T[u], a)
+      // int32 sums per group, each vpmaddubsw widened at once: kTabS multiplies (T[u] + 64) by a,
+      // the sums starting at -64 * gsum (int32: no bound to mind); kTab multiplies |a| by
+      // sign(T[u], a)
       __m256i d[MR][NC];
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r)
+      for (int r = 0; r < MR; ++r) {
+        const __m256i init = MODE == kTabS ? _mm256_set1_epi32(-64 * gs[r][gi]) : _mm256_setzero_si256();
 #pragma GCC unroll 16
-        for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();
+        for (int c = 0; c < NC; ++c) d[r][c] = init;
+      }
       for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
         __m256i raw[NC], t[NC];
         load_raw(k8, raw);
@@ -222,7 +233,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         const __m256 sc = scale(c, gi);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r)
-          fma_out(r, c, MODE == kTabS ? _mm256_sub_epi32(d[r][c], _mm256_set1_epi32(64 * gs[r][gi])) : d[r][c], sc);
+          fma_out(r, c, d[r][c], sc);
       }
     } else {
       __m256i d[MR][NC];  // int32 group sums of groups longer than a slice (REGF)
@@ -231,7 +242,9 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         __m256i s16[MR][NC];
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
-          const __m256i init = MODE == kSym && ONE ? _mm256_set1_epi32((-8 * gs[r][gi]) & 0xFFFF) : _mm256_setzero_si256();
+          const __m256i init = MODE == kSym && ONE
+                                   ? _mm256_set1_epi32(DEC ? dec.init[r * (kDecK / 32) + gi - gr.g0] : SliceInit(gs[r][gi]))
+                                   : _mm256_setzero_si256();
 #pragma GCC unroll 16
           for (int c = 0; c < NC; ++c) s16[r][c] = init;
         }
@@ -405,7 +418,7 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
   const int64_t base = rows / ntiles, extra = rows % ntiles;  // balanced tile heights (differ by <= 1)
   if (ntiles < kDecMinTiles) {
     const GRange whole{0, NG, true, true};
-    const Decoded none{nullptr, 0, 0, 0, nullptr};
+    const Decoded none{nullptr, 0, 0, 0, nullptr, nullptr};
     const int64_t nc = kDecCols * 4;  // codes of a column block stay in L2 for the other row tile
     for (int64_t jc = n0; jc < n1; jc += nc) {
       const int64_t jend = jc + nc < n1 ? jc + nc : n1;
@@ -421,13 +434,14 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
   const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
   alignas(64) uint8_t buf[kDecCols * kDecK];
   alignas(64) int8_t absbuf[MODE == kTab ? kMRTable * kDecK : 32];
+  alignas(64) int32_t initbuf[MODE == kSym && ONE ? MR * (kDecK / 32) : 1];
   for (int64_t jc = n0; jc < n1; jc += kDecCols) {
     const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
     for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
       const GRange gr{g0, g0 + gpb < NG ? g0 + gpb : NG, g0 == 0, g0 + gpb >= NG};
       const int64_t k80 = gr.g0 * G / 8, k81 = gr.g1 * G / 8;
       Decode<MODE>(g, jc, jend, k80, k81, buf);
-      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64, absbuf};
+      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64, absbuf, initbuf};
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
@@ -438,6 +452,9 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
               _mm256_store_si256(reinterpret_cast<__m256i*>(absbuf + r * kDecK + (k - k80 * 8)), _mm256_abs_epi8(v));
             }
         }
+        if (MODE == kSym && ONE)
+          for (int64_t r = 0; r < mr; ++r)
+            for (int64_t gi = gr.g0; gi < gr.g1; ++gi) initbuf[r * (kDecK / 32) + gi - gr.g0] = SliceInit(g.gsum[(m + r) * NG + gi]);
         RowTile<MODE, ONE, true>(g, m, mr, jc, jend, gr, dec);
         m += mr;
       }
@@ -455,7 +472,7 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
 // ONE: 32-k groups, the symmetric sums start at -8*gsum (see Tile); longer groups widen each
 // slice's int16 sums into int32 group sums and take z*gsum out at the group end.
 template <int MR, int NP, int MODE, bool ONE>
-__attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols) {
+__attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, int64_t ncols, const int32_t* init) {
   constexpr int NC = 2 * NP;
   const int64_t G = ONE ? 32 : g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, ps = Kg * 8, slices = G / 32;
   const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
@@ -480,16 +497,19 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
   for (int64_t gi = 0; gi < NG; ++gi) {
     __m256i d[MR][NC];  // int32 group sums
 #pragma GCC unroll 2
-    for (int r = 0; r < MR; ++r)
+    for (int r = 0; r < MR; ++r) {  // (overwritten by affine slice 0; kTabS starts at -64 * gsum)
+      const __m256i init = MODE == kTabS ? _mm256_set1_epi32(-64 * gs[r][gi]) : _mm256_setzero_si256();
 #pragma GCC unroll 8
-      for (int c = 0; c < NC; ++c) d[r][c] = _mm256_setzero_si256();  // (overwritten by affine slice 0)
+      for (int c = 0; c < NC; ++c) d[r][c] = init;
+    }
     for (int64_t sl = 0; sl < slices; ++sl) {
       __m256i s[MR][NC];  // affine: the slice's int16 sums
 #pragma GCC unroll 2
       for (int r = 0; r < MR; ++r) {
-        const __m256i init = MODE == kSym && ONE ? _mm256_set1_epi32((-8 * gs[r][gi]) & 0xFFFF) : _mm256_setzero_si256();
+        const __m256i i0 = MODE == kSym && ONE ? _mm256_set1_epi32(init ? init[r * NG + gi] : SliceInit(gs[r][gi]))
+                                               : _mm256_setzero_si256();
 #pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) s[r][c] = init;
+        for (int c = 0; c < NC; ++c) s[r][c] = i0;
       }
       const uint8_t* cg = cp + (gi * slices + sl) * 256;
       const int64_t k0 = gi * G + sl * 32;
@@ -538,7 +558,7 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
     for (int c = 0; c < NC; ++c) {
       const int64_t off = (c / 2) * NG * 16 + gi * 16 + (c % 2) * 8;
       const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + off)));
-      __m256i z = _mm256_set1_epi32(MODE == kTabS ? 64 : 8);  // what comes out per unit of gsum
+      __m256i z = _mm256_set1_epi32(8);  // what comes out per unit of gsum (affine)
       if constexpr (MODE == kAsym) {
         int64_t zz;
         std::memcpy(&zz, zp + off, 8);
@@ -547,7 +567,7 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
 #pragma GCC unroll 2
       for (int r = 0; r < MR; ++r) {
         __m256i t = d[r][c];
-        if (!(MODE == kSym && ONE)) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+        if (MODE == kAsym || (MODE == kSym && !ONE)) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
         f[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, f[r][c]);
       }
     }
@@ -567,9 +587,21 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
 // then single (possibly partial) panels.
 template <int MR, int NP, int MODE, bool ONE>
 void GemvCols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1) {
+  // symmetric codes, 32-k groups: the slice sum starts once for all column tiles (up to 2 x 512
+  // groups, K <= 16384; longer rows compute them in the tile)
+  constexpr int64_t kMaxInit = 1024;
+  alignas(64) int32_t ibuf[MODE == kSym && ONE ? kMaxInit : 1];
+  const int32_t* init = nullptr;
+  if constexpr (MODE == kSym && ONE) {
+    const int64_t NG = q4_kg(g.K, 32) / 32;
+    if (MR * NG <= kMaxInit) {
+      for (int64_t i = 0; i < MR * NG; ++i) ibuf[i] = SliceInit(g.gsum[m * NG + i]);
+      init = ibuf;
+    }
+  }
   int64_t n = n0;
-  for (; n + 16 * NP <= n1; n += 16 * NP) Gemv<MR, NP, MODE, ONE>(g, m, n, 16 * NP);
-  for (; n < n1; n += 16) Gemv<MR, 1, MODE, ONE>(g, m, n, n1 - n < 16 ? n1 - n : 16);
+  for (; n + 16 * NP <= n1; n += 16 * NP) Gemv<MR, NP, MODE, ONE>(g, m, n, 16 * NP, init);
+  for (; n < n1; n += 16) Gemv<MR, 1, MODE, ONE>(g, m, n, n1 - n < 16 ? n1 - n : 16, init);
 }
 
 template <int MODE, bool ONE>
@@ -580,7 +612,7 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   // the generic tile, one panel at a time.
   const int64_t NG = q4_kg(g.K, g.lay.group) / g.lay.group;
   const GRange whole{0, NG, true, true};
-  const Decoded none{nullptr, 0, 0, 0, nullptr};
+  const Decoded none{nullptr, 0, 0, 0, nullptr, nullptr};
   if constexpr (MODE != kTab) {
     if (m1 - m0 == 1) return GemvCols<1, ONE ? 2 : 1, MODE, ONE>(g, m0, n0, n1);
     if (ONE && m1 - m0 == 2) return GemvCols<2, 1, MODE, ONE>(g, m0, n0, n1);
