@@ -220,14 +220,20 @@ __attribute__((noinline)) void TileStream(const Qs8GemmArgs& g, int64_t m, int64
   const int8_t* a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) a[r] = g.A + (m + r) * g.lda;
+  // Each stream prefetches kPf bytes ahead; over its last kPf bytes the prefetch moves on to the
+  // next tile's panel of the same position (NP panels on), so the next tile's streams start warm
+  // (past the end of the weights it is only a hint: prefetches never fault).
+  const int64_t kswitch = Kp - kPf / 16 > 0 ? (Kp - kPf / 16 + 3) / 4 * 4 : 0;
+  int64_t pf = kPf;
   for (int64_t k = 0; k < Kp; k += 4) {
+    if (k == kswitch) pf += (NP - 1) * ps;
     typename Cell::A av[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) av[r] = Cell::Row(a[r] + k);
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
       const uint8_t* src = W + p * ps + k * 16;
-      _mm_prefetch(reinterpret_cast<const char*>(src) + kPf, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(src) + pf, _MM_HINT_T0);
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
       const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
 #pragma GCC unroll 8

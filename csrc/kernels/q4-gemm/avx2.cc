@@ -497,6 +497,11 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
     for (int c = 0; c < NC; ++c) f[r][c] = _mm256_setzero_ps();
+  // Each panel stream prefetches kGemvPf bytes ahead; from the slice where that passes the
+  // panel's end it moves on to the next tile's panel of the same position (NP panels on), so the
+  // next tile's streams start warm (a prefetch past the end of the codes never faults).
+  const int64_t pf_switch = ps > kGemvPf ? (ps - kGemvPf) / 256 : 0;  // ps, kGemvPf: multiples of 256
+  int64_t pf = kGemvPf;
   for (int64_t gi = 0; gi < NG; ++gi) {
     __m256i d[MR][NC];  // int32 group sums
 #pragma GCC unroll 2
@@ -514,6 +519,7 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
 #pragma GCC unroll 8
         for (int c = 0; c < NC; ++c) s[r][c] = i0;
       }
+      if (gi * slices + sl == pf_switch) pf += (NP - 1) * ps;
       const uint8_t* cg = cp + (gi * slices + sl) * 256;
       const int64_t k0 = gi * G + sl * 32;
 #pragma GCC unroll 4
@@ -528,7 +534,7 @@ __attribute__((noinline)) void Gemv(const Q4GemmArgs& g, int64_t m, int64_t n, i
         for (int c = 0; c < NC; ++c) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cg + (c / 2) * ps + st * 64 + (c % 2) * 32));
           if (c % 2 == 0)  // one 64-byte line per panel and 8-k step
-            _mm_prefetch(reinterpret_cast<const char*>(cg + (c / 2) * ps + st * 64) + kGemvPf, _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(cg + (c / 2) * ps + st * 64) + pf, _MM_HINT_T0);
           __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
           if constexpr (MODE == kTabS) {
             lo = _mm256_shuffle_epi8(tbl, lo);
