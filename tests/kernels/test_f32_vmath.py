@@ -136,6 +136,39 @@ def test_vector_softmax_exp_across_the_range(isa):
     assert np.abs(y[~normal] - want[~normal]).max() <= 2e-45
 
 
+@pytest.mark.parametrize("isa", VECTOR_ISAS)
+@pytest.mark.parametrize("n", [2, 15, 16, 17, 128, 129])
+def test_softmax_fast_exp_rows_match_the_full_range_path(isa, n):
+    # A row whose exp arguments x - max all lie in [-87, 0] may take the AVX2 kernel's
+    # unclamped exp (one multiply by 2^n); an extra -1000 (exp 0: every lane's sum is
+    # unchanged) sends the same row through the clamped, two-step one. Same bits either way,
+    # down to arguments at the edge of the range (and rows just past it).
+    rng = np.random.default_rng(n)
+    for lo in (-1.0, -40.0, -86.9, -87.0, -87.1, -95.0):
+        x = rng.uniform(lo, 0.0, n).astype(np.float32)
+        x[0] = 0.0
+        x[-1] = np.float32(lo)
+        y = _core.f32_row(isa, "softmax", x)
+        y_full = _core.f32_row(isa, "softmax", np.append(x, np.float32(-1000.0)))
+        assert y_full[-1] == 0
+        assert np.array_equal(y.view(np.int32), y_full[:-1].view(np.int32)), (isa, n, lo)
+
+
+@pytest.mark.parametrize("isa", VECTOR_ISAS)
+def test_gelu_fast_exp_blocks_match_the_full_range_path(isa):
+    # GELU's exp arguments stay >= -87 for |x| <= 12 (AVX2: blocks of 64 values then take the
+    # unclamped exp); x = -14 (argument ~ -98) in a block sends it through the clamped one.
+    # Every other value keeps its bits.
+    x = np.random.default_rng(3).uniform(-12.5, 12.5, 64 * 40 + 17).astype(np.float32)
+    y = _core.f32_row(isa, "gelu", x)
+    x2 = x.copy()
+    x2[5::64] = -14.0
+    y2 = _core.f32_row(isa, "gelu", x2)
+    keep = x2 == x
+    assert np.array_equal(y[keep].view(np.int32), y2[keep].view(np.int32))
+    assert (ulps(y2, gelu_exact(x2)) <= gelu_bound(isa, x2)).all()
+
+
 def _pre_numpy(x, scale_op, scale, add):
     """The unfused graph's Mul/Div and Add in float32 (each one rounded, as the kernels do)."""
     t = x.copy()
