@@ -206,6 +206,30 @@ def test_corrupt_int8_weight_is_rejected_at_load(tmp_path):
         lowbit.load(bad)
 
 
+def test_out_of_range_int4_zero_point_is_rejected_at_load(tmp_path):
+    """An asymmetric int4 zero point of 200 (4-bit zero points are in [0, 15]; CRCs recomputed,
+    so only the executor's check can catch it: the AVX2 tiled kernel decodes u + 15 - z into a
+    byte) fails the load and names the byte."""
+    from lowbit.format import load_file, save
+    src, _, _ = _digits()
+    p = str(tmp_path / "m.qbin")
+    lowbit.convert(src, p, quant="int4")
+    g = load_file(p).graph
+    node = next(n for n in g.nodes if n.op == "Dense")
+    t = g.tensors[node.inputs[1]]
+    assert t.encoding == "q4-g32-asym-n16k8", t.encoding
+    K, N = t.shape
+    zbytes = (N + 15) // 16 * ((K + 31) // 32) * 16  # the zero points close the packed weight
+    data = np.array(t.data, copy=True).view(np.uint8)
+    assert data[-zbytes:].max() <= 15
+    data[-zbytes + 3] = 200
+    t.data = data
+    bad = str(tmp_path / "bad.qbin")
+    save(g, bad)
+    with pytest.raises(lowbit.FormatError, match=r"q4 zero point holds 200 at byte 3 of the zero points, expected values in \[0, 15\]"):
+        lowbit.load(bad)
+
+
 def test_reduce_range_codes_and_error(tmp_path):
     """reduce_range: every code in [-64, 64], the clipping search on 129 levels, the
     weight error about twice int8's (one bit less), and a note in the report."""

@@ -342,6 +342,27 @@ def test_q4_gemv_long_rows(isa):
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} K={K}")
 
 
+@pytest.mark.parametrize("isa", SIMD)
+def test_q4_asym_decoded_rows(isa):
+    """Asymmetric 32-k groups with 3+ row tiles: the AVX2 kernel decodes u + 15 - z and starts
+    the int16 slice sums from the rows' activation sums, computed once per run of row tiles
+    that fits its buffer (8192 row-groups: several runs at K = 4096+), or per column and K
+    block when a run would be under 3 tiles (K = 16384+). Random codes, and both extremes of
+    u - z (+15 and -15 everywhere) with activations at +-127: the reference's bits."""
+    for M, K, N in ((128, 4100, 40), (64, 4096, 72), (20, 16384, 24), (40, 16416, 16), (13, 1000, 150)):
+        ng = (K + 31) // 32
+        x, codes, sc, z, t, b, W = q4_problem(M * K + N, M, K, N, "asym", 32)
+        cases = [(x, W)]
+        xs = np.random.default_rng(K).choice([-1.0, 1.0], size=(M, K)).astype(np.float32)
+        for u, zp in ((15, 0), (0, 15)):
+            cases.append((xs, _core.pack_q4(np.full((K, N), u, np.uint8), f16_bits(sc), np.full((ng, N), zp, np.uint8),
+                                            None, "asym", 32)))
+        for xi, Wi in cases:
+            want = _core.qdense("scalar", xi, Wi, "q4-g32-asym-n16k8", K, N, b, 0)
+            got = _core.qdense(isa, xi, Wi, "q4-g32-asym-n16k8", K, N, b, 0)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} K={K} N={N}")
+
+
 def test_q4_nibble_order_and_extremes():
     """One nonzero code at a time: output column n must see exactly that weight,
     which pins the nibble order (low nibble = k, high = k+4) and the panel layout."""

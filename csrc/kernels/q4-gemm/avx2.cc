@@ -81,6 +81,36 @@ inline void SliceInits(const int32_t* gsum, int64_t n, int32_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = SliceInit(gsum[i]);
 }
 
+// Asymmetric codes, 32-k groups, decoded once for the tiled path: the decoded bytes are
+// u + kAsymShift - z (in [0, 30]: z is in [0, 15], checked at load), so the tile multiplies
+// (u - z) + kAsymShift instead of u and takes no zero-point product per row, column and group.
+// The int16 slice sums start at -kAsymShift * E in the even lane and -kAsymShift * O in the
+// odd one (E, O: the group's activation sums over k = 0,1 and k = 2,3 (mod 4), E + O = gsum),
+// so after the slice each lane holds sum (u - z) * a over its 16 k: |.| <= 16 * 15 * 127 =
+// 30480 < 32767, and vpmaddwd by ones yields the group's exact sum. (The sums on the way may
+// leave the int16 range; vpaddw wraps, and the final value is what counts. A pair of products
+// is at most 2 * 30 * 127 = 7620: vpmaddubsw never saturates.)
+constexpr int kAsymShift = 15;
+inline int32_t AsymInit(int32_t e, int32_t gsum) {
+  return ((-kAsymShift * e) & 0xFFFF) | int32_t(uint32_t((-kAsymShift * (gsum - e)) & 0xFFFF) << 16);
+}
+// AsymInit of rows [m0, m1) and groups [ga, gb) into out (row stride os): E from the rows.
+inline void AsymInits(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t ga, int64_t gb, int32_t* out, int64_t os) {
+  const int64_t NG = q4_kg(g.K, 32) / 32;
+  const __m256i pick = _mm256_set1_epi32(0x00000101), ones = _mm256_set1_epi16(1);
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* a = g.A + m * g.lda;
+    for (int64_t gi = ga; gi < gb; ++gi) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + gi * 32));
+      const __m256i e = _mm256_madd_epi16(_mm256_maddubs_epi16(pick, v), ones);  // a[4j] + a[4j + 1]
+      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+      out[(m - m0) * os + gi - ga] = AsymInit(_mm_cvtsi128_si32(t), g.gsum[m * NG + gi]);
+    }
+  }
+}
+
 // K range of a tile: groups [g0, g1); partial fp32 sums of earlier K blocks wait in C (exact:
 // the per-group fma chain is the same, only stored and reloaded).
 struct GRange {
@@ -246,7 +276,7 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
         __m256i s16[MR][NC];
 #pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
-          const __m256i init = MODE == kSym && ONE
+          const __m256i init = (MODE == kSym || (MODE == kAsym && DEC)) && ONE
                                    ? _mm256_set1_epi32(DEC ? dec.init[r * (kDecK / 32) + gi - gr.g0] : SliceInit(gs[r][gi]))
                                    : _mm256_setzero_si256();
 #pragma GCC unroll 16
@@ -299,11 +329,12 @@ __attribute__((noinline)) void Tile(const Q4GemmArgs& g, int64_t m, int64_t n, i
 #pragma GCC unroll 16
           for (int c = 0; c < NC; ++c) {
             const __m256 sc = scale(c, gi);
-            const __m256i z = MODE == kAsym ? zpoint(c, gi) : _mm256_setzero_si256();
+            constexpr bool zcorr = MODE == kAsym && !DEC;  // decoded asymmetric codes: see AsymInit
+            const __m256i z = zcorr ? zpoint(c, gi) : _mm256_setzero_si256();
 #pragma GCC unroll 16
             for (int r = 0; r < MR; ++r) {
               __m256i t = _mm256_madd_epi16(s16[r][c], ones);
-              if (MODE == kAsym) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
+              if (zcorr) t = _mm256_sub_epi32(t, _mm256_mullo_epi32(z, _mm256_set1_epi32(gs[r][gi])));
               fma_out(r, c, t, sc);
             }
           }
@@ -372,22 +403,37 @@ void Cols(const Q4GemmArgs& g, int64_t m, int64_t n0, int64_t n1, GRange gr, Dec
 }
 
 // Decodes the codes of columns [n0, n1) (n0 a multiple of 16) x 8-k steps [k80, k81) into buf.
-template <int MODE>
+// SHIFT (asymmetric codes, 32-k groups): u + kAsymShift - z instead of u (see AsymInit).
+template <int MODE, bool SHIFT = false>
 void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k81, uint8_t* buf) {
-  const int64_t Kg = q4_kg(g.K, g.lay.group), ps = Kg * 8;
-  const uint8_t* codes = g.W + q4_parts(g.K, g.N, g.lay).codes;
+  const int64_t Kg = q4_kg(g.K, g.lay.group), ps = Kg * 8, NG = Kg / g.lay.group;
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  const uint8_t* codes = g.W + parts.codes;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i tbl = IsTab(MODE) ? LoadTable(g.W, MODE) : _mm256_setzero_si256();
+  // column j's zero point (byte j of 8) into the 4 bytes of 32-bit lane j
+  const __m256i zrep = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6,
+                                        6, 7, 7, 7, 7);
   const int64_t stride = (k81 - k80) * 64;
   for (int64_t cv = n0 / 8; cv < (n1 + 7) / 8; ++cv) {
     const uint8_t* src = codes + (cv / 2) * ps + (cv % 2) * 32;
+    const uint8_t* zsrc = g.W + parts.zeros + (cv / 2) * NG * 16 + (cv % 2) * 8;
     uint8_t* dst = buf + (cv - n0 / 8) * stride;
+    __m256i off = _mm256_setzero_si256();
     for (int64_t k8 = k80; k8 < k81; ++k8) {
+      if (SHIFT && (k8 == k80 || k8 % 4 == 0)) {  // a new 32-k group: its zero points
+        const __m128i z8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(zsrc + (k8 / 4) * 16));
+        off = _mm256_sub_epi8(_mm256_set1_epi8(kAsymShift), _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(z8), zrep));
+      }
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k8 * 64));
       __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
       if (IsTab(MODE)) {
         lo = _mm256_shuffle_epi8(tbl, lo);
         hi = _mm256_shuffle_epi8(tbl, hi);
+      }
+      if (SHIFT) {
+        lo = _mm256_add_epi8(lo, off);
+        hi = _mm256_add_epi8(hi, off);
       }
       _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (k8 - k80) * 64), lo);
       _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (k8 - k80) * 64 + 32), hi);
@@ -438,30 +484,52 @@ void Tiled(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) 
   const int64_t gpb_max = kDecK / G, nkb = (NG + gpb_max - 1) / gpb_max, gpb = (NG + nkb - 1) / nkb;
   alignas(64) uint8_t buf[kDecCols * kDecK];
   alignas(64) int8_t absbuf[MODE == kTab ? kMRTable * kDecK : 32];
-  alignas(64) int32_t initbuf[MODE == kSym && ONE ? MR * (kDecK / 32) : 1];
-  for (int64_t jc = n0; jc < n1; jc += kDecCols) {
-    const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
-    for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
-      const GRange gr{g0, g0 + gpb < NG ? g0 + gpb : NG, g0 == 0, g0 + gpb >= NG};
-      const int64_t k80 = gr.g0 * G / 8, k81 = gr.g1 * G / 8;
-      Decode<MODE>(g, jc, jend, k80, k81, buf);
-      const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64, absbuf, initbuf};
-      int64_t m = m0;
-      for (int64_t it = 0; it < ntiles; ++it) {
-        const int64_t mr = base + (it < extra ? 1 : 0);
-        if (MODE == kTab) {  // |a| of the tile's rows, once for all its column tiles (no vpabsb inside)
-          for (int64_t r = 0; r < mr; ++r)
-            for (int64_t k = k80 * 8; k < k81 * 8; k += 32) {
-              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.A + (m + r) * g.lda + k));
-              _mm256_store_si256(reinterpret_cast<__m256i*>(absbuf + r * kDecK + (k - k80 * 8)), _mm256_abs_epi8(v));
-            }
+  constexpr bool shift = MODE == kAsym && ONE;  // decoded asymmetric codes: see AsymInit
+  alignas(64) int32_t initbuf[(MODE == kSym || shift) && ONE ? MR * (kDecK / 32) : 1];
+  // Asymmetric slice sum starts: of every row and group of a run of row tiles, computed once
+  // for all column blocks (they depend on the rows only). The runs are as many whole tiles as
+  // the buffer holds; the codes are decoded once per run. Where it holds fewer than 3 tiles
+  // (K > ~14500 at 6 rows), all tiles run together and each tile computes its starts per
+  // column and K block instead.
+  constexpr int64_t kAsymInitMax = 8192;
+  alignas(64) int32_t asym_init[shift ? kAsymInitMax : 1];
+  const int64_t run_tiles = shift ? kAsymInitMax / (NG * (base + 1)) : ntiles;  // tiles are <= base + 1 rows
+  const bool per_block = shift && run_tiles < kDecMinTiles;
+  int64_t mrun = m0;
+  for (int64_t t0 = 0; t0 < ntiles; t0 += per_block ? ntiles : run_tiles) {
+    const int64_t t1 = per_block || t0 + run_tiles > ntiles ? ntiles : t0 + run_tiles;
+    int64_t mend = mrun;
+    for (int64_t it = t0; it < t1; ++it) mend += base + (it < extra ? 1 : 0);
+    if (shift && !per_block) AsymInits(g, mrun, mend, 0, NG, asym_init, NG);
+    for (int64_t jc = n0; jc < n1; jc += kDecCols) {
+      const int64_t jend = jc + kDecCols < n1 ? jc + kDecCols : n1;
+      for (int64_t g0 = 0; g0 < NG; g0 += gpb) {
+        const GRange gr{g0, g0 + gpb < NG ? g0 + gpb : NG, g0 == 0, g0 + gpb >= NG};
+        const int64_t k80 = gr.g0 * G / 8, k81 = gr.g1 * G / 8;
+        Decode<MODE, shift>(g, jc, jend, k80, k81, buf);
+        const Decoded dec{buf, jc / 8, k80, (k81 - k80) * 64, absbuf, initbuf};
+        int64_t m = mrun;
+        for (int64_t it = t0; it < t1; ++it) {
+          const int64_t mr = base + (it < extra ? 1 : 0);
+          if (MODE == kTab) {  // |a| of the tile's rows, once for all its column tiles (no vpabsb inside)
+            for (int64_t r = 0; r < mr; ++r)
+              for (int64_t k = k80 * 8; k < k81 * 8; k += 32) {
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.A + (m + r) * g.lda + k));
+                _mm256_store_si256(reinterpret_cast<__m256i*>(absbuf + r * kDecK + (k - k80 * 8)), _mm256_abs_epi8(v));
+              }
+          }
+          if (MODE == kSym && ONE)
+            for (int64_t r = 0; r < mr; ++r) SliceInits(g.gsum + (m + r) * NG + gr.g0, gr.g1 - gr.g0, initbuf + r * (kDecK / 32));
+          if (per_block) AsymInits(g, m, m + mr, gr.g0, gr.g1, initbuf, kDecK / 32);
+          else if (shift)
+            for (int64_t r = 0; r < mr; ++r)
+              std::memcpy(initbuf + r * (kDecK / 32), asym_init + (m + r - mrun) * NG + gr.g0, size_t(gr.g1 - gr.g0) * 4);
+          RowTile<MODE, ONE, true>(g, m, mr, jc, jend, gr, dec);
+          m += mr;
         }
-        if (MODE == kSym && ONE)
-          for (int64_t r = 0; r < mr; ++r) SliceInits(g.gsum + (m + r) * NG + gr.g0, gr.g1 - gr.g0, initbuf + r * (kDecK / 32));
-        RowTile<MODE, ONE, true>(g, m, mr, jc, jend, gr, dec);
-        m += mr;
       }
     }
+    mrun = mend;
   }
 }
 

@@ -36,7 +36,21 @@ bool parse_qweight_encoding(const std::string& enc, QWeights& w) {
 }
 
 std::string check_qweight_codes(const QWeights& w) {
-  if (w.is_q4 || w.K <= 0 || w.N <= 0) return {};
+  if (w.K <= 0 || w.N <= 0) return {};
+  if (w.is_q4) {
+    // 4-bit zero points: the AVX2 tiled path decodes u + 15 - z into a byte in [0, 30]
+    if (w.lay.kind != Q4Kind::kAffine || !w.lay.asym) return {};
+    const Q4Parts parts = q4_parts(w.K, w.N, w.lay);
+    const uint8_t* z = w.W + parts.zeros;
+    uint8_t worst = 0;
+    for (int64_t i = 0; i < parts.total - parts.zeros; ++i) worst = z[i] > worst ? z[i] : worst;
+    if (worst <= 15) return {};
+    for (int64_t i = 0; i < parts.total - parts.zeros; ++i)
+      if (z[i] > 15)
+        return "q4 zero point holds " + std::to_string(int(z[i])) + " at byte " + std::to_string(i) +
+               " of the zero points, expected values in [0, 15]";
+  }
+  if (w.is_q4) return {};
   const size_t wbytes = size_t((w.N + 15) / 16) * 16 * size_t(qs8_kp(w.K));
   if (!w.w7) {
     // -128 breaks the AVX2 sign trick (|-128| is not an s8): reject it so every ISA agrees
