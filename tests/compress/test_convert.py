@@ -247,7 +247,8 @@ def test_mlp_file_sizes(variant, digits, tmp_path_factory):
     r = _converted("mlp", variant, digits, tmp_path_factory)
     ratio = lc.fp32_bits(r["fp32"]) / 8 / os.path.getsize(r["path"])
     print(f"mlp {variant}: {ratio:.2f}x smaller than fp32")
-    assert ratio >= MLP_MIN_RATIO[variant]
+    # the timed sparse / low-rank choices behind the size (a factored layer kept dense shows why)
+    assert ratio >= MLP_MIN_RATIO[variant], r["report"].choices
 
 
 def test_cnn_combined_file_size(digits, tmp_path_factory):
