@@ -29,6 +29,22 @@ inline __m256i Mask(int64_t n) {
 // 2^e for integer e in [-126, 127], built in the exponent field.
 inline __m256 Pow2(__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); }
 
+// The shared part of Exp and ExpFast: n = round(x log2 e) (as float, in *n) and the
+// polynomial p ~ exp(x - n ln2), so that exp(x) = p * 2^n.
+inline __m256 ExpPoly(__m256 x, __m256* n) {
+  *n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  return _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+}
+
 // exp(x): n = round(x log2 e), r = x - n ln2 (two-part ln2), degree-6 Taylor in
 // r (|r| <= ln2/2: truncation error 1.2e-7 relative), times 2^n. x is clamped to
 // [-104, 88.7] first (below, exp rounds to 0 in float), so n is in [-150, 128]:
@@ -37,17 +53,8 @@ inline __m256 Pow2(__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm
 inline __m256 Exp(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-104.f));
   x = _mm256_min_ps(x, _mm256_set1_ps(88.7f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  __m256 n;
+  const __m256 p = ExpPoly(x, &n);
   const __m256i ni = _mm256_cvtps_epi32(n);
   const __m256i h = _mm256_srai_epi32(ni, 1);
   return _mm256_mul_ps(_mm256_mul_ps(p, Pow2(h)), Pow2(_mm256_sub_epi32(ni, h)));
@@ -56,17 +63,8 @@ inline __m256 Exp(__m256 x) {
 // exp(x) for x in [-87, 88] (n in [-126, 127]: 2^n is a normal number): the same bits as Exp,
 // p * 2^n rounded once, without the clamps and the two-step scaling.
 inline __m256 ExpFast(__m256 x) {
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  __m256 n;
+  const __m256 p = ExpPoly(x, &n);
   return _mm256_mul_ps(p, Pow2(_mm256_cvtps_epi32(n)));
 }
 constexpr float kExpFastLo = -87.f;  // ExpFast's range: [kExpFastLo, 88]

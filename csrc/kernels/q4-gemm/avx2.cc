@@ -417,7 +417,7 @@ void Decode(const Q4GemmArgs& g, int64_t n0, int64_t n1, int64_t k80, int64_t k8
   const int64_t stride = (k81 - k80) * 64;
   for (int64_t cv = n0 / 8; cv < (n1 + 7) / 8; ++cv) {
     const uint8_t* src = codes + (cv / 2) * ps + (cv % 2) * 32;
-    const uint8_t* zsrc = g.W + parts.zeros + (cv / 2) * NG * 16 + (cv % 2) * 8;
+    const uint8_t* zsrc = SHIFT ? g.W + parts.zeros + (cv / 2) * NG * 16 + (cv % 2) * 8 : nullptr;  // (asym only)
     uint8_t* dst = buf + (cv - n0 / 8) * stride;
     __m256i off = _mm256_setzero_si256();
     for (int64_t k8 = k80; k8 < k81; ++k8) {
