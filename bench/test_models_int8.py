@@ -174,12 +174,12 @@ def test_resnet18_int8_gate(resnet):
               f"{a / b:.2f}x ({r / b:.2f}x reduce_range) ORT int8's time")
     lowbit.set_num_threads(2)
     isa = lowbit.cpu_info()["isa"]
-    limit = TARGET if isa == "avx512vnni" else max(TARGET, AVX2_MEASURED)
+    limit = TARGET if isa in ("avx512vnni", "amx") else max(TARGET, AVX2_MEASURED)
     met = ratios[1] <= TARGET
     record("models_int8", "target/resnet18/1t", {"target": TARGET, "ratio": ratios[1], "met": met, "isa": isa,
                                                  "ci_limit": limit * CI_MARGIN})
     print(f"target {TARGET}x ({'met' if met else 'NOT met'}); {isa}: CI fails beyond {limit * CI_MARGIN:.2f}x")
-    limit_r = TARGET if isa == "avx512vnni" else max(TARGET, AVX2_MEASURED_REDUCE_RANGE)
+    limit_r = TARGET if isa in ("avx512vnni", "amx") else max(TARGET, AVX2_MEASURED_REDUCE_RANGE)
     record("models_int8", "target_reduce_range/resnet18/1t", {"target": TARGET, "ratio": ratios["r1"],
                                                               "met": ratios["r1"] <= TARGET, "isa": isa,
                                                               "ci_limit": limit_r * CI_MARGIN})

@@ -24,7 +24,7 @@ def _py(code, **env):
 def test_cpu_info_shape():
     info = lowbit.cpu_info()
     assert isinstance(info["features"], list) and info["features"]
-    assert info["isa"] in ("scalar", "avx2", "avx512vnni", "neondot")
+    assert info["isa"] in ("scalar", "avx2", "avx512vnni", "amx", "neondot")
     assert info["isa"] == info["supported_isas"][0]  # best available is the default
     assert set(info["kernels"]) >= {"f32-gemm", "crc32c"}
     assert all(isinstance(v, str) and v for v in info["kernels"].values())
@@ -37,6 +37,8 @@ def test_features_match_proc_cpuinfo():
     feats = lowbit.cpu_info()["features"]
     for ours, linux in [("avx2", "avx2"), ("avx512vnni", "avx512_vnni"), ("avx512f", "avx512f"), ("fma", "fma")]:
         assert (ours in feats) == (f" {linux}" in flags), ours
+    # AMX also needs the kernel's permission (arch_prctl), which Linux lists AMX only when it can grant
+    assert ("amx-int8" in feats) <= (" amx_int8" in flags and " amx_tile" in flags)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -48,16 +50,19 @@ def test_forced_isa_is_selected(isa):
     assert info["isa"] == isa
     if isa == "scalar":
         assert "scalar" in info["kernels"]["f32-gemm"] and "scalar" in info["kernels"]["crc32c"]
+    elif isa == "amx":  # the avx512vnni level with AMX tiles for the int8 GEMM
+        assert info["kernels"]["qs8-gemm"] == info["kernels"]["qs7-gemm"] == "qs8_gemm_32x32c4__amx"
+        assert "avx512" in info["kernels"]["f32-gemm"]
     else:
         assert isa.replace("vnni", "") in info["kernels"]["f32-gemm"]
     # the fp32 row kernels (layer norm too) and depthwise conv come from the same dispatch level
-    tag = "scalar" if isa in ("scalar", "neondot") else isa.replace("vnni", "")
+    tag = "scalar" if isa in ("scalar", "neondot") else "avx512" if isa == "amx" else isa.replace("vnni", "")
     for k in ("f32-softmax", "f32-gelu", "f32-layernorm", "f32-dwconv"):
         assert info["kernels"][k].endswith("__" + tag), (k, info["kernels"][k])
 
 
 def test_unavailable_isa_raises_at_import_not_sigill():
-    unavailable = [i for i in ("scalar", "avx2", "avx512vnni", "neondot") if i not in ISAS]
+    unavailable = [i for i in ("scalar", "avx2", "avx512vnni", "amx", "neondot") if i not in ISAS]
     assert unavailable  # this x86 machine has no neondot (and vice versa on arm)
     for isa in unavailable:
         r = _py("import lowbit", LOWBIT_ISA=isa)
@@ -68,7 +73,7 @@ def test_unavailable_isa_raises_at_import_not_sigill():
 def test_unknown_isa_name():
     r = _py("import lowbit", LOWBIT_ISA="avx1024")
     assert r.returncode == 1
-    assert "LOWBIT_ISA='avx1024' is not an ISA; expected one of scalar, avx2, avx512vnni, neondot" in r.stderr
+    assert "LOWBIT_ISA='avx1024' is not an ISA; expected one of scalar, avx2, avx512vnni, amx, neondot" in r.stderr
 
 
 def test_num_threads_env_and_setter(threads):

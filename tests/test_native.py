@@ -33,9 +33,11 @@ COMMON = [f for f in cmake_sources("LOWBIT_COMMON_SOURCES") if f.startswith(("cp
 AVX2 = ["-mavx2", "-mfma", "-mf16c"]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
 AVX512_SOURCES = cmake_sources("LOWBIT_X86_AVX512_SOURCES")
+AMX = ["-mamx-tile", "-mamx-int8", *AVX512]
 X86 = {**{f: ["-msse4.2"] for f in cmake_sources("LOWBIT_X86_SSE42_SOURCES")},
        **{f: AVX2 for f in cmake_sources("LOWBIT_X86_AVX2_SOURCES")},
-       **{f: AVX512 for f in AVX512_SOURCES}}
+       **{f: AVX512 for f in AVX512_SOURCES},
+       **{f: AMX for f in cmake_sources("LOWBIT_X86_AMX_SOURCES")}}
 DOT = ["-march=armv8.2-a+dotprod+fp16"]
 ARM = {**{f: ["-march=armv8-a+crc"] for f in cmake_sources("LOWBIT_ARM_CRC_SOURCES")},
        **{f: DOT for f in cmake_sources("LOWBIT_ARM_DOT_SOURCES")}}
@@ -133,7 +135,8 @@ def test_isa_objects_export_only_their_kernels(tmp_path, src, flags):
     out = subprocess.run(["nm", "-C", "--defined-only", obj], capture_output=True, text=True, check=True).stdout
     exported = [line for line in out.splitlines() if line.split()[1] in ("T", "W", "V", "D", "B", "u", "i")]
     assert exported, out
-    ns = "lowbit::sse42::" if "sse42" in src else ("lowbit::avx2::" if "avx2" in src else "lowbit::avx512::")
+    ns = ("lowbit::sse42::" if "sse42" in src else "lowbit::avx2::" if "avx2" in src else
+          "lowbit::amx::" if "amx" in src else "lowbit::avx512::")
     for line in exported:
         assert line.split()[1] == "T" and ns in line, f"{src} exports {line!r}"
 

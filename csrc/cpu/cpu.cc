@@ -5,6 +5,10 @@
 
 #if defined(LOWBIT_X86)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 #if defined(LOWBIT_ARM64) && defined(__linux__)
 #include <asm/hwcap.h>
@@ -58,6 +62,16 @@ Features detect() {
     f.avx512bw = z && (b & (1u << 30));
     f.avx512vl = z && (b & (1u << 31));
     f.avx512vnni = z && (c & (1u << 11));
+    // AMX: the tile config and tile data states (XCR0 bits 17, 18) must be enabled, and Linux
+    // grants the 8 KB tile data state per process only on request (kernel 5.16+); a refused or
+    // unknown request leaves AMX off.
+    const bool cpu_amx = (d & (1u << 24)) && (d & (1u << 25));  // AMX-TILE, AMX-INT8
+    if (cpu_amx && osxsave && (read_xcr0() & 0x60000) == 0x60000) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+      constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+      f.amx_int8 = syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#endif
+    }
   }
 #if defined(LOWBIT_EMULATE_AVX512)
   // Emulated builds only (tests/test_avx512_emulated.py's kernel test, or the extension built
@@ -102,6 +116,7 @@ std::vector<std::string> feature_names() {
   add(f.avx512dq, "avx512dq");
   add(f.avx512vl, "avx512vl");
   add(f.avx512vnni, "avx512vnni");
+  add(f.amx_int8, "amx-int8");
   add(f.neon, "neon");
   add(f.dotprod, "dotprod");
   add(f.crc32, "crc32");

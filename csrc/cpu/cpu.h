@@ -12,6 +12,9 @@ struct Features {
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
   bool os_ymm = false;  // XCR0 says the OS saves YMM state
   bool os_zmm = false;  // XCR0 says the OS saves opmask + ZMM state
+  // AMX tiles with int8 dot products: CPUID AMX-TILE + AMX-INT8, XCR0 tile state enabled and,
+  // on Linux, the tile data permission granted to this process (arch_prctl ARCH_REQ_XCOMP_PERM).
+  bool amx_int8 = false;
   // Development builds only (CMake -DLOWBIT_EMULATE_AVX512=ON): the AVX-512 kernels are compiled
   // through SIMDe for AVX2 + FMA + F16C, so the avx512vnni table runs (emulated, slowly) on this
   // CPU. The avx512* flags above stay what CPUID says; this one alone makes the table supported.

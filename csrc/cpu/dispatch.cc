@@ -137,6 +137,22 @@ KernelTable avx512vnni_level() {
   KERNEL(t, qw_axpy, avx2::qw_axpy__avx2);
   return t;
 }
+
+#if !defined(LOWBIT_EMULATE_AVX512)
+// The avx512vnni level with AMX-INT8 tiles for the int8 and 4-bit GEMMs of 16 rows and more (Intel
+// Sapphire Rapids and later); fewer rows, and everything else, run the avx512vnni kernels.
+// Not in SIMDe builds: SIMDe has no AMX.
+KernelTable amx_level() {
+  KernelTable t = avx512vnni_level();
+  t.isa = Isa::kAmx;
+  t.isa_name = "amx";
+  KERNEL(t, qs8_gemm, amx::qs8_gemm_32x32c4__amx);
+  t.qs8_gemm_biased = true;  // tdpbusd is u8 x s8, like vpdpbusd
+  qs7_from_qs8(t);
+  KERNEL(t, q4_gemm, amx::q4_gemm_16x16__amx);
+  return t;
+}
+#endif
 #endif
 
 #if defined(LOWBIT_ARM64)
@@ -162,6 +178,9 @@ KernelTable neondot_level() {
 std::vector<KernelTable> build_tables() {
   std::vector<KernelTable> t;  // best first
 #if defined(LOWBIT_X86)
+#if !defined(LOWBIT_EMULATE_AVX512)
+  t.push_back(amx_level());
+#endif
   t.push_back(avx512vnni_level());
   t.push_back(avx2_level());
 #endif
@@ -201,16 +220,17 @@ bool isa_supported(Isa isa) {
       if (f.avx512_emulated) return f.avx2 && f.fma && f.f16c && f.sse42;  // SIMDe build: AVX2 code underneath
       return f.avx2 && f.fma && f.sse42 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni;
     case Isa::kNeonDot: return f.neon && f.dotprod && f.crc32;
+    case Isa::kAmx: return !f.avx512_emulated && isa_supported(Isa::kAvx512Vnni) && f.amx_int8;
   }
   return false;
 }
 
 const KernelTable& kernels_for(const std::string& name) {
-  static const char* known[] = {"scalar", "avx2", "avx512vnni", "neondot"};
+  static const char* known[] = {"scalar", "avx2", "avx512vnni", "amx", "neondot"};
   bool is_known = false;
   for (const char* k : known) is_known |= (name == k);
   if (!is_known)
-    throw std::runtime_error("LOWBIT_ISA='" + name + "' is not an ISA; expected one of scalar, avx2, avx512vnni, neondot");
+    throw std::runtime_error("LOWBIT_ISA='" + name + "' is not an ISA; expected one of scalar, avx2, avx512vnni, amx, neondot");
   for (const auto& t : all_kernel_tables()) {
     if (name != t.isa_name) continue;
     if (!isa_supported(t.isa))

@@ -21,7 +21,7 @@
 
 namespace lowbit {
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2, kNeonDot = 3 };
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2, kNeonDot = 3, kAmx = 4 };
 
 // One entry per kernel family: the function and its name (what Model.layers(),
 // cpu_info()["kernels"] and the profile report). Each level's table is filled field by

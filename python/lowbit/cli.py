@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="examples:\n  lowbit demo\n  lowbit convert model.onnx -o model.qbin --quant int8\n"
                        "  lowbit bench model.qbin --compare-onnx model.onnx\n\n"
-                       "exit codes: 0 ok, 1 failed, 2 bad usage. Environment: LOWBIT_ISA=scalar|avx2|avx512vnni, "
+                       "exit codes: 0 ok, 1 failed, 2 bad usage. Environment: LOWBIT_ISA=scalar|avx2|avx512vnni|amx, "
                        "LOWBIT_NUM_THREADS=N.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

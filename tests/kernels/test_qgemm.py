@@ -143,6 +143,23 @@ def test_qs8_isas_match_reference(isa, K, N):
                 np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} act={act}")
 
 
+@pytest.mark.parametrize("isa", SIMD)
+# The AMX tiles (32 x 32 over K blocks of 1024, runs of 128 rows, a VNNI tail of < 16 rows):
+# several row runs with K blocked (partial sums kept between blocks), K tails of 4..60 and
+# an exact multiple of 64, 16-column and 48-column widths (a lone last panel), row counts
+# that leave a 16-row block and a tail. Other ISAs run the same problems through their tiles.
+@pytest.mark.parametrize("M,K,N", [(300, 2500, 48), (144, 1100, 33), (16, 64, 16), (47, 1024, 100),
+                                   (129, 3076, 17), (64, 60, 64)])
+def test_qs8_large_tiles_match_reference(isa, M, K, N):
+    for extreme in (False, True):
+        x, Wq, sc, b = qs8_problem(M + K + N, M, K, N, extreme=extreme)
+        W = _core.pack_qs8(Wq, sc)
+        for act in (0, 1):
+            want = _core.qdense("scalar", x, W, "qs8-n16k4", K, N, b, act)
+            got = _core.qdense(isa, x, W, "qs8-n16k4", K, N, b, act)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} K={K} N={N} act={act} extreme={extreme}")
+
+
 def test_qs8_extreme_sum_is_exact():
     """K = 4096 codes of +127 x +127: 66 million, exact in int32 on every path."""
     K, N = 4096, 16

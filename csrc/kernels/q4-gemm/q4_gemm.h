@@ -83,6 +83,9 @@ void q4_gemm_6x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n
 namespace avx512 {
 void q4_gemm_8x32c8__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
+namespace amx {  // AMX-INT8 tiles for 16 rows and more (K up to 4096); the rest goes to the AVX-512 VNNI kernel
+void q4_gemm_16x16__amx(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}
 namespace neon {
 void q4_gemm_4x16c8__neondot(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }

@@ -58,6 +58,9 @@ void qs8_gemm_5x16c4__avx2(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t
 namespace avx512 {
 void qs8_gemm_8x32c4__avx512vnni(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
+namespace amx {  // AMX-INT8 tiles for 16 rows and more; fewer rows go to the AVX-512 VNNI kernel
+void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}
 namespace neon {
 void qs8_gemm_4x16c4__neondot(const Qs8GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }

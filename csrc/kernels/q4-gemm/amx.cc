@@ -1,0 +1,204 @@
+// AMX-INT8 4-bit GEMM over "q4-g{G}-{sym,asym}-n16k8" and "q4t-g{G}-n16k8" (see q4_gemm.h):
+// Intel Sapphire Rapids and later.
+// Compile with: -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
+//
+// A panel's codes are decoded once into s8 values v = u - z (or T[u]) in the AMX B layout
+// (16 k-quads x 16 columns x 4 bytes per 1 KB tile: the low nibbles of a 64-byte code vector
+// are one k-quad row, the high nibbles the next), then every 16-row block of the call runs
+// tdpbssd (s8 x s8; the activations are not biased here) over each group: the 16 x 16 int32
+// group sums d_g are exact, so the zero point needs no gsum correction. Each group's tile is
+// stored and folded into 16 fp32 row accumulators, f = fma(float(d_g), s[n,g], f) in group
+// order as the reference does, while the next group's tdpbssd runs in the other sum tile.
+// Same bits as the reference. K per tdpbssd is min(G, 64): G = 128 takes two per group.
+//
+// Rows past the last multiple of 16 and calls of fewer than 16 rows run the AVX-512 VNNI
+// kernel, which gives the same bits.
+// The tile state is requested in csrc/cpu/cpu.cc; each call loads its configuration and
+// releases the tiles before it returns.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "q4_gemm.h"
+
+namespace lowbit {
+namespace amx {
+namespace {
+
+enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
+
+// K chunk (a multiple of every group size): a panel's chunk of decoded codes, 64 KB, on the
+// stack. Measured at 128x768x3072 g32: one chunk 1.03-1.10 ms, chunks of 256 1.36 ms (the fp32
+// sums' trips through C cost more than the activations' L1 residency gains).
+constexpr int64_t kKC = 4096;
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// tmm0/1: group sums (16 x 16 int32), tmm2/4: activations (16 rows x kt bytes),
+// tmm3/5: decoded weights (kt/4 k-quads x 64 bytes); the pairs alternate between groups.
+inline void Configure(int64_t kt) {
+  TileConfig c;
+  std::memset(&c, 0, sizeof c);
+  c.palette_id = 1;
+  for (int t = 0; t < 6; ++t) {
+    const bool a = t == 2 || t == 4, b = t == 3 || t == 5;
+    c.colsb[t] = static_cast<uint16_t>(a ? kt : 64);
+    c.rows[t] = static_cast<uint8_t>(b ? kt / 4 : 16);
+  }
+  _tile_loadconfig(&c);
+}
+
+inline __mmask16 TailMask(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Groups [g0, g1) of a panel's codes as s8 values in B layout: 64 bytes per k-quad, from out.
+template <int MODE>
+void Decode(const Q4GemmArgs& g, const uint8_t* codes, const uint8_t* zeros, int64_t g0, int64_t g1, int64_t G,
+            int8_t* out) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512i tbl = _mm512_setzero_si512(), zb = _mm512_set1_epi8(8);
+  if (MODE == kTab) tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)));
+  for (int64_t gi = g0; gi < g1; ++gi) {
+    if (MODE == kAsym) {  // z of column j in the 4 bytes of lane j
+      const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + gi * 16)));
+      zb = _mm512_mullo_epi32(z, _mm512_set1_epi32(0x01010101));
+    }
+    for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
+      const __m512i v = _mm512_loadu_si512(codes + k8 * 64);
+      __m512i lo = _mm512_and_si512(v, low4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      if (MODE == kTab) {
+        lo = _mm512_shuffle_epi8(tbl, lo);
+        hi = _mm512_shuffle_epi8(tbl, hi);
+      } else {
+        lo = _mm512_sub_epi8(lo, zb);
+        hi = _mm512_sub_epi8(hi, zb);
+      }
+      int8_t* o = out + (k8 - g0 * G / 8) * 128;
+      _mm512_store_si512(o, lo);
+      _mm512_store_si512(o + 64, hi);
+    }
+  }
+}
+
+// Group gi's sums into tile C (the other pair of tiles than the previous group's).
+// (The _tile_* macros paste their tile numbers into the asm: literals only.)
+template <int C>
+inline void Issue(const uint8_t* arow, int64_t lda, const int8_t* dec, int64_t k0, int64_t gi, int64_t G, int64_t kt) {
+  if constexpr (C == 0) _tile_zero(0);
+  else _tile_zero(1);
+  for (int64_t k = gi * G; k < (gi + 1) * G; k += kt) {
+    if constexpr (C == 0) {
+      _tile_loadd(2, arow + k, lda);
+      _tile_loadd(3, dec + (k - k0) * 16, 64);
+      _tile_dpbssd(0, 2, 3);
+    } else {
+      _tile_loadd(4, arow + k, lda);
+      _tile_loadd(5, dec + (k - k0) * 16, 64);
+      _tile_dpbssd(1, 4, 5);
+    }
+  }
+}
+
+// Stores tile C (group gi's sums) to buf.
+template <int C>
+inline void Store(int32_t* buf) {
+  if constexpr (C == 0) _tile_stored(0, buf, 64);
+  else _tile_stored(1, buf, 64);
+}
+
+// Folds a stored group gi into the row accumulators: f[r] = fma(float(d[r]), s, f[r]).
+inline void Fold(__m512 (&f)[16], const int32_t* buf, const uint16_t* scales, int64_t gi) {
+  const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + gi * 16)));
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)), s, f[r]);
+}
+
+// One 16-row block x one panel over groups [g0, g1): group gi's sums are stored, group gi + 1
+// is issued into the other tile, then gi is folded while the tiles work. The fp32 sums of
+// earlier chunks wait in C (exact: stored and reloaded as they are); the last chunk applies
+// the epilogue.
+void Block(const Q4GemmArgs& g, int64_t m, int64_t nb, int64_t ncols, const int8_t* dec, const uint16_t* scales,
+           int64_t g0, int64_t g1, int64_t G, int64_t kt, bool first, bool last) {
+  const uint8_t* arow = reinterpret_cast<const uint8_t*>(g.A) + m * g.lda;
+  const int64_t k0 = g0 * G;
+  const __mmask16 mk = TailMask(ncols);
+  alignas(64) int32_t buf[2][16 * 16];
+  __m512 f[16];
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) f[r] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, g.C + (m + r) * g.ldc + nb);
+  Issue<0>(arow, g.lda, dec, k0, g0, G, kt);
+  for (int64_t gi = g0;; gi += 2) {
+    Store<0>(buf[0]);
+    if (gi + 1 < g1) Issue<1>(arow, g.lda, dec, k0, gi + 1, G, kt);
+    Fold(f, buf[0], scales, gi);
+    if (gi + 1 >= g1) break;
+    Store<1>(buf[1]);
+    if (gi + 2 < g1) Issue<0>(arow, g.lda, dec, k0, gi + 2, G, kt);
+    Fold(f, buf[1], scales, gi + 1);
+    if (gi + 2 >= g1) break;
+  }
+  if (!last) {
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, f[r]);
+    return;
+  }
+  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
+  const bool relu = g.act == Activation::kRelu;
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) {
+    __m512 y = _mm512_mul_ps(f[r], _mm512_set1_ps(g.a_scale[m + r]));
+    if (g.bias) y = _mm512_add_ps(y, bias);
+    if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
+    _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+  }
+}
+
+// K chunks outermost (one for K <= kKC), then panels (a chunk of codes decoded once), then
+// 16-row blocks.
+template <int MODE>
+void Run(const Q4GemmArgs& g, int64_t m0, int64_t ma, int64_t n0, int64_t n1) {
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, kt = G < 64 ? G : 64;
+  const int64_t gpc = kKC / G;  // groups per chunk
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  alignas(64) int8_t dec[kKC * 16];
+  Configure(kt);
+  for (int64_t c0 = 0; c0 < NG; c0 += gpc) {
+    const int64_t c1 = c0 + gpc < NG ? c0 + gpc : NG;
+    for (int64_t nb = n0; nb < n1; nb += 16) {
+      const int64_t p = nb / 16;
+      Decode<MODE>(g, g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, c0, c1, G, dec);
+      const uint16_t* scales = reinterpret_cast<const uint16_t*>(g.W + parts.scales) + p * NG * 16;
+      for (int64_t m = m0; m < ma; m += 16) Block(g, m, nb, n1 - nb, dec, scales, c0, c1, G, kt, c0 == 0, c1 == NG);
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace
+
+void q4_gemm_16x16__amx(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t rows16 = (m1 - m0) / 16 * 16;
+  if (rows16 == 0) return avx512::q4_gemm_8x32c8__avx512vnni(g, m0, m1, n0, n1);
+  const int64_t ma = m0 + rows16;
+  if (g.lay.kind == Q4Kind::kTable) Run<kTab>(g, m0, ma, n0, n1);
+  else if (g.lay.asym) Run<kAsym>(g, m0, ma, n0, n1);
+  else Run<kSym>(g, m0, ma, n0, n1);
+  if (ma < m1) avx512::q4_gemm_8x32c8__avx512vnni(g, ma, m1, n0, n1);
+}
+
+}  // namespace amx
+}  // namespace lowbit

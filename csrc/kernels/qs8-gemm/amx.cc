@@ -1,0 +1,211 @@
+// AMX-INT8 GEMM over "qs8-n16k4" (see qs8_gemm.h): Intel Sapphire Rapids and later.
+// Compile with: -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
+//
+// tdpbusd multiplies a tile of 16 rows x 64 u8 activations by a tile of 16 k-quads x 16
+// columns x 4 s8 weights into 16 x 16 int32 sums. A "qs8-n16k4" panel is that B layout
+// already: 64 bytes per k-quad, 16 columns x 4 k, so 64 consecutive k of a panel are one
+// contiguous 1 KB tile, read in place. The activations arrive biased (q + 128, as for
+// vpdpbusd) and the packed colsum takes 128 * colsum back out in the epilogue. Integer
+// sums are exact, so the result has the reference's bits.
+//
+// Register tiles of 32 rows x 32 columns (tmm0..3 the sums, tmm4/5 two row blocks of A,
+// tmm6/7 two panels of B) over the whole K. A K tail of fewer than 64 and panel counts
+// that are odd go through zero-padded copies / a 32 x 16 tile; rows past the last multiple
+// of 16 and calls of fewer than 16 rows (the memory-bound GEMV) run the AVX-512 VNNI kernel,
+// which gives the same bits.
+//
+// Linux hands out the AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, made
+// once in csrc/cpu/cpu.cc before the level is reported as supported). Each call loads its
+// tile configuration and releases the tiles before it returns, so nothing is assumed of the
+// calling thread.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "qs8_gemm.h"
+
+namespace lowbit {
+namespace amx {
+namespace {
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Every tile 16 rows x 64 bytes: C (16 x 16 int32), A (16 rows x 64 k), B (16 k-quads x 64).
+inline void Configure() {
+  TileConfig c;
+  std::memset(&c, 0, sizeof c);
+  c.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    c.colsb[t] = 64;
+    c.rows[t] = 16;
+  }
+  _tile_loadconfig(&c);
+}
+
+constexpr int64_t kKC = 1024;  // K block (bytes of k): a panel pair's block is 32 KB, in L1
+constexpr int64_t kMR = 128;  // rows per run over a K block (their partial sums: 16 KB on the stack)
+
+inline __mmask16 TailMask(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// The epilogue of one 16 x 16 block of int32 sums (row stride 16): rows [m, m + nrows),
+// columns [nb, nb + ncols) of C.
+inline void Finish(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows, int64_t nb, int64_t ncols) {
+  const int64_t P = (g.N + 15) / 16, ps = qs8_kp(g.K) * 16;
+  const float* wscale = reinterpret_cast<const float*>(g.W + P * ps) + nb;
+  const int32_t* colsum = reinterpret_cast<const int32_t*>(g.W + P * ps + P * 16 * 4) + nb;
+  const __mmask16 mk = TailMask(ncols);
+  const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(colsum), 7);
+  const __m512 ws = _mm512_loadu_ps(wscale);
+  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
+  const bool relu = g.act == Activation::kRelu;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(g.a_scale[m + r]), ws);
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + 16 * r), corr)), s);
+    if (g.bias) y = _mm512_add_ps(y, bias);
+    if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
+    _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+  }
+}
+
+// Zero-padded copies of the last (Kp - kt) bytes of a K range: 16 rows of A, one panel of B.
+inline void CopyATail(const Qs8GemmArgs& g, int64_t m, int64_t kt, int64_t kn, uint8_t* dst) {
+  std::memset(dst, 0, 16 * 64);
+  for (int r = 0; r < 16; ++r) std::memcpy(dst + 64 * r, g.A + (m + r) * g.lda + kt, static_cast<size_t>(kn));
+}
+inline void CopyBTail(const uint8_t* panel, int64_t kt, int64_t kn, uint8_t* dst) {
+  std::memset(dst, 0, 16 * 64);
+  std::memcpy(dst, panel + kt * 16, static_cast<size_t>(kn * 16));
+}
+
+// MB row blocks (16 rows each: 1 or 2) x NB panels (1 or 2) from row m, panel column nb, over
+// k in [k0, k1) (multiples of 64, but for a K tail at Kp). Sums of earlier K blocks wait in
+// `part` (32 int32 per row, from row m), as does this block's when it is not the last.
+template <int MB, int NB>
+void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, int64_t k1, bool first, bool last,
+          int32_t* part) {
+  const int64_t Kp = qs8_kp(g.K), ps = Kp * 16, kt = k1 == Kp ? Kp / 64 * 64 : k1;
+  const uint8_t* W = g.W + (nb / 16) * ps;
+  const uint8_t* a0 = reinterpret_cast<const uint8_t*>(g.A) + m * g.lda;
+  const uint8_t* a1 = a0 + 16 * g.lda;
+  if (first) {
+    _tile_zero(0);
+    if (NB > 1) _tile_zero(1);
+    if (MB > 1) _tile_zero(2);
+    if (MB > 1 && NB > 1) _tile_zero(3);
+  } else {
+    _tile_loadd(0, part, 128);
+    if (NB > 1) _tile_loadd(1, part + 16, 128);
+    if (MB > 1) _tile_loadd(2, part + 16 * 32, 128);
+    if (MB > 1 && NB > 1) _tile_loadd(3, part + 16 * 32 + 16, 128);
+  }
+  for (int64_t k = k0; k < kt; k += 64) {
+    _tile_loadd(4, a0 + k, g.lda);
+    _tile_loadd(6, W + k * 16, 64);
+    _tile_dpbusd(0, 4, 6);
+    if (NB > 1) {
+      _tile_loadd(7, W + ps + k * 16, 64);
+      _tile_dpbusd(1, 4, 7);
+    }
+    if (MB > 1) {
+      _tile_loadd(5, a1 + k, g.lda);
+      _tile_dpbusd(2, 5, 6);
+      if (NB > 1) _tile_dpbusd(3, 5, 7);
+    }
+  }
+  if (kt < k1) {
+    alignas(64) uint8_t ta[2][16 * 64], tb[2][16 * 64];
+    const int64_t kn = k1 - kt;
+    CopyATail(g, m, kt, kn, ta[0]);
+    CopyBTail(W, kt, kn, tb[0]);
+    _tile_loadd(4, ta[0], 64);
+    _tile_loadd(6, tb[0], 64);
+    _tile_dpbusd(0, 4, 6);
+    if (NB > 1) {
+      CopyBTail(W + ps, kt, kn, tb[1]);
+      _tile_loadd(7, tb[1], 64);
+      _tile_dpbusd(1, 4, 7);
+    }
+    if (MB > 1) {
+      CopyATail(g, m + 16, kt, kn, ta[1]);
+      _tile_loadd(5, ta[1], 64);
+      _tile_dpbusd(2, 5, 6);
+      if (NB > 1) _tile_dpbusd(3, 5, 7);
+    }
+  }
+  if (!last) {
+    _tile_stored(0, part, 128);
+    if (NB > 1) _tile_stored(1, part + 16, 128);
+    if (MB > 1) _tile_stored(2, part + 16 * 32, 128);
+    if (MB > 1 && NB > 1) _tile_stored(3, part + 16 * 32 + 16, 128);
+    return;
+  }
+  alignas(64) int32_t acc[16 * 16];
+  const int64_t c0 = n1 - nb < 16 ? n1 - nb : 16, c1 = n1 - nb - 16;
+  _tile_stored(0, acc, 64);
+  Finish(g, acc, m, 16, nb, c0);
+  if (NB > 1) {
+    _tile_stored(1, acc, 64);
+    Finish(g, acc, m, 16, nb + 16, c1);
+  }
+  if (MB > 1) {
+    _tile_stored(2, acc, 64);
+    Finish(g, acc, m + 16, 16, nb, c0);
+    if (NB > 1) {
+      _tile_stored(3, acc, 64);
+      Finish(g, acc, m + 16, 16, nb + 16, c1);
+    }
+  }
+}
+
+template <int NB>
+void Rows(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t nb, int64_t n1, int64_t k0, int64_t k1, bool first,
+          bool last, int32_t* part) {
+  int64_t m = m0;
+  for (; m + 32 <= m1; m += 32) Tile<2, NB>(g, m, nb, n1, k0, k1, first, last, part + (m - m0) * 32);
+  if (m < m1) Tile<1, NB>(g, m, nb, n1, k0, k1, first, last, part + (m - m0) * 32);
+}
+
+}  // namespace
+
+void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t rows16 = (m1 - m0) / 16 * 16;
+  if (rows16 == 0) return avx512::qs8_gemm_8x32c4__avx512vnni(g, m0, m1, n0, n1);
+  const int64_t ma = m0 + rows16, Kp = qs8_kp(g.K);
+  // K blocks of about kKC (multiples of 64; the last one takes the tail), so that a panel
+  // pair's block (2 x kKC x 16 bytes) stays in L1 while every row block of the run reads it.
+  const int64_t nkb = (Kp + kKC / 2) / kKC > 1 ? (Kp + kKC / 2) / kKC : 1;
+  const int64_t kcb = (Kp / 64 + nkb - 1) / nkb * 64;
+  alignas(64) int32_t part[kMR * 32];
+  Configure();
+  for (int64_t nb = n0; nb < n1; nb += 32) {
+    const bool two = n1 - nb > 16;
+    for (int64_t mr = m0; mr < ma; mr += kMR) {
+      const int64_t mre = mr + kMR < ma ? mr + kMR : ma;
+      for (int64_t k = 0; k < Kp; k += kcb) {
+        const int64_t ke = k + kcb >= Kp || nkb == 1 ? Kp : k + kcb;
+        if (two) Rows<2>(g, mr, mre, nb, n1, k, ke, k == 0, ke == Kp, part);
+        else Rows<1>(g, mr, mre, nb, n1, k, ke, k == 0, ke == Kp, part);
+        if (ke == Kp) break;
+      }
+    }
+  }
+  _tile_release();
+  if (ma < m1) avx512::qs8_gemm_8x32c4__avx512vnni(g, ma, m1, n0, n1);
+}
+
+}  // namespace amx
+}  // namespace lowbit
