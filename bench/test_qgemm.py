@@ -188,7 +188,7 @@ AVX2_GATES = {
     ("lowbit-nf4", "128x768x3072", ("lowbit-int4",)): round(1.38 * CI_MARGIN, 2),
 }
 
-# AMX-only regression gates (ISA amx: Sapphire Rapids, 2 cores of a VM): the same idea where a
+# AMX-only regression gates (ISA amx: an Emerald Rapids Xeon, 2 cores of a VM): the same idea where a
 # target is out of reach there (docs/kernels.md, "AMX"); measured with bench/interleaved_qgemm.py
 # and the CI runs, times CI_MARGIN.
 AMX_GATES = {

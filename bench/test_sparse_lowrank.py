@@ -154,7 +154,7 @@ def _interleaved(fns, rounds):
 # (met / not met) and CI fails below the lowest of them / CI_MARGIN. With VNNI (vpdpbusd on the
 # gathered blocks) the target itself applies.
 AVX2_FLOORS = {("bsr-int8", "dense-int8", 1): round(1.02 / CI_MARGIN, 2)}
-# AMX-only floor (ISA amx, Sapphire Rapids): at M = 16 the dense int8 reference runs on AMX tiles
+# AMX-only floor (ISA amx, an Emerald Rapids Xeon): at M = 16 the dense int8 reference runs on AMX tiles
 # (0.65-0.69 ms for the 16 MB of weights) while the 1x4-block kernel does 32 MACs per 256-bit
 # vpdpbusd over the packed 8-row tiles (1.39-1.49 ms; 0.7x the VNNI dense GEMM already):
 # measured 0.46-0.47x, so the 1.5x target is recorded and CI fails below that / CI_MARGIN.
