@@ -132,9 +132,10 @@ KernelTable avx512vnni_level() {
              &avx512::f32_softmax_pre_row__avx512,
              &avx512::f32_layernorm_row__avx512, "f32_layernorm_row__avx512"};
   t.f32_dwconv = {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
-  // the outlier split: a few passes over rows in L1 and one weight row per outlier, the AVX2 kernels
-  KERNEL(t, qs8_quant_split, avx2::qs8_quant_split__avx2);
-  KERNEL(t, qw_axpy, avx2::qw_axpy__avx2);
+  // the outlier split: the AVX-512 quantizer (one outlier per row; more take the AVX2 one inside
+  // it) and float part (one weight row per outlier, 16 columns per step)
+  KERNEL(t, qs8_quant_split, avx512::qs8_quant_split__avx512);
+  KERNEL(t, qw_axpy, avx512::qw_axpy__avx512);
   return t;
 }
 

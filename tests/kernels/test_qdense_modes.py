@@ -17,7 +17,7 @@ from lowbit import _core
 from conftest import ISAS
 from kernels.test_qgemm import ENC, MS, SIMD, q4_problem, quantize_np
 
-KS = [1, 7, 16, 33, 100, 257]
+KS = [1, 7, 16, 33, 100, 257, 1000]  # 1000: every set of lanes of the 4 x 16-lane AVX-512 split, and a tail
 
 
 def split_np(x, n):

@@ -48,6 +48,9 @@ void qs8_quant_split__scalar(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_
 namespace avx2 {
 void qs8_quant_split__avx2(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1);
 }
+namespace avx512 {  // one outlier per row; more go to the AVX2 kernel (same bits)
+void qs8_quant_split__avx512(const Qs8QuantArgs& a, const Qs8SplitOut& o, int64_t r0, int64_t r1);
+}
 
 namespace ref {
 void qs8_quant__scalar(const Qs8QuantArgs& a, int64_t r0, int64_t r1);

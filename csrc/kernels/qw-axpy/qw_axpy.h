@@ -28,5 +28,8 @@ void qw_axpy__scalar(const QwView& w, int64_t k, float v, int64_t n0, int64_t n1
 namespace avx2 {
 void qw_axpy__avx2(const QwView& w, int64_t k, float v, int64_t n0, int64_t n1, float* y);
 }
+namespace avx512 {
+void qw_axpy__avx512(const QwView& w, int64_t k, float v, int64_t n0, int64_t n1, float* y);
+}
 
 }  // namespace lowbit

@@ -1,0 +1,83 @@
+// AVX-512 qw_axpy (definition in qw_axpy.h; same bits as the reference): 16 columns, one
+// 64-byte chunk of the packed weight, per step. Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include "kernels/common/avx512.h"
+
+#include "kernels/qs8-gemm/qs8_gemm.h"
+#include "qw_axpy.h"
+
+namespace lowbit {
+namespace avx512 {
+namespace {
+
+inline __mmask16 Mask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Byte b of every 32-bit lane, moved to the top (immediate shifts: SIMDe, for the emulated test
+// build, has no variable-count forms)
+inline __m512i ByteToTop(__m512i v, int64_t b) {
+  switch (b) {
+    case 0: return _mm512_slli_epi32(v, 24);
+    case 1: return _mm512_slli_epi32(v, 16);
+    case 2: return _mm512_slli_epi32(v, 8);
+    default: return v;
+  }
+}
+
+// y[0..16) = fma(v, w, y) on the lanes of mk
+inline void Fma16(float* y, __m512 vv, __m512 w, __mmask16 mk) {
+  _mm512_mask_storeu_ps(y, mk, _mm512_fmadd_ps(vv, w, _mm512_maskz_loadu_ps(mk, y)));
+}
+
+}  // namespace
+
+void qw_axpy__avx512(const QwView& w, int64_t k, float v, int64_t n0, int64_t n1, float* y) {
+  const int64_t P = (w.N + 15) / 16;
+  const __m512 vv = _mm512_set1_ps(v);
+  // byte k%4 of every 4-byte group (one column), moved to the top, then sign/zero extended
+  if (!w.q4) {
+    const int64_t Kp = qs8_kp(w.K);
+    const float* ws = reinterpret_cast<const float*>(w.W + P * Kp * 16);
+    for (int64_t n = n0; n < n1; n += 16) {
+      const __mmask16 mk = Mask(n1 - n);
+      const __m512i b = _mm512_loadu_si512(w.W + ((n >> 4) * (Kp / 4) + k / 4) * 64);
+      const __m512i c = _mm512_srai_epi32(ByteToTop(b, k & 3), 24);
+      Fma16(y + (n - n0), vv, _mm512_mul_ps(_mm512_cvtepi32_ps(c), _mm512_maskz_loadu_ps(mk, ws + n)), mk);
+    }
+    return;
+  }
+  const Q4Parts parts = q4_parts(w.K, w.N, w.lay);
+  const int64_t G = w.lay.group, Kg = q4_kg(w.K, G), NG = Kg / G, g = k / G;
+  const bool high = (k & 7) >= 4;  // the high nibble
+  const __m512i lo4 = _mm512_set1_epi32(15);
+  const bool table = w.lay.kind == Q4Kind::kTable;
+  // T[0..15] as int32 lanes: one permutexvar is the lookup
+  const __m512i t = table ? _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.W + parts.table)))
+                          : _mm512_setzero_si512();
+  for (int64_t n = n0; n < n1; n += 16) {
+    const int64_t p = n >> 4;
+    const __mmask16 mk = Mask(n1 - n);
+    const __m512i b = _mm512_loadu_si512(w.W + parts.codes + (p * (Kg / 8) + k / 8) * 64);
+    const __m512i byte = _mm512_srli_epi32(ByteToTop(b, k & 3), 24);  // u8 of column j
+    const __m512i u = _mm512_and_si512(high ? _mm512_srli_epi32(byte, 4) : byte, lo4);
+    __m512i c;
+    if (table) {
+      c = _mm512_permutexvar_epi32(u, t);
+    } else if (w.lay.asym) {
+      const uint8_t* zp = w.W + parts.zeros + (p * NG + g) * 16;
+      c = _mm512_sub_epi32(u, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp))));
+    } else {
+      c = _mm512_sub_epi32(u, _mm512_set1_epi32(8));
+    }
+    const uint16_t* sc = reinterpret_cast<const uint16_t*>(w.W + parts.scales) + (p * NG + g) * 16;
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc)));
+    Fma16(y + (n - n0), vv, _mm512_mul_ps(_mm512_cvtepi32_ps(c), s), mk);
+  }
+}
+
+}  // namespace avx512
+}  // namespace lowbit
