@@ -93,25 +93,65 @@ void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const Soft
 // t exp(-u^2 + P(t)), t = 1 / (1 + u / 2) (Numerical Recipes' erfcc form, rel.
 // error < 1.2e-7): x < 0 uses 0.5 x erfc(u), x >= 0 uses x - 0.5 x erfc(u),
 // so neither side cancels.
-void f32_gelu__avx512(const float* x, float* y, int64_t n) {
-  static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
-                              0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = Tail(n - i);
-    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-    const __m512 u = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
-    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(u, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
-    __m512 p = _mm512_set1_ps(c[9]);
-    for (int j = 8; j >= 0; --j) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[j]));
-    const __m512 erfc = _mm512_mul_ps(t, Exp(_mm512_fnmadd_ps(u, u, p)));
-    const __m512 half_x_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), erfc);
-    const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-    // x >= 0 where erfc is 0 (x > ~13): x itself, the same as x - 0 for finite x, and +inf
-    // stays +inf (0.5 x erfc would be inf * 0 = NaN), as in the reference
-    const __mmask16 nz = _mm512_cmp_ps_mask(erfc, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-    const __m512 r = _mm512_mask_blend_ps(neg, _mm512_mask_sub_ps(v, nz, v, half_x_erfc), half_x_erfc);
-    _mm512_mask_storeu_ps(y + i, k, r);
+//
+// Staged over blocks of kGeluBlock vectors as in the AVX2 kernel: one vector is a long
+// dependency chain (division, 10-term Horner, exp), so each stage runs over the whole block
+// before the next and the out-of-order core overlaps the vectors' chains. Every element goes
+// through the operations of the one-chain form in the same order: same bits.
+namespace {
+constexpr int kGeluBlock = 8;
+
+// Stage 1: t = 1 / (1 + u / 2) and the exp argument -u^2 + P(t) (P by Horner).
+inline void GeluArg(__m512 v, __m512* t, __m512* arg) {
+  static constexpr float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
+                                  0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
+  const __m512 u = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
+  const __m512 tt = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(u, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
+  __m512 p = _mm512_set1_ps(c[9]);
+  for (int j = 8; j >= 0; --j) p = _mm512_fmadd_ps(p, tt, _mm512_set1_ps(c[j]));
+  *t = tt;
+  *arg = _mm512_fnmadd_ps(u, u, p);
+}
+
+// Stage 3: gelu from x, t and e = exp(arg).
+inline __m512 GeluOut(__m512 v, __m512 t, __m512 e) {
+  const __m512 erfc = _mm512_mul_ps(t, e);
+  const __m512 half_x_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), erfc);
+  const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+  // x >= 0 where erfc is 0 (x > ~13): x itself, the same as x - 0 for finite x, and +inf
+  // stays +inf (0.5 x erfc would be inf * 0 = NaN), as in the reference
+  const __mmask16 nz = _mm512_cmp_ps_mask(erfc, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  return _mm512_mask_blend_ps(neg, _mm512_mask_sub_ps(v, nz, v, half_x_erfc), half_x_erfc);
+}
+
+// The three stages over nv <= kGeluBlock vectors of xs (lanes beyond n_last of the last one
+// masked): x from xs, t and the exp argument / value in tb / eb, the result to ys.
+inline void GeluBlock(const float* xs, float* ys, int nv, int64_t n_left) {
+  alignas(64) float tb[16 * kGeluBlock], eb[16 * kGeluBlock];
+#pragma GCC unroll 8
+  for (int j = 0; j < nv; ++j) {
+    __m512 t, a;
+    GeluArg(_mm512_maskz_loadu_ps(Tail(n_left - 16 * j), xs + 16 * j), &t, &a);
+    _mm512_store_ps(tb + 16 * j, t);
+    _mm512_store_ps(eb + 16 * j, a);
   }
+#pragma GCC unroll 8
+  for (int j = 0; j < nv; ++j) _mm512_store_ps(eb + 16 * j, Exp(_mm512_load_ps(eb + 16 * j)));
+#pragma GCC unroll 8
+  for (int j = 0; j < nv; ++j) {
+    const __mmask16 k = Tail(n_left - 16 * j);
+    _mm512_mask_storeu_ps(ys + 16 * j, k,
+                          GeluOut(_mm512_maskz_loadu_ps(k, xs + 16 * j), _mm512_load_ps(tb + 16 * j), _mm512_load_ps(eb + 16 * j)));
+  }
+}
+
+}  // namespace
+
+void f32_gelu__avx512(const float* x, float* y, int64_t n) {
+  constexpr int64_t kBlock = 16 * kGeluBlock;
+  int64_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) GeluBlock(x + i, y + i, kGeluBlock, kBlock);
+  if (i < n) GeluBlock(x + i, y + i, static_cast<int>((n - i + 15) / 16), n - i);
 }
 
 void f32_layernorm_row__avx512(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,
