@@ -19,10 +19,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <immintrin.h>
-
-#include <cstring>
-
+#include "kernels/common/amx.h"
 #include "q4_gemm.h"
 
 namespace lowbit {
@@ -36,31 +33,14 @@ enum Mode { kSym = 0, kAsym = 1, kTab = 2 };
 // sums' trips through C cost more than the activations' L1 residency gains).
 constexpr int64_t kKC = 4096;
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
 // tmm0/1: group sums (16 x 16 int32), tmm2/4: activations (16 rows x kt bytes),
 // tmm3/5: decoded weights (kt/4 k-quads x 64 bytes); the pairs alternate between groups.
 inline void Configure(int64_t kt) {
-  TileConfig c;
-  std::memset(&c, 0, sizeof c);
-  c.palette_id = 1;
-  for (int t = 0; t < 6; ++t) {
-    const bool a = t == 2 || t == 4, b = t == 3 || t == 5;
-    c.colsb[t] = static_cast<uint16_t>(a ? kt : 64);
-    c.rows[t] = static_cast<uint8_t>(b ? kt / 4 : 16);
-  }
-  _tile_loadconfig(&c);
-}
-
-inline __mmask16 TailMask(int64_t n) {
-  if (n <= 0) return 0;
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+  const uint16_t a = static_cast<uint16_t>(kt);
+  const uint8_t b = static_cast<uint8_t>(kt / 4);
+  const uint16_t colsb[6] = {64, 64, a, 64, a, 64};
+  const uint8_t rows[6] = {16, 16, 16, b, 16, b};
+  LoadTileConfig(6, colsb, rows);
 }
 
 // Groups [g0, g1) of a panel's codes as s8 values in B layout: 64 bytes per k-quad, from out.
@@ -134,7 +114,7 @@ void Block(const Q4GemmArgs& g, int64_t m, int64_t nb, int64_t ncols, const int8
            int64_t g0, int64_t g1, int64_t G, int64_t kt, bool first, bool last) {
   const uint8_t* arow = reinterpret_cast<const uint8_t*>(g.A) + m * g.lda;
   const int64_t k0 = g0 * G;
-  const __mmask16 mk = TailMask(ncols);
+  const __mmask16 mk = TailMask16(ncols);
   alignas(64) int32_t buf[2][16 * 16];
   __m512 f[16];
 #pragma GCC unroll 16

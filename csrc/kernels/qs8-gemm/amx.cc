@@ -22,43 +22,22 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <immintrin.h>
-
-#include <cstring>
-
+#include "kernels/common/amx.h"
 #include "qs8_gemm.h"
 
 namespace lowbit {
 namespace amx {
 namespace {
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
 // Every tile 16 rows x 64 bytes: C (16 x 16 int32), A (16 rows x 64 k), B (16 k-quads x 64).
 inline void Configure() {
-  TileConfig c;
-  std::memset(&c, 0, sizeof c);
-  c.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    c.colsb[t] = 64;
-    c.rows[t] = 16;
-  }
-  _tile_loadconfig(&c);
+  const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+  const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+  LoadTileConfig(8, colsb, rows);
 }
 
 constexpr int64_t kKC = 1024;  // K block (bytes of k): a panel pair's block is 32 KB, in L1
 constexpr int64_t kMR = 128;  // rows per run over a K block (their partial sums: 16 KB on the stack)
-
-inline __mmask16 TailMask(int64_t n) {
-  if (n <= 0) return 0;
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
-}
 
 // The epilogue of one 16 x 16 block of int32 sums (row stride 16): rows [m, m + nrows),
 // columns [nb, nb + ncols) of C.
@@ -66,7 +45,7 @@ inline void Finish(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t 
   const int64_t P = (g.N + 15) / 16, ps = qs8_kp(g.K) * 16;
   const float* wscale = reinterpret_cast<const float*>(g.W + P * ps) + nb;
   const int32_t* colsum = reinterpret_cast<const int32_t*>(g.W + P * ps + P * 16 * 4) + nb;
-  const __mmask16 mk = TailMask(ncols);
+  const __mmask16 mk = TailMask16(ncols);
   const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(colsum), 7);
   const __m512 ws = _mm512_loadu_ps(wscale);
   const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();

@@ -1,0 +1,35 @@
+// What the AMX kernel translation units share (compiled with -mamx-tile -mamx-int8 and the
+// AVX-512 flags): the tile configuration and the column mask of a 16-lane epilogue.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace lowbit {
+namespace {
+
+// ldtilecfg with palette 1: tile t (t < n) has rows[t] rows of colsb[t] bytes; the rest unused.
+inline void LoadTileConfig(int n, const uint16_t* colsb, const uint8_t* rows) {
+  struct alignas(64) {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+  } c;
+  std::memset(&c, 0, sizeof c);
+  c.palette_id = 1;
+  for (int t = 0; t < n; ++t) {
+    c.colsb[t] = colsb[t];
+    c.rows[t] = rows[t];
+  }
+  _tile_loadconfig(&c);
+}
+
+// Lanes [0, n) of 16 (none for n <= 0).
+inline __mmask16 TailMask16(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+}  // namespace
+}  // namespace lowbit
