@@ -1,4 +1,6 @@
 // Packs row-major B[K,N] into the "f32-n16" layout (see f32_gemm.h). Baseline C++, no intrinsics.
+#include <cstring>
+
 #include "f32_gemm.h"
 
 namespace lowbit {
@@ -9,6 +11,10 @@ void f32_gemm_pack_b(int64_t K, int64_t N, const float* B, int64_t ldb, float* B
     const int64_t n0 = p * kF32GemmNR;
     const int64_t w = N - n0 < kF32GemmNR ? N - n0 : kF32GemmNR;
     float* dst = Bp + p * K * kF32GemmNR;
+    if (w == kF32GemmNR) {  // a full panel: one 64-byte copy per row
+      for (int64_t k = 0; k < K; ++k) std::memcpy(dst + k * kF32GemmNR, B + k * ldb + n0, sizeof(float) * kF32GemmNR);
+      continue;
+    }
     for (int64_t k = 0; k < K; ++k) {
       const float* src = B + k * ldb + n0;
       float* d = dst + k * kF32GemmNR;
