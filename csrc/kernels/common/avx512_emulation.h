@@ -164,15 +164,6 @@ inline float mm512_reduce_max_ps(simde__m512 a) {
   return mx(t8[0], t8[1]);
 }
 
-// vrcp14ps: an approximation within 2^-14 relative; here the correctly rounded 1 / x, which is
-// within that bound (the kernels refine it to the quotient's bits either way).
-inline simde__m512 mm512_rcp14_ps(simde__m512 a) {
-  float v[16];
-  simde_mm512_storeu_ps(v, a);
-  for (int i = 0; i < 16; ++i) v[i] = 1.0f / v[i];
-  return simde_mm512_loadu_ps(v);
-}
-
 }  // namespace
 }  // namespace lowbit_avx512_emulation
 
@@ -215,7 +206,5 @@ inline simde__m512 mm512_rcp14_ps(simde__m512 a) {
 #define _mm512_reduce_add_epi32 LOWBIT_EMU_ALIAS(mm512_reduce_add_epi32)
 #undef _mm512_reduce_add_ps
 #define _mm512_reduce_add_ps LOWBIT_EMU_ALIAS(mm512_reduce_add_ps)
-#undef _mm512_rcp14_ps
-#define _mm512_rcp14_ps LOWBIT_EMU_ALIAS(mm512_rcp14_ps)
 #undef _mm512_reduce_max_ps
 #define _mm512_reduce_max_ps LOWBIT_EMU_ALIAS(mm512_reduce_max_ps)

@@ -95,34 +95,18 @@ void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const Soft
 // so neither side cancels.
 //
 // Staged over blocks of kGeluBlock vectors as in the AVX2 kernel: one vector is a long
-// dependency chain (reciprocal, 10-term Horner, exp), so each stage runs over the whole block
+// dependency chain (division, 10-term Horner, exp), so each stage runs over the whole block
 // before the next and the out-of-order core overlaps the vectors' chains. Every element goes
 // through the operations of the one-chain form in the same order: same bits.
 namespace {
 constexpr int kGeluBlock = 8;
 
-// 1 / d for d in [1, 2^61) (and NaN), with the bits of the division (a vdivps costs more than
-// the rest of GELU's first stage): the 14-bit reciprocal and two Newton steps give the
-// correctly rounded quotient for every such d but those whose significand is all ones (the
-// last step lands on a tie and rounds to even); those lanes, if any, take the division.
-// Checked exhaustively against vdivps over every float in [1, 2^61): no difference.
-inline __m512 Recip(__m512 d) {
-  __m512 t = _mm512_rcp14_ps(d);
-  t = _mm512_fmadd_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(1.f)), t);
-  t = _mm512_fmadd_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(1.f)), t);
-  const __m512i frac = _mm512_set1_epi32(0x7FFFFF);
-  const __mmask16 hard = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(d), frac), frac);
-  if (hard) t = _mm512_mask_div_ps(t, hard, _mm512_set1_ps(1.f), d);
-  return t;
-}
-
 // Stage 1: t = 1 / (1 + u / 2) and the exp argument -u^2 + P(t) (P by Horner).
 inline void GeluArg(__m512 v, __m512* t, __m512* arg) {
   static constexpr float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
                                   0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
-  // u capped at 2^60 (erfc is 0 in float long before; NaN stays NaN): keeps 1 + u / 2 finite
-  const __m512 u = _mm512_min_ps(_mm512_set1_ps(0x1p60f), _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f)));
-  const __m512 tt = Recip(_mm512_fmadd_ps(u, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
+  const __m512 u = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
+  const __m512 tt = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(u, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
   __m512 p = _mm512_set1_ps(c[9]);
   for (int j = 8; j >= 0; --j) p = _mm512_fmadd_ps(p, tt, _mm512_set1_ps(c[j]));
   *t = tt;
