@@ -396,14 +396,26 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
 static void test_quant_split(const KernelTable& t, const KernelTable& ref_t) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd;
-  for (int64_t K : {1, 7, 8, 9, 33, 100, 257}) {
-    const int64_t M = 6, Kp = (K + 31) / 32 * 32, NG = Kp / 32;
+  for (int64_t K : {1, 7, 8, 9, 33, 64, 100, 129, 200, 257}) {
+    const int64_t M = 11, Kp = (K + 31) / 32 * 32, NG = Kp / 32;
     std::vector<float> x(M * K);
     for (auto& v : x) v = nd(rng);
     x[rng() % K] = 50.0f;                                 // row 0: an outlier
     for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;      // row 1: zeros
     for (int64_t k = 0; k < (K + 1) / 2; ++k) x[2 * K + k] = -3.0f;  // row 2: ties
     x[3 * K + rng() % K] = std::numeric_limits<float>::quiet_NaN();
+    // (the AVX-512 kernel keeps the two largest per lane of four sets of 16, the last K % 64
+    // values in set 0: rows 6-10 put the largest and its ties in the same or other lanes)
+    const int64_t p = int64_t(rng() % K);
+    x[6 * K + p] = -40.0f;                                // row 6: the largest twice in one lane
+    x[6 * K + (p + 64) % K] = 40.0f;
+    x[7 * K + p] = 30.0f;                                 // row 7: twice in neighbouring lanes / sets
+    x[7 * K + (p + 17) % K] = 30.0f;
+    x[8 * K + K - 1] = 60.0f;                             // row 8: the largest last (the tail)
+    x[8 * K + (K - 1) / 2] = 59.0f;
+    x[9 * K + p] = std::numeric_limits<float>::infinity();  // row 9: inf, and a NaN next to it
+    x[9 * K + (p + 1) % K] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t k = 0; k < K; ++k) x[10 * K + k] = float(k % 5);  // row 10: many ties of the largest
     for (int64_t n : {0, 1, 2, 5}) {
       for (int biased = 0; biased < 2; ++biased) {
         std::vector<int8_t> q[2] = {std::vector<int8_t>(M * Kp), std::vector<int8_t>(M * Kp)};

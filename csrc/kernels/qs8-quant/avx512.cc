@@ -6,6 +6,7 @@
 #endif
 #include "kernels/common/avx512.h"
 
+#include "avx512_codes.h"
 #include "qs8_quant.h"
 
 namespace lowbit {
@@ -16,10 +17,18 @@ void qs8_quant__avx512(const Qs8QuantArgs& a, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = a.x + r * a.ldx;
     int8_t* q = a.q + r * a.ldq;
-    __m512 vmax = _mm512_setzero_ps();
+    // max_ps(v, m) returns m when v is NaN: NaN ignored, as in the reference; the max of the other
+    // values does not depend on their order, so four running maxima give the same amax
+    __m512 m0 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps(), m2 = _mm512_setzero_ps(), m3 = _mm512_setzero_ps();
     int64_t k = 0;
-    for (; k + 16 <= a.K; k += 16)  // max_ps(v, m) returns m when v is NaN: NaN ignored, as in the reference
-      vmax = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + k), absmask), vmax);
+    for (; k + 64 <= a.K; k += 64) {
+      m0 = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + k), absmask), m0);
+      m1 = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + k + 16), absmask), m1);
+      m2 = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + k + 32), absmask), m2);
+      m3 = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + k + 48), absmask), m3);
+    }
+    __m512 vmax = _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
+    for (; k + 16 <= a.K; k += 16) vmax = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + k), absmask), vmax);
     if (k < a.K) {
       const __mmask16 mk = static_cast<__mmask16>((1u << (a.K - k)) - 1u);
       vmax = _mm512_max_ps(_mm512_and_ps(_mm512_maskz_loadu_ps(mk, x + k), absmask), vmax);
@@ -29,7 +38,13 @@ void qs8_quant__avx512(const Qs8QuantArgs& a, int64_t r0, int64_t r1) {
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
     const __m128i off = _mm_set1_epi8(a.bias128 ? char(0x80) : 0);
-    for (k = 0; k < a.K; k += 16) {
+    const __m512i off64 = _mm512_set1_epi8(a.bias128 ? char(0x80) : 0);
+    auto scaled = [&](int64_t i) {  // (v > -127) ? v : -127 (NaN -> -127), then (v < 127) ? v : 127
+      return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv), lo), hi);
+    };
+    for (k = 0; k + 64 <= a.K; k += 64)
+      _mm512_storeu_si512(q + k, _mm512_xor_si512(Codes64(scaled(k), scaled(k + 16), scaled(k + 32), scaled(k + 48)), off64));
+    for (; k < a.K; k += 16) {
       const __mmask16 mk = a.K - k >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (a.K - k)) - 1u);
       __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k), vinv);
       v = _mm512_max_ps(v, lo);  // (v > -127) ? v : -127, NaN -> -127

@@ -1,15 +1,17 @@
 // AVX-512 activation quantizer with the outlier split (definition in qs8_quant.h; same bits as
 // the reference). Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl
 //
-// One outlier per row (convert's default) in two passes over the row: the largest |x| (and its
-// first index) with the second largest, per lane, in four independent sets of 16 lanes; then the
-// row quantized without it. More outliers per row take the AVX2 kernel (same bits).
+// One outlier per row (convert's default): a pass over the row keeps the largest and second
+// largest |x| per lane, in four independent sets of 16 lanes; a scan up to the first position
+// holding the largest gives its index; then the row is quantized without it, 64 codes per store.
+// More outliers per row take the AVX2 kernel (same bits).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include "kernels/common/avx512.h"
 
+#include "avx512_codes.h"
 #include "qs8_quant.h"
 
 namespace lowbit {
@@ -22,59 +24,53 @@ inline __mmask16 Mask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// Per lane: the largest |x| seen, the first index holding it, and the second largest (ties
-// count: a second lane value equal to the largest is the rest's maximum).
+// Per lane: the largest |x| seen and the second largest (ties count: a second lane value equal
+// to the largest is the rest's maximum). NaN is never taken, by operand order alone: min_ps(m1, v)
+// returns v when v is NaN and max_ps(t, m) returns m when t is NaN, so a NaN leaves m1 and m2 as a
+// 0 would (the reference reads NaN as 0, which is never taken).
 struct Top2Lanes {
   __m512 m1 = _mm512_setzero_ps(), m2 = _mm512_setzero_ps();
-  __m512i i1 = _mm512_set1_epi32(-1);
-  void add(__m512 v, __m512i lane) {
-    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);  // NaN -> 0: never taken
-    const __mmask16 gt1 = _mm512_cmp_ps_mask(v, m1, _CMP_GT_OQ);       // strictly: a tie keeps the first index
-    m2 = _mm512_max_ps(m2, _mm512_min_ps(m1, v));
-    m1 = _mm512_max_ps(m1, v);
-    i1 = _mm512_mask_mov_epi32(i1, gt1, lane);
+  void add(__m512 v) {
+    m2 = _mm512_max_ps(_mm512_min_ps(m1, v), m2);
+    m1 = _mm512_max_ps(v, m1);
   }
 };
 
 // The row's largest |x| (lowest index among equals) into idx/val; returns the max |x| of the rest
-// (0 with idx left at -1 when the row has no nonzero value).
+// (0 with idx left at -1 when the row has no nonzero value). Four sets of 16 lanes take the
+// vectors of each 64 values in turn (the last K % 64 values go to set 0); the winner's index
+// is then the first position holding the largest value, and the rest is the winner lane's
+// second largest with every other lane's largest.
 float Top1(const float* x, int64_t K, int32_t* idx, float* val) {
-  Top2Lanes t0, t1, t2, t3;
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i sixteen = _mm512_set1_epi32(16);
+  Top2Lanes t[4];
   int64_t k = 0;
   for (; k + 64 <= K; k += 64) {
-    const __m512i l1 = _mm512_add_epi32(lane, sixteen), l2 = _mm512_add_epi32(l1, sixteen), l3 = _mm512_add_epi32(l2, sixteen);
-    t0.add(Abs(_mm512_loadu_ps(x + k)), lane);
-    t1.add(Abs(_mm512_loadu_ps(x + k + 16)), l1);
-    t2.add(Abs(_mm512_loadu_ps(x + k + 32)), l2);
-    t3.add(Abs(_mm512_loadu_ps(x + k + 48)), l3);
-    lane = _mm512_add_epi32(l3, sixteen);
+    t[0].add(Abs(_mm512_loadu_ps(x + k)));
+    t[1].add(Abs(_mm512_loadu_ps(x + k + 16)));
+    t[2].add(Abs(_mm512_loadu_ps(x + k + 32)));
+    t[3].add(Abs(_mm512_loadu_ps(x + k + 48)));
   }
-  for (; k < K; k += 16) {
-    t0.add(Abs(_mm512_maskz_loadu_ps(Mask(K - k), x + k)), lane);
-    lane = _mm512_add_epi32(lane, sixteen);
-  }
-  const float top = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(t0.m1, t1.m1), _mm512_max_ps(t2.m1, t3.m1)));
+  const int64_t k64 = k;
+  for (; k < K; k += 16) t[0].add(Abs(_mm512_maskz_loadu_ps(Mask(K - k), x + k)));
+  const float top = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(t[0].m1, t[1].m1), _mm512_max_ps(t[2].m1, t[3].m1)));
   if (!(top > 0.0f)) return 0.0f;
   const __m512 vt = _mm512_set1_ps(top);
-  const __m512i big = _mm512_set1_epi32(0x7FFFFFFF);
-  auto cand = [&](const Top2Lanes& t) {  // the lane's first index if it holds the max, else "infinity"
-    return _mm512_mask_mov_epi32(big, _mm512_cmp_ps_mask(t.m1, vt, _CMP_EQ_OQ), t.i1);
-  };
-  alignas(64) int32_t c[16];  // (SIMDe has no _mm512_reduce_min_epi32 for the emulated test build)
-  _mm512_store_si512(c, _mm512_min_epi32(_mm512_min_epi32(cand(t0), cand(t1)), _mm512_min_epi32(cand(t2), cand(t3))));
-  int32_t win = c[0];
-  for (int i = 1; i < 16; ++i) win = c[i] < win ? c[i] : win;
-  const __m512i vw = _mm512_set1_epi32(win);
-  auto others = [&](const Top2Lanes& t) {  // the winner's lane contributes its second, every other its first
-    return _mm512_mask_mov_ps(t.m1, _mm512_cmpeq_epi32_mask(t.i1, vw), t.m2);
-  };
-  const float rest =
-      _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(others(t0), others(t1)), _mm512_max_ps(others(t2), others(t3))));
+  int32_t win = -1;
+  for (k = 0; k < K; k += 16) {
+    const uint32_t hit = _mm512_cmp_ps_mask(Abs(_mm512_maskz_loadu_ps(Mask(K - k), x + k)), vt, _CMP_EQ_OQ);
+    if (hit) {
+      win = static_cast<int32_t>(k + __builtin_ctz(hit));
+      break;
+    }
+  }
+  const int set = win < k64 ? static_cast<int>((win / 16) % 4) : 0;
+  const __mmask16 lane = static_cast<__mmask16>(1u << (win % 16));
+  __m512 rest = _mm512_setzero_ps();
+  for (int s = 0; s < 4; ++s)
+    rest = _mm512_max_ps(rest, s == set ? _mm512_mask_mov_ps(t[s].m1, lane, t[s].m2) : t[s].m1);
   idx[0] = win;
   val[0] = x[win];
-  return rest;
+  return _mm512_reduce_max_ps(rest);
 }
 
 // Row r quantized with max |x| = amax, the skipped index (if any) stored as 0, the padding, the
@@ -87,7 +83,14 @@ void QuantRow(const Qs8QuantArgs& a, int64_t r, float amax, int32_t skip) {
   const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   const __m128i off = _mm_set1_epi8(a.bias128 ? char(0x80) : 0);
   const int8_t offb = a.bias128 ? int8_t(-128) : int8_t(0);
-  for (int64_t k = 0; k < a.K; k += 16) {
+  const __m512i off64 = _mm512_set1_epi8(a.bias128 ? char(0x80) : 0);
+  auto scaled = [&](int64_t i) {  // (v > -127) ? v : -127 (NaN -> -127), then (v < 127) ? v : 127
+    return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv), lo), hi);
+  };
+  int64_t k = 0;
+  for (; k + 64 <= a.K; k += 64)
+    _mm512_storeu_si512(q + k, _mm512_xor_si512(Codes64(scaled(k), scaled(k + 16), scaled(k + 32), scaled(k + 48)), off64));
+  for (; k < a.K; k += 16) {
     const __mmask16 mk = Mask(a.K - k);
     __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k), vinv);
     v = _mm512_max_ps(v, lo);  // (v > -127) ? v : -127, NaN -> -127
