@@ -667,6 +667,7 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-bspmm"] = t.qs8_bspmm_name;
     d["qs8-quant-split"] = t.qs8_quant_split_name;
     d["qw-axpy"] = t.qw_axpy_name;
+    d["f32-pack-bt"] = t.f32_pack_bt_name;
     d["crc32c"] = t.crc32c_name;
     d["f32-softmax"] = t.vmath.softmax_name;
     d["f32-gelu"] = t.vmath.gelu_name;

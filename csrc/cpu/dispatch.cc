@@ -40,7 +40,7 @@ void check_complete(const KernelTable& t) {
 #define FIELD(f) {reinterpret_cast<const void*>(t.f), #f}, {t.f##_name, #f "_name"}
   const std::pair<const void*, const char*> fields[] = {
       {t.isa_name, "isa_name"},
-      FIELD(f32_gemm), FIELD(crc32c), FIELD(qs8_quant), FIELD(qs8_gemm), FIELD(qs7_gemm), FIELD(q4_gemm),
+      FIELD(f32_gemm), FIELD(f32_pack_bt), FIELD(crc32c), FIELD(qs8_quant), FIELD(qs8_gemm), FIELD(qs7_gemm), FIELD(q4_gemm),
       FIELD(qs8_requant), FIELD(qs8_dwconv), FIELD(f32_spmm), FIELD(qs8_spmm), FIELD(qs8_bspmm),
       FIELD(qs8_quant_split), FIELD(qw_axpy),
       {reinterpret_cast<const void*>(t.vmath.softmax_row), "vmath.softmax_row"}, {t.vmath.softmax_name, "vmath.softmax_name"},
@@ -61,6 +61,7 @@ KernelTable scalar_level() {
   t.isa_name = "scalar";
   KERNEL(t, f32_gemm, ref::f32_gemm_1x16__scalar);
   t.f32_gemm_implicit_a = true;
+  KERNEL(t, f32_pack_bt, ref::f32_pack_bt__scalar);
   KERNEL(t, crc32c, ref::crc32c__scalar);
   KERNEL(t, qs8_quant, ref::qs8_quant__scalar);
   KERNEL(t, qs8_gemm, ref::qs8_gemm_1x16__scalar);
@@ -87,6 +88,7 @@ KernelTable avx2_level() {
   t.isa_name = "avx2";
   KERNEL(t, f32_gemm, avx2::f32_gemm_6x16__avx2);
   t.f32_gemm_implicit_a = true;
+  KERNEL(t, f32_pack_bt, ref::f32_pack_bt__scalar);  // no AVX2 transposing copy: the reference
   KERNEL(t, crc32c, sse42::crc32c__sse42);
   KERNEL(t, qs8_quant, avx2::qs8_quant__avx2);
   KERNEL(t, qs8_gemm, avx2::qs8_gemm_5x16c4__avx2);
@@ -113,6 +115,7 @@ KernelTable avx512vnni_level() {
   t.isa_name = "avx512vnni";
   KERNEL(t, f32_gemm, avx512::f32_gemm_12x32__avx512);
   t.f32_gemm_implicit_a = false;  // the AVX-512 GEMM does not read an implicit A yet: convolutions use im2col
+  KERNEL(t, f32_pack_bt, avx512::f32_pack_bt__avx512);
   KERNEL(t, crc32c, sse42::crc32c__sse42);
   KERNEL(t, qs8_quant, avx512::qs8_quant__avx512);
   KERNEL(t, qs8_gemm, avx512::qs8_gemm_8x32c4__avx512vnni);

@@ -33,6 +33,8 @@ struct KernelTable {
   F32GemmFn f32_gemm = nullptr;
   const char* f32_gemm_name = nullptr;
   bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
+  F32PackBtFn f32_pack_bt = nullptr;  // B = Bt^T packed into "f32-n16" (the Attention op's K^T)
+  const char* f32_pack_bt_name = nullptr;
   Crc32cFn crc32c = nullptr;
   const char* crc32c_name = nullptr;
   Qs8QuantFn qs8_quant = nullptr;

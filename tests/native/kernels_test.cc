@@ -687,6 +687,25 @@ static void test_vmath_avx2_matches_avx512() {
 }
 
 // Arguments: ISA names to test (default: every table this CPU supports).
+// The transposing pack (the Attention op's K^T): the same bytes as the scalar reference, for
+// full and partial panels, K not a multiple of the 16 x 16 blocks, and a row stride past K.
+static void test_pack_bt(const KernelTable& t) {
+  std::mt19937 rng(11);
+  for (int64_t K : {1, 5, 16, 17, 32, 33, 64, 100})
+    for (int64_t N : {1, 7, 16, 17, 31, 128, 129})
+      for (int64_t pad : {0, 5}) {
+        const int64_t ld = K + pad;
+        std::vector<float> bt(N * ld);
+        for (auto& v : bt) v = float(int(rng() % 2001) - 1000) * 0.25f;
+        std::vector<float> a(f32_gemm_packed_floats(K, N), 7.f), b(a.size(), -7.f);
+        ref::f32_pack_bt__scalar(K, N, bt.data(), ld, a.data());
+        t.f32_pack_bt(K, N, bt.data(), ld, b.data());
+        check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " " + t.f32_pack_bt_name +
+                                                                      " K=" + std::to_string(K) + " N=" + std::to_string(N) +
+                                                                      " ld=" + std::to_string(ld));
+      }
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> only(argv + 1, argv + argc);
   std::string feats;
@@ -708,6 +727,7 @@ int main(int argc, char** argv) {
       test_quantized(t, all_kernel_tables().back());
       test_quant_split(t, all_kernel_tables().back());
       test_qw_axpy(t, all_kernel_tables().back());
+      test_pack_bt(t);
       std::printf("  rows: %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name);
       test_vmath(t);
       test_layernorm(t);

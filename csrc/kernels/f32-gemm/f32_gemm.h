@@ -51,13 +51,20 @@ inline int64_t f32_gemm_packed_floats(int64_t K, int64_t N) {
 // Packs row-major B[K,N] (row stride ldb) into the "f32-n16" layout.
 void f32_gemm_pack_b(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp);
 
+// Packs B = Bt^T into the "f32-n16" layout from row-major Bt[N,K] (row stride ldbt): panel p,
+// row k holds Bt[16p + j, k] for j < 16 (0 past N). A transposing copy (the Attention op's K^T,
+// read from K in place): every ISA writes the same bytes. A kernel of the dispatch table.
+using F32PackBtFn = void (*)(int64_t K, int64_t N, const float* Bt, int64_t ldbt, float* Bp);
+
 namespace ref {
+void f32_pack_bt__scalar(int64_t K, int64_t N, const float* Bt, int64_t ldbt, float* Bp);
 void f32_gemm_1x16__scalar(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx2 {
 void f32_gemm_6x16__avx2(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx512 {
+void f32_pack_bt__avx512(int64_t K, int64_t N, const float* Bt, int64_t ldbt, float* Bp);
 void f32_gemm_12x32__avx512(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 

@@ -25,4 +25,19 @@ void f32_gemm_pack_b(int64_t K, int64_t N, const float* B, int64_t ldb, float* B
   }
 }
 
+namespace ref {
+
+void f32_pack_bt__scalar(int64_t K, int64_t N, const float* Bt, int64_t ldbt, float* Bp) {
+  for (int64_t p = 0; p * kF32GemmNR < N; ++p) {
+    float* dst = Bp + p * K * kF32GemmNR;
+    const int64_t w = N - p * kF32GemmNR < kF32GemmNR ? N - p * kF32GemmNR : kF32GemmNR;
+    for (int64_t j = 0; j < kF32GemmNR; ++j) {
+      const float* src = Bt + (p * kF32GemmNR + j) * ldbt;
+      for (int64_t k = 0; k < K; ++k) dst[k * kF32GemmNR + j] = j < w ? src[k] : 0.0f;
+    }
+  }
+}
+
+}  // namespace ref
+
 }  // namespace lowbit

@@ -103,7 +103,7 @@ class Attention : public Op {
           const int64_t bh = it / nrb, b = bh / d.H, h = bh % d.H;
           const int64_t r0 = (it % nrb) * kRowBlock, r1 = std::min(d.S, r0 + kRowBlock);
           if (bh != packed_bh) {
-            pack_k(k + (b * d.T * d.H + h) * d.D, d, kp);
+            kt.f32_pack_bt(d.D, d.T, k + (b * d.T * d.H + h) * d.D, d.H * d.D, kp);  // K^T: panels of 16 keys
             pack_v(v + (b * d.T * d.H + h) * d.Dv, d, vp);
             packed_bh = bh;
           }
@@ -161,22 +161,6 @@ class Attention : public Op {
     return w;
   }
 
-  // K^T of one head in the "f32-n16" layout: panel p, row dd holds K[16p + j, dd], j < 16 (0 past T).
-  static void pack_k(const float* k0, const Dims& d, float* kp) {
-    const int64_t ld = d.H * d.D;
-    for (int64_t p = 0; p * 16 < d.T; ++p) {
-      float* dst = kp + p * d.D * 16;
-      const int64_t w = std::min<int64_t>(16, d.T - p * 16);
-      for (int64_t j = 0; j < 16; ++j) {
-        if (j >= w) {
-          for (int64_t dd = 0; dd < d.D; ++dd) dst[dd * 16 + j] = 0.f;
-          continue;
-        }
-        const float* kr = k0 + (p * 16 + j) * ld;
-        for (int64_t dd = 0; dd < d.D; ++dd) dst[dd * 16 + j] = kr[dd];
-      }
-    }
-  }
   // V of one head [T, Dv] (row stride H*Dv) in the "f32-n16" layout.
   static void pack_v(const float* v0, const Dims& d, float* vp) { f32_gemm_pack_b(d.T, d.Dv, v0, d.H * d.Dv, vp); }
 
