@@ -152,6 +152,7 @@ KernelTable amx_level() {
   t.isa_name = "amx";
   KERNEL(t, qs8_gemm, amx::qs8_gemm_32x32c4__amx);
   t.qs8_gemm_biased = true;  // tdpbusd is u8 x s8, like vpdpbusd
+  t.qs8_gemm_outliers = true;
   qs7_from_qs8(t);
   KERNEL(t, q4_gemm, amx::q4_gemm_16x16__amx);
   return t;

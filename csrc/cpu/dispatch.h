@@ -42,6 +42,9 @@ struct KernelTable {
   Qs8GemmFn qs8_gemm = nullptr;
   const char* qs8_gemm_name = nullptr;
   bool qs8_gemm_biased = false;  // qs8_gemm wants its activations quantized with bias128 (vpdpbusd is u8 x s8)
+  // qs8_gemm applies Qs8GemmArgs' outliers in its epilogue, while the tile is in registers (else
+  // run_qdense adds them with qw_axpy after the GEMM; the same bits either way)
+  bool qs8_gemm_outliers = false;
   // The GEMM of 7-bit int8 weights ("qs7-n16k4", codes in [-64, 64]): the AVX2 level has its
   // own (u8 x s7 never saturates vpmaddubsw), the others run their qs8_gemm, which gives the
   // same bits.

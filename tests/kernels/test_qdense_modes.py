@@ -143,7 +143,7 @@ def qs8_weights(seed, K, N):
 def test_qs8_split_dense_matches_definition_on_every_isa(K, N, n):
     Wq, sc, W, Wdeq = qs8_weights(K + N, K, N)
     b = np.random.default_rng(0).standard_normal(N).astype(np.float32)
-    for M in (1, 2, 3, 6, 9, 17):
+    for M in (1, 2, 3, 6, 9, 17, 32, 49):  # 17 and more: AMX tiles (32 x 32, 16 x 32) and leftover rows
         x = split_rows(M * K + n, M, K)
         x[~np.isfinite(x)] = 5.0  # inf/NaN rows make NaN outputs: compared elsewhere
         for act in (0, 1):

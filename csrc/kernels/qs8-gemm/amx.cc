@@ -14,6 +14,10 @@
 // of 16 and calls of fewer than 16 rows (the memory-bound GEMV) run the AVX-512 VNNI kernel,
 // which gives the same bits.
 //
+// With Qs8GemmArgs' outliers (the amx table sets qs8_gemm_outliers), each row's float outliers
+// are added in the epilogue while the block is in registers, after the bias and before ReLU,
+// with qw_axpy's operations; rows the VNNI kernel computes get them from qw_axpy afterwards.
+//
 // Linux hands out the AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, made
 // once in csrc/cpu/cpu.cc before the level is reported as supported). Each call loads its
 // tile configuration and releases the tiles before it returns, so nothing is assumed of the
@@ -23,6 +27,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include "kernels/common/amx.h"
+#include "kernels/qw-axpy/qw_axpy.h"
 #include "qs8_gemm.h"
 
 namespace lowbit {
@@ -39,6 +44,14 @@ inline void Configure() {
 constexpr int64_t kKC = 1024;  // K block (bytes of k): a panel pair's block is 32 KB, in L1
 constexpr int64_t kMR = 128;  // rows per run over a K block (their partial sums: 16 KB on the stack)
 
+// Row k of a panel's weights as floats, float(Wq[k, n]) * w_scale[n] for its 16 columns: byte
+// k % 4 of each 4-byte group of the k-quad's 64-byte line, sign-extended (qw_axpy's decode).
+inline __m512 WeightRow(const uint8_t* panel, int64_t k, __m512 ws) {
+  const __m512i line = _mm512_loadu_si512(panel + (k / 4) * 64);
+  const __m512i code = _mm512_srai_epi32(_mm512_sll_epi32(line, _mm_cvtsi32_si128(int(24 - 8 * (k & 3)))), 24);
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(code), ws);
+}
+
 // The epilogue of one 16 x 16 block of int32 sums (row stride 16): rows [m, m + nrows),
 // columns [nb, nb + ncols) of C.
 inline void Finish(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows, int64_t nb, int64_t ncols) {
@@ -50,12 +63,37 @@ inline void Finish(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t 
   const __m512 ws = _mm512_loadu_ps(wscale);
   const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
   const bool relu = g.act == Activation::kRelu;
+  const uint8_t* panel = g.W + (nb / 16) * ps;
   for (int64_t r = 0; r < nrows; ++r) {
     const __m512 s = _mm512_mul_ps(_mm512_set1_ps(g.a_scale[m + r]), ws);
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + 16 * r), corr)), s);
     if (g.bias) y = _mm512_add_ps(y, bias);
+    for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
+      const int32_t k = g.out_idx[(m + r) * g.outliers + j];
+      if (k >= 0) y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), WeightRow(panel, k, ws), y);
+    }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
     _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+  }
+}
+
+// Rows [m0, m1) of the VNNI kernel's result get the outliers afterwards (qw_axpy, its bits),
+// then ReLU, as in Finish.
+void VnniRows(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (g.outliers == 0) return avx512::qs8_gemm_8x32c4__avx512vnni(g, m0, m1, n0, n1);
+  Qs8GemmArgs plain = g;
+  plain.act = Activation::kNone;
+  plain.outliers = 0;
+  avx512::qs8_gemm_8x32c4__avx512vnni(plain, m0, m1, n0, n1);
+  const QwView view{false, Q4Layout{}, g.K, g.N, g.W};
+  for (int64_t m = m0; m < m1; ++m) {
+    float* y = g.C + m * g.ldc;
+    for (int64_t j = 0; j < g.outliers; ++j) {
+      const int32_t k = g.out_idx[m * g.outliers + j];
+      if (k >= 0) avx512::qw_axpy__avx512(view, k, g.out_val[m * g.outliers + j], n0, n1, y + n0);
+    }
+    if (g.act == Activation::kRelu)
+      for (int64_t n = n0; n < n1; ++n) y[n] = (0.0f > y[n]) ? 0.0f : y[n];
   }
 }
 
@@ -162,7 +200,7 @@ void Rows(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t nb, int64_t n1, 
 void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t rows16 = (m1 - m0) / 16 * 16;
-  if (rows16 == 0) return avx512::qs8_gemm_8x32c4__avx512vnni(g, m0, m1, n0, n1);
+  if (rows16 == 0) return VnniRows(g, m0, m1, n0, n1);
   const int64_t ma = m0 + rows16, Kp = qs8_kp(g.K);
   // K blocks of about kKC (multiples of 64; the last one takes the tail), so that a panel
   // pair's block (2 x kKC x 16 bytes) stays in L1 while every row block of the run reads it.
@@ -183,7 +221,7 @@ void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t
     }
   }
   _tile_release();
-  if (ma < m1) avx512::qs8_gemm_8x32c4__avx512vnni(g, ma, m1, n0, n1);
+  if (ma < m1) VnniRows(g, ma, m1, n0, n1);
 }
 
 }  // namespace amx

@@ -35,6 +35,13 @@ struct Qs8GemmArgs {
   float* C;
   int64_t ldc;
   Activation act;
+  // The outlier split's float part (qs8_quant.h, qw_axpy.h), for the kernels whose table sets
+  // qs8_gemm_outliers: `outliers` entries per row (row m at m * outliers), each with
+  // idx >= 0 adding y = fma(val, float(Wq[idx, n]) * w_scale[n], y) after the bias, in order,
+  // before ReLU: the bits of the GEMM without ReLU, then qw_axpy, then ReLU. 0: none.
+  int64_t outliers = 0;
+  const int32_t* out_idx = nullptr;
+  const float* out_val = nullptr;
 };
 
 // Rows [m0, m1) x columns [n0, n1) (n0 a multiple of 16). GELU is left to the caller

@@ -184,21 +184,28 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     quant(0, M);
   }
 
-  // with outliers, ReLU waits for their float part
-  const Activation kact = (no > 0 && act == Activation::kRelu) ? Activation::kNone : act;
+  // the outliers' float part inside the int8 GEMM's epilogue where the kernel takes it (same bits)
+  const bool fused = no > 0 && !w.is_q4 && gemm8 == t.qs8_gemm && t.qs8_gemm_outliers;
+  // with outliers added afterwards, ReLU waits for their float part
+  const Activation kact = (no > 0 && !fused && act == Activation::kRelu) ? Activation::kNone : act;
   Qs8GemmArgs g8{};
   Q4GemmArgs g4{};
   if (w.is_q4) {
     g4 = {M, w.N, w.K, w.lay, qa.q, Kp, qa.scale, qa.gsum, w.W, bias, y, w.N, kact};
   } else {
     g8 = {M, w.N, w.K, qa.q, Kp, qa.scale, w.W, bias, y, w.N, kact};
+    if (fused) {
+      g8.outliers = no;
+      g8.out_idx = so.idx;
+      g8.out_val = so.val;
+    }
   }
   const F32RowFn gelu = vmath().gelu;
   // Each block: the integer GEMM, then (in cache) the outliers' float part, ReLU/GELU, the output grid.
   auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (w.is_q4) t.q4_gemm(g4, m0, m1, n0, n1);
     else gemm8(g8, m0, m1, n0, n1);
-    if (no > 0) {
+    if (no > 0 && !fused) {
       add_outliers(t, w, so.idx, so.val, no, m0, m1, n0, n1, y, w.N);
       if (act == Activation::kRelu)
         for (int64_t m = m0; m < m1; ++m)
