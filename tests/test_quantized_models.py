@@ -330,3 +330,39 @@ def test_embedding_tables_become_int8_rows(tmp_path):
     np.testing.assert_allclose(m.run({"ids": ids}), y32, atol=0.05 * np.abs(y32).max())
     with pytest.raises(IndexError):
         m.run({"ids": np.array([[V]], np.int64)})
+
+
+def _shared_input_model(weights, N_out=None):
+    from onnx import TensorProto, helper
+    K = weights[0].shape[0]
+    nodes, inits, outs = [], [], []
+    for i, w in enumerate(weights):
+        nodes.append(helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]))
+        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, w.shape, w.ravel()))
+        outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["m", w.shape[1]]))
+    g = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", K])], outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("quant,outliers", [("int8", 1), ("int8", 0), ("int4", 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_layers_on_one_input_share_its_quantization(tmp_path, quant, outliers, threads):
+    # Q, K and V read the same activations: the engine quantizes them once (one scratch for the
+    # three nodes, Op::shared_scratch_key) and the results are the bits of each layer run alone
+    rng = np.random.default_rng(3)
+    ws = [(rng.standard_normal((96, n)) * 0.1).astype(np.float32) for n in (64, 48, 80)]
+    lowbit.convert(_shared_input_model(ws), str(tmp_path / "all.qbin"), quant=quant, outliers=outliers)
+    lowbit.set_num_threads(threads)
+    try:
+        m = lowbit.load(str(tmp_path / "all.qbin"))
+        for M in (1, 7, 40):  # several plans: the shared region is placed per input shape
+            x = rng.standard_normal((M, 96)).astype(np.float32)
+            x[:, 5] *= 30.0  # an outlier channel
+            got = m.run({"x": x})
+            for i, w in enumerate(ws):
+                lowbit.convert(_shared_input_model([w]), str(tmp_path / f"one{i}.qbin"), quant=quant, outliers=outliers)
+                alone = lowbit.load(str(tmp_path / f"one{i}.qbin")).run({"x": x})
+                alone = alone["y0"] if isinstance(alone, dict) else alone
+                np.testing.assert_array_equal(got[f"y{i}"], alone, err_msg=f"{quant} layer {i} M={M}")
+    finally:
+        lowbit.set_num_threads(os.cpu_count() or 1)

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <numeric>
+#include <tuple>
 #include <sstream>
 
 #include <sys/resource.h>
@@ -253,6 +255,7 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
   plan->shapes.assign(nv, Shape{});
   plan->offsets.assign(nv, -1);
   plan->scratch_offsets.assign(nodes_.size(), -1);
+  plan->scratch_ready.assign(nodes_.size(), 0);
   plan->known.assign(nv, nullptr);
   plan->skip.assign(nodes_.size(), 0);
   if (input_shapes.size() != inputs_.size())
@@ -336,8 +339,31 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
     int64_t last = std::max(last_use_[v], producer_[v]);
     bufs.push_back({align64(std::max<int64_t>(bytes, 1)), producer_[v], last, v, -1, 0});
   }
+  // Shared scratch (Op::shared_scratch_key): nodes reading the same input 0 with the same key and
+  // scratch size get one region, live from the first of them to the last; the first fills it.
+  std::vector<int> scratch_leader(nodes_.size(), -1);
+  {
+    std::map<std::tuple<int, std::string, size_t>, int> first;
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (!scratch[i] || nodes_[i].inputs.empty() || nodes_[i].inputs[0] < 0) continue;
+      std::string key = ops_[i]->shared_scratch_key();
+      if (key.empty()) continue;
+      auto it = first.emplace(std::make_tuple(nodes_[i].inputs[0], std::move(key), scratch[i]), int(i)).first;
+      scratch_leader[i] = it->second;
+    }
+  }
+  std::vector<int64_t> group_last(nodes_.size(), -1);
   for (size_t i = 0; i < nodes_.size(); ++i)
-    if (scratch[i]) bufs.push_back({align64(int64_t(scratch[i])), int64_t(i), int64_t(i), -1, int(i), 0});
+    if (scratch_leader[i] >= 0) group_last[size_t(scratch_leader[i])] = int64_t(i);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (!scratch[i]) continue;
+    if (scratch_leader[i] >= 0 && scratch_leader[i] != int(i)) {
+      plan->scratch_ready[i] = 1;  // placed with its group's first node
+      continue;
+    }
+    const int64_t last = group_last[i] >= 0 ? group_last[i] : int64_t(i);
+    bufs.push_back({align64(int64_t(scratch[i])), int64_t(i), last, -1, int(i), 0});
+  }
   std::vector<size_t> order(bufs.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
@@ -419,6 +445,8 @@ std::shared_ptr<Plan> Engine::make_plan(const std::vector<Shape>& input_shapes) 
     if (b.value >= 0) plan->offsets[b.value] = b.off;
     else plan->scratch_offsets[b.node] = b.off;
   }
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (plan->scratch_ready[i]) plan->scratch_offsets[i] = plan->scratch_offsets[size_t(scratch_leader[i])];
   plan->arena_bytes = total;
   return plan;
 }
@@ -473,6 +501,7 @@ void Engine::execute(const Plan& plan, const std::vector<const void*>& inputs, c
     }
     for (int v : n.outputs) a.out.push_back({ptr[v], plan.shapes[v], values_[v].dtype});
     a.scratch = plan.scratch_offsets[i] >= 0 ? base + plan.scratch_offsets[i] : nullptr;
+    a.scratch_ready = plan.scratch_ready[i] != 0;
     if (node_seconds) {
       const auto t0 = std::chrono::steady_clock::now();
       ops_[i]->run(a);

@@ -81,6 +81,9 @@ struct RunArgs {
   std::vector<TensorRef> in;   // absent optional inputs have data == nullptr
   std::vector<TensorRef> out;
   void* scratch = nullptr;
+  // The scratch already holds what the op derives from input 0 (Op::shared_scratch_key): an
+  // earlier node with the same key and the same input filled it in this run.
+  bool scratch_ready = false;
 };
 
 class Op {
@@ -103,6 +106,11 @@ class Op {
   virtual size_t scratch_bytes_values(const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
     return scratch_bytes(in);
   }
+  // Nodes that read the same input 0 and return the same non-empty key (with the same scratch
+  // size) fill their scratch from that input alone, identically (Dense with quantized weights:
+  // the quantized activations). The engine then gives them one scratch region for the span of
+  // the group; the first of them in node order fills it and the others run with scratch_ready.
+  virtual std::string shared_scratch_key() const { return {}; }
   virtual void run(const RunArgs& a) const = 0;
   virtual std::string kernel() const { return "builtin"; }
   // Output dtypes; ops with non-float32 outputs record what they need from the
@@ -136,6 +144,7 @@ struct Plan {
   std::vector<char> skip;         // per node
   std::vector<int64_t> offsets;   // arena offset per value, -1 when not in the arena
   std::vector<int64_t> scratch_offsets;  // per node
+  std::vector<char> scratch_ready;       // per node: its scratch is shared, filled by an earlier node
   int64_t arena_bytes = 0;
 };
 

@@ -149,8 +149,20 @@ void requant_rows(float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int
 
 size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o) { return scratch_parts(w, M, o).total; }
 
+std::string qdense_scratch_key(const KernelTable& t, const QWeights& w, const QDenseOpts& o) {
+  const bool biased = !w.is_q4 && (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
+  std::string k = "qdense K=" + std::to_string(w.K) + " Kp=" + std::to_string(w.kp()) +
+                  " group=" + std::to_string(w.is_q4 ? w.lay.group : 0) + " bias128=" + std::to_string(biased);
+  if (o.x_static) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " static=%a/%d", double(o.x_scale), int(o.x_zp));
+    return k + buf;
+  }
+  return k + " outliers=" + std::to_string(o.outliers);
+}
+
 void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t M, const float* bias,
-                Activation act, float* y, void* scratch, bool threaded, const QDenseOpts& o) {
+                Activation act, float* y, void* scratch, bool threaded, const QDenseOpts& o, bool quantized) {
   if (M == 0 || w.N == 0) return;
   const ScratchParts sp = scratch_parts(w, M, o);
   uint8_t* base = static_cast<uint8_t*>(scratch);
@@ -178,7 +190,9 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     else if (no > 0) t.qs8_quant_split(qa, so, r0, r1);
     else t.qs8_quant(qa, r0, r1);
   };
-  if (nt > 1 && M * w.K >= 64 * 1024) {
+  if (quantized) {
+    // an earlier node quantized this x into the same scratch
+  } else if (nt > 1 && M * w.K >= 64 * 1024) {
     parallel_chunks(M, 4, quant);
   } else {
     quant(0, M);
@@ -322,7 +336,10 @@ class DenseQ : public Op {
       if (opts_.y_requant) requant_rows(y, w_.N, 0, M, 0, w_.N, opts_.y_scale, opts_.y_zp);
       return;
     }
-    run_qdense(kernels(), w_, a.in[0].as<const float>(), M, bias, act_, y, a.scratch, true, opts_);
+    run_qdense(kernels(), w_, a.in[0].as<const float>(), M, bias, act_, y, a.scratch, true, opts_, a.scratch_ready);
+  }
+  std::string shared_scratch_key() const override {
+    return w_.N > 0 && w_.K > 0 ? qdense_scratch_key(kernels(), w_, opts_) : std::string();  // (N = 0 quantizes nothing)
   }
   std::string kernel() const override {
     const char* quant = opts_.x_static ? "qs8_quant_static" : opts_.outliers ? kernels().qs8_quant_split_name

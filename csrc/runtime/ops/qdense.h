@@ -50,7 +50,12 @@ std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_s
 size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o);
 // y[M,N] = act(x[M,K] . W + bias) with table t's kernels; threaded over the global pool
 // when `threaded`. `scratch` holds qdense_scratch_bytes(w, M, o) bytes, 64-byte aligned.
+// quantized: the scratch already holds x's quantized rows (an earlier call with the same x, K
+// padding, group and options), so the quantizing step is skipped.
 void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t M, const float* bias,
-                Activation act, float* y, void* scratch, bool threaded, const QDenseOpts& o = QDenseOpts());
+                Activation act, float* y, void* scratch, bool threaded, const QDenseOpts& o = QDenseOpts(),
+                bool quantized = false);
+// The key of what run_qdense writes to its scratch from x (Op::shared_scratch_key).
+std::string qdense_scratch_key(const KernelTable& t, const QWeights& w, const QDenseOpts& o);
 
 }  // namespace lowbit
