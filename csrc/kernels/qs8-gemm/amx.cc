@@ -27,6 +27,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include "kernels/common/amx.h"
+#include "kernels/qw-axpy/avx512_decode.h"
 #include "kernels/qw-axpy/qw_axpy.h"
 #include "qs8_gemm.h"
 
@@ -43,14 +44,6 @@ inline void Configure() {
 
 constexpr int64_t kKC = 1024;  // K block (bytes of k): a panel pair's block is 32 KB, in L1
 constexpr int64_t kMR = 128;  // rows per run over a K block (their partial sums: 16 KB on the stack)
-
-// Row k of a panel's weights as floats, float(Wq[k, n]) * w_scale[n] for its 16 columns: byte
-// k % 4 of each 4-byte group of the k-quad's 64-byte line, sign-extended (qw_axpy's decode).
-inline __m512 WeightRow(const uint8_t* panel, int64_t k, __m512 ws) {
-  const __m512i line = _mm512_loadu_si512(panel + (k / 4) * 64);
-  const __m512i code = _mm512_srai_epi32(_mm512_sll_epi32(line, _mm_cvtsi32_si128(int(24 - 8 * (k & 3)))), 24);
-  return _mm512_mul_ps(_mm512_cvtepi32_ps(code), ws);
-}
 
 // The epilogue of one 16 x 16 block of int32 sums (row stride 16): rows [m, m + nrows),
 // columns [nb, nb + ncols) of C.
@@ -70,7 +63,7 @@ inline void Finish(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t 
     if (g.bias) y = _mm512_add_ps(y, bias);
     for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
       const int32_t k = g.out_idx[(m + r) * g.outliers + j];
-      if (k >= 0) y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), WeightRow(panel, k, ws), y);
+      if (k >= 0) y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), avx512::Qs8WeightRow(panel + (k / 4) * 64, k, ws), y);
     }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
     _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);

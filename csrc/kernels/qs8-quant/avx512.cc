@@ -36,25 +36,11 @@ void qs8_quant__avx512(const Qs8QuantArgs& a, int64_t r0, int64_t r1) {
     const float amax = _mm512_reduce_max_ps(vmax);  // lanes hold no NaN: order-free
     a.scale[r] = amax / 127.0f;
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-    const __m128i off = _mm_set1_epi8(a.bias128 ? char(0x80) : 0);
-    const __m512i off64 = _mm512_set1_epi8(a.bias128 ? char(0x80) : 0);
-    auto scaled = [&](int64_t i) {  // (v > -127) ? v : -127 (NaN -> -127), then (v < 127) ? v : 127
-      return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv), lo), hi);
-    };
-    for (k = 0; k + 64 <= a.K; k += 64)
-      _mm512_storeu_si512(q + k, _mm512_xor_si512(Codes64(scaled(k), scaled(k + 16), scaled(k + 32), scaled(k + 48)), off64));
-    for (; k < a.K; k += 16) {
-      const __mmask16 mk = a.K - k >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (a.K - k)) - 1u);
-      __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k), vinv);
-      v = _mm512_max_ps(v, lo);  // (v > -127) ? v : -127, NaN -> -127
-      v = _mm512_min_ps(v, hi);  // (v < 127) ? v : 127
-      const __m128i b = _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)), off);  // cvtps: nearest-even
-      _mm_mask_storeu_epi8(q + k, mk, b);
-    }
+    CodesOfRow(x, q, a.K, inv, a.bias128);
     for (k = a.K; k < a.Kp; ++k) q[k] = a.bias128 ? int8_t(-128) : int8_t(0);
     if (a.gsum != nullptr) {
       int32_t* gs = a.gsum + r * a.ngroups;
+      const __m128i off = _mm_set1_epi8(a.bias128 ? char(0x80) : 0);
       const int8_t offb = a.bias128 ? int8_t(-128) : int8_t(0);
       for (int64_t g = 0; g < a.ngroups; ++g) {
         const int64_t k0 = g * a.group, k1 = (g + 1) * a.group < a.K ? (g + 1) * a.group : a.K;

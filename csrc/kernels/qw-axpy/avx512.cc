@@ -7,6 +7,7 @@
 #include "kernels/common/avx512.h"
 
 #include "kernels/qs8-gemm/qs8_gemm.h"
+#include "avx512_decode.h"
 #include "qw_axpy.h"
 
 namespace lowbit {
@@ -15,17 +16,6 @@ namespace {
 
 inline __mmask16 Mask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
-}
-
-// Byte b of every 32-bit lane, moved to the top (immediate shifts: SIMDe, for the emulated test
-// build, has no variable-count forms)
-inline __m512i ByteToTop(__m512i v, int64_t b) {
-  switch (b) {
-    case 0: return _mm512_slli_epi32(v, 24);
-    case 1: return _mm512_slli_epi32(v, 16);
-    case 2: return _mm512_slli_epi32(v, 8);
-    default: return v;
-  }
 }
 
 // y[0..16) = fma(v, w, y) on the lanes of mk
@@ -44,9 +34,7 @@ void qw_axpy__avx512(const QwView& w, int64_t k, float v, int64_t n0, int64_t n1
     const float* ws = reinterpret_cast<const float*>(w.W + P * Kp * 16);
     for (int64_t n = n0; n < n1; n += 16) {
       const __mmask16 mk = Mask(n1 - n);
-      const __m512i b = _mm512_loadu_si512(w.W + ((n >> 4) * (Kp / 4) + k / 4) * 64);
-      const __m512i c = _mm512_srai_epi32(ByteToTop(b, k & 3), 24);
-      Fma16(y + (n - n0), vv, _mm512_mul_ps(_mm512_cvtepi32_ps(c), _mm512_maskz_loadu_ps(mk, ws + n)), mk);
+      Fma16(y + (n - n0), vv, Qs8WeightRow(w.W + ((n >> 4) * (Kp / 4) + k / 4) * 64, k, _mm512_maskz_loadu_ps(mk, ws + n)), mk);
     }
     return;
   }
