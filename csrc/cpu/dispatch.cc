@@ -114,7 +114,10 @@ KernelTable avx512vnni_level() {
   t.isa = Isa::kAvx512Vnni;
   t.isa_name = "avx512vnni";
   KERNEL(t, f32_gemm, avx512::f32_gemm_12x32__avx512);
-  t.f32_gemm_implicit_a = false;  // the AVX-512 GEMM does not read an implicit A yet: convolutions use im2col
+  t.f32_gemm_implicit_a = true;
+  // ResNet-18, 1 thread: the 3-channel 7x7 stem (segments of 21) 2.02 -> 1.66 ms and the
+  // 64-channel 3x3 convs (192) 1.63 -> 1.46 ms against im2col; the AVX2 GEMM ties at 192
+  t.f32_conv_implicit_min_segment = 1;
   KERNEL(t, f32_pack_bt, avx512::f32_pack_bt__avx512);
   KERNEL(t, crc32c, sse42::crc32c__sse42);
   KERNEL(t, qs8_quant, avx512::qs8_quant__avx512);

@@ -33,6 +33,9 @@ struct KernelTable {
   F32GemmFn f32_gemm = nullptr;
   const char* f32_gemm_name = nullptr;
   bool f32_gemm_implicit_a = false;  // f32_gemm reads an implicit (im2col-free) A (see f32_gemm.h)
+  // Convolutions whose kernel row of taps (kw * C floats, one implicit-A segment) is shorter
+  // keep im2col: below it the GEMM's per-segment costs beat the gather (measured per table).
+  int64_t f32_conv_implicit_min_segment = 256;
   F32PackBtFn f32_pack_bt = nullptr;  // B = Bt^T packed into "f32-n16" (the Attention op's K^T)
   const char* f32_pack_bt_name = nullptr;
   Crc32cFn crc32c = nullptr;

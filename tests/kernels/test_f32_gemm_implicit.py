@@ -22,6 +22,8 @@ CASES = [  # Hp, Wp, C, kh, kw, sh, sw, dh, N
     (5, 5, 300, 3, 3, 1, 1, 1, 20),  # kw * C = 900: a segment longer than the 768 K block
     (7, 9, 64, 1, 1, 2, 2, 1, 31),  # 1x1 stride 2: one segment
     (4, 30, 24, 1, 7, 1, 1, 1, 9),
+    (4, 5, 1024, 3, 1, 1, 1, 1, 20),  # rows 4 KB apart (copied to a stack buffer), K blocks across segments
+    (12, 12, 3, 7, 7, 2, 2, 1, 64),  # a 3-channel stem: segments of 21 inside one K block
 ]
 
 
@@ -64,9 +66,6 @@ def test_implicit_hook_rejects_reads_past_the_buffer():
                                 np.zeros((8, 4), np.float32), 0, 8)
 
 
-def test_avx512_table_states_its_conv_path():
-    # the AVX-512 GEMM does not read an implicit A yet: its convolutions keep im2col
-    names = _core.kernel_names("scalar")
-    assert names["f32-conv"] == "implicit-gemm"
-    if "avx512vnni" in lowbit.cpu_info()["supported_isas"]:
-        assert _core.kernel_names("avx512vnni")["f32-conv"] == "im2col"
+def test_tables_state_their_conv_path():
+    for isa in ["scalar"] + [i for i in ("avx2", "avx512vnni", "amx") if i in lowbit.cpu_info()["supported_isas"]]:
+        assert _core.kernel_names(isa)["f32-conv"] == "implicit-gemm", isa

@@ -34,18 +34,40 @@ inline __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// Copies rows x kc of A into dst (row stride ldp).
-void CopyRows(const float* A, int64_t lda, int64_t rows, int64_t kc, float* dst, int64_t ldp) {
+// A tile's rows of A over one K block: row r starts at a[r]; its columns come in runs of at most
+// kseg contiguous floats (the first run `run0` long), consecutive runs `gap` floats apart (the
+// implicit-A segments of a convolution; one run when A is a plain matrix).
+struct ARuns {
+  const float* a[kMR];
+  int64_t run0, kseg, gap;
+};
+
+// Copies rows x kc of A (as runs) into dst (row stride ldp).
+void CopyRows(const ARuns& s, int64_t rows, int64_t kc, float* dst, int64_t ldp) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* s = A + r * lda;
+    const float* src = s.a[r];
     float* d = dst + r * ldp;
-    int64_t k = 0;
-    for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(d + k, _mm512_loadu_ps(s + k));
-    if (k < kc) {
-      const __mmask16 m = TailMask(kc - k);
-      _mm512_mask_storeu_ps(d + k, m, _mm512_maskz_loadu_ps(m, s + k));
+    int64_t done = 0, run = kc < s.run0 ? kc : s.run0;
+    while (done < kc) {
+      int64_t k = 0;
+      for (; k + 16 <= run; k += 16) _mm512_storeu_ps(d + done + k, _mm512_loadu_ps(src + k));
+      if (k < run) {
+        const __mmask16 m = TailMask(run - k);
+        _mm512_mask_storeu_ps(d + done + k, m, _mm512_maskz_loadu_ps(m, src + k));
+      }
+      done += run;
+      src += run + s.gap;
+      run = kc - done < s.kseg ? kc - done : s.kseg;
     }
   }
+}
+
+// True when the rows' addresses crowd one L1 set (8-way, 4 KB period).
+bool RowsAlias(const float* const* a, int64_t rows) {
+  int cnt[64] = {0};
+  for (int64_t r = 0; r < rows; ++r)
+    if (++cnt[(reinterpret_cast<uintptr_t>(a[r]) >> 6) & 63] > 4) return true;
+  return false;
 }
 
 // ---- GELU, evaluated in double so the result is within ~1 ulp of the double reference. ----
@@ -108,8 +130,7 @@ inline __m512 BiasRelu(__m512 v, const float* bias, __mmask16 m, bool relu) {
 }
 
 struct TileArgs {
-  const float* A;     // first row of the tile at k = k0
-  int64_t lda;
+  ARuns A;            // the tile's rows at k = k0
   const float* B;     // panel of the tile's first 16 columns at k = k0
   int64_t bstride;    // floats between consecutive panels (K * 16)
   int64_t kc;
@@ -138,21 +159,32 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
   }
   const float* a[MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) a[r] = t.A + r * t.lda;
+  for (int r = 0; r < MR; ++r) a[r] = t.A.a[r];
   const float* b0 = t.B;
   const float* b1 = t.B + (NV == 2 ? t.bstride : 0);
-  for (int64_t k = 0; k < t.kc; ++k) {
-    // B comes from DRAM/L3 on a block's first row tile: prefetch ahead into L2 (near free when it hits L2)
-    _mm_prefetch(reinterpret_cast<const char*>(b0 + 16 * k) + kTilePf, _MM_HINT_T1);
-    if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(b1 + 16 * k) + kTilePf, _MM_HINT_T1);
-    const __m512 vb0 = _mm512_loadu_ps(b0 + 16 * k);
-    const __m512 vb1 = _mm512_loadu_ps(b1 + 16 * k);
+  int64_t left = t.kc, run = t.kc < t.A.run0 ? t.kc : t.A.run0;
+  for (;;) {
+    for (int64_t k = 0; k < run; ++k) {
+      // B comes from DRAM/L3 on a block's first row tile: prefetch ahead into L2 (near free when it hits L2)
+      _mm_prefetch(reinterpret_cast<const char*>(b0 + 16 * k) + kTilePf, _MM_HINT_T1);
+      if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(b1 + 16 * k) + kTilePf, _MM_HINT_T1);
+      const __m512 vb0 = _mm512_loadu_ps(b0 + 16 * k);
+      const __m512 vb1 = _mm512_loadu_ps(b1 + 16 * k);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const __m512 va = _mm512_set1_ps(a[r][k]);
-      acc[r][0] = _mm512_fmadd_ps(va, vb0, acc[r][0]);
-      if (NV == 2) acc[r][NV - 1] = _mm512_fmadd_ps(va, vb1, acc[r][NV - 1]);
+      for (int r = 0; r < MR; ++r) {
+        const __m512 va = _mm512_set1_ps(a[r][k]);
+        acc[r][0] = _mm512_fmadd_ps(va, vb0, acc[r][0]);
+        if (NV == 2) acc[r][NV - 1] = _mm512_fmadd_ps(va, vb1, acc[r][NV - 1]);
+      }
     }
+    left -= run;
+    if (left <= 0) break;
+    // next run: the next segment of every row (implicit A only)
+    b0 += 16 * run;
+    b1 += 16 * run;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) a[r] += run + t.A.gap;
+    run = left < t.A.kseg ? left : t.A.kseg;
   }
   if (t.last) {
 #pragma GCC unroll 16
@@ -202,22 +234,28 @@ __attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) acc[m][p] = _mm512_setzero_ps();
-  const float* a[M];
+  // A rows come in contiguous runs of `seg` columns (one run unless A is segmented)
+  const int64_t seg = g.kseg > 0 ? g.kseg : K;
+  for (int64_t s0 = 0; s0 < K; s0 += seg) {
+    const int64_t len = K - s0 < seg ? K - s0 : seg;
+    const float* a[M];
 #pragma GCC unroll 16
-  for (int m = 0; m < M; ++m) a[m] = g.A + (m0 + m) * g.lda;
-  for (int64_t k = 0; k < K; ++k) {
-    __m512 vb[P];
+    for (int m = 0; m < M; ++m) a[m] = f32_gemm_a_row(g, m0 + m) + f32_gemm_a_col(g, s0);
+    const float* b = B + 16 * s0;
+    for (int64_t k = 0; k < len; ++k) {
+      __m512 vb[P];
 #pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) {
-      // one 64-byte line per panel per k: prefetch it kPf<P> bytes ahead into L2 (T1 beat T0/none here)
-      _mm_prefetch(reinterpret_cast<const char*>(B + p * bs + 16 * k) + kPf<P>, _MM_HINT_T1);
-      vb[p] = _mm512_loadu_ps(B + p * bs + 16 * k);
-    }
+      for (int p = 0; p < P; ++p) {
+        // one 64-byte line per panel per k: prefetch it kPf<P> bytes ahead into L2 (T1 beat T0/none here)
+        _mm_prefetch(reinterpret_cast<const char*>(b + p * bs + 16 * k) + kPf<P>, _MM_HINT_T1);
+        vb[p] = _mm512_loadu_ps(b + p * bs + 16 * k);
+      }
 #pragma GCC unroll 16
-    for (int m = 0; m < M; ++m) {
-      const __m512 va = _mm512_set1_ps(a[m][k]);
+      for (int m = 0; m < M; ++m) {
+        const __m512 va = _mm512_set1_ps(a[m][k]);
 #pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) acc[m][p] = _mm512_fmadd_ps(va, vb[p], acc[m][p]);
+        for (int p = 0; p < P; ++p) acc[m][p] = _mm512_fmadd_ps(va, vb[p], acc[m][p]);
+      }
     }
   }
   const bool relu = g.act == Activation::kRelu;
@@ -281,9 +319,11 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
   // Balanced row tiles: ceil(rows/12) tiles whose heights differ by at most one (>= 6 rows each).
   const int64_t ntiles = (rows + kMR - 1) / kMR;
   const int64_t base = rows / ntiles, extra = rows % ntiles;
-  // A rows are read in place unless their stride piles them into a few L1 sets (lda*4 near a
-  // multiple of 4 KB); then each row tile's K block is copied to a stack buffer with a safe stride.
-  const bool copy_a = f32_gemm_rows_alias(g.lda, base + (extra ? 1 : 0));
+  // A rows are read in place unless they pile into a few L1 sets (a row stride near a multiple
+  // of 4 KB); then each row tile's K block is copied to a stack buffer with a safe stride.
+  // An implicit A (kseg > 0) is read segment by segment inside the tile: K blocks ignore segments.
+  const int64_t kseg = g.kseg > 0 ? g.kseg : (K > 0 ? K : 1);
+  const int64_t gap = g.kseg > 0 ? g.seg_stride - g.kseg : 0;
   int64_t ldp = (kcb + 15) / 16 * 16;
   while (ldp + 16 <= kABufStride && f32_gemm_rows_alias(ldp, kMR)) ldp += 16;
   alignas(64) float abuf[kMR * kABufStride];
@@ -292,8 +332,8 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
     int64_t pc = 0;
     do {
       const int64_t kc = K - pc < kcb ? K - pc : kcb;
+      const int64_t aoff = f32_gemm_a_col(g, pc);  // column pc of A: its segment and offset
       TileArgs t;
-      t.lda = copy_a ? ldp : g.lda;
       t.bstride = bs;
       t.kc = kc;
       t.ldc = g.ldc;
@@ -303,11 +343,15 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
-        if (copy_a) {
-          CopyRows(g.A + m * g.lda + pc, g.lda, mr, kc, abuf, ldp);
-          t.A = abuf;
-        } else {
-          t.A = g.A + m * g.lda + pc;
+        t.A.run0 = kseg - pc % kseg;
+        t.A.kseg = kseg;
+        t.A.gap = gap;
+        for (int64_t r = 0; r < mr; ++r) t.A.a[r] = f32_gemm_a_row(g, m + r) + aoff;
+        if (RowsAlias(t.A.a, mr)) {
+          CopyRows(t.A, mr, kc, abuf, ldp);
+          for (int64_t r = 0; r < mr; ++r) t.A.a[r] = abuf + r * ldp;
+          t.A.run0 = t.A.kseg = kc;
+          t.A.gap = 0;
         }
         for (int64_t jr = jc; jr < jend; jr += 32) {
           const int64_t w = jend - jr < 32 ? jend - jr : 32;

@@ -226,8 +226,9 @@ class ConvNHWC : public Op {
   // Implicit GEMM (no im2col): the GEMM reads each patch row straight from the NHWC
   // input (a zero-padded copy when the window leaves the image), one segment of kw*C
   // contiguous floats per kernel row. Needs a kernel that supports it, one group,
-  // adjacent taps (dilation 1 along x), and segments long enough to amortize the
-  // extra K blocks (the 3-channel stem keeps im2col).
+  // adjacent taps (dilation 1 along x), and segments at least the table's
+  // f32_conv_implicit_min_segment long (the AVX2 GEMM cuts K blocks at segment ends, so
+  // short segments cost it extra blocks; the AVX-512 one walks segments inside its tiles).
   struct Implicit {
     bool on = false, padded = false;
     int64_t Hp = 0, Wp = 0;  // rows / columns of the image the GEMM reads (padded or not)
@@ -238,7 +239,7 @@ class ConvNHWC : public Op {
     const bool direct = win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 && OH == H && OW == W &&
                         win_.geometry(H, W).pt == 0 && win_.geometry(H, W).pl == 0;
     if (direct || !g_conv_implicit.load(std::memory_order_relaxed) || !kernels().f32_gemm_implicit_a || G_ != 1 || (win_.dw != 1 && win_.kw != 1) ||
-        win_.kw * C < kImplicitMinSegment || OH * OW == 0)
+        win_.kw * C < kernels().f32_conv_implicit_min_segment || OH * OW == 0)
       return p;
     const auto geo = win_.geometry(H, W);
     p.on = true;
@@ -345,15 +346,12 @@ class ConvNHWC : public Op {
     // "+implicit" where the GEMM reads the input in place (padding-free 1x1 stride-1 convs
     // are read in place either way), "+im2col" where patches are gathered first
     const bool maybe_implicit = kernels().f32_gemm_implicit_a && G_ == 1 && (win_.dw == 1 || win_.kw == 1) &&
-                                win_.kw * cg_ >= kImplicitMinSegment &&
+                                win_.kw * cg_ >= kernels().f32_conv_implicit_min_segment &&
                                 !(win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1);
     return std::string(kernels().f32_gemm_name) + (wino_ ? "+winograd" : maybe_implicit ? "+implicit" : "+im2col");
   }
 
  private:
-  // floats per kernel row of taps (kw * C); below, im2col measured as fast (ResNet-18: C = 64 ties, C >= 128 gains 4-6%)
-  static constexpr int64_t kImplicitMinSegment = 256;
-
   void run_implicit(const RunArgs& a, const Implicit& imp) const {
     const Shape& xs = a.in[0].shape;
     const Shape& ys = a.out[0].shape;
