@@ -186,7 +186,7 @@ py::array_t<float> py_pack_b(py::array_t<float, py::array::c_style | py::array::
 // Test hook: one kernel call on a sub-rectangle with a named ISA's table.
 void py_f32_gemm(const std::string& isa, py::array_t<float, py::array::c_style> A, py::array_t<float, py::array::c_style> Bp,
                  py::object bias, int act, int64_t N, py::array_t<float, py::array::c_style> C, int64_t m0, int64_t m1,
-                 int64_t n0, int64_t n1) {
+                 int64_t n0, int64_t n1, py::object res) {
   const KernelTable& t = kernels_for(isa);
   if (A.ndim() != 2 || C.ndim() != 2) throw std::invalid_argument("A and C must be 2-D");
   int64_t M = A.shape(0), K = A.shape(1);
@@ -203,6 +203,14 @@ void py_f32_gemm(const std::string& isa, py::array_t<float, py::array::c_style> 
     bp = barr.data();
   }
   F32GemmArgs g{M, N, K, A.data(), K, Bp.data(), bp, C.mutable_data(), N, Activation(act)};
+  py::array_t<float, py::array::c_style | py::array::forcecast> rarr;
+  if (!res.is_none()) {  // the residual: [M, N], its own buffer
+    rarr = py::cast<py::array_t<float, py::array::c_style | py::array::forcecast>>(res);
+    if (rarr.ndim() != 2 || rarr.shape(0) != M || rarr.shape(1) != N)
+      throw std::invalid_argument("res must be [M, N] = [" + std::to_string(M) + ", " + std::to_string(N) + "]");
+    g.res = rarr.data();
+    g.ldr = N;
+  }
   if (Bp.size() && (reinterpret_cast<uintptr_t>(g.Bp) & 63) != 0)
     throw std::invalid_argument("Bp must be 64-byte aligned (the kernels read whole 64-byte panels rows)");
   py::gil_scoped_release nogil;
@@ -687,7 +695,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("crc32c", &py_crc32c, py::arg("data"), py::arg("crc") = 0);
   m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
   m.def("pack_f32_n16", &py_pack_b);
-  m.def("f32_gemm", &py_f32_gemm);
+  m.def("f32_gemm", &py_f32_gemm, py::arg("isa"), py::arg("A"), py::arg("Bp"), py::arg("bias"), py::arg("act"), py::arg("N"),
+        py::arg("C"), py::arg("m0"), py::arg("m1"), py::arg("n0"), py::arg("n1"), py::arg("res") = py::none());
   m.def("f32_gemm_implicit", &py_f32_gemm_implicit);
   m.def("pack_qs8", &py_pack_qs8);
   m.def("pack_q4", &py_pack_q4, py::arg("codes"), py::arg("scales_f16"), py::arg("zeros"), py::arg("table"), py::arg("kind"),

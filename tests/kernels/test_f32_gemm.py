@@ -81,6 +81,35 @@ def test_gelu_epilogue(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M,K,N", [(1, 9, 20), (5, 33, 47), (7, 64, 64), (13, 800, 40), (40, 147, 64)])
+def test_residual_epilogue(isa, M, K, N):
+    """y = act((acc + bias) + res): the same bits as adding the residual to the GEMM's output
+    afterwards (what the Conv op did before the epilogue took it), on every path: small M,
+    register tiles, ragged columns, several K blocks (K = 800), and a GELU after it."""
+    A, B, bias, Bp = problem(M * 31 + K, M, K, N)
+    res = np.random.default_rng(K).standard_normal((M, N)).astype(np.float32)
+    for act in (0, 1, 2):
+        plain = gemm("scalar", A, Bp, bias, 0, N)
+        C = np.full((M, N), np.nan, np.float32)
+        _core.f32_gemm(isa, A, Bp, bias, act, N, C, 0, M, 0, N, res=res)
+        summed = plain + res
+        if act == 0:
+            np.testing.assert_array_equal(C, summed)
+        elif act == 1:
+            np.testing.assert_array_equal(C, np.where(0 > summed, np.float32(0), summed))
+        else:  # GELU of the sum: the scalar GEMM with K = 0 and that sum as its bias row by row
+            want = np.stack([gemm("scalar", np.zeros((1, 0), np.float32), _core.pack_f32_n16(np.zeros((0, N), np.float32)),
+                                  summed[m], 2, N)[0] for m in range(M)])
+            np.testing.assert_array_max_ulp(C, want, maxulp=4)
+        ref = np.full((M, N), np.nan, np.float32)
+        _core.f32_gemm("scalar", A, Bp, bias, act, N, ref, 0, M, 0, N, res=res)
+        if act < 2:
+            np.testing.assert_array_equal(C, ref)
+    with pytest.raises(ValueError, match="res must be"):
+        _core.f32_gemm(isa, A, Bp, bias, 0, N, np.zeros((M, N), np.float32), 0, M, 0, N, res=res[:, :-1])
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_subrectangles_equal_whole_call(isa):
     """Thread splits call the kernel on sub-rectangles: results must not depend on them."""
     rng = np.random.default_rng(11)

@@ -102,9 +102,10 @@ __attribute__((noinline)) void GeluBlock(float* C, int64_t ldc, int64_t rows, in
   }
 }
 
-// bias (optional) + ReLU; GELU is done afterwards by GeluBlock.
-inline __m256 BiasRelu(__m256 v, const float* bias, __m256i m, bool full, bool relu) {
+// bias (optional) + residual (optional) + ReLU; GELU is done afterwards by GeluBlock.
+inline __m256 BiasRelu(__m256 v, const float* bias, const float* res, __m256i m, bool full, bool relu) {
   if (bias != nullptr) v = _mm256_add_ps(v, full ? _mm256_loadu_ps(bias) : _mm256_maskload_ps(bias, m));
+  if (res != nullptr) v = _mm256_add_ps(v, full ? _mm256_loadu_ps(res) : _mm256_maskload_ps(res, m));
   if (relu) v = _mm256_max_ps(_mm256_setzero_ps(), v);  // (0 > v) ? 0 : v, same as the reference
   return v;
 }
@@ -116,6 +117,8 @@ struct TileArgs {
   float* C;           // first element of the tile
   int64_t ldc;
   const float* bias;  // at the tile's first column, or nullptr
+  const float* res;   // residual at the tile's first element, or nullptr
+  int64_t ldr;
   int64_t ncols;      // valid columns of the panel, 1..16
   bool first, last, relu;
 };
@@ -161,8 +164,10 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
   if (t.last) {
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      acc[r][0] = BiasRelu(acc[r][0], t.bias, m0, full, t.relu);
-      acc[r][1] = BiasRelu(acc[r][1], t.bias == nullptr ? nullptr : t.bias + 8, m1, full, t.relu);
+      const float* res = t.res == nullptr ? nullptr : t.res + r * t.ldr;
+      acc[r][0] = BiasRelu(acc[r][0], t.bias, res, m0, full, t.relu);
+      acc[r][1] = BiasRelu(acc[r][1], t.bias == nullptr ? nullptr : t.bias + 8, res == nullptr ? nullptr : res + 8, m1,
+                           full, t.relu);
     }
   }
   if (full) {
@@ -238,7 +243,8 @@ __attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64
 #pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       float* c = g.C + (m0 + m) * g.ldc + nb + 8 * h;
-      const __m256 y = BiasRelu(acc[m][h], bias, mk, full, relu);
+      const float* res = g.res == nullptr ? nullptr : g.res + (m0 + m) * g.ldr + nb + 8 * h;
+      const __m256 y = BiasRelu(acc[m][h], bias, res, mk, full, relu);
       if (full) _mm256_storeu_ps(c, y); else _mm256_maskstore_ps(c, mk, y);
     }
   }
@@ -308,6 +314,7 @@ void f32_gemm_6x16__avx2(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n
       const int64_t kc = seg_end - pc < kcb ? seg_end - pc : kcb;
       const int64_t aoff = f32_gemm_a_col(g, pc);  // column pc of A: its segment and offset
       TileArgs t;
+      t.ldr = g.ldr;
       t.kc = kc;
       t.ldc = g.ldc;
       t.first = pc == 0;
@@ -326,6 +333,7 @@ void f32_gemm_6x16__avx2(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_t n
           t.B = g.Bp + (jr / 16) * bs + pc * 16;
           t.C = g.C + m * g.ldc + jr;
           t.bias = g.bias == nullptr ? nullptr : g.bias + jr;
+          t.res = g.res == nullptr ? nullptr : g.res + m * g.ldr + jr;
           RunTile(mr, t);
         }
         if (gelu && t.last) GeluBlock(g.C + m * g.ldc + jc, g.ldc, mr, jend - jc);

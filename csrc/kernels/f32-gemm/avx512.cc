@@ -122,9 +122,10 @@ __attribute__((noinline)) void GeluBlock(float* C, int64_t ldc, int64_t rows, in
   }
 }
 
-// bias (optional) + ReLU; GELU is done afterwards by GeluBlock.
-inline __m512 BiasRelu(__m512 v, const float* bias, __mmask16 m, bool relu) {
+// bias (optional) + residual (optional) + ReLU; GELU is done afterwards by GeluBlock.
+inline __m512 BiasRelu(__m512 v, const float* bias, const float* res, __mmask16 m, bool relu) {
   if (bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
+  if (res != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res));
   if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // (0 > v) ? 0 : v, same as the reference
   return v;
 }
@@ -137,6 +138,8 @@ struct TileArgs {
   float* C;           // first element of the tile
   int64_t ldc;
   const float* bias;  // at the tile's first column, or nullptr
+  const float* res;   // residual at the tile's first element, or nullptr
+  int64_t ldr;
   __mmask16 mask0, mask1;  // valid columns of the first / second panel
   bool first, last, relu;
 };
@@ -189,8 +192,11 @@ __attribute__((noinline)) void Tile(const TileArgs& t) {
   if (t.last) {
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      acc[r][0] = BiasRelu(acc[r][0], t.bias, t.mask0, t.relu);
-      if (NV == 2) acc[r][NV - 1] = BiasRelu(acc[r][NV - 1], t.bias == nullptr ? nullptr : t.bias + 16, t.mask1, t.relu);
+      const float* res = t.res == nullptr ? nullptr : t.res + r * t.ldr;
+      acc[r][0] = BiasRelu(acc[r][0], t.bias, res, t.mask0, t.relu);
+      if (NV == 2)
+        acc[r][NV - 1] = BiasRelu(acc[r][NV - 1], t.bias == nullptr ? nullptr : t.bias + 16,
+                                  res == nullptr ? nullptr : res + 16, t.mask1, t.relu);
     }
   }
 #pragma GCC unroll 16
@@ -265,7 +271,8 @@ __attribute__((noinline)) void GemvBlock(const F32GemmArgs& g, int64_t m0, int64
     const float* bias = g.bias == nullptr ? nullptr : g.bias + nb + 16 * p;
 #pragma GCC unroll 16
     for (int m = 0; m < M; ++m)
-      _mm512_mask_storeu_ps(g.C + (m0 + m) * g.ldc + nb + 16 * p, mk, BiasRelu(acc[m][p], bias, mk, relu));
+      _mm512_mask_storeu_ps(g.C + (m0 + m) * g.ldc + nb + 16 * p, mk,
+                            BiasRelu(acc[m][p], bias, g.res == nullptr ? nullptr : g.res + (m0 + m) * g.ldr + nb + 16 * p, mk, relu));
   }
   if (g.act == Activation::kGelu) GeluBlock(g.C + m0 * g.ldc + nb, g.ldc, M, ncols);
 }
@@ -335,6 +342,7 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
       const int64_t aoff = f32_gemm_a_col(g, pc);  // column pc of A: its segment and offset
       TileArgs t;
       t.bstride = bs;
+      t.ldr = g.ldr;
       t.kc = kc;
       t.ldc = g.ldc;
       t.first = pc == 0;
@@ -358,6 +366,7 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
           t.B = g.Bp + (jr / 16) * bs + pc * 16;
           t.C = g.C + m * g.ldc + jr;
           t.bias = g.bias == nullptr ? nullptr : g.bias + jr;
+          t.res = g.res == nullptr ? nullptr : g.res + m * g.ldr + jr;
           t.mask0 = TailMask(w);
           t.mask1 = TailMask(w - 16);
           RunTile(mr, t, w > 16);

@@ -7,7 +7,7 @@
 //
 // Determinism contract (all ISAs, all tilings, all thread splits): every output
 // element is computed as   acc = 0; for k in 0..K-1: acc = fma(A[m,k], B[k,n], acc);
-// then  y = acc + bias[n]  and the activation. So a result never depends on which
+// then  y = acc + bias[n] (+ res[m, n]) and the activation. So a result never depends on which
 // tile, edge path or thread computed it, and ISAs agree with the scalar reference
 // bit for bit (the activation's erf/exp may differ by a few ulp between ISAs).
 #pragma once
@@ -37,6 +37,10 @@ struct F32GemmArgs {
   int64_t seg_stride = 0;
   int64_t mrow = 0;
   int64_t row_stride = 0;
+  // Optional residual (a ResNet block's skip input), added after the bias and before the
+  // activation: y = act((acc + bias) + res[m * ldr + n]). res may not overlap C.
+  const float* res = nullptr;
+  int64_t ldr = 0;
 };
 
 // Computes rows [m0, m1) x columns [n0, n1) of C. n0 is a multiple of 16;

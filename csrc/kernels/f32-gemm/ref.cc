@@ -1,5 +1,5 @@
 // Scalar reference fp32 GEMM: the definition of the results every ISA kernel must reproduce.
-//   acc = 0; for k in 0..K-1: acc = fma(A[m,k], B[k,n], acc);  y = acc (+ bias[n]);  y = act(y)
+//   acc = 0; for k in 0..K-1: acc = fma(A[m,k], B[k,n], acc);  y = acc (+ bias[n]) (+ res[m,n]);  y = act(y)
 #include <cmath>
 
 #include "common.h"
@@ -38,6 +38,7 @@ void f32_gemm_1x16__scalar(const F32GemmArgs& a, int64_t m0, int64_t m1, int64_t
       for (int64_t j = 0; j < w; ++j) {
         float y = acc[j];
         if (a.bias != nullptr) y = y + a.bias[nb + j];
+        if (a.res != nullptr) y = y + a.res[m * a.ldr + nb + j];
         switch (a.act) {
           case Activation::kNone: break;
           // (0 > y) ? 0 : y keeps -0 and NaN, the same as SIMD max(0, y) with 0 as first operand.

@@ -276,11 +276,11 @@ class ConvNHWC : public Op {
     const bool direct = win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 && geo.pt == 0 && geo.pl == 0 &&
                         OH == H && OW == W;
     const F32GemmFn fn = kernels().f32_gemm;
-    // y = act(conv + bias [+ residual]): ReLU runs in the GEMM epilogue unless a residual
-    // must be added first; everything else runs on each block right after its GEMM.
+    // y = act(conv + bias [+ residual]): the residual and ReLU run in the GEMM epilogue;
+    // other activations run on each block right after its GEMM.
     const float* res = residual_ ? a.in[3].as<const float>() : nullptr;
-    const Activation gemm_act = act_.kind == ActKind::kRelu && !res ? Activation::kRelu : Activation::kNone;
-    const bool post = res || (act_.kind != ActKind::kNone && gemm_act == Activation::kNone);
+    const Activation gemm_act = act_.kind == ActKind::kRelu ? Activation::kRelu : Activation::kNone;
+    const bool post = act_.kind != ActKind::kNone && gemm_act == Activation::kNone;
 
     for (int64_t g = 0; g < G_; ++g) {
       F32GemmArgs ga;
@@ -292,13 +292,15 @@ class ConvNHWC : public Op {
       ga.C = y + g * Nper_;
       ga.ldc = Cout;
       ga.act = gemm_act;
+      ga.res = res ? res + g * Nper_ : nullptr;
+      ga.ldr = Cout;
       // im2col of output rows [m0, m1) into dst (row stride K_).
       const Im2col geom{x, H, W, C, OH, OW, K_, cg_, g, win_.kh, win_.kw, win_.sh, win_.sw, win_.dh, win_.dw, geo.pt, geo.pl};
       auto im2col = [&](int64_t m0, int64_t m1, float* dst) { im2col_rows(geom, m0, m1, dst); };
       auto epilogue = [&](int64_t m0, int64_t m1) {
         if (!post) return;
         for (int64_t m = m0; m < m1; ++m) {
-          finish_pixel(ga.C + m * Cout, res ? res + m * Cout + g * Nper_ : nullptr, Nper_);
+          finish_pixel(ga.C + m * Cout, nullptr, Nper_);
         }
       };
       const int64_t tasks = (M + kRowsPerTask - 1) / kRowsPerTask;
@@ -311,6 +313,7 @@ class ConvNHWC : public Op {
             F32GemmArgs gb = ga;  // this block as its own GEMM: rows [m0, m1)
             gb.M = m1 - m0;
             gb.C = ga.C + m0 * Cout;
+            gb.res = ga.res ? ga.res + m0 * Cout : nullptr;
             if (direct) {
               gb.A = x + g * cg_ + m0 * C;
               gb.lda = C;
@@ -385,8 +388,9 @@ class ConvNHWC : public Op {
       });
       img = xp;
     }
-    const Activation gemm_act = act_.kind == ActKind::kRelu && !res ? Activation::kRelu : Activation::kNone;
-    const bool post = res || (act_.kind != ActKind::kNone && gemm_act == Activation::kNone);
+    // the residual and ReLU run in the GEMM epilogue, other activations afterwards
+    const Activation gemm_act = act_.kind == ActKind::kRelu ? Activation::kRelu : Activation::kNone;
+    const bool post = act_.kind != ActKind::kNone && gemm_act == Activation::kNone;
     const F32GemmFn fn = kernels().f32_gemm;
     // A[(oy, ox), (ky, kx, ci)] = img[n][oy*sh + ky*dh][ox*sw + kx][ci]
     auto args = [&](int64_t n) {
@@ -405,12 +409,14 @@ class ConvNHWC : public Op {
       g.C = y + n * Mimg * Cout;
       g.ldc = Cout;
       g.act = gemm_act;
+      g.res = res ? res + n * Mimg * Cout : nullptr;
+      g.ldr = Cout;
       return g;
     };
     auto epilogue = [&](int64_t m0, int64_t m1) {  // rows of the whole batch
       if (!post) return;
       for (int64_t m = m0; m < m1; ++m) {
-        finish_pixel(y + m * Cout, res ? res + m * Cout : nullptr, Cout);
+        finish_pixel(y + m * Cout, nullptr, Cout);
       }
     };
     const int64_t per_img = (Mimg + kRowsPerTask - 1) / kRowsPerTask;
