@@ -62,6 +62,19 @@ void CopyRows(const ARuns& s, int64_t rows, int64_t kc, float* dst, int64_t ldp)
   }
 }
 
+// a[r] = &A[m + r, column at offset aoff] for r < rows (f32_gemm_a_row without a division per row).
+void RowPointers(const F32GemmArgs& g, int64_t m, int64_t rows, int64_t aoff, const float** a) {
+  if (g.kseg > 0 && g.mrow > 0) {
+    int64_t oy = m / g.mrow, ox = m % g.mrow;
+    for (int64_t r = 0; r < rows; ++r) {
+      a[r] = g.A + oy * g.row_stride + ox * g.lda + aoff;
+      if (++ox == g.mrow) ox = 0, ++oy;
+    }
+  } else {
+    for (int64_t r = 0; r < rows; ++r) a[r] = g.A + (m + r) * g.lda + aoff;
+  }
+}
+
 // True when the rows' addresses crowd one L1 set (8-way, 4 KB period).
 bool RowsAlias(const float* const* a, int64_t rows) {
   int cnt[64] = {0};
@@ -354,7 +367,7 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
         t.A.run0 = kseg - pc % kseg;
         t.A.kseg = kseg;
         t.A.gap = gap;
-        for (int64_t r = 0; r < mr; ++r) t.A.a[r] = f32_gemm_a_row(g, m + r) + aoff;
+        RowPointers(g, m, mr, aoff, t.A.a);
         if (RowsAlias(t.A.a, mr)) {
           CopyRows(t.A, mr, kc, abuf, ldp);
           for (int64_t r = 0; r < mr; ++r) t.A.a[r] = abuf + r * ldp;
