@@ -344,6 +344,8 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
   // An implicit A (kseg > 0) is read segment by segment inside the tile: K blocks ignore segments.
   const int64_t kseg = g.kseg > 0 ? g.kseg : (K > 0 ? K : 1);
   const int64_t gap = g.kseg > 0 ? g.seg_stride - g.kseg : 0;
+  // A plain A has one row stride: decide once; an implicit A's rows jump at output-row ends.
+  const bool plain_alias = g.kseg == 0 && f32_gemm_rows_alias(g.lda, base + (extra ? 1 : 0));
   int64_t ldp = (kcb + 15) / 16 * 16;
   while (ldp + 16 <= kABufStride && f32_gemm_rows_alias(ldp, kMR)) ldp += 16;
   alignas(64) float abuf[kMR * kABufStride];
@@ -368,7 +370,7 @@ void f32_gemm_12x32__avx512(const F32GemmArgs& g, int64_t m0, int64_t m1, int64_
         t.A.kseg = kseg;
         t.A.gap = gap;
         RowPointers(g, m, mr, aoff, t.A.a);
-        if (RowsAlias(t.A.a, mr)) {
+        if (g.kseg == 0 ? plain_alias : RowsAlias(t.A.a, mr)) {
           CopyRows(t.A, mr, kc, abuf, ldp);
           for (int64_t r = 0; r < mr; ++r) t.A.a[r] = abuf + r * ldp;
           t.A.run0 = t.A.kseg = kc;
