@@ -57,7 +57,7 @@ def test_forced_isa_is_selected(isa):
         assert isa.replace("vnni", "") in info["kernels"]["f32-gemm"]
     # the fp32 row kernels (layer norm too) and depthwise conv come from the same dispatch level
     tag = "scalar" if isa in ("scalar", "neondot") else "avx512" if isa == "amx" else isa.replace("vnni", "")
-    for k in ("f32-softmax", "f32-gelu", "f32-layernorm", "f32-dwconv"):
+    for k in ("f32-softmax", "f32-gelu", "f32-layernorm", "f32-dwconv", "f32-maxpool"):
         assert info["kernels"][k].endswith("__" + tag), (k, info["kernels"][k])
 
 

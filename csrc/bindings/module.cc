@@ -644,6 +644,26 @@ void py_f32_dwconv(const std::string& isa, F32Array x, F32Array w, py::object bi
   t.f32_dwconv.fn(a, r0, r1, acc.data());
 }
 
+// Test hook: a named ISA's max-pool kernel over rows [r0, r1) of y (x and y NHWC).
+void py_f32_maxpool(const std::string& isa, F32Array x, py::array_t<float, py::array::c_style> y, std::vector<int64_t> kernel,
+                    std::vector<int64_t> stride, std::vector<int64_t> dilation, std::vector<int64_t> pad_tl, int64_t r0,
+                    int64_t r1) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 4 || y.ndim() != 4) throw std::invalid_argument("x, y must be NHWC");
+  if (kernel.size() != 2 || stride.size() != 2 || dilation.size() != 2 || pad_tl.size() != 2)
+    throw std::invalid_argument("2-D params");
+  const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3), OH = y.shape(1), OW = y.shape(2);
+  if (y.shape(0) != N || y.shape(3) != C) throw std::invalid_argument("channel/batch mismatch");
+  if (kernel[0] < 1 || kernel[1] < 1 || stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1 ||
+      pad_tl[0] < 0 || pad_tl[1] < 0)
+    throw std::invalid_argument("bad kernel/stride/dilation/pad");
+  if (!(0 <= r0 && r0 <= r1 && r1 <= N * OH)) throw std::invalid_argument("bad row range");
+  F32MaxPoolArgs a{x.data(), y.mutable_data(), N, H, W, C, OH, OW, kernel[0], kernel[1],
+                   stride[0], stride[1], dilation[0], dilation[1], pad_tl[0], pad_tl[1]};
+  py::gil_scoped_release nogil;
+  t.f32_maxpool.fn(a, r0, r1);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -681,6 +701,7 @@ PYBIND11_MODULE(_core, m) {
     d["f32-gelu"] = t.vmath.gelu_name;
     d["f32-layernorm"] = t.vmath.layernorm_name;
     d["f32-dwconv"] = t.f32_dwconv.name;
+    d["f32-maxpool"] = t.f32_maxpool.name;
     d["f32-conv"] = t.f32_gemm_implicit_a ? "implicit-gemm" : "im2col";
     d["qs8-requant"] = t.qs8_requant_name;
     d["qs8-dwconv"] = t.qs8_dwconv_name;
@@ -718,6 +739,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("hi"), py::arg("residual") = py::none(), py::arg("r_zp") = 0, py::arg("r_mult") = 0.0f,
         py::arg("two_step") = false, py::arg("mid_zp") = 0, py::arg("mid_mult") = 1.0f);
   m.def("qs8_dwconv", &py_qs8_dwconv);
+  m.def("f32_maxpool", &py_f32_maxpool, py::arg("isa"), py::arg("x"), py::arg("y"), py::arg("kernel"), py::arg("stride"),
+        py::arg("dilation"), py::arg("pad_tl"), py::arg("r0"), py::arg("r1"));
   m.def("pack_sell_f32", &py_pack_sell_f32, py::arg("w"), py::arg("bk") = 1);
   m.def("pack_sell_s8", &py_pack_sell_s8, py::arg("wq"), py::arg("scales"), py::arg("bk") = 1);
   m.def("sell_info", &py_sell_info, py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"));

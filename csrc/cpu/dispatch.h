@@ -7,6 +7,7 @@
 
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-dwconv/f32_dwconv.h"
+#include "kernels/f32-maxpool/f32_maxpool.h"
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/f32-spmm/f32_spmm.h"
 #include "kernels/f32-vmath/f32_vmath.h"
@@ -72,6 +73,7 @@ struct KernelTable {
   // fp32 row kernels (softmax, GELU) and the direct fp32 depthwise convolution
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};
+  F32MaxPoolKernel f32_maxpool{};
   // The outlier split of quantized Dense layers (`outliers`): the activation quantizer that
   // leaves a row's largest values out, and the float part they add back (y += v * W[k, :]).
   Qs8QuantSplitFn qs8_quant_split = nullptr;

@@ -18,6 +18,7 @@
 #include "cpu/cpu.h"
 #include "cpu/dispatch.h"
 #include "kernels/f32-dwconv/f32_dwconv.h"
+#include "kernels/f32-maxpool/f32_maxpool.h"
 #include "kernels/f32-vmath/f32_vmath.h"
 
 using namespace lowbit;
@@ -631,6 +632,34 @@ static void test_dwconv(const KernelTable& t) {
   }
 }
 
+// Max pooling: bit for bit with the scalar kernel (a max picks one of its inputs; NaN skipped).
+static void test_maxpool(const KernelTable& t) {
+  const F32MaxPoolKernel k = t.f32_maxpool;
+  if (k.fn == &f32_maxpool_nhwc__scalar) return;  // the reference itself
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd;
+  struct Pool { int64_t C, H, W, kh, kw, s, d, pt, pl, pb, pr; };
+  const Pool pools[] = {{64, 12, 12, 3, 3, 2, 1, 1, 1, 1, 1}, {7, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1},
+                        {33, 8, 8, 5, 5, 1, 1, 2, 2, 2, 2},   {130, 5, 5, 2, 3, 1, 2, 0, 0, 2, 1},
+                        {20, 10, 11, 9, 9, 1, 1, 4, 4, 4, 4}, {24, 3, 3, 2, 2, 1, 1, 3, 3, 3, 3}};
+  for (const Pool& p : pools) {
+    const int64_t N = 2, OH = (p.H + p.pt + p.pb - p.d * (p.kh - 1) - 1) / p.s + 1,
+                  OW = (p.W + p.pl + p.pr - p.d * (p.kw - 1) - 1) / p.s + 1;
+    std::vector<float> x(N * p.H * p.W * p.C), y0(N * OH * OW * p.C, 5.f), y1(N * OH * OW * p.C, 5.f);
+    for (auto& v : x) v = nd(rng);
+    x[3] = NAN;
+    x[x.size() / 2] = INFINITY;
+    F32MaxPoolArgs a{x.data(), y0.data(), N, p.H, p.W, p.C, OH, OW, p.kh, p.kw, p.s, p.s, p.d, p.d, p.pt, p.pl};
+    f32_maxpool_nhwc__scalar(a, 0, N * OH);
+    a.y = y1.data();
+    k.fn(a, 0, 1);  // row ranges as the thread pool splits them
+    k.fn(a, 1, N * OH);
+    check(std::memcmp(y0.data(), y1.data(), y0.size() * 4) == 0,
+          std::string(t.isa_name) + " " + k.name + " C=" + std::to_string(p.C) + " k=" + std::to_string(p.kh) + "x" +
+              std::to_string(p.kw) + " s=" + std::to_string(p.s) + " d=" + std::to_string(p.d));
+  }
+}
+
 // The AVX2 and AVX-512 row kernels run the same operations in the same order (softmax
 // sums 16 lanes either way, exp scales by 2^n in one rounding): the same bits, checked
 // whenever both tables run here (natively, or AVX-512 through SIMDe).
@@ -728,10 +757,12 @@ int main(int argc, char** argv) {
       test_quant_split(t, all_kernel_tables().back());
       test_qw_axpy(t, all_kernel_tables().back());
       test_pack_bt(t);
-      std::printf("  rows: %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name);
+      std::printf("  rows: %s, %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name,
+                  t.f32_maxpool.name);
       test_vmath(t);
       test_layernorm(t);
       test_dwconv(t);
+      test_maxpool(t);
       std::printf("  sparse: %s, %s, %s\n", t.f32_spmm_name, t.qs8_spmm_name, t.qs8_bspmm_name);
       test_sparse(t, all_kernel_tables().back());
     }
