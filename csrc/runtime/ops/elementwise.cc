@@ -142,6 +142,9 @@ class Compare : public Op {
       } else if (st[0] == 1 && st[1] == 0) {
         const T c = yr[0];
         for (int64_t k = 0; k < n; ++k) orow[k] = cmp(xr[k], c);
+      } else if (st[0] == 0 && st[1] == 1) {  // a column against a row (attention masks)
+        const T c = xr[0];
+        for (int64_t k = 0; k < n; ++k) orow[k] = cmp(c, yr[k]);
       } else {
         for (int64_t k = 0; k < n; ++k) orow[k] = cmp(xr[k * st[0]], yr[k * st[1]]);
       }
