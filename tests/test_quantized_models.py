@@ -332,6 +332,33 @@ def test_embedding_tables_become_int8_rows(tmp_path):
         m.run({"ids": np.array([[V]], np.int64)})
 
 
+def test_embedding_rows_come_back_as_one_op_with_the_bits_of_cast_times_scale(tmp_path):
+    """The int8 table is read by one GatherDequantize node: float(codes[id]) * scale[id],
+    bit for bit (negative ids count from the end, as Gather's), on a batch of id rows."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(1)
+    V, D = 600, 40
+    table = (rng.standard_normal((V, D)) * rng.uniform(0.01, 5, (V, 1))).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["e"], name="emb")], "emb",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+                          [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["b", "s", D])],
+                          [numpy_helper.from_array(table, "E")])
+    p = str(tmp_path / "q.qbin")
+    lowbit.convert(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p, quant="int8")
+    m = lowbit.load(p)
+    assert [l["op"] for l in m.layers()] == ["GatherDequantize"]
+    codes = m.graph.tensors["E.int8"].data.reshape(V, D)
+    scales = m.graph.tensors["E.row_scale"].data.reshape(V, 1).astype(np.float32)
+    ids = np.array([[0, 5, -1, 599, 5], [-600, 17, 3, 3, 250]], np.int64)
+    want = codes[ids].astype(np.float32) * scales[ids]
+    got = m.run({"ids": ids})
+    assert got.dtype == np.float32 and got.shape == (2, 5, D)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    for bad in (600, -601):
+        with pytest.raises(IndexError, match="out of range"):
+            m.run({"ids": np.array([[1, bad]], np.int64)})
+
+
 def _shared_input_model(weights, N_out=None):
     from onnx import TensorProto, helper
     K = weights[0].shape[0]

@@ -515,6 +515,56 @@ class Gather : public Op {
   int64_t axis_;
 };
 
+// GatherDequantize(codes [V, D] int8, scales [V, 1] float32, ids): rows of an int8 lookup
+// table back to float32, y[..., :] = float(codes[id, :]) * scales[id] -- one op for the
+// Mul(Cast(Gather(codes, ids)), Gather(scales, ids)) it replaces, with the same bits (the
+// conversion is exact, the product rounds once either way).
+class GatherDequantize : public Op {
+ public:
+  explicit GatherDequantize(DType it) : it_(it) {}
+  void infer(const std::vector<const Shape*>& in, std::vector<Shape>& out) const override {
+    need_inputs(in, 3, "GatherDequantize");
+    const Shape& t = *in[0];
+    const Shape& sc = *in[1];
+    if (t.size() != 2) throw ShapeError("GatherDequantize: expected a 2-D code table, got " + shape_str(t));
+    if (!(sc.size() == 2 && sc[0] == t[0] && sc[1] == 1))
+      throw ShapeError("GatherDequantize: expected scales [" + std::to_string(t[0]) + ", 1] for a table " + shape_str(t) +
+                       ", got " + shape_str(sc));
+    Shape o(in[2]->begin(), in[2]->end());
+    o.push_back(t[1]);
+    out[0] = o;
+  }
+  void run(const RunArgs& a) const override {
+    const int64_t V = a.in[0].shape[0], D = a.in[0].shape[1], ni = a.in[2].numel();
+    const void* ip = a.in[2].data;
+    for (int64_t j = 0; j < ni; ++j) {  // validate first: untrusted indices must not read out of bounds
+      const int64_t k = int_at(ip, it_, j);
+      if (k < -V || k >= V)
+        throw std::out_of_range("GatherDequantize index " + std::to_string(k) + " is out of range for " + std::to_string(V) +
+                                " rows");
+    }
+    const int8_t* codes = a.in[0].as<const int8_t>();
+    const float* scales = a.in[1].as<const float>();
+    float* y = a.out[0].as<float>();
+    parallel_chunks(ni, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        int64_t k = int_at(ip, it_, r);
+        if (k < 0) k += V;
+        const int8_t* c = codes + k * D;
+        const float s = scales[k];
+        float* yr = y + r * D;
+        for (int64_t d = 0; d < D; ++d) yr[d] = float(c[d]) * s;
+      }
+    });
+  }
+  bool input_dtype_ok(size_t i, DType t) const override {
+    return i == 0 ? t == DType::kI8 : i == 1 ? t == DType::kF32 : is_int(t);
+  }
+
+ private:
+  DType it_;
+};
+
 class GatherElements : public Op {
  public:
   GatherElements(DType t, DType it, int64_t axis) : t_(t), it_(it), axis_(axis) {}
@@ -741,6 +791,9 @@ std::unique_ptr<Op> mk_slice(const NodeSpec& n, const std::vector<ValueSpec>& v)
 std::unique_ptr<Op> mk_gather(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   return std::make_unique<Gather>(in_dtype(n, v, 0), in_dtype(n, v, 1), n.attrs.get_int("axis", 0));
 }
+std::unique_ptr<Op> mk_gather_dq(const NodeSpec& n, const std::vector<ValueSpec>& v) {
+  return std::make_unique<GatherDequantize>(in_dtype(n, v, 2));
+}
 std::unique_ptr<Op> mk_gather_el(const NodeSpec& n, const std::vector<ValueSpec>& v) {
   return std::make_unique<GatherElements>(in_dtype(n, v, 0), in_dtype(n, v, 1), n.attrs.get_int("axis", 0));
 }
@@ -775,6 +828,7 @@ void register_tensor_ops() {
   register_op("Slice", &mk_slice);
   register_op("Gather", &mk_gather);
   register_op("GatherElements", &mk_gather_el);
+  register_op("GatherDequantize", &mk_gather_dq);
   register_op("Squeeze", &mk_squeeze);
   register_op("Unsqueeze", &mk_unsqueeze);
   register_op("ReduceMean", &mk_reduce<true>);

@@ -320,8 +320,9 @@ MIN_TABLE_ELEMENTS = 1 << 14
 def quantize_gather_tables(graph: Graph) -> Graph:
     """Stores each large float32 lookup table (a 2-D constant only gathered along axis 0:
     token and position embeddings) as int8 rows with one float32 scale per row
-    (amax / 127): ``Gather(T, i)`` becomes ``Mul(Cast(Gather(Tq, i)), Gather(s, i))``,
-    the same values to within half a step of each row's grid, from a quarter of the bytes."""
+    (amax / 127): ``Gather(T, i)`` becomes ``GatherDequantize(Tq, s, i)`` =
+    ``float(Tq[i]) * s[i]``, the same values to within half a step of each row's grid,
+    from a quarter of the bytes."""
     consumers = graph.consumers()
     done: dict[str, tuple[str, str]] = {}
     nodes = []
@@ -343,12 +344,7 @@ def quantize_gather_tables(graph: Graph) -> Graph:
             graph.tensors[sname] = Tensor.from_array(sname, scale.reshape(-1, 1))
             done[t.name] = (qname, sname)
         qname, sname = done[t.name]
-        base = n.outputs[0]
-        g_codes, g_f, g_s = (graph.unique_name(f"{base}.{x}") for x in ("int8", "f32", "scale"))
-        nodes.append(Node("Gather", [qname] + n.inputs[1:], [g_codes], {"axis": 0}, f"{n.name}/int8"))
-        nodes.append(Node("Cast", [g_codes], [g_f], {"to": "float32", "bool": 0}, f"{n.name}/cast"))
-        nodes.append(Node("Gather", [sname] + n.inputs[1:], [g_s], {"axis": 0}, f"{n.name}/scale"))
-        nodes.append(Node("Mul", [g_f, g_s], list(n.outputs), {}, n.name))
+        nodes.append(Node("GatherDequantize", [qname, sname, n.inputs[1]], list(n.outputs), {}, n.name))
     graph.nodes = nodes
     for name in done:
         del graph.tensors[name]
