@@ -203,6 +203,32 @@ def test_softmax_pre_is_softmax_of_the_preprocessed_row_bit_for_bit(isa, n, scal
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_softmax_pre_division_is_the_correctly_rounded_quotient(isa):
+    """scale_op 2 divides by the scale; the AVX-512 kernel does it as x * (1/c) plus one fma
+    correction (Markstein) where the operands allow and divides elsewhere. Rows whose quotients
+    land in [-8, 8] make the softmax sensitive to every quotient's last bit; divisors with
+    all-ones significands, powers of two, tiny and huge ones; rows with lanes outside the fast
+    range (0, subnormal, 2^-41, 2^41, inf) next to ordinary ones, in whole and partial vectors."""
+    rng = np.random.default_rng(5)
+    ones = [np.float32(v) for v in (1.99999988, 3.99999976, 0.999999940, 15.9999990, 1.00000012)]
+    scales = ones + [np.float32(v) for v in (5.656854, 8.0, 3.0, 0.1, 11.3137085, 1e-6, 2e6, 2.0 ** -20, 2.0 ** 20, 3e-7, 5e6)]
+    scales += [np.float32(v) for v in np.exp(rng.uniform(-10, 10, 12))]
+    for c in scales:
+        for n in (16, 48, 128, 37):
+            q = rng.uniform(-8, 8, n)
+            x = (q * np.float64(c)).astype(np.float32)
+            x = np.nextafter(x, np.where(rng.random(n) < 0.5, np.inf, -np.inf).astype(np.float32)) if rng.random() < 0.5 else x
+            rows = [x]
+            y = x.copy()
+            y[rng.integers(0, n)] = rng.choice(np.array([0.0, 1e-40, 2.0 ** -41, 2.0 ** 41, -2.0 ** 41], np.float32))
+            rows.append(y)
+            for row in rows:
+                want = _core.f32_row(isa, "softmax", _pre_numpy(row, 2, c, None))
+                got = _core.f32_softmax_pre(isa, row, 2, float(c), None)
+                assert np.array_equal(got.view(np.int32), want.view(np.int32)), (isa, float(c), n)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_softmax_pre_special_rows(isa):
     # infinities and NaN from the scale or the mask behave as in the unfused steps: a fully
     # masked row is NaN (0/0, as onnxruntime gives), any NaN poisons the row, x/0 is inf

@@ -35,27 +35,66 @@ inline __m512 Exp(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// x / c without vdivps (a 10-cycle instruction here, the softmax's largest cost): with
+// r = RN(1/c), q = RN(x r) and the exact remainder e = x - q c (one fma), RN(q + e r) is the
+// correctly rounded quotient (Markstein's theorem: r within half an ulp of 1/c, q within one
+// ulp of x/c), as long as nothing under- or overflows. So it runs when c is in [2^-20, 2^20]
+// and every lane's |x| in [2^-40, 2^40]; a vector with any other lane (0, subnormals, inf,
+// NaN, huge) divides. Checked bit for bit against vdivps over every float x in that range for
+// 44 divisors, among them 1.99999988 and other all-ones significands (the kernel test repeats
+// samples of it).
+struct Divider {
+  __m512 c, r;
+  bool fast;
+  explicit Divider(float cs) : c(_mm512_set1_ps(cs)), r(_mm512_set1_ps(1.f / cs)) {
+    const float a = std::fabs(cs);
+    fast = a >= 0x1p-20f && a <= 0x1p20f;
+  }
+  __m512 operator()(__m512 x) const {
+    if (fast) {
+      const __m512i ax = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF));
+      // |x| as an unsigned integer in [bits(2^-40), bits(2^40)]: one unsigned range check
+      const __mmask16 in = _mm512_cmple_epu32_mask(_mm512_sub_epi32(ax, _mm512_set1_epi32(0x2B800000)),
+                                                   _mm512_set1_epi32(0x53800000 - 0x2B800000));
+      if (in == 0xFFFF) {
+        const __m512 q = _mm512_mul_ps(x, r);
+        return _mm512_fmadd_ps(_mm512_fnmadd_ps(q, c, x), r, q);
+      }
+    }
+    return _mm512_div_ps(x, c);
+  }
+};
+
 // The scores' pre-processing (SoftmaxPre) of the lanes `k` of 16 starting at element i.
-inline __m512 Pre(__m512 v, const SoftmaxPre& pre, int64_t i, __mmask16 k) {
+inline __m512 Pre(__m512 v, const SoftmaxPre& pre, const Divider& div, int64_t i, __mmask16 k) {
   if (pre.scale_op == 1) v = _mm512_mul_ps(v, _mm512_set1_ps(pre.scale));
-  else if (pre.scale_op == 2) v = _mm512_div_ps(v, _mm512_set1_ps(pre.scale));
+  else if (pre.scale_op == 2) v = div(v);
   if (pre.add) v = _mm512_add_ps(v, pre.add_bcast ? _mm512_set1_ps(pre.add[0]) : _mm512_maskz_loadu_ps(k, pre.add + i));
   return v;
 }
 
 // softmax(pre(x)) or, with pre null, softmax(x): the first pass finds the max (and any
 // NaN) and, with pre, stores the pre-processed row in y, which the later passes read.
-void SoftmaxRow(const float* x, float* y, int64_t n, const SoftmaxPre* pre) {
+// Rows of whole vectors take plain loads and stores; others mask the last vector.
+template <bool kWhole>
+void SoftmaxRowT(const float* x, float* y, int64_t n, const SoftmaxPre* pre) {
+  const Divider div(pre && pre->scale_op == 2 ? pre->scale : 1.f);
+  auto load = [n](const float* p, int64_t i) {
+    return kWhole ? _mm512_loadu_ps(p + i) : _mm512_maskz_loadu_ps(Tail(n - i), p + i);
+  };
+  auto store = [n](float* p, int64_t i, __m512 v) {
+    if (kWhole) _mm512_storeu_ps(p + i, v);
+    else _mm512_mask_storeu_ps(p + i, Tail(n - i), v);
+  };
   __m512 vm = _mm512_set1_ps(-INFINITY);
   __mmask16 nan = 0;
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = Tail(n - i);
-    __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    __m512 v = load(x, i);
     if (pre) {
-      v = Pre(v, *pre, i, k);
-      _mm512_mask_storeu_ps(y + i, k, v);
+      v = Pre(v, *pre, div, i, kWhole ? __mmask16(0xFFFF) : Tail(n - i));
+      store(y, i, v);
     }
-    v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), k, v);
+    if (!kWhole) v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), Tail(n - i), v);
     nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     vm = _mm512_max_ps(vm, v);
   }
@@ -69,16 +108,17 @@ void SoftmaxRow(const float* x, float* y, int64_t n, const SoftmaxPre* pre) {
   const __m512 mm = _mm512_set1_ps(m);
   __m512 vs = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = Tail(n - i);
-    const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mm));
-    _mm512_mask_storeu_ps(y + i, k, e);
-    vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(k, e));
+    const __m512 e = Exp(_mm512_sub_ps(load(x, i), mm));
+    store(y, i, e);
+    vs = _mm512_add_ps(vs, kWhole ? e : _mm512_maskz_mov_ps(Tail(n - i), e));
   }
   const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(vs));
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = Tail(n - i);
-    _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), inv));
-  }
+  for (int64_t i = 0; i < n; i += 16) store(y, i, _mm512_mul_ps(load(y, i), inv));
+}
+
+void SoftmaxRow(const float* x, float* y, int64_t n, const SoftmaxPre* pre) {
+  if (n % 16 == 0) SoftmaxRowT<true>(x, y, n, pre);
+  else SoftmaxRowT<false>(x, y, n, pre);
 }
 
 }  // namespace
