@@ -18,10 +18,12 @@ F, I64 = TensorProto.FLOAT, TensorProto.INT64
 
 
 def attention_model(H=4, D=8, Dv=None, scale="mul", mask="b11t", k_two_transposes=False, const_shapes=False,
-                    cross=False):
+                    cross=False, merge="const"):
     """x [B, S, E] -> q, k, v projections -> attention -> [B, S, H*Dv]. Reshape targets are
     computed from Shape (dynamic B, S) unless const_shapes; `cross`: k and v come from
-    a second input of its own length T; `mask`: None, "b11t" ([B,1,1,T]), "b1st", "1hst"."""
+    a second input of its own length T; `mask`: None, "b11t" ([B,1,1,T]), "b1st", "1hst";
+    `merge`: the heads merged by a Reshape to a constant [0, 0, -1], to [B, S, H*Dv]
+    computed from Shape(x) ("dynamic"), or left [B, S, H, Dv] ("none")."""
     Dv = Dv or D
     E = 24
     rng = np.random.default_rng(H * 10 + D)
@@ -68,10 +70,20 @@ def attention_model(H=4, D=8, Dv=None, scale="mul", mask="b11t", k_two_transpose
         inputs.append(helper.make_tensor_value_info("mask", F, mshape))
         nodes.append(helper.make_node("Add", [s, "mask"], ["s2"]))
         s = "s2"
-    nodes += [helper.make_node("Softmax", [s], ["p"], axis=-1), helper.make_node("MatMul", ["p", "vt"], ["o"]),
-              helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["ot", "flat"], ["y"])]
-    inits["flat"] = np.array([0, 0, -1], np.int64)
+    nodes += [helper.make_node("Softmax", [s], ["p"], axis=-1), helper.make_node("MatMul", ["p", "vt"], ["o"])]
+    if merge == "none":
+        nodes.append(helper.make_node("Transpose", ["o"], ["y"], perm=[0, 2, 1, 3]))
+        return models.make_model(nodes, inputs, [helper.make_tensor_value_info("y", F, ["b", "s", H, Dv])], inits)
+    nodes.append(helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]))
+    if merge == "dynamic":
+        inits["hdv_flat"] = np.array([H * Dv], np.int64)
+        nodes += [helper.make_node("Shape", ["x"], ["x_s"]),
+                  helper.make_node("Gather", ["x_s", "i0"], ["x_b"], axis=0),
+                  helper.make_node("Gather", ["x_s", "i1"], ["x_t"], axis=0),
+                  helper.make_node("Concat", ["x_b", "x_t", "hdv_flat"], ["flat"], axis=0)]
+    else:
+        inits["flat"] = np.array([0, 0, -1], np.int64)
+    nodes.append(helper.make_node("Reshape", ["ot", "flat"], ["y"]))
     return models.make_model(nodes, inputs, [helper.make_tensor_value_info("y", F, ["b", "s", H * Dv])], inits)
 
 
@@ -98,6 +110,7 @@ VARIANTS = {
     "k-two-transposes": dict(k_two_transposes=True), "const-shapes": dict(const_shapes=True),
     "mask-b1st": dict(mask="b1st"), "mask-1hst": dict(mask="1hst"), "dv-differs": dict(D=8, Dv=16),
     "cross": dict(cross=True), "one-head": dict(H=1, D=24),
+    "merge-dynamic": dict(merge="dynamic"), "no-merge": dict(merge="none"),
 }
 
 
@@ -108,6 +121,7 @@ def test_fused_matches_unfused_bits_and_onnxruntime(variant, tmp_path, monkeypat
     fused, plain = convert_both(model, tmp_path, monkeypatch)
     ops = [l["op"] for l in fused.layers()]
     assert ops.count("Attention") == 1 and "Softmax" not in ops and "Transpose" not in ops, ops
+    assert "Reshape" not in ops, ops  # the heads' split and merge are views inside the node
     assert "Attention" not in [l["op"] for l in plain.layers()]
     # sequences below, at and above the 128-row block; cross attention with its own key length
     for B, S, T in [(1, 5, 5), (2, 37, 37), (1, 130, 130), (2, 129, 23)]:

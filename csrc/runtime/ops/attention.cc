@@ -9,8 +9,9 @@
 //   y  = transpose(P . Vt, [0, 2, 1, 3])                 [B, S, H, Dv]
 //
 // Inputs: q, k, v, optional mask, then the three reshape targets (int64 inputs,
-// or attrs q_shape / k_shape / v_shape when constant). Attrs: scale_op (0 none,
-// 1 multiply, 2 divide), scale.
+// or attrs q_shape / k_shape / v_shape when constant), then optionally the target of a
+// Reshape of y that merges the heads (input 7 or attr y_shape: the same bytes, y's shape
+// only). Attrs: scale_op (0 none, 1 multiply, 2 divide), scale.
 //
 // Per (batch, head, block of query rows): K^T and V are packed into the GEMM's
 // panel layout (once per head and thread), S = Q K^T runs on the f32 GEMM reading
@@ -45,15 +46,16 @@ class Attention : public Op {
     scale_op_ = n.attrs.get_int("scale_op", 0);
     if (scale_op_ < 0 || scale_op_ > 2) throw std::invalid_argument("Attention '" + n.name + "': scale_op must be 0, 1 or 2");
     scale_ = float(n.attrs.get_float("scale", 1.0));
-    const char* keys[3] = {"q_shape", "k_shape", "v_shape"};
-    for (int i = 0; i < 3; ++i) {
+    const char* keys[4] = {"q_shape", "k_shape", "v_shape", "y_shape"};
+    for (int i = 0; i < 4; ++i) {
       const auto* s = n.attrs.get_ints(keys[i]);
       const bool from_input = n.inputs.size() > size_t(4 + i) && n.inputs[4 + i] >= 0;
-      if (!s && !from_input)
+      if (i < 3 && !s && !from_input)
         throw std::invalid_argument("Attention '" + n.name + "': needs " + keys[i] + " (an attribute or input " +
                                     std::to_string(4 + i) + ")");
       if (s) target_[i] = *s;
       has_attr_[i] = s != nullptr;
+      if (i == 3) merge_ = s != nullptr || from_input;
     }
   }
   bool input_dtype_ok(size_t i, DType t) const override { return i < 4 ? t == DType::kF32 : t == DType::kI64; }
@@ -64,6 +66,7 @@ class Attention : public Op {
                     std::vector<Shape>& out) const override {
     const Dims d = dims(in, vals);
     out[0] = {d.B, d.S, d.H, d.Dv};
+    if (merge_) out[0] = reshape_target(out[0], target(3, in, vals), false);  // a view: the same bytes
   }
   void run(const RunArgs& a) const override {
     std::vector<const Shape*> in;
@@ -164,17 +167,21 @@ class Attention : public Op {
   // V of one head [T, Dv] (row stride H*Dv) in the "f32-n16" layout.
   static void pack_v(const float* v0, const Dims& d, float* vp) { f32_gemm_pack_b(d.T, d.Dv, v0, d.H * d.Dv, vp); }
 
-  Shape resolve(int i, const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
+  // Reshape target i (0-2: q, k, v; 3: y), from the attr or from input 4 + i's value.
+  std::vector<int64_t> target(int i, const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
     std::vector<int64_t> t = target_[i];
     if (!has_attr_[i]) {
       const size_t j = size_t(4 + i);
       if (in.size() <= j || !in[j] || !vals[j])
-        throw ShapeError("Attention '" + name_ + "': the reshape target of input " + std::to_string(i) +
+        throw ShapeError("Attention '" + name_ + "': the reshape target of " + (i < 3 ? "input " + std::to_string(i) : "the output") +
                          " must be computable while planning");
       const int64_t n = shape_numel(*in[j]);
       t.assign(static_cast<const int64_t*>(vals[j]), static_cast<const int64_t*>(vals[j]) + n);
     }
-    Shape s = reshape_target(*in[i], t, false);
+    return t;
+  }
+  Shape resolve(int i, const std::vector<const Shape*>& in, const std::vector<const void*>& vals) const {
+    Shape s = reshape_target(*in[i], target(i, in, vals), false);
     if (s.size() != 4)
       throw ShapeError("Attention '" + name_ + "': expected a 4-D [batch, sequence, heads, head size] view of input " +
                        std::to_string(i) + ", got " + shape_str(s));
@@ -199,8 +206,9 @@ class Attention : public Op {
   std::string name_;
   int64_t scale_op_ = 0;
   float scale_ = 1.f;
-  std::vector<int64_t> target_[3];
-  bool has_attr_[3] = {false, false, false};
+  std::vector<int64_t> target_[4];
+  bool has_attr_[4] = {false, false, false, false};
+  bool merge_ = false;  // y is reshaped (input 7 or attr y_shape)
 };
 
 std::unique_ptr<Op> make_attention(const NodeSpec& n, const std::vector<ValueSpec>& v) {

@@ -218,11 +218,13 @@ def fuse_attention(graph: Graph) -> Graph:
         Qt = Transpose(Reshape(q, sq), [0,2,1,3]); Kt = Transpose(Reshape(k, sk), [0,2,3,1])
              (or [0,2,1,3] then [0,1,3,2]); Vt = Transpose(Reshape(v, sv), [0,2,1,3])
         S = MatMul(Qt, Kt) [then Mul / Div by a scalar constant] [then Add(mask)]
-        y = Transpose(MatMul(Softmax(S, axis=-1), Vt), [0,2,1,3])
+        y = Transpose(MatMul(Softmax(S, axis=-1), Vt), [0,2,1,3])  [then Reshape(y, sy)]
 
     The node reads q, k, v in place (no transposed copies) and keeps the scores in a
     per-thread buffer; it computes the same operations in the same order, so the
-    results are bit-identical. Intermediates read elsewhere block the rewrite."""
+    results are bit-identical. A Reshape that merges the heads back (the next op of
+    every exporter's attention) becomes the node's ``y_shape``: the same bytes, so no
+    copy. Intermediates read elsewhere block the rewrite."""
     prod = graph.producers()
     cons = graph.consumers()
     outputs = graph.output_names()
@@ -304,6 +306,17 @@ def fuse_attention(graph: Graph) -> Graph:
         if v is None or out is None or out.op != "Transpose" or out.attrs.get("perm") != [0, 2, 1, 3]:
             continue
         chain += q[0] + k[0] + v[0] + [pv, out]
+        last, y_target, y_input = out, None, ""
+        rs = sole(out.outputs[0])
+        if rs is not None and rs.op == "Reshape" and rs.inputs[0] == out.outputs[0] and not rs.attrs.get("allowzero", 0):
+            t = rs.attrs.get("shape")
+            if t is None and len(rs.inputs) > 1 and rs.inputs[1]:
+                c = graph.const(rs.inputs[1])
+                t = None if c is None else [int(d) for d in c.reshape(-1)]
+                y_input = rs.inputs[1] if c is None else ""
+            if t is not None or y_input:
+                chain.append(rs)
+                last, y_target = rs, t
         ids = [index[id(n)] for n in chain]
         if len(set(ids)) != len(ids) or any(i in remove for i in ids):
             continue
@@ -313,10 +326,13 @@ def fuse_attention(graph: Graph) -> Graph:
             inputs.append(part[2] or "")
             if part[3] is not None:
                 attrs[key] = [int(d) for d in part[3]]
+        inputs.append(y_input)
+        if y_target is not None:
+            attrs["y_shape"] = y_target
         while inputs and not inputs[-1]:
             inputs.pop()
         remove.update(ids)
-        replace[index[id(out)]] = Node("Attention", inputs, list(out.outputs), attrs, qk.name + "/attention")
+        replace[index[id(last)]] = Node("Attention", inputs, list(last.outputs), attrs, qk.name + "/attention")
     graph.nodes = [replace.get(i, n) for i, n in enumerate(graph.nodes) if i not in remove or i in replace]
     return graph
 
