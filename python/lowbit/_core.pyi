@@ -40,7 +40,9 @@ def crc32c(data: Any, crc: int = 0) -> int: ...
 def crc32c_isa(isa: str, data: Any, crc: int = 0) -> int: ...
 def pack_f32_n16(B: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 def f32_gemm(isa: str, A: npt.NDArray[np.float32], Bp: npt.NDArray[np.float32], bias: npt.ArrayLike | None,
-             act: int, N: int, C: npt.NDArray[np.float32], m0: int, m1: int, n0: int, n1: int) -> None: ...
+             act: int, N: int, C: npt.NDArray[np.float32], m0: int, m1: int, n0: int, n1: int,
+             res: npt.ArrayLike | None = None) -> None:
+    """A named ISA's fp32 GEMM over C[m0:m1, n0:n1]; `res` [M, N] is added after the bias, before the activation."""
 def f32_gemm_implicit(isa: str, A: npt.NDArray[np.float32], lda: int, kseg: int, seg_stride: int, mrow: int,
                       row_stride: int, M: int, K: int, Bp: npt.NDArray[np.float32], N: int, C: npt.NDArray[np.float32],
                       m0: int, m1: int) -> None:
@@ -58,6 +60,9 @@ def f32_softmax_pre(isa: str, x: npt.ArrayLike, scale_op: int, scale: float, add
 def f32_dwconv(isa: str, x: npt.ArrayLike, w: npt.ArrayLike, bias: npt.ArrayLike | None, y: npt.NDArray[np.float32],
                stride: Sequence[int], dilation: Sequence[int], pad_tl: Sequence[int], r0: int, r1: int) -> None:
     """A named ISA's fp32 depthwise kernel over output rows [r0, r1) of y (NHWC)."""
+def f32_maxpool(isa: str, x: npt.ArrayLike, y: npt.NDArray[np.float32], kernel: Sequence[int], stride: Sequence[int],
+                dilation: Sequence[int], pad_tl: Sequence[int], r0: int, r1: int) -> None:
+    """A named ISA's fp32 max-pool kernel over output rows [r0, r1) of y (NHWC)."""
 def pack_qs8(Wq: npt.NDArray[np.int8], scales: npt.ArrayLike) -> npt.NDArray[np.uint8]: ...
 def pack_q4(codes: npt.NDArray[np.uint8], scales_f16: npt.NDArray[np.uint16], zeros: npt.ArrayLike | None,
             table: npt.ArrayLike | None, kind: str, group: int) -> npt.NDArray[np.uint8]: ...

@@ -311,9 +311,9 @@ def fuse_attention(graph: Graph) -> Graph:
         if rs is not None and rs.op == "Reshape" and rs.inputs[0] == out.outputs[0] and not rs.attrs.get("allowzero", 0):
             t = rs.attrs.get("shape")
             if t is None and len(rs.inputs) > 1 and rs.inputs[1]:
-                c = graph.const(rs.inputs[1])
-                t = None if c is None else [int(d) for d in c.reshape(-1)]
-                y_input = rs.inputs[1] if c is None else ""
+                yc = graph.const(rs.inputs[1])
+                t = None if yc is None else [int(d) for d in yc.reshape(-1)]
+                y_input = rs.inputs[1] if yc is None else ""
             if t is not None or y_input:
                 chain.append(rs)
                 last, y_target = rs, t
