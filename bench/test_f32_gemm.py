@@ -7,6 +7,8 @@ Shapes: 128x768x3072 (compute-bound, weights 9.4 MB) and 1x4096x4096 (GEMV,
 DRAM, for both peers).
 """
 
+import time
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -90,17 +92,45 @@ def test_fp32_gemm(benchmark, peers, peer, shape, threads):
     lowbit.set_num_threads(2)
 
 
+INTERLEAVED_ROUNDS = {"128x768x3072": 30, "1x4096x4096": 60}
+
+
+def _interleaved_1t(peers, shape):
+    """Best 1-thread time of lowbit and onnxruntime over alternating calls on the same input:
+    on a shared machine the load changes over seconds, and the pytest-benchmark rounds time
+    each peer in its own block (one CI run read 0.67x there while the same code read 1.03x
+    in the run before)."""
+    model, blob, x = peers[shape]
+    lowbit.set_num_threads(1)
+    sess = _ort_session(blob, 1)
+    fns = [lambda: model.run(x), lambda: sess.run(None, {"x": x})]
+    for f in fns:
+        f()
+    best = [float("inf")] * 2
+    for _ in range(INTERLEAVED_ROUNDS[shape]):
+        for i, f in enumerate(fns):
+            t = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t)
+    lowbit.set_num_threads(2)
+    return best
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_fp32_gemm_gate(shape):
+def test_fp32_gemm_gate(peers, shape):
+    """1 thread: the gate, from the two peers timed interleaved. The pytest-benchmark times'
+    ratios are recorded next to it (ratio/...)."""
     r = recorded("f32_gemm")
     a, b = r.get(f"lowbit/{shape}/1t"), r.get(f"onnxruntime/{shape}/1t")
     if not a or not b:
         pytest.skip("run together with test_fp32_gemm")
-    speed = b["seconds"] / a["seconds"]
-    record("f32_gemm", f"ratio/{shape}/1t", speed)
+    record("f32_gemm", f"ratio/{shape}/1t", b["seconds"] / a["seconds"])
+    lt, ot = _interleaved_1t(peers, shape)
+    speed = ot / lt
+    record("f32_gemm", f"interleaved/{shape}/1t", {"lowbit_seconds": lt, "onnxruntime_seconds": ot, "speed": speed})
     for t in (2,):
         a2, b2 = r.get(f"lowbit/{shape}/{t}t"), r.get(f"onnxruntime/{shape}/{t}t")
         if a2 and b2:
             record("f32_gemm", f"ratio/{shape}/{t}t", b2["seconds"] / a2["seconds"])
-    print(f"\n{shape} 1 thread: lowbit {a['gops']:.1f} GOP/s, ORT {b['gops']:.1f} GOP/s -> {speed:.2f}x ORT speed")
+    print(f"\n{shape} 1 thread: lowbit {a['gops']:.1f} GOP/s, ORT {b['gops']:.1f} GOP/s; interleaved {speed:.2f}x ORT speed")
     assert speed >= TARGET, f"lowbit runs at {speed:.2f}x ORT's speed on {shape}, target {TARGET}x"
