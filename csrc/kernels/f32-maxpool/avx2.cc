@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "common.h"
 #include "f32_maxpool.h"
 
 namespace lowbit {
@@ -19,26 +20,18 @@ inline __m256i Mask8(int64_t n) {  // lanes [0, n) set
 }  // namespace
 
 void f32_maxpool_nhwc__avx2(const F32MaxPoolArgs& a, int64_t r0, int64_t r1) {
-  constexpr int kMaxTaps = 64;  // windows with more taps go through it in passes of 64
   const int64_t C = a.C;
-  const float* taps[kMaxTaps];
+  const float* taps[kMaxPoolTaps];
   const __m256 ninf = _mm256_set1_ps(-INFINITY);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / a.OH, oy = r % a.OH;
     for (int64_t ox = 0; ox < a.OW; ++ox) {
       float* yp = a.y + (r * a.OW + ox) * C;
-      // the window's taps in (ky, kx) order, kMaxTaps at a time; later passes start from y
-      const int64_t total = a.kh * a.kw;
-      int64_t done = 0;
+      // the window's taps kMaxPoolTaps at a time; later passes start from y
+      int64_t next = 0;
       bool first = true;
       do {
-        int nt = 0;
-        for (int64_t t = done; t < total && nt < kMaxTaps; ++t) {
-          const int64_t ky = t / a.kw, kx = t % a.kw;
-          const int64_t iy = oy * a.sh - a.pt + ky * a.dh, ix = ox * a.sw - a.pl + kx * a.dw;
-          if (iy >= 0 && iy < a.H && ix >= 0 && ix < a.W) taps[nt++] = a.x + ((n * a.H + iy) * a.W + ix) * C;
-          done = t + 1;
-        }
+        const int nt = MaxPoolTaps(a, n, oy, ox, &next, taps);
         int64_t c = 0;
         for (; c + 32 <= C; c += 32) {
           __m256 m0 = first ? ninf : _mm256_loadu_ps(yp + c), m1 = first ? ninf : _mm256_loadu_ps(yp + c + 8);
@@ -62,7 +55,7 @@ void f32_maxpool_nhwc__avx2(const F32MaxPoolArgs& a, int64_t r0, int64_t r1) {
           _mm256_maskstore_ps(yp + c, k, m);
         }
         first = false;
-      } while (done < total);
+      } while (next < a.kh * a.kw);
     }
   }
 }

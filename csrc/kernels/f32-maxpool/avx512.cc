@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "common.h"
 #include "f32_maxpool.h"
 
 namespace lowbit {
@@ -16,26 +17,18 @@ inline __mmask16 Tail(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask1
 }  // namespace
 
 void f32_maxpool_nhwc__avx512(const F32MaxPoolArgs& a, int64_t r0, int64_t r1) {
-  constexpr int kMaxTaps = 64;  // windows with more taps go through it in passes of 64
   const int64_t C = a.C;
-  const float* taps[kMaxTaps];
+  const float* taps[kMaxPoolTaps];
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / a.OH, oy = r % a.OH;
     for (int64_t ox = 0; ox < a.OW; ++ox) {
       float* yp = a.y + (r * a.OW + ox) * C;
-      // the window's taps in (ky, kx) order, kMaxTaps at a time; later passes start from y
-      const int64_t total = a.kh * a.kw;
-      int64_t done = 0;
+      // the window's taps kMaxPoolTaps at a time; later passes start from y
+      int64_t next = 0;
       bool first = true;
       do {
-        int nt = 0;
-        for (int64_t t = done; t < total && nt < kMaxTaps; ++t) {
-          const int64_t ky = t / a.kw, kx = t % a.kw;
-          const int64_t iy = oy * a.sh - a.pt + ky * a.dh, ix = ox * a.sw - a.pl + kx * a.dw;
-          if (iy >= 0 && iy < a.H && ix >= 0 && ix < a.W) taps[nt++] = a.x + ((n * a.H + iy) * a.W + ix) * C;
-          done = t + 1;
-        }
+        const int nt = MaxPoolTaps(a, n, oy, ox, &next, taps);
         int64_t c = 0;
         for (; c + 64 <= C; c += 64) {
           __m512 m0 = first ? ninf : _mm512_loadu_ps(yp + c), m1 = first ? ninf : _mm512_loadu_ps(yp + c + 16);
@@ -59,7 +52,7 @@ void f32_maxpool_nhwc__avx512(const F32MaxPoolArgs& a, int64_t r0, int64_t r1) {
           _mm512_mask_storeu_ps(yp + c, k, m);
         }
         first = false;
-      } while (done < total);
+      } while (next < a.kh * a.kw);
     }
   }
 }
