@@ -155,10 +155,11 @@ def _interleaved(fns, rounds):
 # gathered blocks) the target itself applies.
 AVX2_FLOORS = {("bsr-int8", "dense-int8", 1): round(1.02 / CI_MARGIN, 2)}
 # AMX-only floor (ISA amx, an Emerald Rapids Xeon): at M = 16 the dense int8 reference runs on AMX tiles
-# (0.65-0.69 ms for the 16 MB of weights) while the 1x4-block kernel does 32 MACs per 256-bit
-# vpdpbusd over the packed 8-row tiles (1.39-1.49 ms; 0.7x the VNNI dense GEMM already):
-# measured 0.46-0.47x, so the 1.5x target is recorded and CI fails below that / CI_MARGIN.
-AMX_FLOORS = {("bsr-int8", "dense-int8", 16): round(0.46 / CI_MARGIN, 2)}
+# (0.58-0.78 ms for the 16 MB of weights, L3-bound) while the 1x4-block kernel does one 512-bit vpdpbusd
+# per block over packed 16-row tiles (0.51-0.57 ms): interleaved 1.24-1.42x in fast phases of this VM,
+# 0.81x once in a slow phase (the sparse kernel is core-bound, the dense one memory-bound, so the
+# ratio moves with the clock). The 1.5x target is recorded and CI fails below 0.81 / CI_MARGIN.
+AMX_FLOORS = {("bsr-int8", "dense-int8", 16): round(0.81 / CI_MARGIN, 2)}
 
 
 @pytest.mark.parametrize("name,fast,ref,M,target", GATES, ids=[f"{g[1]}-vs-{g[2]}-M{g[3]}" for g in GATES])

@@ -137,6 +137,7 @@ KernelTable avx512vnni_level() {
   KERNEL(t, qs8_spmm, avx512::qs8_spmm_k16m4__avx512vnni);
   KERNEL(t, qs8_bspmm, avx512::qs8_bspmm_s8c4__avx512vnni);
   t.qs8_spmm_biased = true;
+  t.qs8_bspmm_tile_rows = 16;
   t.vmath = {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512",
              &avx512::f32_softmax_pre_row__avx512,
              &avx512::f32_layernorm_row__avx512, "f32_layernorm_row__avx512"};

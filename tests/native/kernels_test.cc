@@ -362,8 +362,10 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
         qa.q = qt.data();
         qa.bias128 = t.qs8_spmm_biased;
         t.qs8_quant(qa, 0, M);
-        std::vector<int8_t> at(qs8_bspmm_at_bytes(M, K));
-        qs8_bspmm_pack_a(M, K, qt.data(), lda, at.data());
+        // 8-row tiles for every table, and 16-row ones where the table takes them
+        std::vector<int8_t> at8(qs8_bspmm_at_bytes(M, K, 8)), at16(qs8_bspmm_at_bytes(M, K, 16));
+        qs8_bspmm_pack_a(M, K, qt.data(), lda, 8, at8.data());
+        qs8_bspmm_pack_a(M, K, qt.data(), lda, 16, at16.data());
         for (int act = 0; act < 2; ++act) {
           std::vector<float> a(M * N, -1.f), b(M * N, -2.f);
           F32SpmmArgs fa{M, x.data(), K, &sf, bias.data(), a.data(), N, Activation(act)};
@@ -377,15 +379,27 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
           ka.A = qt.data();
           t.qs8_spmm(ka, 0, M, 0, sk.G);
           check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_spmm" + where);
-          for (int tiles = 0; tiles < 2; ++tiles) {
+          for (int tiles = 0; tiles < 3; ++tiles) {
+            if (tiles == 2 && t.qs8_bspmm_tile_rows < 16) continue;
             Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
             ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            std::fill(b.begin(), b.end(), -2.f);
             ba.C = b.data();
             ba.A = qt.data();
-            ba.At = tiles ? at.data() : nullptr;
-            t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            ba.At = tiles == 0 ? nullptr : tiles == 1 ? at8.data() : at16.data();
+            ba.at_rows = tiles == 2 ? 16 : 8;
+            if (tiles == 0) {
+              t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            } else {  // row ranges of whole tiles, slices split in two (as the op's thread split)
+              const int64_t half = sb.S / 2;
+              for (int64_t m = 0; m < M; m += 2 * ba.at_rows) {
+                const int64_t me = std::min(M, m + 2 * ba.at_rows);
+                t.qs8_bspmm(ba, m, me, 0, half);
+                t.qs8_bspmm(ba, m, me, half, sb.S);
+              }
+            }
             check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
-                  std::string(t.isa_name) + " qs8_bspmm" + (tiles ? " tiles" : "") + where);
+                  std::string(t.isa_name) + " qs8_bspmm" + (tiles ? " tiles of " + std::to_string(ba.at_rows) : "") + where);
           }
         }
       }

@@ -13,9 +13,11 @@
 // K * 127 * 127 < 2^31 holds for K <= kQs8MaxK, so acc is exact.
 //
 // Packed activation tiles "At" for the batched bsr path (optional, built by qs8_bspmm_pack_a):
-// rows in tiles of 8; tile i, block b is 32 bytes at (i * Kp/4 + b) * 32 where bytes 4r..4r+3 are
-// A[8i + r, 4b .. 4b+3] (zero for rows past M). A block of a weight column then meets 8 rows in
-// one vector: one maddubs/madd pair (AVX2) or two sdot (NEON) with the block's 4 weights broadcast.
+// rows in tiles of R (at_rows: 8, or 16 where the table's qs8_bspmm_tile_rows allows it); tile i,
+// block b is 4R bytes at (i * Kp/4 + b) * 4R where bytes 4r..4r+3 are A[Ri + r, 4b .. 4b+3]
+// (zero for rows past M). A block of a weight column then meets R rows in one vector: one
+// maddubs/madd pair (AVX2), two sdot (NEON), one vpdpbusd ymm (R = 8) or zmm (R = 16, AVX-512)
+// with the block's 4 weights broadcast.
 #pragma once
 #include <cstdint>
 
@@ -36,9 +38,10 @@ struct Qs8SpmmArgs {
   float* C;
   int64_t ldc;
   Activation act;        // kNone or kRelu
+  int64_t at_rows = 8;   // rows per At tile: 8, or 16 when the table's qs8_bspmm_tile_rows is 16
 };
 
-// Rows [m0, m1) x slices [s0, s1); with At, m0 is a multiple of 8. Thread-safe on disjoint ranges.
+// Rows [m0, m1) x slices [s0, s1); with At, m0 is a multiple of at_rows. Thread-safe on disjoint ranges.
 using Qs8SpmmFn = void (*)(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
 
 struct Qs8K16Args {
@@ -56,9 +59,9 @@ struct Qs8K16Args {
 using Qs8K16Fn = void (*)(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
 
 inline int64_t qs8_spmm_lda(int64_t K) { return (K + 3) / 4 * 4 + 4; }
-inline int64_t qs8_bspmm_at_bytes(int64_t M, int64_t K) { return (M + 7) / 8 * ((K + 3) / 4) * 32; }
-// Builds the 8-row tiles from quantized rows (ISA-independent data movement).
-void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int8_t* At);
+inline int64_t qs8_bspmm_at_bytes(int64_t M, int64_t K, int64_t R) { return (M + R - 1) / R * ((K + 3) / 4) * (4 * R); }
+// Builds the R-row tiles (R = 8 or 16) from quantized rows (ISA-independent data movement).
+void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At);
 
 namespace ref {
 void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);

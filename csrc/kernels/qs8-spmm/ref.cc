@@ -6,15 +6,18 @@
 
 namespace lowbit {
 
-void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int8_t* At) {
-  const int64_t nb = (K + 3) / 4, tiles = (M + 7) / 8;
-  std::memset(At, 0, size_t(qs8_bspmm_at_bytes(M, K)));
-  for (int64_t i = 0; i < tiles; ++i)
-    for (int64_t r = 0; r < 8 && 8 * i + r < M; ++r) {
-      const int8_t* x = A + (8 * i + r) * lda;
-      int8_t* dst = At + i * nb * 32 + 4 * r;
-      for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * 32, x + 4 * b, 4);  // K padding: A is 0 past K
-    }
+void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At) {
+  const int64_t nb = (K + 3) / 4, tiles = (M + R - 1) / R;
+  std::memset(At, 0, size_t(qs8_bspmm_at_bytes(M, K, R)));
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t rows = M - R * i < R ? M - R * i : R;
+    const int8_t* x = A + R * i * lda;
+    int8_t* dst = At + i * nb * 4 * R;
+    // block by block, so the tile is written in order (row by row, each 4-byte store went to
+    // another line: ~4% of a 16-row, K = 4096 product)
+    for (int64_t b = 0; b < nb; ++b, dst += 4 * R)
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + 4 * r, x + r * lda + 4 * b, 4);  // K padding: A is 0 past K
+  }
 }
 
 namespace ref {

@@ -27,6 +27,8 @@ void load_sparse_weights(const std::string& what, const std::string& enc, const 
                          int64_t N, SparseWeights& out);
 // Rows from which the 1x4-block kernel packs 8-row activation tiles instead of gathering.
 constexpr int64_t kBspmmTileMinRows = 4;
+// above this many rows, 16-row tiles where the table has them (AVX-512: one zmm per block)
+constexpr int64_t kBspmmTileMinRows16 = 8;
 size_t spdense_scratch_bytes(const SparseWeights& w, int64_t M);
 // y[M,N] = act(x[M,K] . W + bias) with table t's kernels, over the global pool when `threaded`.
 void run_spdense(const KernelTable& t, const SparseWeights& w, const float* x, int64_t M, const float* bias,
