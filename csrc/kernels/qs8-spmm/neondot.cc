@@ -104,12 +104,16 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
   const SellMatrix& w = *a.W;
   const int64_t nb = (w.K + 3) / 4;
   const int8_t* xt = a.At + tile * nb * 32;
+  // the loops over the 8 lanes are unrolled so the accumulators stay in registers (rolled,
+  // GCC kept them on the stack: a store and a load around every sdot)
   int32x4_t acc[8][2];
+#pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = vdupq_n_s32(0);
   const int64_t t1 = w.slice[s + 1];
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
     const uint8_t* v = w.val + t * kSellC * 4;
+#pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       int32_t wv;
       std::memcpy(&wv, v + 4 * j, 4);
