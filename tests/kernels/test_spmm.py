@@ -114,8 +114,8 @@ def test_reference_and_isas_agree(enc, K, N, kind, density):
 
 @pytest.mark.parametrize("enc", ENCS)
 def test_every_batch_size(enc):
-    """M over 1..10, 15-17, 31-33, 63-65, 128 (the bsr kernel switches to packed 8-row tiles at 4 rows,
-    and to 16-row ones above 8 rows on AVX-512)."""
+    """M over 1..10, 15-17, 31-33, 63-65, 128 (the bsr kernel switches to packed 8-row tiles at 2, 3 or
+    4 rows depending on the table, and to 16-row ones above 8 rows on AVX-512)."""
     rng = np.random.default_rng(3)
     K, N = 75, 41
     w, q, s, blob = make_weights(rng, K, N, enc, "block" if "bsr" in enc else "random", 0.25)

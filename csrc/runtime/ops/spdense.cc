@@ -45,7 +45,7 @@ Parts parts(const SparseWeights& w, int64_t M) {
   p.at = p.scale + up64(size_t(M) * 4);
   p.total = p.at;
   // sized for 16-row tiles, which never take less than 8-row ones
-  if (w.kind == SparseKind::kQs8Bsr && M >= kBspmmTileMinRows) p.total += up64(size_t(qs8_bspmm_at_bytes(M, w.w.K, 16)));
+  if (w.kind == SparseKind::kQs8Bsr && M >= kBspmmTileMinRowsAny) p.total += up64(size_t(qs8_bspmm_at_bytes(M, w.w.K, 16)));
   return p;
 }
 
@@ -108,7 +108,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
       Qs8K16Args g{M, qa.q, lda, qa.scale, &sw.k16, bias, y, N, kact};
       split(M, sw.k16.G, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { t.qs8_spmm(g, m0, m1, g0, g1); });
     } else {
-    const bool tiles = M >= kBspmmTileMinRows;
+    const bool tiles = M >= std::max(t.qs8_bspmm_tile_min_rows, kBspmmTileMinRowsAny);
     const int64_t R = M > kBspmmTileMinRows16 && t.qs8_bspmm_tile_rows >= 16 ? 16 : 8;
     int8_t* at = tiles ? reinterpret_cast<int8_t*>(base + p.at) : nullptr;
     if (tiles) qs8_bspmm_pack_a(M, K, qa.q, lda, R, at);

@@ -25,8 +25,10 @@ bool parse_sparse_encoding(const std::string& enc, SparseKind& kind);
 // Validates the blob and fills `out`; throws std::invalid_argument naming `what` and the problem.
 void load_sparse_weights(const std::string& what, const std::string& enc, const void* data, int64_t nbytes, int64_t K,
                          int64_t N, SparseWeights& out);
-// Rows from which the 1x4-block kernel packs 8-row activation tiles instead of gathering.
-constexpr int64_t kBspmmTileMinRows = 4;
+// The fewest rows from which any table's 1x4-block kernel takes packed activation tiles
+// (KernelTable::qs8_bspmm_tile_min_rows: 2 on AVX-512, 3 on AVX2, 4 elsewhere); the scratch
+// is sized for tiles from here on.
+constexpr int64_t kBspmmTileMinRowsAny = 2;
 // above this many rows, 16-row tiles where the table has them (AVX-512: one zmm per block)
 constexpr int64_t kBspmmTileMinRows16 = 8;
 size_t spdense_scratch_bytes(const SparseWeights& w, int64_t M);
