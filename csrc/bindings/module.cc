@@ -307,8 +307,10 @@ U8Array py_pack_q4(py::array_t<uint8_t, py::array::c_style> U, py::array_t<uint1
 // Test/bench hook: one quantized Dense with a named ISA's kernels (the runtime path, minus the engine).
 py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X,
                              U8Array W, const std::string& encoding, int64_t K, int64_t N, py::object bias, int act,
-                             bool threaded, int64_t outliers, py::object x_grid, py::object y_grid) {
-  const KernelTable& t = kernels_for(isa);
+                             bool threaded, int64_t outliers, py::object x_grid, py::object y_grid, py::object lattice) {
+  const KernelTable& table = kernels_for(isa);
+  KernelTable forced;  // lattice=True: the table's lattice kernel at any M
+  const KernelTable* tp = &table;
   QWeights w;
   if (!parse_qweight_encoding(encoding, w)) throw std::invalid_argument("unknown encoding " + encoding);
   w.K = K;
@@ -318,6 +320,19 @@ py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::arra
   w.W = W.data();
   if ((reinterpret_cast<uintptr_t>(w.W) & 63) != 0) throw std::invalid_argument("W must be 64-byte aligned");
   if (X.ndim() != 2 || X.shape(1) != K) throw std::invalid_argument("X must be [M, K]");
+  if (const std::string bad = check_qweight_codes(w); !bad.empty()) throw std::invalid_argument(bad);
+  // lattice: None as a model runs it; True the lattice form at every M (the weights must be on
+  // the lattice, and the ISA have the kernel); False the group-wise form only
+  if (lattice.is_none()) {
+    prepare_q4_lattice(table, w);
+  } else if (py::cast<bool>(lattice)) {
+    if (table.q4_gemm_lattice == nullptr) throw std::invalid_argument(isa + " has no q4_gemm_lattice kernel");
+    if (!prepare_q4_lattice(table, w, true)) throw std::invalid_argument("the 4-bit weights are not on the int8 lattice");
+    forced = table;
+    forced.q4_gemm_lattice_min_rows = 1;
+    tp = &forced;
+  }
+  const KernelTable& t = *tp;
   if (act < 0 || act > 2) throw std::invalid_argument("bad activation");
   const int64_t M = X.shape(0);
   py::array_t<float, py::array::c_style | py::array::forcecast> barr;
@@ -690,6 +705,7 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-gemm"] = t.qs8_gemm_name;
     d["qs7-gemm"] = t.qs7_gemm_name;
     d["q4-gemm"] = t.q4_gemm_name;
+    if (t.q4_gemm_lattice_min_rows > 0) d["q4-gemm-lattice"] = t.q4_gemm_lattice_name;  // int4 on the int8 lattice
     d["f32-spmm"] = t.f32_spmm_name;
     d["qs8-spmm"] = t.qs8_spmm_name;
     d["qs8-bspmm"] = t.qs8_bspmm_name;
@@ -724,7 +740,26 @@ PYBIND11_MODULE(_core, m) {
         py::arg("group"));
   m.def("qdense", &py_qdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
         py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false, py::arg("outliers") = 0,
-        py::arg("x_grid") = py::none(), py::arg("y_grid") = py::none());
+        py::arg("x_grid") = py::none(), py::arg("y_grid") = py::none(), py::arg("lattice") = py::none());
+  m.def(
+      "q4_lattice",
+      [](U8Array W, const std::string& encoding, int64_t K, int64_t N) -> py::object {
+        QWeights w;
+        if (!parse_qweight_encoding(encoding, w) || !w.is_q4) throw std::invalid_argument("expected a q4 encoding, got " + encoding);
+        w.K = K;
+        w.N = N;
+        if (K <= 0 || N <= 0 || W.size() != w.packed_bytes()) throw std::invalid_argument("packed weight size mismatch");
+        w.W = W.data();
+        KernelTable none;
+        if (!prepare_q4_lattice(none, w, true)) return py::none();
+        py::array_t<float> s(static_cast<py::ssize_t>(w.lat_step.size()));
+        std::copy(w.lat_step.begin(), w.lat_step.end(), s.mutable_data());
+        py::array_t<int8_t> m(static_cast<py::ssize_t>(w.lat_mul.size()));
+        std::copy(w.lat_mul.begin(), w.lat_mul.end(), m.mutable_data());
+        return py::make_tuple(s, m);
+      },
+      py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
+      "Test hook: (step [P*16], mul [P*NG*16]) of 4-bit affine weights on the int8 lattice, or None.");
   m.def("qs8_quant", &py_qs8_quant);
   m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
   m.def("f32_layernorm", &py_f32_layernorm, py::arg("isa"), py::arg("x"), py::arg("skip"), py::arg("gamma"),

@@ -68,6 +68,7 @@ KernelTable scalar_level() {
   KERNEL(t, qs8_gemm, ref::qs8_gemm_1x16__scalar);
   qs7_from_qs8(t);
   KERNEL(t, q4_gemm, ref::q4_gemm_1x16__scalar);
+  KERNEL(t, q4_gemm_lattice, ref::q4_gemm_lattice_1x16__scalar);
   KERNEL(t, qs8_requant, ref::qs8_requant__scalar);
   KERNEL(t, qs8_dwconv, ref::qs8_dwconv_nhwc__scalar);
   KERNEL(t, f32_spmm, ref::f32_spmm_s8__scalar);
@@ -169,6 +170,11 @@ KernelTable amx_level() {
   t.qs8_gemm_outliers = true;
   qs7_from_qs8(t);
   KERNEL(t, q4_gemm, amx::q4_gemm_16x16__amx);
+  // int4 weights on the int8 lattice (what convert writes): one int8 tile GEMM over K instead
+  // of a drain per group. Below 16 rows the VNNI GEMV (q4_gemm) reads the 4-bit codes.
+  KERNEL(t, q4_gemm_lattice, amx::q4_gemm_lattice_32x32__amx);
+  t.q4_gemm_lattice_min_rows = 16;
+  t.q4_gemm_lattice_outliers = true;
   return t;
 }
 #endif

@@ -57,6 +57,12 @@ struct KernelTable {
   bool qs7_gemm_biased = false;  // qs7_gemm wants its activations quantized with bias128
   Q4GemmFn q4_gemm = nullptr;
   const char* q4_gemm_name = nullptr;
+  // The lattice form of 4-bit weights (q4_gemm.h): its kernel, and from how many rows of a
+  // call's M models take it (0: never; the scalar table keeps the reference here for tests).
+  Q4GemmFn q4_gemm_lattice = nullptr;
+  const char* q4_gemm_lattice_name = nullptr;
+  int64_t q4_gemm_lattice_min_rows = 0;
+  bool q4_gemm_lattice_outliers = false;  // it adds the outlier split's float part in its epilogue
   // int8 CNN path (static activation scales): requantization of a GEMM block, direct depthwise
   Qs8RequantFn qs8_requant = nullptr;
   const char* qs8_requant_name = nullptr;

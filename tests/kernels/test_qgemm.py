@@ -430,3 +430,123 @@ def test_pack_rejects_bad_codes():
         _core.pack_q4(np.full((32, 4), 16, np.uint8), f16_bits(np.ones((1, 4))), None, None, "sym", 32)
     with pytest.raises(ValueError, match="group"):
         _core.pack_q4(np.zeros((32, 4), np.uint8), f16_bits(np.ones((1, 4))), None, None, "sym", 48)
+
+
+# ---- 4-bit weights on the int8 lattice (q4_gemm.h "Lattice form") ----------------------------
+
+LATTICE_ISAS = [i for i in ISAS if i in ("scalar", "amx")]
+
+
+def q4_lattice_problem(seed, M, K, N, kind, group, extreme=False):
+    """Affine 4-bit weights whose group scales are mul * step[n], mul in [-16, 16] and every
+    mul * (u - z) in [-128, 127]: random, or (extreme) at the bounds: the largest multiple the
+    zero point allows, codes 0 and 15, activations +-1 (codes +-127)."""
+    rng = np.random.default_rng(seed)
+    ng = (K + group - 1) // group
+    z = rng.integers(0, 16, size=(ng, N)) if kind == "asym" else np.full((ng, N), 8)
+    # largest |mul| with mul * v in [-128, 127] for v in [-z, 15 - z], both signs
+    pos = np.minimum(np.minimum(128 // np.maximum(z, 1), 127 // np.maximum(15 - z, 1)), 16)
+    neg = np.minimum(np.minimum(127 // np.maximum(z, 1), 128 // np.maximum(15 - z, 1)), 16)
+    sign = rng.choice([-1, 1], size=(ng, N)) if kind == "sym" else np.ones((ng, N), np.int64)
+    lim = np.where(sign > 0, pos, neg)
+    mul = sign * (lim if extreme else rng.integers(1, 17, size=(ng, N)) % (lim + 1))
+    mul[0, : N // 3] = 0                                         # all-zero groups
+    step = np.ldexp(rng.integers(64, 128, size=N), rng.integers(-16, -9, size=N)).astype(np.float32)
+    scales = (mul * step[None, :]).astype(np.float16)
+    assert np.array_equal(scales.astype(np.float32), (mul * step[None, :]).astype(np.float32))
+    codes = (rng.choice([0, 15], size=(K, N)) if extreme else rng.integers(0, 16, size=(K, N))).astype(np.uint8)
+    x = (rng.choice([-1.0, 1.0], size=(M, K)) if extreme else rng.standard_normal((M, K))).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    W = _core.pack_q4(codes, f16_bits(scales), z.astype(np.uint8) if kind == "asym" else None, None, kind, group)
+    return x, codes, scales, z, mul, bias, W
+
+
+def q4_lattice_np(x, codes, mul, z, step, bias, group, act):
+    K, N = codes.shape
+    kg = (K + group - 1) // group * group
+    q, s = quantize_np(x, kg)
+    w8 = np.repeat(mul, group, axis=0)[:K] * (codes.astype(np.int64) - np.repeat(z, group, axis=0)[:K])
+    assert np.abs(w8).max() <= 128 and w8.min() >= -128 and w8.max() <= 127
+    d = q[:, :K].astype(np.int64) @ w8
+    y = ((d.astype(np.float32) * step[None, :]).astype(np.float32) * s[:, None]).astype(np.float32)
+    return act_np((y + bias).astype(np.float32), act)
+
+
+@pytest.mark.parametrize("kind", ["sym", "asym"])
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_lattice_found_and_reference(kind, group):
+    """q4_lattice recovers each column's step and the multiples (step: the largest common
+    divisor of the scales, so the step found may be a multiple of the one used), and the
+    reference of the lattice form equals numpy's int64 sums; off-lattice weights are refused."""
+    K, N = 200, 37
+    x, codes, sc, z, mul, b, W = q4_lattice_problem(K + group, 5, K, N, kind, group)
+    enc = ENC[kind].format(group)
+    got = _core.q4_lattice(W, enc, K, N)
+    assert got is not None
+    step, m = got
+    ng = (K + group - 1) // group
+    m = m.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
+    np.testing.assert_array_equal(m * step[None, :N], sc.astype(np.float32))
+    assert np.all(np.abs(m) <= 16)
+    for act in (0, 1):
+        y = _core.qdense("scalar", x, W, enc, K, N, b, act, lattice=True)
+        np.testing.assert_array_equal(y, q4_lattice_np(x, codes, m, z, step[:N], b, group, act))
+        # the group-wise form agrees up to its per-group rounding
+        np.testing.assert_allclose(y, _core.qdense("scalar", x, W, enc, K, N, b, act, lattice=False), rtol=1e-5, atol=1e-5)
+    # off the lattice: a multiple of 17, a zero point that takes 16 * v out of s8, random scales
+    for bad in ("mul17", "range", "random"):
+        s2, z2 = sc.astype(np.float32).copy(), z.copy()
+        s2[0, 20] = step[20]                                # mul 1 in group 0 pins the step
+        if bad == "mul17":
+            s2[1, 20] = step[20] * 17
+        elif bad == "range":
+            s2[1, 20], z2[1, 20] = step[20] * 16, (0 if kind == "asym" else 8)
+            if kind == "sym":
+                s2[1, 20] = -step[20] * 16                  # -16 * 7 fits; -16 * -8 = 128 does not
+        else:
+            s2 = np.random.default_rng(1).uniform(0.01, 0.1, size=s2.shape)
+        W2 = _core.pack_q4(codes, f16_bits(s2.astype(np.float16)), z2.astype(np.uint8) if kind == "asym" else None,
+                           None, kind, group)
+        assert _core.q4_lattice(W2, enc, K, N) is None, bad
+        with pytest.raises(ValueError, match="not on the int8 lattice"):
+            _core.qdense("scalar", x, W2, enc, K, N, lattice=True)
+    with pytest.raises(ValueError, match="expected a q4 encoding"):
+        _core.q4_lattice(W, "qs8-n16k4", K, N)
+
+
+@pytest.mark.parametrize("isa", [i for i in LATTICE_ISAS if i != "scalar"])
+@pytest.mark.parametrize("kind", ["sym", "asym"])
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_lattice_isas_match_reference(isa, kind, group):
+    """The AMX lattice kernel against the lattice reference, bit for bit: the M sweep (32-row
+    blocks, a 16-row block, tails through shorter tiles), K with half a 64-k step (odd group
+    counts at G = 32), K chunks (K > 2048, sums carried in int32), N with a lone last panel and
+    a column tail, the extremes of mul * (u - z) with activations at +-127; with the outlier
+    split's float part (in the AMX epilogue, from the packed codes) and without."""
+    shapes = [(100, 47), (129, 70), (256, 64), (2080, 40), (4100, 33)]
+    for K, N in shapes:
+        for M in (MS if (K, N) == (100, 47) else (1, 16, 17, 33, 48, 65)):
+            x, codes, sc, z, mul, b, W = q4_lattice_problem(M * 31 + K, M, K, N, kind, group, extreme=(M % 4 == 1))
+            enc = ENC[kind].format(group)
+            x[:, K // 3] *= 40.0                                  # an outlier column for the split
+            for act in (0, 1):
+                for no in (0, 2):
+                    # the scalar table adds the outliers with qw_axpy after the GEMM; the AMX
+                    # kernel in its epilogue, from the packed codes: the same bits
+                    want = _core.qdense("scalar", x, W, enc, K, N, b, act, outliers=no, lattice=True)
+                    got = _core.qdense(isa, x, W, enc, K, N, b, act, outliers=no, lattice=True)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} M={M} K={K} N={N} act={act} outliers={no}")
+
+
+@pytest.mark.parametrize("isa", [i for i in LATTICE_ISAS if i != "scalar"])
+def test_q4_lattice_policy(isa):
+    """Models take the lattice form from the table's row count on (16 rows on AMX), and the
+    group-wise kernel below it; threads never change a row's bits."""
+    K, N = 640, 300
+    x, codes, sc, z, mul, b, W = q4_lattice_problem(7, 40, K, N, "asym", 32)
+    enc = ENC["asym"].format(32)
+    for M in (1, 15, 16, 40):
+        auto = _core.qdense(isa, x[:M], W, enc, K, N, b, 0)
+        want = _core.qdense(isa, x[:M], W, enc, K, N, b, 0, lattice=(M >= 16))
+        np.testing.assert_array_equal(auto, want, err_msg=f"M={M}")
+        np.testing.assert_array_equal(_core.qdense(isa, x[:M], W, enc, K, N, b, 0, True), auto, err_msg=f"M={M} threaded")

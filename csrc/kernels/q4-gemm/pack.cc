@@ -1,5 +1,7 @@
 // Packs 4-bit codes, f16 scales and zero points into the q4 layouts (see q4_gemm.h). Baseline C++.
+#include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "q4_gemm.h"
 
@@ -31,6 +33,75 @@ void q4_gemm_pack(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* U, con
       }
     }
   }
+}
+
+namespace {
+
+// An f16 value as odd * 2^e (odd > 0, sign apart); false for zero, infinities and NaN.
+bool f16_odd_exp(uint16_t h, int32_t& odd, int32_t& e, bool& neg) {
+  const int32_t ex = (h >> 10) & 0x1F, fr = h & 0x3FF;
+  neg = (h & 0x8000) != 0;
+  if (ex == 0x1F || (ex == 0 && fr == 0)) return false;
+  odd = ex == 0 ? fr : (fr | 0x400);
+  e = ex == 0 ? -24 : ex - 25;
+  const int tz = __builtin_ctz(static_cast<unsigned>(odd));
+  odd >>= tz;
+  e += tz;
+  return true;
+}
+
+// gcd of two odd numbers (binary: no division; 0 stands for "none yet")
+int32_t gcd_odd(int32_t a, int32_t b) {
+  if (a == 0 || a == b) return b;
+  while (b != 0) {
+    if (a > b) std::swap(a, b);
+    b -= a;  // even now (both odd), or 0
+    if (b != 0) b >>= __builtin_ctz(static_cast<unsigned>(b));
+  }
+  return a;
+}
+
+}  // namespace
+
+bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul) {
+  if (l.kind != Q4Kind::kAffine || K <= 0 || N <= 0) return false;
+  const int64_t P = (N + 15) / 16, NG = q4_kg(K, l.group) / l.group;
+  const Q4Parts parts = q4_parts(K, N, l);
+  const uint16_t* sc = reinterpret_cast<const uint16_t*>(W + parts.scales);
+  const uint8_t* zp = W + parts.zeros;
+  for (int64_t n = 0; n < P * 16; ++n) {
+    const int64_t p = n / 16, j = n % 16;
+    // step = (gcd of the odd parts) * 2^(least exponent); every scale is then mul * step
+    int32_t g = 0, emin = 1 << 20;
+    for (int64_t gi = 0; gi < NG; ++gi) {
+      const uint16_t h = sc[(p * NG + gi) * 16 + j];
+      int32_t odd, e;
+      bool neg;
+      if ((h & 0x7C00) == 0x7C00) return false;  // inf / NaN
+      if (!f16_odd_exp(h, odd, e, neg)) continue;
+      g = gcd_odd(g, odd);
+      emin = e < emin ? e : emin;
+    }
+    step[n] = g == 0 ? 0.0f : std::ldexp(float(g), emin);
+    for (int64_t gi = 0; gi < NG; ++gi) {
+      const int64_t at = (p * NG + gi) * 16 + j;
+      int32_t odd, e;
+      bool neg;
+      if (!f16_odd_exp(sc[at], odd, e, neg)) {
+        mul[at] = 0;
+        continue;
+      }
+      if (e - emin > 4) return false;
+      const int32_t m = (odd / g) << (e - emin);
+      if (m > 16) return false;
+      // v = u - z spans [-z, 15 - z]; mul * v must stay in [-128, 127]
+      const int32_t z = l.asym ? zp[at] : 8, lo = -z, hi = 15 - z;
+      const int32_t a = neg ? -m * hi : m * lo, b = neg ? -m * lo : m * hi;
+      if (a < -128 || b > 127) return false;
+      mul[at] = int8_t(neg ? -m : m);
+    }
+  }
+  return true;
 }
 
 }  // namespace lowbit

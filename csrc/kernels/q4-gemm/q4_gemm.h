@@ -22,6 +22,17 @@
 //   d_g = sum_{k in g} A_q[m,k] * v(k,n)   exact int32 (|d_g| < 2^31 for G <= 128)
 //   f = 0;  for g = 0..NG-1:  f = fma(float(d_g), s[n,g], f)        (in this order)
 //   y = f * a_scale[m];  y = y + bias[n];  y = act(y)
+//
+// Lattice form. Where every column's group scales are integer multiples of one step per
+// column, s[n,g] = mul[n,g] * step[n] (what convert writes for int4), and mul[n,g] * v stays in
+// [-128, 127] for every code of the group, the weights are int8 values w8(k,n) = mul[n,g] * v(k,n)
+// and the groups need no scale of their own (q4_lattice finds step and mul, or says no):
+//   D = sum_k A_q[m,k] * w8(k,n)   exact int32 (|D| <= K * 127 * 128 < 2^31 for K <= 2^17)
+//   y = (float(D) * step[n]) * a_scale[m];  y = y + bias[n];  y = act(y)
+// It equals the group-wise definition up to fp32 rounding (that one rounds once per group).
+// A table's q4_gemm_lattice kernel runs it, from q4_gemm_lattice_min_rows rows of a call's M
+// (so a row's bits never depend on how the rows were split over threads); fewer rows, weights
+// off the lattice and tables without such a kernel run q4_gemm.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +61,16 @@ struct Q4GemmArgs {
   float* C;
   int64_t ldc;
   Activation act;
+  const float* lat_step = nullptr;  // lattice form only: step[n] at 16p + j (P*16)
+  const int8_t* lat_mul = nullptr;  // lattice form only: mul[n,g] at (p*NG + g)*16 + j, as the scales
+  // The outlier split's float part (qs8_quant.h, qw_axpy.h), for the lattice kernels whose
+  // table sets q4_gemm_lattice_outliers: `outliers` entries per row (row m at m * outliers),
+  // each with idx >= 0 adding y = fma(val, W[idx, n], y) after the bias, in order, before
+  // ReLU, W[k, n] = float(u - z) * s[n, g] as qw_axpy reads it (= step[n] * mul * (u - z),
+  // exact either way): the bits of the GEMM without ReLU, then qw_axpy, then ReLU. 0: none.
+  int64_t outliers = 0;
+  const int32_t* out_idx = nullptr;
+  const float* out_val = nullptr;
 };
 
 using Q4GemmFn = void (*)(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
@@ -74,8 +95,15 @@ inline Q4Parts q4_parts(int64_t K, int64_t N, const Q4Layout& l) {
 void q4_gemm_pack(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* U, const uint16_t* S,
                   const uint8_t* Z, const int8_t* T, uint8_t* out);
 
+// True when the affine weights W are on a lattice (see above): fills step[P*16] and
+// mul[P*NG*16] (the scales' layout). Per column, step is the largest value of which every
+// nonzero f16 scale is an integer multiple, so mul is the smallest; all-zero columns get step 0.
+// False for table codes, multiples beyond 16, or a multiple that takes some code's v out of s8.
+bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul);
+
 namespace ref {
 void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void q4_gemm_lattice_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace avx2 {
 void q4_gemm_6x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
@@ -85,6 +113,9 @@ void q4_gemm_8x32c8__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int
 }
 namespace amx {  // AMX-INT8 tiles for 16 rows and more (K up to 4096); the rest goes to the AVX-512 VNNI kernel
 void q4_gemm_16x16__amx(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+// The lattice form: weights decoded to int8 once per panel pair and K chunk, then plain tdpbssd
+// over K in 32 x 32 blocks (no per-group drain); any rows (a tail through a shorter tile).
+void q4_gemm_lattice_32x32__amx(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace neon {
 void q4_gemm_4x16c8__neondot(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);

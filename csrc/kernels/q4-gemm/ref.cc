@@ -6,6 +6,15 @@
 
 namespace lowbit {
 namespace ref {
+namespace {
+
+// The 4-bit code of (k, column 16p + j) in the packed codes (q4_gemm.h).
+int32_t Code(const uint8_t* codes, int64_t Kg, int64_t p, int64_t j, int64_t k) {
+  const uint8_t b = codes[(p * Kg / 8 + k / 8) * 64 + j * 4 + (k % 4)];
+  return (k % 8) < 4 ? (b & 0x0F) : (b >> 4);
+}
+
+}  // namespace
 
 void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const Q4Layout& l = a.lay;
@@ -26,14 +35,40 @@ void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n
         if (l.kind == Q4Kind::kAffine) z = l.asym ? zp[(p * NG + g) * 16 + j] : 8;
         int32_t d = 0;
         for (int64_t k = g * l.group; k < (g + 1) * l.group; ++k) {
-          const uint8_t b = codes[(p * Kg / 8 + k / 8) * 64 + j * 4 + (k % 4)];
-          const int32_t u = (k % 8) < 4 ? (b & 0x0F) : (b >> 4);
+          const int32_t u = Code(codes, Kg, p, j, k);
           const int32_t v = l.kind == Q4Kind::kAffine ? u - z : int32_t(T[u]);
           d += int32_t(x[k]) * v;
         }
         f = std::fma(float(d), f16_to_f32(sc[(p * NG + g) * 16 + j]), f);
       }
       float y = f * a.a_scale[m];
+      if (a.bias != nullptr) y = y + a.bias[n];
+      if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
+      a.C[m * a.ldc + n] = y;
+    }
+  }
+}
+
+void q4_gemm_lattice_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const Q4Layout& l = a.lay;
+  const int64_t Kg = q4_kg(a.K, l.group), NG = Kg / l.group;
+  const Q4Parts parts = q4_parts(a.K, a.N, l);
+  const uint8_t* codes = a.W + parts.codes;
+  const uint8_t* zp = a.W + parts.zeros;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* x = a.A + m * a.lda;
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t p = n / 16, j = n % 16;
+      int32_t d = 0;
+      for (int64_t g = 0; g < NG; ++g) {
+        const int32_t z = l.asym ? zp[(p * NG + g) * 16 + j] : 8;
+        const int32_t mul = a.lat_mul[(p * NG + g) * 16 + j];
+        for (int64_t k = g * l.group; k < (g + 1) * l.group; ++k) {
+          const int32_t u = Code(codes, Kg, p, j, k);
+          d += int32_t(x[k]) * (mul * (u - z));
+        }
+      }
+      float y = (float(d) * a.lat_step[n]) * a.a_scale[m];
       if (a.bias != nullptr) y = y + a.bias[n];
       if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
       a.C[m * a.ldc + n] = y;

@@ -72,6 +72,26 @@ std::string check_qweight_codes(const QWeights& w) {
   return {};
 }
 
+bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool force) {
+  w.lat_step.clear();
+  w.lat_mul.clear();
+  if (!w.is_q4 || w.lay.kind != Q4Kind::kAffine || w.K <= 0 || w.N <= 0 || w.K > (int64_t(1) << 17)) return false;
+  if (!force && (t.q4_gemm_lattice == nullptr || t.q4_gemm_lattice_min_rows <= 0)) return false;
+  const int64_t P = (w.N + 15) / 16, NG = w.kp() / w.lay.group;
+  std::vector<float> step(size_t(P * 16));
+  std::vector<int8_t> mul(size_t(P * NG * 16));
+  if (!q4_lattice(w.K, w.N, w.lay, w.W, step.data(), mul.data())) return false;
+  w.lat_step = std::move(step);
+  w.lat_mul = std::move(mul);
+  return true;
+}
+
+std::string q4_kernel_name(const KernelTable& t, const QWeights& w) {
+  if (w.lat_mul.empty() || t.q4_gemm_lattice == nullptr) return t.q4_gemm_name;
+  return std::string(t.q4_gemm_lattice_name) + " (from " + std::to_string(t.q4_gemm_lattice_min_rows) + " rows; fewer: " +
+         t.q4_gemm_name + ")";
+}
+
 std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp) {
   if (w.is_q4) throw std::invalid_argument("static activation scales need int8 weights");
   std::vector<float> b(size_t(w.N), 0.0f);
@@ -151,8 +171,10 @@ size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o) {
 
 std::string qdense_scratch_key(const KernelTable& t, const QWeights& w, const QDenseOpts& o) {
   const bool biased = !w.is_q4 && (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
+  // (lattice: whether the 4-bit group sums may be skipped, which depends on the layer and M alike)
   std::string k = "qdense K=" + std::to_string(w.K) + " Kp=" + std::to_string(w.kp()) +
-                  " group=" + std::to_string(w.is_q4 ? w.lay.group : 0) + " bias128=" + std::to_string(biased);
+                  " group=" + std::to_string(w.is_q4 ? w.lay.group : 0) + " bias128=" + std::to_string(biased) +
+                  " lattice=" + std::to_string(!w.lat_mul.empty());
   if (o.x_static) {
     char buf[64];
     std::snprintf(buf, sizeof buf, " static=%a/%d", double(o.x_scale), int(o.x_zp));
@@ -175,7 +197,13 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   qa.q = reinterpret_cast<int8_t*>(base + sp.q);
   qa.ldq = Kp;
   qa.scale = reinterpret_cast<float*>(base + sp.scale);
-  qa.gsum = w.is_q4 ? reinterpret_cast<int32_t*>(base + sp.gsum) : nullptr;
+  // the lattice form from the table's row count on (of the whole M: a row's bits never depend on
+  // the thread split); the scalar table's reference only when a caller forces it (min_rows 0)
+  const bool lattice = w.is_q4 && !w.lat_mul.empty() && t.q4_gemm_lattice != nullptr &&
+                       M >= std::max<int64_t>(1, t.q4_gemm_lattice_min_rows);
+  const Q4GemmFn gemm4 = lattice ? t.q4_gemm_lattice : t.q4_gemm;
+  // the group sums serve the group-wise 4-bit kernels' zero points; the lattice form needs none
+  qa.gsum = w.is_q4 && !lattice ? reinterpret_cast<int32_t*>(base + sp.gsum) : nullptr;
   qa.group = w.is_q4 ? w.lay.group : 0;
   qa.ngroups = w.is_q4 ? Kp / w.lay.group : 0;
   const Qs8GemmFn gemm8 = w.w7 ? t.qs7_gemm : t.qs8_gemm;
@@ -198,14 +226,24 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     quant(0, M);
   }
 
-  // the outliers' float part inside the int8 GEMM's epilogue where the kernel takes it (same bits)
-  const bool fused = no > 0 && !w.is_q4 && gemm8 == t.qs8_gemm && t.qs8_gemm_outliers;
+  // the outliers' float part inside the GEMM's epilogue where the kernel takes it (same bits)
+  const bool fused = no > 0 && (w.is_q4 ? lattice && t.q4_gemm_lattice_outliers
+                                        : gemm8 == t.qs8_gemm && t.qs8_gemm_outliers);
   // with outliers added afterwards, ReLU waits for their float part
   const Activation kact = (no > 0 && !fused && act == Activation::kRelu) ? Activation::kNone : act;
   Qs8GemmArgs g8{};
   Q4GemmArgs g4{};
   if (w.is_q4) {
     g4 = {M, w.N, w.K, w.lay, qa.q, Kp, qa.scale, qa.gsum, w.W, bias, y, w.N, kact};
+    if (lattice) {
+      g4.lat_step = w.lat_step.data();
+      g4.lat_mul = w.lat_mul.data();
+    }
+    if (fused) {
+      g4.outliers = no;
+      g4.out_idx = so.idx;
+      g4.out_val = so.val;
+    }
   } else {
     g8 = {M, w.N, w.K, qa.q, Kp, qa.scale, w.W, bias, y, w.N, kact};
     if (fused) {
@@ -217,7 +255,7 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   const F32RowFn gelu = vmath().gelu;
   // Each block: the integer GEMM, then (in cache) the outliers' float part, ReLU/GELU, the output grid.
   auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    if (w.is_q4) t.q4_gemm(g4, m0, m1, n0, n1);
+    if (w.is_q4) gemm4(g4, m0, m1, n0, n1);
     else gemm8(g8, m0, m1, n0, n1);
     if (no > 0 && !fused) {
       add_outliers(t, w, so.idx, so.val, no, m0, m1, n0, n1, y, w.N);
@@ -269,6 +307,7 @@ class DenseQ : public Op {
     w_.W = static_cast<const uint8_t*>(wv.data);
     const std::string bad = check_qweight_codes(w_);
     if (!bad.empty()) throw std::invalid_argument("Dense '" + n.name + "': " + bad);
+    prepare_q4_lattice(kernels(), w_);
     if (w_.is_q4 && w_.lay.kind == Q4Kind::kTable) {
       // the AVX2 path multiplies |t| x sign(a, t): -128 has no magnitude in s8
       for (int i = 0; i < 16; ++i)
@@ -344,7 +383,7 @@ class DenseQ : public Op {
   std::string kernel() const override {
     const char* quant = opts_.x_static ? "qs8_quant_static" : opts_.outliers ? kernels().qs8_quant_split_name
                                                                                : kernels().qs8_quant_name;
-    return std::string(quant) + " + " + (w_.is_q4 ? kernels().q4_gemm_name : (w_.w7 ? kernels().qs7_gemm_name : kernels().qs8_gemm_name)) +
+    return std::string(quant) + " + " + (w_.is_q4 ? q4_kernel_name(kernels(), w_) : (w_.w7 ? kernels().qs7_gemm_name : kernels().qs8_gemm_name)) +
            (opts_.y_requant ? " + requant" : "");
   }
 

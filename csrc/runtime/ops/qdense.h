@@ -18,6 +18,10 @@ struct QWeights {
   Q4Layout lay{Q4Kind::kAffine, false, 32};
   int64_t K = 0, N = 0;
   const uint8_t* W = nullptr;
+  // 4-bit affine weights on the int8 lattice (q4_gemm.h), for a table with a q4_gemm_lattice
+  // kernel: step per column and multiple per group (empty: the group-wise form only)
+  std::vector<float> lat_step;
+  std::vector<int8_t> lat_mul;
   int64_t packed_bytes() const;
   int64_t kp() const;  // row length of the quantized activations
 };
@@ -46,6 +50,12 @@ std::string check_qweight_codes(const QWeights& w);
 // bias[n] - x_scale * x_zp * sum_k W[k, n] (from the packed column sums; qs8 only): the
 // static zero point moved out of the integer sums. `bias` may be null (zero).
 std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_scale, int32_t x_zp);
+// Fills w.lat_step / w.lat_mul when table t runs the lattice form in models
+// (q4_gemm_lattice_min_rows > 0), or `force`, and w's 4-bit weights are on the lattice;
+// returns whether they are.
+bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool force = false);
+// The 4-bit GEMM kernel(s) table t runs w with, for Model.layers().
+std::string q4_kernel_name(const KernelTable& t, const QWeights& w);
 // Bytes of scratch run_qdense needs for M rows.
 size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o);
 // y[M,N] = act(x[M,K] . W + bias) with table t's kernels; threaded over the global pool

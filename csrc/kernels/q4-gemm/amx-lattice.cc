@@ -1,0 +1,285 @@
+// AMX-INT8 4-bit GEMM in the lattice form (see q4_gemm.h): affine codes whose group scales are
+// integer multiples of one step per column, s[n,g] = mul[n,g] * step[n].
+// Intel Sapphire Rapids and later.
+// Compile with: -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
+//
+// With the group scales folded into the codes, w8 = mul * (u - z) is an int8 weight, so a
+// panel pair's codes are decoded once per K chunk into two AMX B layouts (as in
+// q4_gemm_16x16__amx, times mul), and every 32-row block runs plain tdpbssd over the chunk in
+// 4 sum tiles (2 row blocks x 2 panels: 2 A and 2 B tile loads per 4 tdpbssd), as the int8
+// kernel does. The sums leave the tiles once per K, not once per group: the per-group drain
+// is what holds q4_gemm_16x16__amx at 2-2.5x the int8 time (docs/kernels.md).
+//
+// K runs in steps of 64: a group count that ends half way (G = 32, odd NG) is padded with 32
+// zero weights, against which the step reads 32 bytes past the row (the next row, or the
+// scratch after the last one: qdense's scratch keeps > 64 bytes there), times zero.
+// Rows past the last multiple of 16 run through tiles configured with fewer rows.
+// The tile state is requested in csrc/cpu/cpu.cc; each call loads its configuration and
+// releases the tiles before it returns.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <cstring>
+
+#include "kernels/common/amx.h"
+#include "q4_gemm.h"
+
+namespace lowbit {
+namespace amx {
+namespace {
+
+// K chunk (a multiple of 64 and of every group size): two panels' decoded chunks, 2 x 32 KB
+// on the stack. Sums of earlier chunks wait as int32 in a per-call buffer.
+constexpr int64_t kLKC = 2048;
+
+// tmm0..3: sums of (row block r, panel q) at 2r + q; tmm4/5: activations of row blocks 0/1
+// (rows x 64 bytes); tmm6/7: decoded weights of panels 0/1 (16 k-quads x 64 bytes).
+inline void ConfigureRows(int rows) {
+  const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+  const uint8_t r = static_cast<uint8_t>(rows);
+  const uint8_t rw[8] = {r, r, r, r, r, r, 16, 16};
+  LoadTileConfig(8, colsb, rw);
+}
+
+// k range [k0, k1) of a panel (whole groups; k1 - k0 rounded up to 64 with zero weights) as
+// int8 w8 = mul * (u - z) in B layout, 64 bytes per k-quad. A 16-bit word holds two codes of
+// one column, and |mul| * u <= 16 * 15 < 256, so one vpmullw by |mul| gives both bytes' |mul| * u
+// without a carry between them; then - |mul| * z and the sign, byte-wise mod 256 (the result
+// is in [-128, 127] by the lattice's bounds, so its s8 value is exact).
+template <bool ASYM>
+void Decode(const uint8_t* codes, const uint8_t* zeros, const int8_t* mul, int64_t k0, int64_t k1, int64_t G,
+            int8_t* out) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), dup16 = _mm512_set1_epi32(0x00010001),
+                dup8 = _mm512_set1_epi32(0x01010101);
+  for (int64_t gi = k0 / G; gi < k1 / G; ++gi) {
+    // per column j (lane j): |mul| in both 16-bit words, |mul| * z in all 4 bytes, mul < 0 as a byte mask
+    const __m128i m8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mul + gi * 16));
+    const __m512i am = _mm512_cvtepu8_epi32(_mm_abs_epi8(m8));
+    const __m512i z = ASYM ? _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + gi * 16)))
+                           : _mm512_set1_epi32(8);
+    const __m512i mw = _mm512_mullo_epi32(am, dup16);
+    const __m512i mz = _mm512_mullo_epi32(_mm512_mullo_epi32(am, z), dup8);
+    const __mmask64 neg = _mm512_movepi8_mask(_mm512_mullo_epi32(_mm512_cvtepi8_epi32(m8), dup8));
+    for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
+      const __m512i v = _mm512_loadu_si512(codes + k8 * 64);
+      __m512i lo = _mm512_sub_epi8(_mm512_mullo_epi16(_mm512_and_si512(v, low4), mw), mz);
+      __m512i hi = _mm512_sub_epi8(_mm512_mullo_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), mw), mz);
+      lo = _mm512_mask_sub_epi8(lo, neg, _mm512_setzero_si512(), lo);
+      hi = _mm512_mask_sub_epi8(hi, neg, _mm512_setzero_si512(), hi);
+      int8_t* o = out + (k8 - k0 / 8) * 128;
+      _mm512_store_si512(o, lo);
+      _mm512_store_si512(o + 64, hi);
+    }
+  }
+  if ((k1 - k0) % 64 != 0) std::memset(out + (k1 - k0) * 16, 0, 32 * 16);
+}
+
+// Stores sum tile T to buf (16 x 16 int32) / loads it back. (The _tile_* macros paste their
+// tile numbers into the asm: literals only.)
+template <int T>
+inline void StoreSum(int32_t* buf, int64_t stride) {
+  if constexpr (T == 0) _tile_stored(0, buf, stride);
+  else if constexpr (T == 1) _tile_stored(1, buf, stride);
+  else if constexpr (T == 2) _tile_stored(2, buf, stride);
+  else _tile_stored(3, buf, stride);
+}
+template <int T>
+inline void LoadSum(const int32_t* buf, int64_t stride) {
+  if constexpr (T == 0) _tile_loadd(0, buf, stride);
+  else if constexpr (T == 1) _tile_loadd(1, buf, stride);
+  else if constexpr (T == 2) _tile_loadd(2, buf, stride);
+  else _tile_loadd(3, buf, stride);
+}
+
+// Where panel p's rows of weights are (WeightRow): codes, zero points, multiples.
+struct PanelRows {
+  const uint8_t* codes;
+  const uint8_t* zeros;  // asym only
+  const int8_t* mul;
+  int lg;                // log2 of the group size
+  bool asym;
+};
+inline PanelRows PanelOf(const Q4GemmArgs& g, int64_t p) {
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  return {g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16,
+          G == 32 ? 5 : G == 64 ? 6 : 7, g.lay.asym};
+}
+
+// Row k of a panel as the weights' float values, step[n] * mul * (u - z) (exact in fp32, and
+// equal to qw_axpy's float(u - z) * s[n, g]), from the packed codes.
+inline __m512 WeightRow(const PanelRows& pr, int64_t k, __m512 step) {
+  const int64_t gi = k >> pr.lg;
+  const __m512i line = _mm512_loadu_si512(pr.codes + (k >> 3) * 64);
+  const int sh = int(8 * (k & 3) + ((k & 4) ? 4 : 0));
+  const __m512i u = _mm512_and_si512(_mm512_srl_epi32(line, _mm_cvtsi32_si128(sh)), _mm512_set1_epi32(0x0F));
+  const __m512i z = pr.asym ? _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pr.zeros + gi * 16)))
+                            : _mm512_set1_epi32(8);
+  const __m512i mul = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pr.mul + gi * 16)));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(mul, _mm512_sub_epi32(u, z))), step);
+}
+
+// The decoded chunk [k0, k1) of a panel (B layout), where the epilogue finds the outliers' weight
+// rows as bytes: row k is byte k % 4 of each lane of k-quad line k / 4.
+struct Decoded {
+  const int8_t* dec;
+  int64_t k0, k1;
+};
+
+// The epilogue of one sum tile: y = (float(D) * step[n]) * a_scale[m] + bias, then the rows'
+// outliers in order (fma, as qw_axpy; the weight row from the decoded chunk when it holds it,
+// else from the packed codes), then ReLU.
+inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64_t nb, int64_t n1, Decoded d) {
+  const __mmask16 mk = TailMask16(n1 - nb);
+  if (mk == 0) return;
+  const __m512 step = _mm512_maskz_loadu_ps(mk, g.lat_step + nb);
+  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
+  const bool relu = g.act == Activation::kRelu;
+  const PanelRows pr = g.outliers > 0 ? PanelOf(g, nb / 16) : PanelRows{};
+  for (int r = 0; r < rows; ++r) {
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)), step);
+    y = _mm512_mul_ps(y, _mm512_set1_ps(g.a_scale[m + r]));
+    if (g.bias) y = _mm512_add_ps(y, bias);
+    for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
+      const int32_t k = g.out_idx[(m + r) * g.outliers + j];
+      if (k < 0) continue;
+      __m512 w;
+      if (k >= d.k0 && k < d.k1) {
+        const __m512i line = _mm512_load_si512(d.dec + ((k - d.k0) >> 2) * 64);
+        const __m512i b = _mm512_srai_epi32(_mm512_sll_epi32(line, _mm_cvtsi32_si128(int(24 - 8 * (k & 3)))), 24);
+        w = _mm512_mul_ps(_mm512_cvtepi32_ps(b), step);
+      } else {
+        w = WeightRow(pr, k, step);
+      }
+      y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), w, y);
+    }
+    if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
+    _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+  }
+}
+
+// One block of NR row blocks (16 rows each, or `rows` < 16 with NR = 1) x the panel pair at nb
+// over the chunk [k0, k1). part: the block's int32 sums between chunks (32 rows x 32 columns).
+template <int NR>
+void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, const int8_t* dec0, const int8_t* dec1,
+           int64_t k0, int64_t k1, bool first, bool last, int32_t* part) {
+  const uint8_t* a0 = reinterpret_cast<const uint8_t*>(g.A) + m * g.lda;
+  const uint8_t* a1 = a0 + 16 * g.lda;
+  constexpr int64_t ps = 32 * 4;  // part row stride in bytes
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if (NR == 2) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+  } else {
+    LoadSum<0>(part, ps);
+    LoadSum<1>(part + 16, ps);
+    if (NR == 2) {
+      LoadSum<2>(part + 16 * 32, ps);
+      LoadSum<3>(part + 16 * 32 + 16, ps);
+    }
+  }
+  for (int64_t k = k0; k < k1; k += 64) {
+    _tile_loadd(6, dec0 + (k - k0) * 16, 64);
+    _tile_loadd(4, a0 + k, g.lda);
+    _tile_dpbssd(0, 4, 6);
+    _tile_loadd(7, dec1 + (k - k0) * 16, 64);
+    _tile_dpbssd(1, 4, 7);
+    if (NR == 2) {
+      _tile_loadd(5, a1 + k, g.lda);
+      _tile_dpbssd(2, 5, 6);
+      _tile_dpbssd(3, 5, 7);
+    }
+  }
+  if (!last) {
+    StoreSum<0>(part, ps);
+    StoreSum<1>(part + 16, ps);
+    if (NR == 2) {
+      StoreSum<2>(part + 16 * 32, ps);
+      StoreSum<3>(part + 16 * 32 + 16, ps);
+    }
+    return;
+  }
+  alignas(64) int32_t buf[16 * 16];
+  StoreSum<0>(buf, 64);
+  Finish(g, buf, m, rows, nb, n1, {dec0, k0, k1});
+  StoreSum<1>(buf, 64);
+  Finish(g, buf, m, rows, nb + 16, n1, {dec1, k0, k1});
+  if (NR == 2) {
+    StoreSum<2>(buf, 64);
+    Finish(g, buf, m + 16, 16, nb, n1, {dec0, k0, k1});
+    StoreSum<3>(buf, 64);
+    Finish(g, buf, m + 16, 16, nb + 16, n1, {dec1, k0, k1});
+  }
+}
+
+// Rows [m0, m1) (32-row blocks, then a 16-row block; or, tail, one block of fewer rows) x
+// columns [n0, n1): panel pairs outermost, then K chunks (decoded once per pair and chunk),
+// then the row blocks. The caller has configured the tiles for the rows.
+template <bool ASYM>
+void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, bool tail, int8_t (*dec)[kLKC * 16],
+           int32_t* part) {
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, P = (g.N + 15) / 16;
+  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
+  const int64_t full32 = m0 + (m1 - m0) / 32 * 32;
+  for (int64_t nb = n0; nb < n1; nb += 32) {
+    const int64_t p = nb / 16;
+    const bool two = p + 1 < P && nb + 16 < n1;
+    const int64_t ncols = two ? n1 : (nb + 16 < n1 ? nb + 16 : n1);
+    for (int64_t k0 = 0; k0 < Kg; k0 += kLKC) {
+      const int64_t k1 = k0 + kLKC < Kg ? k0 + kLKC : Kg, kr = (k1 - k0 + 63) / 64 * 64;
+      Decode<ASYM>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, k0, k1, G,
+                   dec[0]);
+      if (two)
+        Decode<ASYM>(g.W + parts.codes + (p + 1) * Kg * 8, g.W + parts.zeros + (p + 1) * NG * 16,
+                     g.lat_mul + (p + 1) * NG * 16, k0, k1, G, dec[1]);
+      else  // one panel left: the second B tile multiplies zeros
+        std::memset(dec[1], 0, size_t(kr * 16));
+      const bool first = k0 == 0, last = k1 == Kg;
+      // (part is null for a single chunk: no offsets on it then)
+      auto at = [&](int64_t m) { return part ? part + (m - m0) / 32 * 1024 : nullptr; };
+      if (tail) {
+        Block<1>(g, m0, int(m1 - m0), nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, part);
+        continue;
+      }
+      int64_t m = m0;
+      for (; m < full32; m += 32) Block<2>(g, m, 16, nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, at(m));
+      if (m < m1) Block<1>(g, m, 16, nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, at(m));
+    }
+  }
+}
+
+template <bool ASYM>
+void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t Kg = q4_kg(g.K, g.lay.group);
+  const int64_t full16 = m0 + (m1 - m0) / 16 * 16;
+  // int32 sums between K chunks, 32 x 32 per row block. (A plain new[]: a std::vector would
+  // instantiate its inline members in this AMX object, where the linker could pick them for
+  // baseline code; test_isa_objects_export_only_their_kernels.)
+  int32_t* part = Kg > kLKC ? new int32_t[size_t((m1 - m0 + 31) / 32) * 32 * 32] : nullptr;
+  alignas(64) int8_t dec[2][kLKC * 16];
+  if (full16 > m0) {
+    ConfigureRows(16);
+    Sweep<ASYM>(g, m0, full16, n0, n1, false, dec, part);
+  }
+  if (full16 < m1) {  // the last rows through tiles of fewer rows (one more decode of the codes)
+    ConfigureRows(int(m1 - full16));
+    Sweep<ASYM>(g, full16, m1, n0, n1, true, dec, part);
+  }
+  _tile_release();
+  delete[] part;
+}
+
+}  // namespace
+
+void q4_gemm_lattice_32x32__amx(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 <= m0 || n1 <= n0) return;
+  if (g.lay.asym) Run<true>(g, m0, m1, n0, n1);
+  else Run<false>(g, m0, m1, n0, n1);
+}
+
+}  // namespace amx
+}  // namespace lowbit
