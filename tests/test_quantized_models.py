@@ -105,7 +105,8 @@ def test_every_isa_and_thread_count_gives_the_same_bytes(tmp_path, quant):
     first = next(iter(outs.values()))
     for tag, o in outs.items():
         # the same bytes for any thread count; across ISAs the integer layers agree exactly
-        # and the fp32 elementwise kernels (softmax, erf/GELU) within a few ulp
+        # and the fp32 elementwise kernels (softmax, erf/GELU) within a few ulp (int4 on amx
+        # from 16 rows: the lattice form, which rounds once where the others round per group)
         np.testing.assert_array_equal(o, outs[tag.rsplit("-", 1)[0] + "-1"], err_msg=tag)
         np.testing.assert_allclose(o, first, rtol=2e-6, atol=1e-7, err_msg=tag)
     # and close to fp32 (int8 ~1%, 4-bit ~10% of the output norm on random weights)
@@ -155,8 +156,8 @@ def test_int4_error_below_onnxruntime_rtn(tmp_path):
 
 
 def test_clipping_search_beats_min_max():
-    """The per-group clip search never does worse than plain min-max (ratio 1.0 is
-    on the grid) and does better on tailed weights."""
+    """The clip search (ratio 1.0, min-max, is on its grid; the scales then move onto the
+    int8 lattice, which costs a little) does better than plain min-max on tailed weights."""
     rng = np.random.default_rng(2)
     W = (rng.standard_t(4, size=(256, 64)) * 0.05).astype(np.float32)
     codes, s, z = quantize_int4(W, 32, True)
@@ -393,3 +394,39 @@ def test_dense_layers_on_one_input_share_its_quantization(tmp_path, quant, outli
                 np.testing.assert_array_equal(got[f"y{i}"], alone, err_msg=f"{quant} layer {i} M={M}")
     finally:
         lowbit.set_num_threads(os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_scales_on_the_int8_lattice(symmetric, monkeypatch, tmp_path):
+    """convert's int4 group scales are integer multiples of one step per output channel
+    (q4_lattice finds them; every multiple within 16 and m * (u - z) within s8), at a small
+    cost in weight error against the free scales of the clipping search; Model.layers()
+    names the lattice kernel where the table has one."""
+    from lowbit import _core
+    from lowbit.passes import quantize as Q
+
+    rng = np.random.default_rng(5)
+    K, N = 300, 70
+    W = (rng.standard_t(5, size=(K, N)) * 0.02).astype(np.float32)
+    kind = "sym" if symmetric else "asym"
+    codes, s, z = quantize_int4(W, 32, symmetric)
+    enc = f"q4-g32-{kind}-n16k8"
+    got = _core.q4_lattice(_core.pack_q4(codes, s.view(np.uint16), z, None, kind, 32), enc, K, N)
+    assert got is not None
+    step, mul = got
+    ng = (K + 31) // 32
+    m = mul.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
+    np.testing.assert_array_equal(m * step[None, :N], s.astype(np.float32))
+    zz = np.full((ng, N), 8) if symmetric else z.astype(np.int64)
+    assert (m * (0 - zz)).min() >= -128 and (m * (15 - zz)).max() <= 127 and (m * (0 - zz)).max() <= 127
+    err = np.linalg.norm(dequantize(W, QuantSpec("int4", 32, symmetric)) - W)
+    monkeypatch.setattr(Q, "_on_lattice", lambda wg, s0, z0, sym: (s0, z0))
+    err_free = np.linalg.norm(dequantize(W, QuantSpec("int4", 32, symmetric)) - W)
+    assert err < 1.06 * err_free, (err, err_free)
+    monkeypatch.undo()
+    model = models.mlp4(seed=3, sizes=(64, 96, 10, 10, 10))
+    path = str(tmp_path / "m.qbin")
+    lowbit.convert(model, path, quant="int4", symmetric=symmetric)
+    kern = [l["kernel"] for l in lowbit.load(path).layers() if l["op"] == "Dense"]
+    lat = lowbit.cpu_info()["kernels"].get("q4-gemm-lattice")
+    assert all((lat in k) if lat else ("lattice" not in k) for k in kern), kern

@@ -6,7 +6,9 @@ layout the integer kernels read (docs/format.md, docs/kernels.md).
 Scales are not min-max: for each channel (int8) or group (4-bit), a grid of
 clipping ratios is tried and the one with the least squared weight error is
 kept, with the stored (f16 for 4-bit) scale used for the rounding. The grid is
-deterministic, so the same weights always give the same bytes.
+deterministic, so the same weights always give the same bytes. int4 group scales then
+move onto a per-channel lattice (integer multiples of one step, ``_on_lattice``), which
+makes the weights int8 values for the large-M kernels.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarra
     """W[K, N] -> (codes u8 [K, N] in [0, 15], f16 scales [NG, N], zero points
     u8 [NG, N] or None when symmetric (z = 8)). Per group, the clip ratio (and,
     symmetric, whether the largest magnitude maps to -8 or to 7) with the least
-    squared error wins."""
+    squared error wins; then the scales of each output channel move onto its int8
+    lattice (``_on_lattice``)."""
     w = np.asarray(w, dtype=np.float32)
     k, n = w.shape
     wg = _groups(w, group)
@@ -173,11 +176,72 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarra
         best_err = np.where(better, err, best_err)
         best_s = np.where(better, s, best_s)
         best_z = np.where(better, z, best_z)
+    best_s, best_z = _on_lattice(wg, best_s, best_z, symmetric)
     inv = np.divide(1.0, best_s, out=np.zeros_like(best_s), where=best_s != 0)
     q = np.clip(np.rint(wg * inv[:, None, :]) + best_z[:, None, :], 0, 15).astype(np.uint8)
     codes = q.reshape(-1, n)[:k]
     return (np.ascontiguousarray(codes), best_s.astype(np.float16),
             None if symmetric else best_z.astype(np.uint8))
+
+
+#: The int4 group scales are put on a lattice per output channel, s[g, n] = m[g, n] * step[n]
+#: with integer m in [-16, 16] and every m * (u - z) in [-128, 127], so the weights are int8
+#: values m * (u - z) and the large-M kernels run them as one int8 GEMM instead of a drain of
+#: int32 sums per group (docs/kernels.md, "int4 on the int8 lattice"). The step is tried at
+#: these fractions of the channel's largest free scale (its largest multiple 16, 14 or 12).
+LATTICE_FRACTIONS = (16, 15, 14, 13, 12, 11, 10)
+
+
+def _mant7(x: np.ndarray) -> np.ndarray:
+    """x > 0 rounded to a number with 7 significant bits: its multiples by |m| <= 16 are
+    exact f16 numbers while they are normal."""
+    m, e = np.frexp(x.astype(np.float32))
+    return np.ldexp(np.rint(m * 128) / 128, e).astype(np.float32)
+
+
+def _on_lattice(wg: np.ndarray, s0: np.ndarray, z0: np.ndarray, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Group scales s0 [NG, N] (free, from the clipping search) moved onto a lattice per
+    column (see LATTICE_FRACTIONS) with the least squared error: for each step, each group's
+    multiple around |s0| / step and (asymmetric) three zero points are tried. A column whose
+    step would be below f16's normal range keeps its free scales (the layer then runs the
+    group-wise kernels)."""
+    lo = np.minimum(wg.min(axis=1), 0.0)
+    hi = np.maximum(wg.max(axis=1), 0.0)
+    smax = np.abs(s0).max(axis=0)
+    sign = np.where(s0 < 0, np.float32(-1), np.float32(1))
+    # largest |m|: symmetric v in [-8, 7]: 16 for m > 0, 15 for m < 0; asymmetric: the zero point's bound
+    mmax = np.where(sign > 0, np.float32(16), np.float32(15)) if symmetric else np.float32(16)
+    best_tot = np.full(s0.shape[1], np.inf)
+    out_s, out_z = s0.copy(), z0.copy()
+    for t in LATTICE_FRACTIONS:
+        step = _mant7(np.where(smax > 0, smax / np.float32(t), np.float32(1)))
+        ok_col = step >= np.float32(2.0 ** -14)
+        safe = np.where(ok_col, step, np.float32(1))
+        base = np.floor(np.abs(s0) / safe)
+        be = np.full(s0.shape, np.inf, np.float32)
+        bs, bz = np.zeros_like(s0), np.zeros_like(z0)
+        for dm in (0.0, 1.0, -1.0, 2.0):
+            m = np.clip(base + dm, 1, mmax)
+            s = sign * m * safe
+            if symmetric:
+                zs = [np.full_like(s, 8.0)]
+            else:
+                # z in [15 - 127 // m, 128 // m] keeps m * (u - z) in [-128, 127]
+                zlo, zhi = np.maximum(0, 15 - np.floor(127 / m)), np.minimum(15, np.floor(128 / m))
+                zs = [np.clip(c, zlo, zhi) for c in (np.rint(-lo / s), np.rint(7.5 - (lo + hi) / (2 * s)), z0)]
+            for z in zs:
+                q = np.clip(np.rint(wg / s[:, None, :]) + z[:, None, :], 0, 15)
+                err = (((q - z[:, None, :]) * s[:, None, :] - wg) ** 2).sum(axis=1)
+                better = err < be
+                be = np.where(better, err, be)
+                bs = np.where(better, s, bs)
+                bz = np.where(better, z, bz)
+        tot = np.where(ok_col, be.sum(axis=0), np.inf)
+        take = tot < best_tot
+        best_tot = np.where(take, tot, best_tot)
+        out_s = np.where(take[None, :], bs, out_s)
+        out_z = np.where(take[None, :], bz, out_z)
+    return out_s.astype(np.float32), out_z
 
 
 #: Peak of the s8 tables convert writes (NF4 and k-means): 64, not 127. Entries in
