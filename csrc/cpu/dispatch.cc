@@ -132,6 +132,11 @@ KernelTable avx512vnni_level() {
   t.qs8_gemm_biased = true;
   qs7_from_qs8(t);
   KERNEL(t, q4_gemm, avx512::q4_gemm_8x32c8__avx512vnni);
+  // int4 on the int8 lattice (what convert writes) through the int8 VNNI GEMM, from
+  // q4_gemm_lattice_min_rows rows; fewer rows read the 4-bit codes (q4_gemm)
+  KERNEL(t, q4_gemm_lattice, avx512::q4_gemm_lattice_8x32c4__avx512vnni);
+  t.q4_gemm_lattice_min_rows = 32;  // measured 768x3072: the decode costs more than the drain saves below ~24 rows
+  t.q4_gemm_lattice_biased = true;  // vpdpbusd: u8 x s8
   // no AVX-512 requant/depthwise yet (not testable on the AVX2 build machine): the AVX2 ones
   KERNEL(t, qs8_requant, avx2::qs8_requant__avx2);
   KERNEL(t, qs8_dwconv, avx2::qs8_dwconv_nhwc_16c__avx2);
@@ -175,6 +180,7 @@ KernelTable amx_level() {
   KERNEL(t, q4_gemm_lattice, amx::q4_gemm_lattice_32x32__amx);
   t.q4_gemm_lattice_min_rows = 16;
   t.q4_gemm_lattice_outliers = true;
+  t.q4_gemm_lattice_biased = false;  // tdpbssd: s8 x s8
   return t;
 }
 #endif

@@ -63,6 +63,7 @@ struct KernelTable {
   const char* q4_gemm_lattice_name = nullptr;
   int64_t q4_gemm_lattice_min_rows = 0;
   bool q4_gemm_lattice_outliers = false;  // it adds the outlier split's float part in its epilogue
+  bool q4_gemm_lattice_biased = false;    // it wants its activations quantized with bias128
   // int8 CNN path (static activation scales): requantization of a GEMM block, direct depthwise
   Qs8RequantFn qs8_requant = nullptr;
   const char* qs8_requant_name = nullptr;

@@ -244,6 +244,8 @@ def test_qs7_extreme_sum_is_exact():
 
 
 # ---- 4-bit GEMM ----------------------------------------------------------------------------
+# (the group-wise form: lattice=False, since weights that happen to be on the int8 lattice, such as
+# one group per column or unit scales, take the lattice form in models from a table's row count on)
 
 def q4_problem(seed, M, K, N, kind, group, extreme=False):
     rng = np.random.default_rng(seed)
@@ -309,7 +311,7 @@ def test_q4_isas_match_reference(isa, kind, group):
             enc = ENC[kind].format(group)
             for act in (0, 1):
                 want = _core.qdense("scalar", x, W, enc, K, N, b, act)
-                got = _core.qdense(isa, x, W, enc, K, N, b, act)
+                got = _core.qdense(isa, x, W, enc, K, N, b, act, lattice=False)
                 np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} M={M} K={K} N={N} act={act}")
 
 
@@ -340,7 +342,7 @@ def test_q4_int16_accumulation_bounds(isa, kind, group):
             if M >= 5:
                 x[4] = np.where(np.arange(K) % 4 < 2, 1.0, -1.0)  # opposite signs in the two int16 lanes
             want = _core.qdense("scalar", x, W, enc, K, N)
-            got = _core.qdense(isa, x, W, enc, K, N)
+            got = _core.qdense(isa, x, W, enc, K, N, lattice=False)
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} codes={codes_at} M={M}")
             np.testing.assert_allclose(want, q4_np(x, codes, scales, zeros, table, np.zeros(N, np.float32), kind, group, 0),
                                        rtol=2e-6)
@@ -355,7 +357,7 @@ def test_q4_gemv_long_rows(isa):
         for M in (1, 2):
             x, codes, sc, z, t, b, W = q4_problem(K + M, M, K, 24, "sym", 32, extreme=(M == 2))
             want = _core.qdense("scalar", x, W, "q4-g32-sym-n16k8", K, 24, b, 0)
-            got = _core.qdense(isa, x, W, "q4-g32-sym-n16k8", K, 24, b, 0)
+            got = _core.qdense(isa, x, W, "q4-g32-sym-n16k8", K, 24, b, 0, lattice=False)
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} K={K}")
 
 
@@ -376,7 +378,7 @@ def test_q4_asym_decoded_rows(isa):
                                             None, "asym", 32)))
         for xi, Wi in cases:
             want = _core.qdense("scalar", xi, Wi, "q4-g32-asym-n16k8", K, N, b, 0)
-            got = _core.qdense(isa, xi, Wi, "q4-g32-asym-n16k8", K, N, b, 0)
+            got = _core.qdense(isa, xi, Wi, "q4-g32-asym-n16k8", K, N, b, 0, lattice=False)
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} K={K} N={N}")
 
 
@@ -434,7 +436,9 @@ def test_pack_rejects_bad_codes():
 
 # ---- 4-bit weights on the int8 lattice (q4_gemm.h "Lattice form") ----------------------------
 
-LATTICE_ISAS = [i for i in ISAS if i in ("scalar", "amx")]
+# the ISAs whose table runs the lattice form in models (and from how many rows: dispatch.cc)
+LATTICE_ISAS = [i for i in ISAS if i == "scalar" or "q4-gemm-lattice" in _core.kernel_names(i)]
+LATTICE_MIN_ROWS = {"amx": 16, "avx512vnni": 32}
 
 
 def q4_lattice_problem(seed, M, K, N, kind, group, extreme=False):
@@ -468,7 +472,7 @@ def q4_lattice_np(x, codes, mul, z, step, bias, group, act):
     w8 = np.repeat(mul, group, axis=0)[:K] * (codes.astype(np.int64) - np.repeat(z, group, axis=0)[:K])
     assert np.abs(w8).max() <= 128 and w8.min() >= -128 and w8.max() <= 127
     d = q[:, :K].astype(np.int64) @ w8
-    y = ((d.astype(np.float32) * step[None, :]).astype(np.float32) * s[:, None]).astype(np.float32)
+    y = (d.astype(np.float32) * (s[:, None] * step[None, :]).astype(np.float32)).astype(np.float32)
     return act_np((y + bias).astype(np.float32), act)
 
 
@@ -540,13 +544,14 @@ def test_q4_lattice_isas_match_reference(isa, kind, group):
 
 @pytest.mark.parametrize("isa", [i for i in LATTICE_ISAS if i != "scalar"])
 def test_q4_lattice_policy(isa):
-    """Models take the lattice form from the table's row count on (16 rows on AMX), and the
-    group-wise kernel below it; threads never change a row's bits."""
+    """Models take the lattice form from the table's row count on (16 rows on AMX, 32 with
+    VNNI), and the group-wise kernel below it; threads never change a row's bits."""
     K, N = 640, 300
     x, codes, sc, z, mul, b, W = q4_lattice_problem(7, 40, K, N, "asym", 32)
     enc = ENC["asym"].format(32)
-    for M in (1, 15, 16, 40):
+    lo = LATTICE_MIN_ROWS[isa]
+    for M in (1, lo - 1, lo, 40):
         auto = _core.qdense(isa, x[:M], W, enc, K, N, b, 0)
-        want = _core.qdense(isa, x[:M], W, enc, K, N, b, 0, lattice=(M >= 16))
+        want = _core.qdense(isa, x[:M], W, enc, K, N, b, 0, lattice=(M >= lo))
         np.testing.assert_array_equal(auto, want, err_msg=f"M={M}")
         np.testing.assert_array_equal(_core.qdense(isa, x[:M], W, enc, K, N, b, 0, True), auto, err_msg=f"M={M} threaded")

@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "kernels/common/amx.h"
+#include "lattice.h"
 #include "q4_gemm.h"
 
 namespace lowbit {
@@ -40,39 +41,6 @@ inline void ConfigureRows(int rows) {
   const uint8_t r = static_cast<uint8_t>(rows);
   const uint8_t rw[8] = {r, r, r, r, r, r, 16, 16};
   LoadTileConfig(8, colsb, rw);
-}
-
-// k range [k0, k1) of a panel (whole groups; k1 - k0 rounded up to 64 with zero weights) as
-// int8 w8 = mul * (u - z) in B layout, 64 bytes per k-quad. A 16-bit word holds two codes of
-// one column, and |mul| * u <= 16 * 15 < 256, so one vpmullw by |mul| gives both bytes' |mul| * u
-// without a carry between them; then - |mul| * z and the sign, byte-wise mod 256 (the result
-// is in [-128, 127] by the lattice's bounds, so its s8 value is exact).
-template <bool ASYM>
-void Decode(const uint8_t* codes, const uint8_t* zeros, const int8_t* mul, int64_t k0, int64_t k1, int64_t G,
-            int8_t* out) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F), dup16 = _mm512_set1_epi32(0x00010001),
-                dup8 = _mm512_set1_epi32(0x01010101);
-  for (int64_t gi = k0 / G; gi < k1 / G; ++gi) {
-    // per column j (lane j): |mul| in both 16-bit words, |mul| * z in all 4 bytes, mul < 0 as a byte mask
-    const __m128i m8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mul + gi * 16));
-    const __m512i am = _mm512_cvtepu8_epi32(_mm_abs_epi8(m8));
-    const __m512i z = ASYM ? _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + gi * 16)))
-                           : _mm512_set1_epi32(8);
-    const __m512i mw = _mm512_mullo_epi32(am, dup16);
-    const __m512i mz = _mm512_mullo_epi32(_mm512_mullo_epi32(am, z), dup8);
-    const __mmask64 neg = _mm512_movepi8_mask(_mm512_mullo_epi32(_mm512_cvtepi8_epi32(m8), dup8));
-    for (int64_t k8 = gi * G / 8; k8 < (gi + 1) * G / 8; ++k8) {
-      const __m512i v = _mm512_loadu_si512(codes + k8 * 64);
-      __m512i lo = _mm512_sub_epi8(_mm512_mullo_epi16(_mm512_and_si512(v, low4), mw), mz);
-      __m512i hi = _mm512_sub_epi8(_mm512_mullo_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), mw), mz);
-      lo = _mm512_mask_sub_epi8(lo, neg, _mm512_setzero_si512(), lo);
-      hi = _mm512_mask_sub_epi8(hi, neg, _mm512_setzero_si512(), hi);
-      int8_t* o = out + (k8 - k0 / 8) * 128;
-      _mm512_store_si512(o, lo);
-      _mm512_store_si512(o + 64, hi);
-    }
-  }
-  if ((k1 - k0) % 64 != 0) std::memset(out + (k1 - k0) * 16, 0, 32 * 16);
 }
 
 // Stores sum tile T to buf (16 x 16 int32) / loads it back. (The _tile_* macros paste their
@@ -127,7 +95,7 @@ struct Decoded {
   int64_t k0, k1;
 };
 
-// The epilogue of one sum tile: y = (float(D) * step[n]) * a_scale[m] + bias, then the rows'
+// The epilogue of one sum tile: y = float(D) * (a_scale[m] * step[n]) + bias, then the rows'
 // outliers in order (fma, as qw_axpy; the weight row from the decoded chunk when it holds it,
 // else from the packed codes), then ReLU.
 inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64_t nb, int64_t n1, Decoded d) {
@@ -138,8 +106,8 @@ inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows,
   const bool relu = g.act == Activation::kRelu;
   const PanelRows pr = g.outliers > 0 ? PanelOf(g, nb / 16) : PanelRows{};
   for (int r = 0; r < rows; ++r) {
-    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)), step);
-    y = _mm512_mul_ps(y, _mm512_set1_ps(g.a_scale[m + r]));
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)),
+                             _mm512_mul_ps(_mm512_set1_ps(g.a_scale[m + r]), step));
     if (g.bias) y = _mm512_add_ps(y, bias);
     for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
       const int32_t k = g.out_idx[(m + r) * g.outliers + j];
@@ -231,10 +199,10 @@ void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, 
     const int64_t ncols = two ? n1 : (nb + 16 < n1 ? nb + 16 : n1);
     for (int64_t k0 = 0; k0 < Kg; k0 += kLKC) {
       const int64_t k1 = k0 + kLKC < Kg ? k0 + kLKC : Kg, kr = (k1 - k0 + 63) / 64 * 64;
-      Decode<ASYM>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, k0, k1, G,
+      LatticeDecode<ASYM>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, k0, k1, G,
                    dec[0]);
       if (two)
-        Decode<ASYM>(g.W + parts.codes + (p + 1) * Kg * 8, g.W + parts.zeros + (p + 1) * NG * 16,
+        LatticeDecode<ASYM>(g.W + parts.codes + (p + 1) * Kg * 8, g.W + parts.zeros + (p + 1) * NG * 16,
                      g.lat_mul + (p + 1) * NG * 16, k0, k1, G, dec[1]);
       else  // one panel left: the second B tile multiplies zeros
         std::memset(dec[1], 0, size_t(kr * 16));

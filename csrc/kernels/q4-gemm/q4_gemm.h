@@ -28,7 +28,7 @@
 // [-128, 127] for every code of the group, the weights are int8 values w8(k,n) = mul[n,g] * v(k,n)
 // and the groups need no scale of their own (q4_lattice finds step and mul, or says no):
 //   D = sum_k A_q[m,k] * w8(k,n)   exact int32 (|D| <= K * 127 * 128 < 2^31 for K <= 2^17)
-//   y = (float(D) * step[n]) * a_scale[m];  y = y + bias[n];  y = act(y)
+//   y = float(D) * (a_scale[m] * step[n]);  y = y + bias[n];  y = act(y)   (the int8 GEMM's epilogue)
 // It equals the group-wise definition up to fp32 rounding (that one rounds once per group).
 // A table's q4_gemm_lattice kernel runs it, from q4_gemm_lattice_min_rows rows of a call's M
 // (so a row's bits never depend on how the rows were split over threads); fewer rows, weights
@@ -52,7 +52,9 @@ struct Q4Layout {
 struct Q4GemmArgs {
   int64_t M, N, K;
   Q4Layout lay;
-  const int8_t* A;        // quantized rows, Kg bytes valid each (zeros past K), row stride lda
+  // quantized rows, Kg bytes valid each (zeros past K), row stride lda; biased (u8 = q + 128)
+  // only for a lattice kernel whose table sets q4_gemm_lattice_biased
+  const int8_t* A;
   int64_t lda;
   const float* a_scale;   // M
   const int32_t* gsum;    // M x NG sums of A_q per group (row stride NG), for the affine zero points
@@ -110,6 +112,9 @@ void q4_gemm_6x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n
 }
 namespace avx512 {
 void q4_gemm_8x32c8__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+// The lattice form: 4 panels at a time decoded into the qs8-n16k4 layout once per call, then the
+// int8 VNNI GEMM on them (activations biased: the table's q4_gemm_lattice_biased).
+void q4_gemm_lattice_8x32c4__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 }
 namespace amx {  // AMX-INT8 tiles for 16 rows and more (K up to 4096); the rest goes to the AVX-512 VNNI kernel
 void q4_gemm_16x16__amx(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);

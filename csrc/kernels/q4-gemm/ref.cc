@@ -68,7 +68,7 @@ void q4_gemm_lattice_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, i
           d += int32_t(x[k]) * (mul * (u - z));
         }
       }
-      float y = (float(d) * a.lat_step[n]) * a.a_scale[m];
+      float y = float(d) * (a.a_scale[m] * a.lat_step[n]);
       if (a.bias != nullptr) y = y + a.bias[n];
       if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
       a.C[m * a.ldc + n] = y;

@@ -170,7 +170,7 @@ void requant_rows(float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int
 size_t qdense_scratch_bytes(const QWeights& w, int64_t M, const QDenseOpts& o) { return scratch_parts(w, M, o).total; }
 
 std::string qdense_scratch_key(const KernelTable& t, const QWeights& w, const QDenseOpts& o) {
-  const bool biased = !w.is_q4 && (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
+  const bool biased = w.is_q4 ? !w.lat_mul.empty() && t.q4_gemm_lattice_biased : (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
   // (lattice: whether the 4-bit group sums may be skipped, which depends on the layer and M alike)
   std::string k = "qdense K=" + std::to_string(w.K) + " Kp=" + std::to_string(w.kp()) +
                   " group=" + std::to_string(w.is_q4 ? w.lay.group : 0) + " bias128=" + std::to_string(biased) +
@@ -207,7 +207,7 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   qa.group = w.is_q4 ? w.lay.group : 0;
   qa.ngroups = w.is_q4 ? Kp / w.lay.group : 0;
   const Qs8GemmFn gemm8 = w.w7 ? t.qs7_gemm : t.qs8_gemm;
-  qa.bias128 = !w.is_q4 && (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
+  qa.bias128 = w.is_q4 ? lattice && t.q4_gemm_lattice_biased : (w.w7 ? t.qs7_gemm_biased : t.qs8_gemm_biased);
   const int64_t no = o.x_static ? 0 : o.outliers;
   const Qs8SplitOut so{no, reinterpret_cast<int32_t*>(base + sp.idx), reinterpret_cast<float*>(base + sp.val)};
 
