@@ -98,18 +98,23 @@ struct Decoded {
 // The epilogue of one sum tile: y = float(D) * (a_scale[m] * step[n]) + bias, then the rows'
 // outliers in order (fma, as qw_axpy; the weight row from the decoded chunk when it holds it,
 // else from the packed codes), then ReLU.
-inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64_t nb, int64_t n1, Decoded d) {
+template <bool OUTLIERS>
+void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64_t nb, int64_t n1, Decoded d) {
   const __mmask16 mk = TailMask16(n1 - nb);
   if (mk == 0) return;
   const __m512 step = _mm512_maskz_loadu_ps(mk, g.lat_step + nb);
   const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
-  const bool relu = g.act == Activation::kRelu;
-  const PanelRows pr = g.outliers > 0 ? PanelOf(g, nb / 16) : PanelRows{};
+  const bool relu = g.act == Activation::kRelu, has_bias = g.bias != nullptr;
+  const float* as = g.a_scale + m;
+  float* c = g.C + m * g.ldc + nb;
+  const int64_t ldc = g.ldc;
+  // where earlier chunks' rows are (a single chunk holds every k: nothing to find)
+  const PanelRows pr = OUTLIERS && d.k0 > 0 ? PanelOf(g, nb / 16) : PanelRows{};
   for (int r = 0; r < rows; ++r) {
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)),
-                             _mm512_mul_ps(_mm512_set1_ps(g.a_scale[m + r]), step));
-    if (g.bias) y = _mm512_add_ps(y, bias);
-    for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
+                             _mm512_mul_ps(_mm512_set1_ps(as[r]), step));
+    if (has_bias) y = _mm512_add_ps(y, bias);
+    if (OUTLIERS) for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
       const int32_t k = g.out_idx[(m + r) * g.outliers + j];
       if (k < 0) continue;
       __m512 w;
@@ -118,13 +123,17 @@ inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows,
         const __m512i b = _mm512_srai_epi32(_mm512_sll_epi32(line, _mm_cvtsi32_si128(int(24 - 8 * (k & 3)))), 24);
         w = _mm512_mul_ps(_mm512_cvtepi32_ps(b), step);
       } else {
-        w = WeightRow(pr, k, step);
+        w = WeightRow(pr, k, step);  // a k of an earlier K chunk (K > 2048 only)
       }
       y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), w, y);
     }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
-    _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + nb, mk, y);
+    _mm512_mask_storeu_ps(c + r * ldc, mk, y);
   }
+}
+inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64_t nb, int64_t n1, Decoded d) {
+  if (g.outliers > 0) FinishT<true>(g, buf, m, rows, nb, n1, d);
+  else FinishT<false>(g, buf, m, rows, nb, n1, d);
 }
 
 // One block of NR row blocks (16 rows each, or `rows` < 16 with NR = 1) x the panel pair at nb
