@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "kernels/common/amx.h"
+#include "kernels/qw-axpy/avx512_decode.h"
 #include "lattice.h"
 #include "q4_gemm.h"
 
@@ -60,36 +61,8 @@ inline void LoadSum(const int32_t* buf, int64_t stride) {
   else _tile_loadd(3, buf, stride);
 }
 
-// Where panel p's rows of weights are (WeightRow): codes, zero points, multiples.
-struct PanelRows {
-  const uint8_t* codes;
-  const uint8_t* zeros;  // asym only
-  const int8_t* mul;
-  int lg;                // log2 of the group size
-  bool asym;
-};
-inline PanelRows PanelOf(const Q4GemmArgs& g, int64_t p) {
-  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
-  const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
-  return {g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16,
-          G == 32 ? 5 : G == 64 ? 6 : 7, g.lay.asym};
-}
-
-// Row k of a panel as the weights' float values, step[n] * mul * (u - z) (exact in fp32, and
-// equal to qw_axpy's float(u - z) * s[n, g]), from the packed codes.
-inline __m512 WeightRow(const PanelRows& pr, int64_t k, __m512 step) {
-  const int64_t gi = k >> pr.lg;
-  const __m512i line = _mm512_loadu_si512(pr.codes + (k >> 3) * 64);
-  const int sh = int(8 * (k & 3) + ((k & 4) ? 4 : 0));
-  const __m512i u = _mm512_and_si512(_mm512_srl_epi32(line, _mm_cvtsi32_si128(sh)), _mm512_set1_epi32(0x0F));
-  const __m512i z = pr.asym ? _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pr.zeros + gi * 16)))
-                            : _mm512_set1_epi32(8);
-  const __m512i mul = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pr.mul + gi * 16)));
-  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(mul, _mm512_sub_epi32(u, z))), step);
-}
-
-// The decoded chunk [k0, k1) of a panel (B layout), where the epilogue finds the outliers' weight
-// rows as bytes: row k is byte k % 4 of each lane of k-quad line k / 4.
+// The decoded chunk [k0, k1) of a panel: the qs8-n16k4 layout, where the epilogue finds the
+// outliers' weight rows as bytes (Qs8WeightRow).
 struct Decoded {
   const int8_t* dec;
   int64_t k0, k1;
@@ -108,8 +81,8 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
   const float* as = g.a_scale + m;
   float* c = g.C + m * g.ldc + nb;
   const int64_t ldc = g.ldc;
-  // where earlier chunks' rows are (a single chunk holds every k: nothing to find)
-  const PanelRows pr = OUTLIERS && d.k0 > 0 ? PanelOf(g, nb / 16) : PanelRows{};
+  // (the rows of earlier K chunks, K > 2048 only, come from the packed codes)
+  const Q4Parts parts = OUTLIERS && d.k0 > 0 ? q4_parts(g.K, g.N, g.lay) : Q4Parts{};
   for (int r = 0; r < rows; ++r) {
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)),
                              _mm512_mul_ps(_mm512_set1_ps(as[r]), step));
@@ -117,14 +90,10 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
     if (OUTLIERS) for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
       const int32_t k = g.out_idx[(m + r) * g.outliers + j];
       if (k < 0) continue;
-      __m512 w;
-      if (k >= d.k0 && k < d.k1) {
-        const __m512i line = _mm512_load_si512(d.dec + ((k - d.k0) >> 2) * 64);
-        const __m512i b = _mm512_srai_epi32(_mm512_sll_epi32(line, _mm_cvtsi32_si128(int(24 - 8 * (k & 3)))), 24);
-        w = _mm512_mul_ps(_mm512_cvtepi32_ps(b), step);
-      } else {
-        w = WeightRow(pr, k, step);  // a k of an earlier K chunk (K > 2048 only)
-      }
+      // step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
+      const __m512 w = k >= d.k0 ? avx512::Qs8WeightRow(reinterpret_cast<const uint8_t*>(d.dec) + ((k - d.k0) >> 2) * 64, k, step)
+                                 : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k,
+                                                       _mm512_setzero_si512());
       y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), w, y);
     }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);

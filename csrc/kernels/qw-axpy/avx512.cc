@@ -39,32 +39,13 @@ void qw_axpy__avx512(const QwView& w, int64_t k, float v, int64_t n0, int64_t n1
     return;
   }
   const Q4Parts parts = q4_parts(w.K, w.N, w.lay);
-  const int64_t G = w.lay.group, Kg = q4_kg(w.K, G), NG = Kg / G, g = k / G;
-  const bool high = (k & 7) >= 4;  // the high nibble
-  const __m512i lo4 = _mm512_set1_epi32(15);
-  const bool table = w.lay.kind == Q4Kind::kTable;
+  const int64_t Kg = q4_kg(w.K, w.lay.group);
   // T[0..15] as int32 lanes: one permutexvar is the lookup
-  const __m512i t = table ? _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.W + parts.table)))
-                          : _mm512_setzero_si512();
-  for (int64_t n = n0; n < n1; n += 16) {
-    const int64_t p = n >> 4;
-    const __mmask16 mk = Mask(n1 - n);
-    const __m512i b = _mm512_loadu_si512(w.W + parts.codes + (p * (Kg / 8) + k / 8) * 64);
-    const __m512i byte = _mm512_srli_epi32(ByteToTop(b, k & 3), 24);  // u8 of column j
-    const __m512i u = _mm512_and_si512(high ? _mm512_srli_epi32(byte, 4) : byte, lo4);
-    __m512i c;
-    if (table) {
-      c = _mm512_permutexvar_epi32(u, t);
-    } else if (w.lay.asym) {
-      const uint8_t* zp = w.W + parts.zeros + (p * NG + g) * 16;
-      c = _mm512_sub_epi32(u, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp))));
-    } else {
-      c = _mm512_sub_epi32(u, _mm512_set1_epi32(8));
-    }
-    const uint16_t* sc = reinterpret_cast<const uint16_t*>(w.W + parts.scales) + (p * NG + g) * 16;
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc)));
-    Fma16(y + (n - n0), vv, _mm512_mul_ps(_mm512_cvtepi32_ps(c), s), mk);
-  }
+  const __m512i t = w.lay.kind == Q4Kind::kTable
+                        ? _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.W + parts.table)))
+                        : _mm512_setzero_si512();
+  for (int64_t n = n0; n < n1; n += 16)
+    Fma16(y + (n - n0), vv, Q4WeightRow(w.W, w.lay, parts, Kg, n >> 4, k, t), Mask(n1 - n));
 }
 
 }  // namespace avx512
