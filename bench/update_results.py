@@ -147,11 +147,11 @@ QUANT_ROWS = {
               "onnxruntime-int8", None, "int8r.qbin"),
              ("resnet18", "lowbit-qdq", "int8, ORT's QDQ file imported (ORT: that file)", "onnxruntime-int8", None,
               "qdq.qbin")],
-    "quant": [("minilm", "lowbit-int8", "int8, dynamic activations (ORT, PyTorch: dynamic int8)", "onnxruntime-int8",
+    "quant": [("minilm", "lowbit-int8", "int8, dynamic activations, bf16 attention (ORT, PyTorch: dynamic int8)", "onnxruntime-int8",
                "pytorch-int8", "int8.qbin"),
-              ("minilm", "lowbit-int8r", "int8 reduce_range (7-bit weights), dynamic activations (ORT, PyTorch: dynamic "
-               "int8)", "onnxruntime-int8", "pytorch-int8", "int8r.qbin"),
-              ("minilm", "lowbit-int4", "int4 g32 (ORT: MatMulNBits int4 g32)", "onnxruntime-int4", None, "int4.qbin"),
+              ("minilm", "lowbit-int8r", "int8 reduce_range (7-bit weights), dynamic activations, bf16 attention (ORT, "
+               "PyTorch: dynamic int8)", "onnxruntime-int8", "pytorch-int8", "int8r.qbin"),
+              ("minilm", "lowbit-int4", "int4 g32, bf16 attention (ORT: MatMulNBits int4 g32)", "onnxruntime-int4", None, "int4.qbin"),
               ("minilm", "lowbit-ort-int8", "int8, ORT's dynamic int8 file imported (ORT: that file)",
                "onnxruntime-int8", None, "ort_int8.qbin")],
 }

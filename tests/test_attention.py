@@ -4,6 +4,9 @@ fusion. The fused graph must be used, match onnxruntime, give the unfused
 graph's exact bits (same operations in the same order), and the same bits at
 1 and 2 threads, at several batch / sequence lengths of one converted file."""
 
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,3 +163,63 @@ def test_mask_that_does_not_broadcast_is_a_value_error(tmp_path, monkeypatch):
     f["mask"] = np.zeros((1, 1, 6, 5), np.float32)
     with pytest.raises(ValueError, match="broadcast"):
         fused.run(f)
+
+
+def bf16_close(got, ref):
+    """Within what rounding Q, K, P and V to bfloat16 (8 significant bits) leaves."""
+    err = np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30)
+    assert err < 2e-2, err
+
+
+@pytest.mark.parametrize("variant", ["mul-mask", "div-mask", "no-scale-no-mask", "dv-differs", "cross", "one-head",
+                                     "mask-1hst"])
+def test_bf16_precision(variant, tmp_path):
+    """attention="bf16": on a table with a fast bf16 GEMM (amx) the node runs on it, close to
+    onnxruntime's fp32 but not equal to the fp32 node, with the same bits at 1 and 2 threads;
+    elsewhere it is the fp32 node, bit for bit."""
+    kw = VARIANTS[variant]
+    model = attention_model(**kw)
+    lowbit.convert(model, str(tmp_path / "b.qbin"), attention="bf16")
+    lowbit.convert(model, str(tmp_path / "f.qbin"))
+    b, f32 = lowbit.load(str(tmp_path / "b.qbin")), lowbit.load(str(tmp_path / "f.qbin"))
+    kern = [l["kernel"] for l in b.layers() if l["op"] == "Attention"]
+    fast = lowbit._core.kernel_names()["bf16-gemm"] == "bf16_gemm_32x32__amx"
+    assert len(kern) == 1 and kern[0].startswith("bf16_gemm_32x32__amx+" if fast else "f32_gemm"), kern
+    for B, S, T in [(1, 5, 5), (2, 37, 37), (1, 130, 130), (2, 129, 23)]:
+        if not kw.get("cross") and S != T:
+            continue
+        feeds = feeds_for(model, B, S, T, seed=S)
+        ref = models.ort_run(model, feeds)[0]
+        outs = []
+        for t in (1, 2):
+            lowbit.set_num_threads(t)
+            outs.append(b.run(feeds))
+        assert np.array_equal(outs[0], outs[1])
+        plain = f32.run(feeds)
+        if fast:
+            bf16_close(outs[0], ref)
+            assert not np.array_equal(outs[0], plain)
+        else:
+            assert np.array_equal(outs[0], plain)
+
+
+def test_bf16_precision_elsewhere_is_fp32(tmp_path):
+    """Tables without a fast bf16 GEMM run a bf16-marked node on the fp32 path: the bits of
+    the fp32 node (forced tables, in a fresh process each)."""
+    model = attention_model()
+    lowbit.convert(model, str(tmp_path / "b.qbin"), attention="bf16")
+    lowbit.convert(model, str(tmp_path / "f.qbin"), attention="f32")
+    np.savez(tmp_path / "feeds.npz", **feeds_for(model, 2, 37, 37, seed=3))
+    code = ("import sys, numpy as np, lowbit; d = sys.argv[1]; f = dict(np.load(d + '/feeds.npz'));"
+            "a = lowbit.load(d + '/b.qbin'); b = lowbit.load(d + '/f.qbin');"
+            "k = [l['kernel'] for l in a.layers() if l['op'] == 'Attention'][0];"
+            "assert k.startswith('f32_gemm'), k; assert np.array_equal(a.run(f), b.run(f)); print('ok')")
+    for isa in [i for i in lowbit.cpu_info()["supported_isas"] if i != "amx"]:
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                           env={**os.environ, "LOWBIT_ISA": isa})
+        assert r.returncode == 0 and r.stdout.strip() == "ok", (isa, r.stderr[-2000:])
+
+
+def test_attention_option_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="expected 'f32' or 'bf16'"):
+        lowbit.convert(attention_model(), str(tmp_path / "x.qbin"), attention="fp16")

@@ -33,7 +33,7 @@ COMMON = [f for f in cmake_sources("LOWBIT_COMMON_SOURCES") if f.startswith(("cp
 AVX2 = ["-mavx2", "-mfma", "-mf16c"]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
 AVX512_SOURCES = cmake_sources("LOWBIT_X86_AVX512_SOURCES")
-AMX = ["-mamx-tile", "-mamx-int8", *AVX512]
+AMX = ["-mamx-tile", "-mamx-int8", "-mamx-bf16", "-mavx512bf16", *AVX512]
 X86 = {**{f: ["-msse4.2"] for f in cmake_sources("LOWBIT_X86_SSE42_SOURCES")},
        **{f: AVX2 for f in cmake_sources("LOWBIT_X86_AVX2_SOURCES")},
        **{f: AVX512 for f in AVX512_SOURCES},

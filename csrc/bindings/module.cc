@@ -257,6 +257,55 @@ U8Array aligned_bytes(int64_t n) {
   return py::cast<U8Array>(sl);
 }
 
+// Test hook: the bf16 GEMM of a named ISA's table on float A[M,K] and B ([K,N], or [N,K] with
+// trans_b): A and B packed by that table's packings, C = A . B over all of it.
+py::array_t<float> py_bf16_gemm(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> A,
+                                py::array_t<float, py::array::c_style | py::array::forcecast> B, bool trans_b) {
+  const KernelTable& t = kernels_for(isa);
+  if (A.ndim() != 2 || B.ndim() != 2) throw std::invalid_argument("bf16_gemm: A and B must be 2-D");
+  const int64_t M = A.shape(0), K = A.shape(1), N = trans_b ? B.shape(0) : B.shape(1);
+  if ((trans_b ? B.shape(1) : B.shape(0)) != K)
+    throw std::invalid_argument("bf16_gemm: B's K (" + std::to_string(trans_b ? B.shape(1) : B.shape(0)) +
+                                ") does not match A's (" + std::to_string(K) + ")");
+  if (M < 1 || K < 1 || N < 1) throw std::invalid_argument("bf16_gemm: empty operand");
+  std::vector<uint16_t> a(size_t(bf16_packed_a(M, K)));
+  U8Array bbytes = aligned_bytes(bf16_packed_b(K, N) * 2);
+  uint16_t* bp = reinterpret_cast<uint16_t*>(bbytes.mutable_data());
+  py::array_t<float> C(std::vector<int64_t>{M, N});
+  {
+    py::gil_scoped_release nogil;
+    t.bf16.pack_a(M, K, A.data(), K, a.data());
+    if (trans_b) t.bf16.pack_bt(K, N, B.data(), K, bp);
+    else t.bf16.pack_b(K, N, B.data(), N, bp);
+    const Bf16GemmArgs g{M, N, K, a.data(), bp, C.mutable_data(), N};
+    t.bf16.gemm(g, 0, M, 0, N);
+  }
+  return C;
+}
+
+// Test hook: a named ISA's bf16 packing of float x: "a" ([M,K] -> bf16-k32), "b" ([K,N] ->
+// bf16-n16k2) or "bt" ([N,K] -> bf16-n16k2 of its transpose); the packed uint16 values.
+py::array_t<uint16_t> py_bf16_pack(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                                   const std::string& kind) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 2 || x.shape(0) < 1 || x.shape(1) < 1) throw std::invalid_argument("bf16_pack: x must be a non-empty 2-D array");
+  const int64_t r = x.shape(0), c = x.shape(1);
+  int64_t n = 0;
+  if (kind == "a") n = bf16_packed_a(r, c);
+  else if (kind == "b") n = bf16_packed_b(r, c);
+  else if (kind == "bt") n = bf16_packed_b(c, r);
+  else throw std::invalid_argument("bf16_pack: kind must be 'a', 'b' or 'bt', got '" + kind + "'");
+  U8Array bytes = aligned_bytes(n * 2);
+  uint16_t* p = reinterpret_cast<uint16_t*>(bytes.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    if (kind == "a") t.bf16.pack_a(r, c, x.data(), c, p);
+    else if (kind == "b") t.bf16.pack_b(r, c, x.data(), c, p);
+    else t.bf16.pack_bt(c, r, x.data(), c, p);
+  }
+  return py::array_t<uint16_t>(std::vector<int64_t>{n}, p);
+}
+
 U8Array py_pack_qs8(py::array_t<int8_t, py::array::c_style> Wq, py::array_t<float, py::array::c_style | py::array::forcecast> scales) {
   if (Wq.ndim() != 2) throw std::invalid_argument("pack_qs8 expects int8 weights [K, N]");
   const int64_t K = Wq.shape(0), N = Wq.shape(1);
@@ -712,6 +761,7 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-quant-split"] = t.qs8_quant_split_name;
     d["qw-axpy"] = t.qw_axpy_name;
     d["f32-pack-bt"] = t.f32_pack_bt_name;
+    d["bf16-gemm"] = t.bf16.name;
     d["crc32c"] = t.crc32c_name;
     d["f32-softmax"] = t.vmath.softmax_name;
     d["f32-gelu"] = t.vmath.gelu_name;
@@ -732,6 +782,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("crc32c", &py_crc32c, py::arg("data"), py::arg("crc") = 0);
   m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
   m.def("pack_f32_n16", &py_pack_b);
+  m.def("bf16_gemm", &py_bf16_gemm, py::arg("isa"), py::arg("A"), py::arg("B"), py::arg("trans_b") = false,
+        "Test hook: C = A . B on an ISA's bf16 GEMM (A, B packed by its packings).");
+  m.def("bf16_pack", &py_bf16_pack, py::arg("isa"), py::arg("x"), py::arg("kind"),
+        "Test hook: an ISA's bf16 packing of x: kind 'a', 'b' or 'bt'.");
   m.def("f32_gemm", &py_f32_gemm, py::arg("isa"), py::arg("A"), py::arg("Bp"), py::arg("bias"), py::arg("act"), py::arg("N"),
         py::arg("C"), py::arg("m0"), py::arg("m1"), py::arg("n0"), py::arg("n1"), py::arg("res") = py::none());
   m.def("f32_gemm_implicit", &py_f32_gemm_implicit);

@@ -70,6 +70,10 @@ Features detect() {
 #if defined(__linux__) && defined(SYS_arch_prctl)
       constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
       f.amx_int8 = syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+      unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+      __cpuid_count(7, 1, a1, b1, c1, d1);
+      // AMX-BF16 tiles, and AVX512-BF16 for the conversions around them (every AMX CPU has both)
+      f.amx_bf16 = f.amx_int8 && (d & (1u << 22)) && (a1 & (1u << 5));
 #endif
     }
   }
@@ -117,6 +121,7 @@ std::vector<std::string> feature_names() {
   add(f.avx512vl, "avx512vl");
   add(f.avx512vnni, "avx512vnni");
   add(f.amx_int8, "amx-int8");
+  add(f.amx_bf16, "amx-bf16");
   add(f.neon, "neon");
   add(f.dotprod, "dotprod");
   add(f.crc32, "crc32");

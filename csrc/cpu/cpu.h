@@ -15,6 +15,7 @@ struct Features {
   // AMX tiles with int8 dot products: CPUID AMX-TILE + AMX-INT8, XCR0 tile state enabled and,
   // on Linux, the tile data permission granted to this process (arch_prctl ARCH_REQ_XCOMP_PERM).
   bool amx_int8 = false;
+  bool amx_bf16 = false;  // with amx_int8: the same tile permission
   // Development builds only (CMake -DLOWBIT_EMULATE_AVX512=ON): the AVX-512 kernels are compiled
   // through SIMDe for AVX2 + FMA + F16C, so the avx512vnni table runs (emulated, slowly) on this
   // CPU. The avx512* flags above stay what CPUID says; this one alone makes the table supported.

@@ -33,6 +33,13 @@ void qs7_from_qs8(KernelTable& t) {
   t.qs7_gemm_biased = t.qs8_gemm_biased;
 }
 
+// Levels without a fast bf16 GEMM carry the reference (for tests and kernel_names); their
+// Attention op keeps fp32 (bf16.attention false), faster there than the reference would be.
+void bf16_reference(KernelTable& t) {
+  t.bf16 = {&ref::bf16_gemm_1x16__scalar, "bf16_gemm_1x16__scalar", &ref::bf16_pack_a__scalar, &ref::bf16_pack_b__scalar,
+            &ref::bf16_pack_bt__scalar, false};
+}
+
 // Every kernel of a table is set: a level function that forgets a field fails at import
 // with the field's name instead of crashing on first use.
 void check_complete(const KernelTable& t) {
@@ -43,6 +50,9 @@ void check_complete(const KernelTable& t) {
       FIELD(f32_gemm), FIELD(f32_pack_bt), FIELD(crc32c), FIELD(qs8_quant), FIELD(qs8_gemm), FIELD(qs7_gemm), FIELD(q4_gemm),
       FIELD(qs8_requant), FIELD(qs8_dwconv), FIELD(f32_spmm), FIELD(qs8_spmm), FIELD(qs8_bspmm),
       FIELD(qs8_quant_split), FIELD(qw_axpy),
+      {reinterpret_cast<const void*>(t.bf16.gemm), "bf16.gemm"}, {t.bf16.name, "bf16.name"},
+      {reinterpret_cast<const void*>(t.bf16.pack_a), "bf16.pack_a"}, {reinterpret_cast<const void*>(t.bf16.pack_b), "bf16.pack_b"},
+      {reinterpret_cast<const void*>(t.bf16.pack_bt), "bf16.pack_bt"},
       {reinterpret_cast<const void*>(t.vmath.softmax_row), "vmath.softmax_row"}, {t.vmath.softmax_name, "vmath.softmax_name"},
       {reinterpret_cast<const void*>(t.vmath.gelu), "vmath.gelu"}, {t.vmath.gelu_name, "vmath.gelu_name"},
       {reinterpret_cast<const void*>(t.vmath.softmax_pre), "vmath.softmax_pre"},
@@ -63,6 +73,7 @@ KernelTable scalar_level() {
   KERNEL(t, f32_gemm, ref::f32_gemm_1x16__scalar);
   t.f32_gemm_implicit_a = true;
   KERNEL(t, f32_pack_bt, ref::f32_pack_bt__scalar);
+  bf16_reference(t);
   KERNEL(t, crc32c, ref::crc32c__scalar);
   KERNEL(t, qs8_quant, ref::qs8_quant__scalar);
   KERNEL(t, qs8_gemm, ref::qs8_gemm_1x16__scalar);
@@ -87,6 +98,7 @@ KernelTable scalar_level() {
 #if defined(LOWBIT_X86)
 KernelTable avx2_level() {
   KernelTable t;
+  bf16_reference(t);
   t.isa = Isa::kAvx2;
   t.isa_name = "avx2";
   KERNEL(t, f32_gemm, avx2::f32_gemm_6x16__avx2);
@@ -118,6 +130,7 @@ KernelTable avx2_level() {
 
 KernelTable avx512vnni_level() {
   KernelTable t;
+  bf16_reference(t);
   t.isa = Isa::kAvx512Vnni;
   t.isa_name = "avx512vnni";
   KERNEL(t, f32_gemm, avx512::f32_gemm_12x32__avx512);
@@ -181,6 +194,9 @@ KernelTable amx_level() {
   t.q4_gemm_lattice_min_rows = 16;
   t.q4_gemm_lattice_outliers = true;
   t.q4_gemm_lattice_biased = false;  // tdpbssd: s8 x s8
+  // the Attention op of a model that asks for bf16 (quantized models): tdpbf16ps
+  t.bf16 = {&amx::bf16_gemm_32x32__amx, "bf16_gemm_32x32__amx", &amx::bf16_pack_a__avx512, &amx::bf16_pack_b__avx512,
+            &amx::bf16_pack_bt__avx512, true};
   return t;
 }
 #endif
@@ -251,7 +267,7 @@ bool isa_supported(Isa isa) {
       if (f.avx512_emulated) return f.avx2 && f.fma && f.f16c && f.sse42;  // SIMDe build: AVX2 code underneath
       return f.avx2 && f.fma && f.sse42 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni;
     case Isa::kNeonDot: return f.neon && f.dotprod && f.crc32;
-    case Isa::kAmx: return !f.avx512_emulated && isa_supported(Isa::kAvx512Vnni) && f.amx_int8;
+    case Isa::kAmx: return !f.avx512_emulated && isa_supported(Isa::kAvx512Vnni) && f.amx_int8 && f.amx_bf16;
   }
   return false;
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bf16-gemm/bf16_gemm.h"
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-dwconv/f32_dwconv.h"
 #include "kernels/f32-maxpool/f32_maxpool.h"
@@ -39,6 +40,9 @@ struct KernelTable {
   int64_t f32_conv_implicit_min_segment = 256;
   F32PackBtFn f32_pack_bt = nullptr;  // B = Bt^T packed into "f32-n16" (the Attention op's K^T)
   const char* f32_pack_bt_name = nullptr;
+  // bf16 GEMM and its packings (bf16_gemm.h): bf16.attention says the Attention op of a model
+  // that asks for bf16 runs on it here; elsewhere that op keeps its fp32 path
+  Bf16GemmKernels bf16{};
   Crc32cFn crc32c = nullptr;
   const char* crc32c_name = nullptr;
   Qs8QuantFn qs8_quant = nullptr;

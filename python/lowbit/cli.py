@@ -270,6 +270,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.quant != "int8":
             raise UsageError("--reduce-range applies to --quant int8 only")
         kwargs["reduce_range"] = True
+    if getattr(args, "attention", None):
+        kwargs["attention"] = args.attention
     if args.recipe:
         with open(_need_file(args.recipe, "recipe file", "write one with: lowbit compress CONFIG.json"),
                   encoding="utf-8") as f:
@@ -633,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="quantized layers: the largest activations per row kept in float32 (default 1; 0 = none)")
     sp.add_argument("--reduce-range", action="store_true",
                     help="int8: 7-bit weight codes, faster on AVX2 CPUs without AVX-512 VNNI (docs/kernels.md)")
+    sp.add_argument("--attention", choices=["f32", "bf16"],
+                    help="precision of the fused attention's products (default: bf16 with --quant, else f32; "
+                         "bf16 runs on AMX CPUs, fp32 elsewhere)")
     sp.add_argument("--recipe", metavar="R.json", help="per-layer recipe (lowbit compress writes one)")
     sp.add_argument("--calib", metavar="DATA.npz",
                     help="calibration inputs for static int8 activations (samples along the first axis; one array "

@@ -25,6 +25,13 @@ inline void LoadTileConfig(int n, const uint16_t* colsb, const uint8_t* rows) {
   _tile_loadconfig(&c);
 }
 
+// Every tile 16 rows x 64 bytes (the int8 and bf16 GEMMs' configuration).
+inline void LoadTileConfigFull() {
+  const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+  const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+  LoadTileConfig(8, colsb, rows);
+}
+
 // Lanes [0, n) of 16 (none for n <= 0).
 inline __mmask16 TailMask16(int64_t n) {
   if (n <= 0) return 0;

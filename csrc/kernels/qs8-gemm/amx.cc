@@ -35,13 +35,6 @@ namespace lowbit {
 namespace amx {
 namespace {
 
-// Every tile 16 rows x 64 bytes: C (16 x 16 int32), A (16 rows x 64 k), B (16 k-quads x 64).
-inline void Configure() {
-  const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
-  const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
-  LoadTileConfig(8, colsb, rows);
-}
-
 constexpr int64_t kKC = 1024;  // K block (bytes of k): a panel pair's block is 32 KB, in L1
 constexpr int64_t kMR = 128;  // rows per run over a K block (their partial sums: 16 KB on the stack)
 
@@ -212,7 +205,7 @@ void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t
   const int64_t nkb = (Kp + kKC / 2) / kKC > 1 ? (Kp + kKC / 2) / kKC : 1;
   const int64_t kcb = (Kp / 64 + nkb - 1) / nkb * 64;
   alignas(64) int32_t part[kMR * 32];
-  Configure();
+  LoadTileConfigFull();
   for (int64_t nb = n0; nb < n1; nb += 32) {
     const bool two = n1 - nb > 16;
     for (int64_t mr = m0; mr < ma; mr += kMR) {

@@ -19,6 +19,11 @@
 // (f32-vmath, one call per row), and P V is written straight into y's [B, S, H, Dv] layout. Every
 // step is the same operation, in the same order, as the unfused graph's MatMul,
 // Mul, Add, Softmax and MatMul, so both give the same bits, for any thread count.
+//
+// Attr precision = 1 (what convert writes for a quantized model unless told otherwise): Q K^T
+// and P V run on the table's bf16 GEMM (bf16_gemm.h: Q, K, P and V rounded to bfloat16, sums in
+// fp32) where the table has a fast one (bf16.attention: amx); the scale, mask and softmax stay
+// fp32 as above. Tables without one keep the fp32 path. Precision 0 (the default): fp32 always.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -26,6 +31,7 @@
 #include <thread>
 
 #include "cpu/dispatch.h"
+#include "kernels/bf16-gemm/bf16_gemm.h"
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "runtime/ops/broadcast.h"
 #include "runtime/ops/common.h"
@@ -46,6 +52,11 @@ class Attention : public Op {
     scale_op_ = n.attrs.get_int("scale_op", 0);
     if (scale_op_ < 0 || scale_op_ > 2) throw std::invalid_argument("Attention '" + n.name + "': scale_op must be 0, 1 or 2");
     scale_ = float(n.attrs.get_float("scale", 1.0));
+    const int64_t precision = n.attrs.get_int("precision", 0);
+    if (precision < 0 || precision > 1)
+      throw std::invalid_argument("Attention '" + n.name + "': precision must be 0 (fp32) or 1 (bf16), got " +
+                                  std::to_string(precision));
+    bf16_ = precision == 1 && kernels().bf16.attention;
     const char* keys[4] = {"q_shape", "k_shape", "v_shape", "y_shape"};
     for (int i = 0; i < 4; ++i) {
       const auto* s = n.attrs.get_ints(keys[i]);
@@ -95,9 +106,11 @@ class Attention : public Op {
     std::atomic<int64_t> next{0};
     float* scratch = static_cast<float*>(a.scratch);
     std::function<void(int64_t)> part = [&](int64_t pi) {
-      float* kp = scratch + pi * w.slot_floats;  // packed K^T, packed V, scores; 64-byte aligned
+      float* kp = scratch + pi * w.slot_floats;  // packed K^T, packed V, scores (, Q, P); 64-byte aligned
       float* vp = kp + w.kp_floats;
       float* sc = vp + w.vp_floats;
+      uint16_t* qb = reinterpret_cast<uint16_t*>(sc + w.sc_floats);  // bf16 only
+      uint16_t* pb = reinterpret_cast<uint16_t*>(sc + w.sc_floats + w.qb_floats);
       int64_t packed_bh = -1;
       for (;;) {
         const int64_t i0 = next.fetch_add(run_len, std::memory_order_relaxed);
@@ -105,16 +118,29 @@ class Attention : public Op {
         for (int64_t it = i0; it < std::min(items, i0 + run_len); ++it) {
           const int64_t bh = it / nrb, b = bh / d.H, h = bh % d.H;
           const int64_t r0 = (it % nrb) * kRowBlock, r1 = std::min(d.S, r0 + kRowBlock);
+          const float* kh = k + (b * d.T * d.H + h) * d.D;
+          const float* vh = v + (b * d.T * d.H + h) * d.Dv;
+          const float* qr = q + ((b * d.S + r0) * d.H + h) * d.D;  // row stride H*D
+          float* yr = y + ((b * d.S + r0) * d.H + h) * d.Dv;       // row stride H*Dv
           if (bh != packed_bh) {
-            kt.f32_pack_bt(d.D, d.T, k + (b * d.T * d.H + h) * d.D, d.H * d.D, kp);  // K^T: panels of 16 keys
-            pack_v(v + (b * d.T * d.H + h) * d.Dv, d, vp);
+            if (bf16_) {
+              kt.bf16.pack_bt(d.D, d.T, kh, d.H * d.D, reinterpret_cast<uint16_t*>(kp));
+              kt.bf16.pack_b(d.T, d.Dv, vh, d.H * d.Dv, reinterpret_cast<uint16_t*>(vp));
+            } else {
+              kt.f32_pack_bt(d.D, d.T, kh, d.H * d.D, kp);  // K^T: panels of 16 keys
+              pack_v(vh, d, vp);
+            }
             packed_bh = bh;
           }
           const int64_t rows = r1 - r0;
-          // scores = Q K^T for query rows [r0, r1): Q read in place, row stride H*D
-          F32GemmArgs g{rows, d.T, d.D, q + ((b * d.S + r0) * d.H + h) * d.D, d.H * d.D, kp, nullptr, sc, d.T,
-                        Activation::kNone};
-          kt.f32_gemm(g, 0, rows, 0, d.T);
+          // scores = Q K^T for query rows [r0, r1): Q read in place
+          if (bf16_) {
+            kt.bf16.pack_a(rows, d.D, qr, d.H * d.D, qb);
+            kt.bf16.gemm(Bf16GemmArgs{rows, d.T, d.D, qb, reinterpret_cast<const uint16_t*>(kp), sc, d.T}, 0, rows, 0, d.T);
+          } else {
+            F32GemmArgs g{rows, d.T, d.D, qr, d.H * d.D, kp, nullptr, sc, d.T, Activation::kNone};
+            kt.f32_gemm(g, 0, rows, 0, d.T);
+          }
           // each row: scale, mask and softmax in one kernel call (SoftmaxPre: the unfused graph's
           // Mul/Div, Add and Softmax, in that order, with their bits)
           SoftmaxPre pre{int32_t(scale_op_), scale_, nullptr, ms[3] == 0};
@@ -123,10 +149,15 @@ class Attention : public Op {
             if (mask) pre.add = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
             kt.vmath.softmax_pre(row, row, d.T, pre);
           }
-          // y[b, r, h, :] = P V, written in place (row stride H*Dv)
-          F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, y + ((b * d.S + r0) * d.H + h) * d.Dv, d.H * d.Dv,
-                        Activation::kNone};
-          kt.f32_gemm(o, 0, rows, 0, d.Dv);
+          // y[b, r, h, :] = P V, written in place
+          if (bf16_) {
+            kt.bf16.pack_a(rows, d.T, sc, d.T, pb);
+            kt.bf16.gemm(Bf16GemmArgs{rows, d.Dv, d.T, pb, reinterpret_cast<const uint16_t*>(vp), yr, d.H * d.Dv}, 0, rows,
+                         0, d.Dv);
+          } else {
+            F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, yr, d.H * d.Dv, Activation::kNone};
+            kt.f32_gemm(o, 0, rows, 0, d.Dv);
+          }
         }
       }
     };
@@ -142,22 +173,33 @@ class Attention : public Op {
     return size_t(w.slots) * size_t(w.slot_floats) * 4;
   }
   std::string kernel() const override {
-    return std::string(kernels().f32_gemm_name) + "+" + kernels().vmath.softmax_name;
+    return std::string(bf16_ ? kernels().bf16.name : kernels().f32_gemm_name) + "+" + kernels().vmath.softmax_name;
   }
 
  private:
   struct Workspace {
-    int64_t kp_floats, vp_floats, slot_floats, slots;
+    int64_t kp_floats, vp_floats, sc_floats, qb_floats, pb_floats, slot_floats, slots;
   };
   // Per-part workspace, in floats rounded to 64 bytes: K^T and V of one head packed, and
-  // the scores of one row block. Slots: one per hardware thread (at most one per item),
-  // a bound that does not change after planning.
-  static Workspace workspace(const Dims& d) {
+  // the scores of one row block; bf16: K^T and V packed as bf16, the scores, and the row
+  // block's Q and P as bf16. Slots: one per hardware thread (at most one per item), a bound
+  // that does not change after planning.
+  Workspace workspace(const Dims& d) const {
     auto r16 = [](int64_t n) { return (n + 15) / 16 * 16; };
+    const int64_t rb = std::min(d.S, kRowBlock);
     Workspace w;
-    w.kp_floats = r16(f32_gemm_packed_floats(d.D, d.T));
-    w.vp_floats = r16(f32_gemm_packed_floats(d.T, d.Dv));
-    w.slot_floats = w.kp_floats + w.vp_floats + r16(std::min(d.S, kRowBlock) * d.T);
+    if (bf16_) {  // bf16 counts: two per float
+      w.kp_floats = r16((bf16_packed_b(d.D, d.T) + 1) / 2);
+      w.vp_floats = r16((bf16_packed_b(d.T, d.Dv) + 1) / 2);
+      w.qb_floats = r16((bf16_packed_a(rb, d.D) + 1) / 2);
+      w.pb_floats = r16((bf16_packed_a(rb, d.T) + 1) / 2);
+    } else {
+      w.kp_floats = r16(f32_gemm_packed_floats(d.D, d.T));
+      w.vp_floats = r16(f32_gemm_packed_floats(d.T, d.Dv));
+      w.qb_floats = w.pb_floats = 0;
+    }
+    w.sc_floats = r16(rb * d.T);
+    w.slot_floats = w.kp_floats + w.vp_floats + w.sc_floats + w.qb_floats + w.pb_floats;
     const int64_t items = d.B * d.H * ((d.S + kRowBlock - 1) / kRowBlock);
     const int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
     w.slots = std::max<int64_t>(1, std::min(hw, items));
@@ -209,6 +251,7 @@ class Attention : public Op {
   std::vector<int64_t> target_[4];
   bool has_attr_[4] = {false, false, false, false};
   bool merge_ = false;  // y is reshaped (input 7 or attr y_shape)
+  bool bf16_ = false;   // precision 1 on a table with a fast bf16 GEMM
 };
 
 std::unique_ptr<Op> make_attention(const NodeSpec& n, const std::vector<ValueSpec>& v) {
