@@ -260,7 +260,8 @@ U8Array aligned_bytes(int64_t n) {
 // Test hook: the bf16 GEMM of a named ISA's table on float A[M,K] and B ([K,N], or [N,K] with
 // trans_b): A and B packed by that table's packings, C = A . B over all of it.
 py::array_t<float> py_bf16_gemm(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> A,
-                                py::array_t<float, py::array::c_style | py::array::forcecast> B, bool trans_b) {
+                                py::array_t<float, py::array::c_style | py::array::forcecast> B, bool trans_b,
+                                py::object row_scale) {
   const KernelTable& t = kernels_for(isa);
   if (A.ndim() != 2 || B.ndim() != 2) throw std::invalid_argument("bf16_gemm: A and B must be 2-D");
   const int64_t M = A.shape(0), K = A.shape(1), N = trans_b ? B.shape(0) : B.shape(1);
@@ -272,12 +273,18 @@ py::array_t<float> py_bf16_gemm(const std::string& isa, py::array_t<float, py::a
   U8Array bbytes = aligned_bytes(bf16_packed_b(K, N) * 2);
   uint16_t* bp = reinterpret_cast<uint16_t*>(bbytes.mutable_data());
   py::array_t<float> C(std::vector<int64_t>{M, N});
+  py::array_t<float, py::array::c_style | py::array::forcecast> rs;
+  if (!row_scale.is_none()) {
+    rs = py::cast<py::array_t<float, py::array::c_style | py::array::forcecast>>(row_scale);
+    if (rs.ndim() != 1 || rs.shape(0) != M) throw std::invalid_argument("bf16_gemm: row_scale must have M values");
+  }
   {
     py::gil_scoped_release nogil;
     t.bf16.pack_a(M, K, A.data(), K, a.data());
     if (trans_b) t.bf16.pack_bt(K, N, B.data(), K, bp);
     else t.bf16.pack_b(K, N, B.data(), N, bp);
-    const Bf16GemmArgs g{M, N, K, a.data(), bp, C.mutable_data(), N};
+    Bf16GemmArgs g{M, N, K, a.data(), bp, C.mutable_data(), N};
+    if (!row_scale.is_none()) g.row_scale = rs.data();
     t.bf16.gemm(g, 0, M, 0, N);
   }
   return C;
@@ -304,6 +311,37 @@ py::array_t<uint16_t> py_bf16_pack(const std::string& isa, py::array_t<float, py
     else t.bf16.pack_bt(c, r, x.data(), c, p);
   }
   return py::array_t<uint16_t>(std::vector<int64_t>{n}, p);
+}
+
+// Test hook: a named ISA's bf16 attention softmax of the rows of x [rows, n] (bf16_gemm.h), add
+// None, one row [n] or [1] for all, or [rows, n] / [rows, 1]: the bf16 codes of p [rows,
+// bf16_kp(n)] and inv [rows].
+py::tuple py_bf16_softmax(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                          int scale_op, float scale, py::object add) {
+  const KernelTable& t = kernels_for(isa);
+  if (x.ndim() != 2 || x.shape(0) < 1 || x.shape(1) < 1) throw std::invalid_argument("bf16_softmax: x must be [rows, n]");
+  if (scale_op < 0 || scale_op > 2) throw std::invalid_argument("bf16_softmax: scale_op must be 0, 1 or 2");
+  const int64_t rows = x.shape(0), n = x.shape(1), np = bf16_kp(n);
+  SoftmaxPre pre{scale_op, scale, nullptr, false};
+  int64_t add_ld = 0;
+  py::array_t<float, py::array::c_style | py::array::forcecast> a;
+  if (!add.is_none()) {
+    a = py::cast<py::array_t<float, py::array::c_style | py::array::forcecast>>(add);
+    const int64_t w = a.shape(a.ndim() - 1);
+    if ((a.ndim() != 1 && a.ndim() != 2) || (w != n && w != 1) || (a.ndim() == 2 && a.shape(0) != rows))
+      throw std::invalid_argument("bf16_softmax: add must be [n], [1], [rows, n] or [rows, 1]");
+    pre.add = a.data();
+    pre.add_bcast = w == 1 && n != 1;
+    add_ld = a.ndim() == 2 ? w : 0;
+  }
+  py::array_t<uint16_t> p(std::vector<int64_t>{rows, np});
+  py::array_t<float> inv(std::vector<int64_t>{rows});
+  std::vector<float> xs(x.data(), x.data() + rows * n);  // the kernel leaves pre(x) in its input
+  {
+    py::gil_scoped_release nogil;
+    t.bf16.softmax(xs.data(), n, rows, n, pre, add_ld, p.mutable_data(), np, inv.mutable_data());
+  }
+  return py::make_tuple(p, inv);
 }
 
 U8Array py_pack_qs8(py::array_t<int8_t, py::array::c_style> Wq, py::array_t<float, py::array::c_style | py::array::forcecast> scales) {
@@ -783,7 +821,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("crc32c_isa", &py_crc32c_isa, py::arg("isa"), py::arg("data"), py::arg("crc") = 0);
   m.def("pack_f32_n16", &py_pack_b);
   m.def("bf16_gemm", &py_bf16_gemm, py::arg("isa"), py::arg("A"), py::arg("B"), py::arg("trans_b") = false,
+        py::arg("row_scale") = py::none(),
         "Test hook: C = A . B on an ISA's bf16 GEMM (A, B packed by its packings).");
+  m.def("bf16_softmax", &py_bf16_softmax, py::arg("isa"), py::arg("x"), py::arg("scale_op") = 0, py::arg("scale") = 1.0f,
+        py::arg("add") = py::none(), "Test hook: an ISA's bf16 attention softmax of the rows of x: (bf16 codes of P, 1 / sums).");
   m.def("bf16_pack", &py_bf16_pack, py::arg("isa"), py::arg("x"), py::arg("kind"),
         "Test hook: an ISA's bf16 packing of x: kind 'a', 'b' or 'bt'.");
   m.def("f32_gemm", &py_f32_gemm, py::arg("isa"), py::arg("A"), py::arg("Bp"), py::arg("bias"), py::arg("act"), py::arg("N"),

@@ -37,7 +37,7 @@ void qs7_from_qs8(KernelTable& t) {
 // Attention op keeps fp32 (bf16.attention false), faster there than the reference would be.
 void bf16_reference(KernelTable& t) {
   t.bf16 = {&ref::bf16_gemm_1x16__scalar, "bf16_gemm_1x16__scalar", &ref::bf16_pack_a__scalar, &ref::bf16_pack_b__scalar,
-            &ref::bf16_pack_bt__scalar, false};
+            &ref::bf16_pack_bt__scalar, &ref::bf16_softmax__scalar, false};
 }
 
 // Every kernel of a table is set: a level function that forgets a field fails at import
@@ -53,6 +53,7 @@ void check_complete(const KernelTable& t) {
       {reinterpret_cast<const void*>(t.bf16.gemm), "bf16.gemm"}, {t.bf16.name, "bf16.name"},
       {reinterpret_cast<const void*>(t.bf16.pack_a), "bf16.pack_a"}, {reinterpret_cast<const void*>(t.bf16.pack_b), "bf16.pack_b"},
       {reinterpret_cast<const void*>(t.bf16.pack_bt), "bf16.pack_bt"},
+      {reinterpret_cast<const void*>(t.bf16.softmax), "bf16.softmax"},
       {reinterpret_cast<const void*>(t.vmath.softmax_row), "vmath.softmax_row"}, {t.vmath.softmax_name, "vmath.softmax_name"},
       {reinterpret_cast<const void*>(t.vmath.gelu), "vmath.gelu"}, {t.vmath.gelu_name, "vmath.gelu_name"},
       {reinterpret_cast<const void*>(t.vmath.softmax_pre), "vmath.softmax_pre"},
@@ -196,7 +197,7 @@ KernelTable amx_level() {
   t.q4_gemm_lattice_biased = false;  // tdpbssd: s8 x s8
   // the Attention op of a model that asks for bf16 (quantized models): tdpbf16ps
   t.bf16 = {&amx::bf16_gemm_32x32__amx, "bf16_gemm_32x32__amx", &amx::bf16_pack_a__avx512, &amx::bf16_pack_b__avx512,
-            &amx::bf16_pack_bt__avx512, true};
+            &amx::bf16_pack_bt__avx512, &amx::bf16_softmax__avx512, true};
   return t;
 }
 #endif

@@ -39,8 +39,14 @@ def get_num_threads() -> int: ...
 def crc32c(data: Any, crc: int = 0) -> int: ...
 def crc32c_isa(isa: str, data: Any, crc: int = 0) -> int: ...
 def pack_f32_n16(B: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
-def bf16_gemm(isa: str, A: npt.ArrayLike, B: npt.ArrayLike, trans_b: bool = False) -> npt.NDArray[np.float32]:
-    """A named ISA's bf16 GEMM: C = A . B ([K, N], or B [N, K] transposed with trans_b), packed by its packings."""
+def bf16_gemm(isa: str, A: npt.ArrayLike, B: npt.ArrayLike, trans_b: bool = False,
+              row_scale: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
+    """A named ISA's bf16 GEMM: C = A . B ([K, N], or B [N, K] transposed with trans_b), packed by its
+    packings; each row m times row_scale[m] when given."""
+def bf16_softmax(isa: str, x: npt.ArrayLike, scale_op: int = 0, scale: float = 1.0,
+                 add: npt.ArrayLike | None = None) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.float32]]:
+    """A named ISA's bf16 attention softmax of the rows of x [rows, n]: the bf16 codes of exp(pre(x) - max)
+    [rows, n rounded up to 32], and 1 / their fp32 sums."""
 def bf16_pack(isa: str, x: npt.ArrayLike, kind: str) -> npt.NDArray[np.uint16]:
     """A named ISA's bf16 packing of x: "a" (bf16-k32), "b" or "bt" (bf16-n16k2)."""
 def f32_gemm(isa: str, A: npt.NDArray[np.float32], Bp: npt.NDArray[np.float32], bias: npt.ArrayLike | None,

@@ -170,11 +170,13 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
 
     ``attention``: the precision of the fused attention's two products (Q Kᵀ and
     P V; they have no weights). ``"f32"``: fp32, with the unfused graph's bits.
-    ``"bf16"``: Q, K, P and V rounded to bfloat16 with fp32 sums, on CPUs with
+    ``"bf16"``: Q, K, V and the softmax's exponentials rounded to bfloat16 with
+    fp32 sums (the softmax's division applied to the output rows), on CPUs with
     AMX-BF16 tiles (Intel Sapphire Rapids and later; elsewhere these nodes run
-    fp32); the scale, mask and softmax stay fp32. Default: ``"bf16"`` with
-    ``quant=``, else ``"f32"`` (all-MiniLM-L6-v2 int8: mean cosine 0.9993 either
-    way, and the attention about 2x faster; docs/kernels.md, "bf16 GEMM").
+    fp32); the scale, mask and exp stay fp32. Default: ``"bf16"`` with
+    ``quant=``, else ``"f32"`` (all-MiniLM-L6-v2 int8: mean cosine 0.9994 either
+    way, the attention's share of the run from ~25% to ~17%; docs/kernels.md,
+    "bf16-gemm").
 
     Returns a ``ConvertReport`` with each layer's encoding and kernel. Raises
     ``UnsupportedOpError`` listing every operator it cannot import.

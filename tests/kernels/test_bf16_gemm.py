@@ -117,3 +117,64 @@ def test_bad_operands():
         _core.bf16_gemm("scalar", np.ones((2, 3), np.float32), np.ones((4, 5), np.float32))
     with pytest.raises(ValueError, match="kind must be"):
         _core.bf16_pack("scalar", np.ones((2, 3), np.float32), "c")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_row_scale(isa):
+    """row_scale multiplies each row's sums once: C[m] = sums[m] * s[m], on whole and edge tiles."""
+    rng = np.random.default_rng(5)
+    for M, K, N in [(1, 5, 3), (16, 32, 16), (37, 70, 40), (128, 128, 32)]:
+        A = rng.standard_normal((M, K)).astype(np.float32)
+        B = rng.standard_normal((K, N)).astype(np.float32)
+        s = rng.uniform(0.01, 3, M).astype(np.float32)
+        plain = _core.bf16_gemm(isa, A, B)
+        np.testing.assert_array_equal(_core.bf16_gemm(isa, A, B, row_scale=s), plain * s[:, None])
+
+
+def codes_to_float(p):
+    return (np.asarray(p, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_matches_reference(isa):
+    """Each row: p = bf16_round(exp(pre(x) - max)), zeros up to a multiple of 32, and 1 / the fp32
+    sum of exp: within a few ulp of the reference (exp and the sums' order are the ISA's), and
+    the product normalized after the fact is the softmax within bf16 rounding. Row counts
+    around the kernel's groups of 4, masks per row, one for all, or one value."""
+    rng = np.random.default_rng(7)
+    for rows in [1, 3, 4, 5, 9]:
+        for n in [1, 5, 16, 31, 32, 33, 100, 128, 257]:
+            x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+            masks = [None, np.where(rng.random(n) < 0.3, -10000.0, 0.0).astype(np.float32),
+                     np.where(rng.random((rows, n)) < 0.3, -10000.0, 0.0).astype(np.float32),
+                     np.array([1.5], np.float32), rng.standard_normal((rows, 1)).astype(np.float32)]
+            for scale_op, scale, add in [(0, 1.0, masks[0]), (1, 0.125, masks[3]), (2, 5.656854, masks[1]),
+                                         (2, 8.0, masks[2]), (1, 0.5, masks[4])]:
+                p, inv = _core.bf16_softmax(isa, x, scale_op, scale, add)
+                pr, invr = _core.bf16_softmax("scalar", x, scale_op, scale, add)
+                assert p.shape == (rows, (n + 31) // 32 * 32) and not p[:, n:].any()
+                # a code may differ by one where exp's last bits cross a rounding boundary
+                assert np.abs(p[:, :n].astype(np.int32) - pr[:, :n].astype(np.int32)).max() <= 1, (rows, n, scale_op)
+                np.testing.assert_allclose(inv, invr, rtol=1e-6)
+                t = x.astype(np.float64)
+                t = t * scale if scale_op == 1 else t / scale if scale_op == 2 else t
+                if add is not None:
+                    t = t + add
+                want = np.exp(t - t.max(axis=1, keepdims=True))
+                np.testing.assert_allclose(codes_to_float(p[:, :n]) * inv[:, None], want / want.sum(axis=1, keepdims=True),
+                                           rtol=2 ** -8, atol=1e-30)
+
+
+def test_softmax_specials():
+    """A NaN row: NaN codes and NaN inv; an all -inf row: zero codes, inv inf (NaN after the
+    product, as softmax's 0 / 0); the other rows of the call are unaffected."""
+    for isa in ISAS:
+        x = np.array([[1.0, 2.0, 3.0], [1.0, np.nan, 2.0], [-np.inf] * 3, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], np.float32)
+        p, inv = _core.bf16_softmax(isa, x)
+        assert np.isnan(inv[1]) and np.isnan(codes_to_float(p[1, :3])).all() and not p[1, 3:].any()
+        assert inv[2] == np.inf and not p[2].any()
+        assert inv[3] == np.float32(1 / 3) and inv[4] == np.float32(1 / 3)
+        np.testing.assert_allclose(codes_to_float(p[0, :3]) * inv[0], np.exp([-2, -1, 0]) / np.exp([-2, -1, 0]).sum(),
+                                   rtol=2 ** -8)
+        p, inv = _core.bf16_softmax(isa, np.zeros((1, 2), np.float32), 0, 1.0, np.array([-np.inf, 0.0], np.float32))
+        assert inv[0] == 1 and list(codes_to_float(p[0, :2])) == [0.0, 1.0]

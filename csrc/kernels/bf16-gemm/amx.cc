@@ -16,6 +16,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include "kernels/common/amx.h"
+#include "kernels/f32-vmath/avx512_exp.h"
 #include "bf16_gemm.h"
 
 namespace lowbit {
@@ -42,12 +43,16 @@ inline bool Whole(int64_t m, int64_t m1, int64_t n, int64_t n1) { return m + 16 
 inline void Spill(const Bf16GemmArgs& g, const float* buf, int64_t m, int64_t m1, int64_t n, int64_t n1) {
   const __mmask16 mk = TailMask16(n1 - n);
   const int64_t rows = m1 - m < 16 ? m1 - m : 16;
-  for (int64_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + n, mk, _mm512_load_ps(buf + r * 16));
+  for (int64_t r = 0; r < rows; ++r) {
+    __m512 v = _mm512_load_ps(buf + r * 16);
+    if (g.row_scale) v = _mm512_mul_ps(v, _mm512_set1_ps(g.row_scale[m + r]));
+    _mm512_mask_storeu_ps(g.C + (m + r) * g.ldc + n, mk, v);
+  }
 }
 // (_tile_stored takes its tile as a literal: a macro, not a template)
 #define LOWBIT_BF16_STORE(T, m, n)                                \
   do {                                                            \
-    if (Whole(m, m1, n, n1)) {                                    \
+    if (!g.row_scale && Whole(m, m1, n, n1)) {                    \
       _tile_stored(T, g.C + (m) * g.ldc + (n), g.ldc * 4);        \
     } else {                                                      \
       _tile_stored(T, buf, 64);                                   \
@@ -104,6 +109,86 @@ void bf16_pack_bt__avx512(int64_t K, int64_t N, const float* Bt, int64_t ldbt, u
         _mm512_storeu_si512(dst + (k0 / 2 + r) * 32, _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(int(r))), rows, 4));
     }
   }
+}
+
+namespace {
+// R rows at once (bf16_gemm.h's definition): their chains (max, sum, exp) interleave, where one
+// row alone would wait on each in turn.
+template <int R>
+void SoftmaxRows(float* x, int64_t ldx, int64_t n, const SoftmaxPre& pre, int64_t add_ld, uint16_t* p, int64_t np,
+                 float* inv, const avx512::Divider& div) {
+  using avx512::Exp;
+  using avx512::Pre;
+  const bool has_pre = pre.scale_op != 0 || pre.add != nullptr;
+  SoftmaxPre pr[R];
+  __m512 vm[R], mm[R], vs[R];
+  __mmask16 nan[R];
+  _Pragma("GCC unroll 4") for (int j = 0; j < R; ++j) {
+    pr[j] = pre;
+    if (pre.add) pr[j].add = pre.add + j * add_ld;
+    vm[j] = _mm512_set1_ps(-INFINITY);
+    vs[j] = _mm512_setzero_ps();
+    nan[j] = 0;
+  }
+  // pass 1: t = pre(x) (left in x when pre changes it), its max and any NaN
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = TailMask16(n - i);
+    _Pragma("GCC unroll 4") for (int j = 0; j < R; ++j) {
+      __m512 v = _mm512_maskz_loadu_ps(k, x + j * ldx + i);
+      if (has_pre) {
+        v = Pre(v, pr[j], div, i, k);
+        _mm512_mask_storeu_ps(x + j * ldx + i, k, v);
+      }
+      v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), k, v);
+      nan[j] |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      vm[j] = _mm512_max_ps(vm[j], v);
+    }
+  }
+  bool bad[R];
+  _Pragma("GCC unroll 4") for (int j = 0; j < R; ++j) {
+    uint16_t* pj = p + j * np;
+    for (int64_t i = n / 32 * 32; i < np; i += 32) _mm512_storeu_si512(pj + i, _mm512_setzero_si512());
+    bad[j] = nan[j] != 0;
+    if (bad[j]) {
+      for (int64_t i = 0; i < n; ++i) pj[i] = bf16_round(NAN);
+      for (int64_t i = n; i < np; ++i) pj[i] = 0;
+      inv[j] = NAN;
+    }
+    float m = _mm512_reduce_max_ps(vm[j]);
+    if (std::isinf(m)) m = m > 0 ? m : 0.f;
+    mm[j] = _mm512_set1_ps(m);
+  }
+  // pass 2: e = exp(t - m), 32 at a time to bf16
+  for (int64_t i = 0; i < n; i += 32) {
+    const __mmask16 k0 = TailMask16(n - i), k1 = TailMask16(n - i - 16);
+    _Pragma("GCC unroll 4") for (int j = 0; j < R; ++j) {
+      if (bad[j]) continue;
+      const float* xj = x + j * ldx + i;
+      const __m512 e0 = _mm512_maskz_mov_ps(k0, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k0, xj), mm[j])));
+      const __m512 e1 = _mm512_maskz_mov_ps(k1, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k1, xj + 16), mm[j])));
+      vs[j] = _mm512_add_ps(vs[j], e0);
+      vs[j] = _mm512_add_ps(vs[j], e1);
+      const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0));
+      if (i + 32 <= n) _mm512_storeu_si512(p + j * np + i, h);
+      else _mm512_mask_storeu_epi16(p + j * np + i, static_cast<__mmask32>((uint64_t(1) << (n - i)) - 1), h);
+    }
+  }
+  _Pragma("GCC unroll 4") for (int j = 0; j < R; ++j)
+    if (!bad[j]) inv[j] = 1.f / _mm512_reduce_add_ps(vs[j]);
+}
+}  // namespace
+
+void bf16_softmax__avx512(float* x, int64_t ldx, int64_t rows, int64_t n, const SoftmaxPre& pre, int64_t add_ld,
+                          uint16_t* p, int64_t np, float* inv) {
+  const avx512::Divider div(pre.scale_op == 2 ? pre.scale : 1.f);
+  int64_t r = 0;
+  auto at = [&](int64_t row) {
+    SoftmaxPre pr = pre;
+    if (pre.add) pr.add = pre.add + row * add_ld;
+    return pr;
+  };
+  for (; r + 4 <= rows; r += 4) SoftmaxRows<4>(x + r * ldx, ldx, n, at(r), add_ld, p + r * np, np, inv + r, div);
+  for (; r < rows; ++r) SoftmaxRows<1>(x + r * ldx, ldx, n, at(r), add_ld, p + r * np, np, inv + r, div);
 }
 
 void bf16_gemm_32x32__amx(const Bf16GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {

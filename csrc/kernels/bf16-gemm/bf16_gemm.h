@@ -23,6 +23,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/f32-vmath/f32_vmath.h"  // SoftmaxPre
+
 namespace lowbit {
 
 inline int64_t bf16_kp(int64_t K) { return (K + 31) / 32 * 32; }
@@ -51,6 +53,7 @@ struct Bf16GemmArgs {
   const uint16_t* Bp;  // "bf16-n16k2", 64-byte aligned
   float* C;            // row-major, row stride ldc (in floats)
   int64_t ldc;
+  const float* row_scale = nullptr;  // if set: C[m, n] = sum * row_scale[m] (one rounding more)
 };
 
 // Computes rows [m0, m1) x columns [n0, n1) of C; m0 and n0 are multiples of 16, n1 is a
@@ -63,6 +66,18 @@ using Bf16PackBFn = void (*)(int64_t K, int64_t N, const float* B, int64_t ldb, 
 // B = Bt^T from row-major Bt[N,K] (row stride ldbt) -> "bf16-n16k2" (the Attention op's K^T).
 using Bf16PackBtFn = void (*)(int64_t K, int64_t N, const float* Bt, int64_t ldbt, uint16_t* Bp);
 
+// The attention's probabilities for P V, normalized after the product. Row r of x (row stride
+// ldx, rows of n scores): t = pre(x) (SoftmaxPre as softmax_pre, row r's add at
+// pre.add + r * add_ld; add_ld 0: one mask row for all), m = max t (0 if it is -inf),
+// e = exp(t - m); row r of p (row stride np) gets bf16_round(e[i]) for i < n and 0 up to np,
+// and inv[r] = 1 / sum e (fp32). The op then computes y = (P V) * inv, the softmax's
+// normalization moved past the product (no pass and no rounding of its own). A NaN in t: the
+// row of p all NaN and inv NaN (the softmax's NaN rows); all -inf: p 0, inv inf (NaN rows
+// after the product, as the softmax's 0 / 0). exp and the sums' order are the ISA's
+// (f32_vmath.h: within a few ulp of the reference). x is scratch: t may be left in it.
+using Bf16SoftmaxFn = void (*)(float* x, int64_t ldx, int64_t rows, int64_t n, const SoftmaxPre& pre, int64_t add_ld,
+                               uint16_t* p, int64_t np, float* inv);
+
 // A table's bf16 family. `attention`: the Attention op of a model that asks for bf16 runs on it
 // (set where it is faster than the fp32 path: amx); elsewhere that op keeps fp32.
 struct Bf16GemmKernels {
@@ -71,6 +86,7 @@ struct Bf16GemmKernels {
   Bf16PackAFn pack_a = nullptr;
   Bf16PackBFn pack_b = nullptr;
   Bf16PackBtFn pack_bt = nullptr;
+  Bf16SoftmaxFn softmax = nullptr;
   bool attention = false;
 };
 
@@ -79,12 +95,16 @@ void bf16_gemm_1x16__scalar(const Bf16GemmArgs& g, int64_t m0, int64_t m1, int64
 void bf16_pack_a__scalar(int64_t M, int64_t K, const float* X, int64_t ldx, uint16_t* A);
 void bf16_pack_b__scalar(int64_t K, int64_t N, const float* B, int64_t ldb, uint16_t* Bp);
 void bf16_pack_bt__scalar(int64_t K, int64_t N, const float* Bt, int64_t ldbt, uint16_t* Bp);
+void bf16_softmax__scalar(float* x, int64_t ldx, int64_t rows, int64_t n, const SoftmaxPre& pre, int64_t add_ld,
+                          uint16_t* p, int64_t np, float* inv);
 }  // namespace ref
 namespace amx {
 void bf16_gemm_32x32__amx(const Bf16GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void bf16_pack_a__avx512(int64_t M, int64_t K, const float* X, int64_t ldx, uint16_t* A);
 void bf16_pack_b__avx512(int64_t K, int64_t N, const float* B, int64_t ldb, uint16_t* Bp);
 void bf16_pack_bt__avx512(int64_t K, int64_t N, const float* Bt, int64_t ldbt, uint16_t* Bp);
+void bf16_softmax__avx512(float* x, int64_t ldx, int64_t rows, int64_t n, const SoftmaxPre& pre, int64_t add_ld,
+                          uint16_t* p, int64_t np, float* inv);
 }  // namespace amx
 
 }  // namespace lowbit

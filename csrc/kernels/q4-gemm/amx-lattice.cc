@@ -83,18 +83,23 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
   const int64_t ldc = g.ldc;
   // (the rows of earlier K chunks, K > 2048 only, come from the packed codes)
   const Q4Parts parts = OUTLIERS && d.k0 > 0 ? q4_parts(g.K, g.N, g.lay) : Q4Parts{};
+  // the outliers' fields as locals too (as in the int8 AMX epilogue: no reload per row)
+  const int64_t no = g.outliers, dk0 = d.k0;
+  const int32_t* oi = g.out_idx + m * no;
+  const float* ov = g.out_val + m * no;
+  const uint8_t* dec = reinterpret_cast<const uint8_t*>(d.dec);
   for (int r = 0; r < rows; ++r) {
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16 * r)),
                              _mm512_mul_ps(_mm512_set1_ps(as[r]), step));
     if (has_bias) y = _mm512_add_ps(y, bias);
-    if (OUTLIERS) for (int64_t j = 0; j < g.outliers; ++j) {  // the outlier split's float part, in order
-      const int32_t k = g.out_idx[(m + r) * g.outliers + j];
+    if (OUTLIERS) for (int64_t j = 0; j < no; ++j) {  // the outlier split's float part, in order
+      const int32_t k = oi[r * no + j];
       if (k < 0) continue;
       // step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
-      const __m512 w = k >= d.k0 ? avx512::Qs8WeightRow(reinterpret_cast<const uint8_t*>(d.dec) + ((k - d.k0) >> 2) * 64, k, step)
-                                 : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k,
-                                                       _mm512_setzero_si512());
-      y = _mm512_fmadd_ps(_mm512_set1_ps(g.out_val[(m + r) * g.outliers + j]), w, y);
+      const __m512 w = k >= dk0 ? avx512::Qs8WeightRow(dec + ((k - dk0) >> 2) * 64, k, step)
+                                : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k,
+                                                      _mm512_setzero_si512());
+      y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), w, y);
     }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
     _mm512_mask_storeu_ps(c + r * ldc, mk, y);

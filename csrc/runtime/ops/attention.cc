@@ -21,9 +21,11 @@
 // Mul, Add, Softmax and MatMul, so both give the same bits, for any thread count.
 //
 // Attr precision = 1 (what convert writes for a quantized model unless told otherwise): Q K^T
-// and P V run on the table's bf16 GEMM (bf16_gemm.h: Q, K, P and V rounded to bfloat16, sums in
-// fp32) where the table has a fast one (bf16.attention: amx); the scale, mask and softmax stay
-// fp32 as above. Tables without one keep the fp32 path. Precision 0 (the default): fp32 always.
+// and P V run on the table's bf16 GEMM (bf16_gemm.h: Q, K and V rounded to bfloat16, sums in
+// fp32) where the table has a fast one (bf16.attention: amx). The scale and mask stay fp32; the
+// softmax's exp too, but its normalization moves past the product (bf16.softmax): P V runs on
+// bf16_round(exp(t - max)) and each output row is multiplied by 1 / sum exp. Tables without a
+// fast bf16 GEMM keep the fp32 path. Precision 0 (the default): fp32 always.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -109,8 +111,9 @@ class Attention : public Op {
       float* kp = scratch + pi * w.slot_floats;  // packed K^T, packed V, scores (, Q, P); 64-byte aligned
       float* vp = kp + w.kp_floats;
       float* sc = vp + w.vp_floats;
-      uint16_t* qb = reinterpret_cast<uint16_t*>(sc + w.sc_floats);  // bf16 only
+      uint16_t* qb = reinterpret_cast<uint16_t*>(sc + w.sc_floats);  // bf16 only: Q, P, 1 / row sums
       uint16_t* pb = reinterpret_cast<uint16_t*>(sc + w.sc_floats + w.qb_floats);
+      float* inv = sc + w.sc_floats + w.qb_floats + w.pb_floats;
       int64_t packed_bh = -1;
       for (;;) {
         const int64_t i0 = next.fetch_add(run_len, std::memory_order_relaxed);
@@ -141,20 +144,26 @@ class Attention : public Op {
             F32GemmArgs g{rows, d.T, d.D, qr, d.H * d.D, kp, nullptr, sc, d.T, Activation::kNone};
             kt.f32_gemm(g, 0, rows, 0, d.T);
           }
-          // each row: scale, mask and softmax in one kernel call (SoftmaxPre: the unfused graph's
-          // Mul/Div, Add and Softmax, in that order, with their bits)
           SoftmaxPre pre{int32_t(scale_op_), scale_, nullptr, ms[3] == 0};
-          for (int64_t r = 0; r < rows; ++r) {
-            float* row = sc + r * d.T;
-            if (mask) pre.add = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
-            kt.vmath.softmax_pre(row, row, d.T, pre);
-          }
-          // y[b, r, h, :] = P V, written in place
           if (bf16_) {
-            kt.bf16.pack_a(rows, d.T, sc, d.T, pb);
-            kt.bf16.gemm(Bf16GemmArgs{rows, d.Dv, d.T, pb, reinterpret_cast<const uint16_t*>(vp), yr, d.H * d.Dv}, 0, rows,
-                         0, d.Dv);
+            // the rows' scale, mask and exp to bf16 P and 1 / sum; then y[b, r, h, :] = (P V) / sum,
+            // written in place (rows past `rows` of P's last tile are zero)
+            const int64_t tp = bf16_kp(d.T);
+            if (mask) pre.add = mask + b * ms[0] + h * ms[1] + r0 * ms[2];
+            kt.bf16.softmax(sc, d.T, rows, d.T, pre, ms[2], pb, tp, inv);
+            std::memset(pb + rows * tp, 0, size_t(bf16_rows(rows) - rows) * size_t(tp) * 2);
+            Bf16GemmArgs o{rows, d.Dv, d.T, pb, reinterpret_cast<const uint16_t*>(vp), yr, d.H * d.Dv};
+            o.row_scale = inv;
+            kt.bf16.gemm(o, 0, rows, 0, d.Dv);
           } else {
+            // each row: scale, mask and softmax in one kernel call (SoftmaxPre: the unfused graph's
+            // Mul/Div, Add and Softmax, in that order, with their bits)
+            for (int64_t r = 0; r < rows; ++r) {
+              float* row = sc + r * d.T;
+              if (mask) pre.add = mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
+              kt.vmath.softmax_pre(row, row, d.T, pre);
+            }
+            // y[b, r, h, :] = P V, written in place
             F32GemmArgs o{rows, d.Dv, d.T, sc, d.T, vp, nullptr, yr, d.H * d.Dv, Activation::kNone};
             kt.f32_gemm(o, 0, rows, 0, d.Dv);
           }
@@ -178,11 +187,11 @@ class Attention : public Op {
 
  private:
   struct Workspace {
-    int64_t kp_floats, vp_floats, sc_floats, qb_floats, pb_floats, slot_floats, slots;
+    int64_t kp_floats, vp_floats, sc_floats, qb_floats, pb_floats, inv_floats, slot_floats, slots;
   };
   // Per-part workspace, in floats rounded to 64 bytes: K^T and V of one head packed, and
-  // the scores of one row block; bf16: K^T and V packed as bf16, the scores, and the row
-  // block's Q and P as bf16. Slots: one per hardware thread (at most one per item), a bound
+  // the scores of one row block; bf16: K^T and V packed as bf16, the scores, the row block's
+  // Q and P as bf16 and its rows' 1 / sum. Slots: one per hardware thread (at most one per item), a bound
   // that does not change after planning.
   Workspace workspace(const Dims& d) const {
     auto r16 = [](int64_t n) { return (n + 15) / 16 * 16; };
@@ -193,13 +202,14 @@ class Attention : public Op {
       w.vp_floats = r16((bf16_packed_b(d.T, d.Dv) + 1) / 2);
       w.qb_floats = r16((bf16_packed_a(rb, d.D) + 1) / 2);
       w.pb_floats = r16((bf16_packed_a(rb, d.T) + 1) / 2);
+      w.inv_floats = r16(rb);
     } else {
       w.kp_floats = r16(f32_gemm_packed_floats(d.D, d.T));
       w.vp_floats = r16(f32_gemm_packed_floats(d.T, d.Dv));
-      w.qb_floats = w.pb_floats = 0;
+      w.qb_floats = w.pb_floats = w.inv_floats = 0;
     }
     w.sc_floats = r16(rb * d.T);
-    w.slot_floats = w.kp_floats + w.vp_floats + w.sc_floats + w.qb_floats + w.pb_floats;
+    w.slot_floats = w.kp_floats + w.vp_floats + w.sc_floats + w.qb_floats + w.pb_floats + w.inv_floats;
     const int64_t items = d.B * d.H * ((d.S + kRowBlock - 1) / kRowBlock);
     const int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
     w.slots = std::max<int64_t>(1, std::min(hw, items));

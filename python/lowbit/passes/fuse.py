@@ -214,8 +214,9 @@ def fuse_layernorm(graph: Graph) -> Graph:
 
 def attention_in_bf16(graph: Graph) -> Graph:
     """Marks every fused ``Attention`` node ``precision=1``: its Q Kᵀ and P V run on the
-    bf16 GEMM (Q, K, P, V rounded to bfloat16, fp32 sums) on CPUs whose kernel table has a
-    fast one (AMX), fp32 elsewhere; the scale, mask and softmax stay fp32. Convert runs it
+    bf16 GEMM (Q, K, V and the softmax's exponentials rounded to bfloat16, fp32 sums, the
+    softmax's division applied to the output rows) on CPUs whose kernel table has a fast
+    one (AMX), fp32 elsewhere; the scale, mask and exp stay fp32. Convert runs it
     for ``attention="bf16"`` (the default of quantized conversions)."""
     for n in graph.nodes:
         if n.op == "Attention":
