@@ -32,6 +32,15 @@ inline void LoadTileConfigFull() {
   LoadTileConfig(8, colsb, rows);
 }
 
+// float(Wq[k, n]) * ws[n] for the 16 columns of a "qs8-n16k4" k-quad line: Qs8WeightRow
+// (kernels/qw-axpy/avx512_decode.h) with a variable shift instead of its 4-way branch on
+// k % 4 (the AMX epilogues take a different k per row, where that branch mispredicts). Same
+// values: byte k % 4 of each 4-byte group moved to the top, sign-extended, converted, scaled.
+inline __m512 Qs8WeightRowAnyK(const uint8_t* line, int64_t k, __m512 ws) {
+  const __m512i top = _mm512_sllv_epi32(_mm512_loadu_si512(line), _mm512_set1_epi32(static_cast<int>(24 - 8 * (k & 3))));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(top, 24)), ws);
+}
+
 // Lanes [0, n) of 16 (none for n <= 0).
 inline __mmask16 TailMask16(int64_t n) {
   if (n <= 0) return 0;

@@ -62,7 +62,7 @@ inline void LoadSum(const int32_t* buf, int64_t stride) {
 }
 
 // The decoded chunk [k0, k1) of a panel: the qs8-n16k4 layout, where the epilogue finds the
-// outliers' weight rows as bytes (Qs8WeightRow).
+// outliers' weight rows as bytes (Qs8WeightRowAnyK, common/amx.h).
 struct Decoded {
   const int8_t* dec;
   int64_t k0, k1;
@@ -96,7 +96,7 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
       const int32_t k = oi[r * no + j];
       if (k < 0) continue;
       // step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
-      const __m512 w = k >= dk0 ? avx512::Qs8WeightRow(dec + ((k - dk0) >> 2) * 64, k, step)
+      const __m512 w = k >= dk0 ? Qs8WeightRowAnyK(dec + ((k - dk0) >> 2) * 64, k, step)
                                 : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k,
                                                       _mm512_setzero_si512());
       y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), w, y);

@@ -64,7 +64,7 @@ void FinishT(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows,
     if (OUTLIERS)
       for (int64_t j = 0; j < no; ++j) {  // the outlier split's float part, in order
         const int32_t k = oi[r * no + j];
-        if (k >= 0) y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), avx512::Qs8WeightRow(panel + (k / 4) * 64, k, ws), y);
+        if (k >= 0) y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), Qs8WeightRowAnyK(panel + (k / 4) * 64, k, ws), y);
       }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
     _mm512_mask_storeu_ps(c + r * ldc, mk, y);
