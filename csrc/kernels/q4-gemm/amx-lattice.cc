@@ -31,8 +31,9 @@ namespace lowbit {
 namespace amx {
 namespace {
 
-// K chunk (a multiple of 64 and of every group size): two panels' decoded chunks, 2 x 32 KB
-// on the stack. Sums of earlier chunks wait as int32 in a per-call buffer.
+// K chunk (a multiple of 64 and of every group size): two panels' decoded chunks, 2 x 32 KB,
+// twice (one set for the pending epilogue), on the stack. Sums of earlier chunks wait as int32
+// in a per-call buffer.
 constexpr int64_t kLKC = 2048;
 
 // tmm0..3: sums of (row block r, panel q) at 2r + q; tmm4/5: activations of row blocks 0/1
@@ -110,11 +111,32 @@ inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows,
   else FinishT<false>(g, buf, m, rows, nb, n1, d);
 }
 
+// A finished block's sums waiting for their epilogue: up to 4 pieces of `rows` x 16 int32 (piece
+// s: rows m[s].., columns nb[s].. below n1[s], weights d[s]), whose rows Drain finishes a few at
+// a time while the tile unit computes the next block (as in qs8-gemm/amx.cc).
+struct Pending {
+  alignas(64) int32_t acc[4][256];
+  int64_t m[4], nb[4], n1[4];
+  Decoded d[4];
+  int rows = 16, n = 0, done = 0;  // rows per piece; pieces; rows finished (in piece order)
+};
+
+inline void Drain(const Q4GemmArgs& g, Pending& p, int rows) {
+  while (rows > 0 && p.done < p.rows * p.n) {
+    const int s = p.done / p.rows, r = p.done % p.rows, take = p.rows - r < rows ? p.rows - r : rows;
+    Finish(g, p.acc[s] + 16 * r, p.m[s] + r, take, p.nb[s], p.n1[s], p.d[s]);
+    p.done += take;
+    rows -= take;
+  }
+}
+
 // One block of NR row blocks (16 rows each, or `rows` < 16 with NR = 1) x the panel pair at nb
 // over the chunk [k0, k1). part: the block's int32 sums between chunks (32 rows x 32 columns).
+// The previous block's epilogue (pend) runs spread over this block's K steps, between its
+// tdpbssd; this block's sums, at the last chunk, become pend.
 template <int NR>
 void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, const int8_t* dec0, const int8_t* dec1,
-           int64_t k0, int64_t k1, bool first, bool last, int32_t* part) {
+           int64_t k0, int64_t k1, bool first, bool last, int32_t* part, Pending& pend) {
   const uint8_t* a0 = reinterpret_cast<const uint8_t*>(g.A) + m * g.lda;
   const uint8_t* a1 = a0 + 16 * g.lda;
   constexpr int64_t ps = 32 * 4;  // part row stride in bytes
@@ -133,6 +155,8 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
       LoadSum<3>(part + 16 * 32 + 16, ps);
     }
   }
+  const int64_t steps = (k1 - k0) / 64;
+  const int per = steps > 0 ? int((pend.rows * pend.n - pend.done + steps - 1) / steps) : 0;
   for (int64_t k = k0; k < k1; k += 64) {
     _tile_loadd(6, dec0 + (k - k0) * 16, 64);
     _tile_loadd(4, a0 + k, g.lda);
@@ -144,6 +168,7 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
       _tile_dpbssd(2, 5, 6);
       _tile_dpbssd(3, 5, 7);
     }
+    Drain(g, pend, per);
   }
   if (!last) {
     StoreSum<0>(part, ps);
@@ -154,16 +179,26 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
     }
     return;
   }
-  alignas(64) int32_t buf[16 * 16];
-  StoreSum<0>(buf, 64);
-  Finish(g, buf, m, rows, nb, n1, {dec0, k0, k1});
-  StoreSum<1>(buf, 64);
-  Finish(g, buf, m, rows, nb + 16, n1, {dec1, k0, k1});
+  Drain(g, pend, 64);
+  pend.rows = rows;
+  pend.n = 0;
+  pend.done = 0;
+  auto piece = [&](int64_t pm, int64_t pnb, const int8_t* dec) {
+    pend.m[pend.n] = pm;
+    pend.nb[pend.n] = pnb;
+    pend.n1[pend.n] = n1;
+    pend.d[pend.n] = {dec, k0, k1};
+    ++pend.n;
+  };
+  StoreSum<0>(pend.acc[0], 64);
+  piece(m, nb, dec0);
+  StoreSum<1>(pend.acc[1], 64);
+  piece(m, nb + 16, dec1);
   if (NR == 2) {
-    StoreSum<2>(buf, 64);
-    Finish(g, buf, m + 16, 16, nb, n1, {dec0, k0, k1});
-    StoreSum<3>(buf, 64);
-    Finish(g, buf, m + 16, 16, nb + 16, n1, {dec1, k0, k1});
+    StoreSum<2>(pend.acc[2], 64);
+    piece(m + 16, nb, dec0);
+    StoreSum<3>(pend.acc[3], 64);
+    piece(m + 16, nb + 16, dec1);
   }
 }
 
@@ -171,8 +206,8 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
 // columns [n0, n1): panel pairs outermost, then K chunks (decoded once per pair and chunk),
 // then the row blocks. The caller has configured the tiles for the rows.
 template <bool ASYM>
-void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, bool tail, int8_t (*dec)[kLKC * 16],
-           int32_t* part) {
+void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, bool tail,
+           int8_t (*decs)[2][kLKC * 16], int& cur, int32_t* part, Pending& pend) {
   const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, P = (g.N + 15) / 16;
   const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
   const int64_t full32 = m0 + (m1 - m0) / 32 * 32;
@@ -182,6 +217,10 @@ void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, 
     const int64_t ncols = two ? n1 : (nb + 16 < n1 ? nb + 16 : n1);
     for (int64_t k0 = 0; k0 < Kg; k0 += kLKC) {
       const int64_t k1 = k0 + kLKC < Kg ? k0 + kLKC : Kg, kr = (k1 - k0 + 63) / 64 * 64;
+      // two sets of decoded chunks, in turn: the pending epilogue may read the previous
+      // one (its outliers' weight rows) while the next block runs
+      cur ^= 1;
+      int8_t (*dec)[kLKC * 16] = decs[cur];
       LatticeDecode<ASYM>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, k0, k1, G,
                    dec[0]);
       if (two)
@@ -193,12 +232,12 @@ void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, 
       // (part is null for a single chunk: no offsets on it then)
       auto at = [&](int64_t m) { return part ? part + (m - m0) / 32 * 1024 : nullptr; };
       if (tail) {
-        Block<1>(g, m0, int(m1 - m0), nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, part);
+        Block<1>(g, m0, int(m1 - m0), nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, part, pend);
         continue;
       }
       int64_t m = m0;
-      for (; m < full32; m += 32) Block<2>(g, m, 16, nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, at(m));
-      if (m < m1) Block<1>(g, m, 16, nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, at(m));
+      for (; m < full32; m += 32) Block<2>(g, m, 16, nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, at(m), pend);
+      if (m < m1) Block<1>(g, m, 16, nb, ncols, dec[0], dec[1], k0, k0 + kr, first, last, at(m), pend);
     }
   }
 }
@@ -211,15 +250,18 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   // instantiate its inline members in this AMX object, where the linker could pick them for
   // baseline code; test_isa_objects_export_only_their_kernels.)
   int32_t* part = Kg > kLKC ? new int32_t[size_t((m1 - m0 + 31) / 32) * 32 * 32] : nullptr;
-  alignas(64) int8_t dec[2][kLKC * 16];
+  alignas(64) int8_t decs[2][2][kLKC * 16];
+  Pending pend;
+  int cur = 0;
   if (full16 > m0) {
     ConfigureRows(16);
-    Sweep<ASYM>(g, m0, full16, n0, n1, false, dec, part);
+    Sweep<ASYM>(g, m0, full16, n0, n1, false, decs, cur, part, pend);
   }
   if (full16 < m1) {  // the last rows through tiles of fewer rows (one more decode of the codes)
     ConfigureRows(int(m1 - full16));
-    Sweep<ASYM>(g, full16, m1, n0, n1, true, dec, part);
+    Sweep<ASYM>(g, full16, m1, n0, n1, true, decs, cur, part, pend);
   }
+  Drain(g, pend, 64);
   _tile_release();
   delete[] part;
 }

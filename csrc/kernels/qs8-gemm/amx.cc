@@ -105,12 +105,33 @@ inline void CopyBTail(const uint8_t* panel, int64_t kt, int64_t kn, uint8_t* dst
   std::memcpy(dst, panel + kt * 16, static_cast<size_t>(kn * 16));
 }
 
+// A finished block's sums waiting for their epilogue: up to 4 pieces of 16 x 16 int32 (piece s:
+// rows p.m[s].., columns p.nb[s].., p.nc[s] of them), whose rows Drain finishes a few at a time
+// while the tile unit computes the next block. (The tile unit works through its queue of
+// tdpbusd on its own; an epilogue run after the tile stores, as before, left it idle meanwhile.)
+struct Pending {
+  alignas(64) int32_t acc[4][256];
+  int64_t m[4], nb[4], nc[4];
+  int n = 0, done = 0;  // pieces; rows finished (16 per piece, in piece order)
+};
+
+inline void Drain(const Qs8GemmArgs& g, Pending& p, int rows) {
+  while (rows > 0 && p.done < 16 * p.n) {
+    const int s = p.done / 16, r = p.done % 16, take = 16 - r < rows ? 16 - r : rows;
+    Finish(g, p.acc[s] + 16 * r, p.m[s] + r, take, p.nb[s], p.nc[s]);
+    p.done += take;
+    rows -= take;
+  }
+}
+
 // MB row blocks (16 rows each: 1 or 2) x NB panels (1 or 2) from row m, panel column nb, over
 // k in [k0, k1) (multiples of 64, but for a K tail at Kp). Sums of earlier K blocks wait in
 // `part` (32 int32 per row, from row m), as does this block's when it is not the last.
+// The previous block's epilogue (pend) runs spread over this block's K steps, between its
+// tdpbusd; this block's sums, when it is the last over K, become pend.
 template <int MB, int NB>
 void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, int64_t k1, bool first, bool last,
-          int32_t* part) {
+          int32_t* part, Pending& pend) {
   const int64_t Kp = qs8_kp(g.K), ps = Kp * 16, kt = k1 == Kp ? Kp / 64 * 64 : k1;
   const uint8_t* W = g.W + (nb / 16) * ps;
   const uint8_t* a0 = reinterpret_cast<const uint8_t*>(g.A) + m * g.lda;
@@ -126,6 +147,9 @@ void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, i
     if (MB > 1) _tile_loadd(2, part + 16 * 32, 128);
     if (MB > 1 && NB > 1) _tile_loadd(3, part + 16 * 32 + 16, 128);
   }
+  // the previous block's epilogue, spread over this block's K steps
+  const int64_t steps = (kt - k0) / 64 + (kt < k1 ? 1 : 0);
+  const int per = steps > 0 ? int((16 * pend.n - pend.done + steps - 1) / steps) : 0;
   for (int64_t k = k0; k < kt; k += 64) {
     _tile_loadd(4, a0 + k, g.lda);
     _tile_loadd(6, W + k * 16, 64);
@@ -139,6 +163,7 @@ void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, i
       _tile_dpbusd(2, 5, 6);
       if (NB > 1) _tile_dpbusd(3, 5, 7);
     }
+    Drain(g, pend, per);
   }
   if (kt < k1) {
     alignas(64) uint8_t ta[2][16 * 64], tb[2][16 * 64];
@@ -167,30 +192,38 @@ void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, i
     if (MB > 1 && NB > 1) _tile_stored(3, part + 16 * 32 + 16, 128);
     return;
   }
-  alignas(64) int32_t acc[16 * 16];
+  Drain(g, pend, 64);
   const int64_t c0 = n1 - nb < 16 ? n1 - nb : 16, c1 = n1 - nb - 16;
-  _tile_stored(0, acc, 64);
-  Finish(g, acc, m, 16, nb, c0);
+  pend.n = 0;
+  pend.done = 0;
+  auto piece = [&](int64_t pm, int64_t pnb, int64_t pnc) {
+    pend.m[pend.n] = pm;
+    pend.nb[pend.n] = pnb;
+    pend.nc[pend.n] = pnc;
+    ++pend.n;
+  };
+  _tile_stored(0, pend.acc[0], 64);
+  piece(m, nb, c0);
   if (NB > 1) {
-    _tile_stored(1, acc, 64);
-    Finish(g, acc, m, 16, nb + 16, c1);
+    _tile_stored(1, pend.acc[1], 64);
+    piece(m, nb + 16, c1);
   }
   if (MB > 1) {
-    _tile_stored(2, acc, 64);
-    Finish(g, acc, m + 16, 16, nb, c0);
+    _tile_stored(2, pend.acc[pend.n], 64);
+    piece(m + 16, nb, c0);
     if (NB > 1) {
-      _tile_stored(3, acc, 64);
-      Finish(g, acc, m + 16, 16, nb + 16, c1);
+      _tile_stored(3, pend.acc[3], 64);
+      piece(m + 16, nb + 16, c1);
     }
   }
 }
 
 template <int NB>
 void Rows(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t nb, int64_t n1, int64_t k0, int64_t k1, bool first,
-          bool last, int32_t* part) {
+          bool last, int32_t* part, Pending& pend) {
   int64_t m = m0;
-  for (; m + 32 <= m1; m += 32) Tile<2, NB>(g, m, nb, n1, k0, k1, first, last, part + (m - m0) * 32);
-  if (m < m1) Tile<1, NB>(g, m, nb, n1, k0, k1, first, last, part + (m - m0) * 32);
+  for (; m + 32 <= m1; m += 32) Tile<2, NB>(g, m, nb, n1, k0, k1, first, last, part + (m - m0) * 32, pend);
+  if (m < m1) Tile<1, NB>(g, m, nb, n1, k0, k1, first, last, part + (m - m0) * 32, pend);
 }
 
 }  // namespace
@@ -205,6 +238,7 @@ void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t
   const int64_t nkb = (Kp + kKC / 2) / kKC > 1 ? (Kp + kKC / 2) / kKC : 1;
   const int64_t kcb = (Kp / 64 + nkb - 1) / nkb * 64;
   alignas(64) int32_t part[kMR * 32];
+  Pending pend;
   LoadTileConfigFull();
   for (int64_t nb = n0; nb < n1; nb += 32) {
     const bool two = n1 - nb > 16;
@@ -212,13 +246,14 @@ void qs8_gemm_32x32c4__amx(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t
       const int64_t mre = mr + kMR < ma ? mr + kMR : ma;
       for (int64_t k = 0; k < Kp; k += kcb) {
         const int64_t ke = k + kcb >= Kp || nkb == 1 ? Kp : k + kcb;
-        if (two) Rows<2>(g, mr, mre, nb, n1, k, ke, k == 0, ke == Kp, part);
-        else Rows<1>(g, mr, mre, nb, n1, k, ke, k == 0, ke == Kp, part);
+        if (two) Rows<2>(g, mr, mre, nb, n1, k, ke, k == 0, ke == Kp, part, pend);
+        else Rows<1>(g, mr, mre, nb, n1, k, ke, k == 0, ke == Kp, part, pend);
         if (ke == Kp) break;
       }
     }
   }
   _tile_release();
+  Drain(g, pend, 64);
   if (ma < m1) VnniRows(g, ma, m1, n0, n1);
 }
 
