@@ -196,6 +196,8 @@ namespace {
 // t exp(-u^2 + P(t)), t = 1 / (1 + u / 2) (Numerical Recipes' erfcc form, rel.
 // error < 1.2e-7): x < 0 uses 0.5 x erfc(u), x >= 0 uses x - 0.5 x erfc(u),
 // so neither side cancels.
+// (Computed as x t2 exp(...), t2 = t / 2: see the AVX-512 kernel, which runs the same
+// operations.)
 //
 // Staged over blocks of kGeluBlock vectors: one vector is a ~110-cycle dependency
 // chain (division, 10-term Horner, exp), so a loop that carries it whole keeps the
@@ -211,27 +213,29 @@ namespace {
 // 4, 6, 12, 16 vectors: 1.08, 0.98, 0.93, 0.94 ns/value.)
 constexpr int kGeluBlock = 8;
 
-// Stage 1: t = 1 / (1 + u / 2) and the exp argument -u^2 + P(t) (P by Horner).
+// Stage 1: t2 = 1 / (2 + u) = t / 2 and the exp argument -u^2 + P(t), P by Horner in t2 with
+// the coefficients c_j scaled by 2^j (exact: the bits of Horner in t). u is clamped at 1e4
+// (erfc is 0 in float from u ~ 10.1; 2 + u stays finite). The AVX-512 kernel's operations.
 inline void GeluArg(__m256 x, __m256* t, __m256* arg) {
-  static constexpr float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
-                                  0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
-  const __m256 u = _mm256_mul_ps(_mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))),
-                                 _mm256_set1_ps(0.70710678118654752f));
-  const __m256 tt = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(u, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.f)));
+  static constexpr float c[10] = {-1.26551223f,         1.00002368f * 2,    0.37409196f * 4,   0.09678418f * 8,
+                                  -0.18628806f * 16,    0.27886807f * 32,   -1.13520398f * 64, 1.48851587f * 128,
+                                  -0.82215223f * 256,   0.17087277f * 512};
+  // min(1e4, u): a NaN u stays NaN (vminps returns its second operand then)
+  const __m256 u = _mm256_min_ps(_mm256_set1_ps(1e4f),
+                                 _mm256_mul_ps(_mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))),
+                                               _mm256_set1_ps(0.70710678118654752f)));
+  const __m256 t2 = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_add_ps(u, _mm256_set1_ps(2.f)));
   __m256 p = _mm256_set1_ps(c[9]);
-  for (int j = 8; j >= 0; --j) p = _mm256_fmadd_ps(p, tt, _mm256_set1_ps(c[j]));
-  *t = tt;
+  for (int j = 8; j >= 0; --j) p = _mm256_fmadd_ps(p, t2, _mm256_set1_ps(c[j]));
+  *t = t2;
   *arg = _mm256_fnmadd_ps(u, u, p);
 }
 
-// Stage 3: gelu from x, t and e = exp(arg) (stage 2).
-inline __m256 GeluOut(__m256 x, __m256 t, __m256 e) {
-  const __m256 erfc = _mm256_mul_ps(t, e);
-  const __m256 half_x_erfc = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), erfc);
-  const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-  const __m256 r = _mm256_blendv_ps(_mm256_sub_ps(x, half_x_erfc), half_x_erfc, neg);
-  // +inf: inf - 0.5 inf * 0 would be NaN; gelu(+inf) = +inf
-  return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));
+// Stage 3: gelu from x, t2 and e = exp(arg) (stage 2): h = x t2 e (0.5 x erfc), x - h for
+// x >= 0. x enters h clamped at 1e30, so +inf gives inf - 0 (not inf - inf * 0).
+inline __m256 GeluOut(__m256 x, __m256 t2, __m256 e) {
+  const __m256 h = _mm256_mul_ps(_mm256_min_ps(_mm256_set1_ps(1e30f), x), _mm256_mul_ps(t2, e));
+  return _mm256_blendv_ps(h, _mm256_sub_ps(x, h), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
 }
 
 // The three stages over nv <= kGeluBlock vectors (stage 2 takes ExpFast when the block's

@@ -76,54 +76,86 @@ void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const Soft
 // error < 1.2e-7): x < 0 uses 0.5 x erfc(u), x >= 0 uses x - 0.5 x erfc(u),
 // so neither side cancels.
 //
+// Here in terms of t2 = t / 2 = 1 / (2 + u) (exactly half of t: one rounded division either
+// way): 0.5 x erfc(u) = x t2 exp(-u^2 + P(t)), with P's coefficients c_j scaled by 2^j
+// (exact) so that Horner in t2 gives P(t)'s bits. That saves the multiplications by 0.5 and
+// the +inf fix-up: u is clamped at 1e4 (erfc is 0 in float from u ~ 10.1, and 2 + u stays
+// finite) and x enters the product clamped at 1e30, so gelu(+inf) = inf - 0. The AVX2 kernel
+// runs the same operations: the same bits.
+//
 // Staged over blocks of kGeluBlock vectors as in the AVX2 kernel: one vector is a long
-// dependency chain (division, 10-term Horner, exp), so each stage runs over the whole block
+// dependency chain (reciprocal, 10-term Horner, exp), so each stage runs over the whole block
 // before the next and the out-of-order core overlaps the vectors' chains. Every element goes
 // through the operations of the one-chain form in the same order: same bits.
 namespace {
 constexpr int kGeluBlock = 8;
 
-// Stage 1: t = 1 / (1 + u / 2) and the exp argument -u^2 + P(t) (P by Horner).
+// Stage 1: t2 = 1 / (2 + u) and the exp argument -u^2 + P(t) (P by Horner in t2).
 inline void GeluArg(__m512 v, __m512* t, __m512* arg) {
-  static constexpr float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
-                                  0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
-  const __m512 u = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
-  const __m512 tt = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(u, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
+  // Numerical Recipes' c_j times 2^j (exact)
+  static constexpr float c[10] = {-1.26551223f,         1.00002368f * 2,    0.37409196f * 4,   0.09678418f * 8,
+                                  -0.18628806f * 16,    0.27886807f * 32,   -1.13520398f * 64, 1.48851587f * 128,
+                                  -0.82215223f * 256,   0.17087277f * 512};
+  // min(1e4, u): a NaN u stays NaN (vminps returns its second operand then)
+  const __m512 u = _mm512_min_ps(_mm512_set1_ps(1e4f), _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f)));
+  const __m512 d = _mm512_add_ps(u, _mm512_set1_ps(2.f));
+  const __m512 t2 = _mm512_div_ps(_mm512_set1_ps(1.f), d);
   __m512 p = _mm512_set1_ps(c[9]);
-  for (int j = 8; j >= 0; --j) p = _mm512_fmadd_ps(p, tt, _mm512_set1_ps(c[j]));
-  *t = tt;
+  for (int j = 8; j >= 0; --j) p = _mm512_fmadd_ps(p, t2, _mm512_set1_ps(c[j]));
+  *t = t2;
   *arg = _mm512_fnmadd_ps(u, u, p);
 }
 
-// Stage 3: gelu from x, t and e = exp(arg).
-inline __m512 GeluOut(__m512 v, __m512 t, __m512 e) {
-  const __m512 erfc = _mm512_mul_ps(t, e);
-  const __m512 half_x_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), erfc);
-  const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-  // x >= 0 where erfc is 0 (x > ~13): x itself, the same as x - 0 for finite x, and +inf
-  // stays +inf (0.5 x erfc would be inf * 0 = NaN), as in the reference
-  const __mmask16 nz = _mm512_cmp_ps_mask(erfc, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-  return _mm512_mask_blend_ps(neg, _mm512_mask_sub_ps(v, nz, v, half_x_erfc), half_x_erfc);
+// Stage 2: exp of the argument: Exp without its upper clamp (the argument is <= ~0 here).
+inline __m512 GeluExp(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // a NaN becomes -104: its t2 carries the NaN
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Stage 3: gelu from x, t2 and e = exp(arg): h = x t2 e (0.5 x erfc), then x - h for x >= 0.
+// x enters h clamped at 1e30 so that +inf gives h = 0 (not inf * 0), and gelu(+inf) = +inf.
+inline __m512 GeluOut(__m512 v, __m512 t2, __m512 e) {
+  const __m512 h = _mm512_mul_ps(_mm512_min_ps(_mm512_set1_ps(1e30f), v), _mm512_mul_ps(t2, e));
+  return _mm512_mask_sub_ps(h, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), v, h);
 }
 
 // The three stages over nv <= kGeluBlock vectors of xs (lanes beyond n_last of the last one
 // masked): x from xs, t and the exp argument / value in tb / eb, the result to ys.
+// kTail false: kGeluBlock whole vectors (nv and n_left unused), a fixed count the compiler
+// unrolls without masks; true: nv vectors, masked past n_left values.
+template <bool kTail>
 inline void GeluBlock(const float* xs, float* ys, int nv, int64_t n_left) {
   alignas(64) float tb[16 * kGeluBlock], eb[16 * kGeluBlock];
+  const int cnt = kTail ? nv : kGeluBlock;
+  auto mask = [n_left](int j) { return kTail ? Tail(n_left - 16 * j) : __mmask16(0xFFFF); };
+  auto load = [xs, &mask](int j) {
+    return kTail ? _mm512_maskz_loadu_ps(mask(j), xs + 16 * j) : _mm512_loadu_ps(xs + 16 * j);
+  };
 #pragma GCC unroll 8
-  for (int j = 0; j < nv; ++j) {
+  for (int j = 0; j < cnt; ++j) {
     __m512 t, a;
-    GeluArg(_mm512_maskz_loadu_ps(Tail(n_left - 16 * j), xs + 16 * j), &t, &a);
+    GeluArg(load(j), &t, &a);
     _mm512_store_ps(tb + 16 * j, t);
     _mm512_store_ps(eb + 16 * j, a);
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < nv; ++j) _mm512_store_ps(eb + 16 * j, Exp(_mm512_load_ps(eb + 16 * j)));
+  for (int j = 0; j < cnt; ++j) _mm512_store_ps(eb + 16 * j, GeluExp(_mm512_load_ps(eb + 16 * j)));
 #pragma GCC unroll 8
-  for (int j = 0; j < nv; ++j) {
-    const __mmask16 k = Tail(n_left - 16 * j);
-    _mm512_mask_storeu_ps(ys + 16 * j, k,
-                          GeluOut(_mm512_maskz_loadu_ps(k, xs + 16 * j), _mm512_load_ps(tb + 16 * j), _mm512_load_ps(eb + 16 * j)));
+  for (int j = 0; j < cnt; ++j) {
+    const __m512 y = GeluOut(load(j), _mm512_load_ps(tb + 16 * j), _mm512_load_ps(eb + 16 * j));
+    if (kTail) _mm512_mask_storeu_ps(ys + 16 * j, mask(j), y);
+    else _mm512_storeu_ps(ys + 16 * j, y);
   }
 }
 
@@ -132,8 +164,8 @@ inline void GeluBlock(const float* xs, float* ys, int nv, int64_t n_left) {
 void f32_gelu__avx512(const float* x, float* y, int64_t n) {
   constexpr int64_t kBlock = 16 * kGeluBlock;
   int64_t i = 0;
-  for (; i + kBlock <= n; i += kBlock) GeluBlock(x + i, y + i, kGeluBlock, kBlock);
-  if (i < n) GeluBlock(x + i, y + i, static_cast<int>((n - i + 15) / 16), n - i);
+  for (; i + kBlock <= n; i += kBlock) GeluBlock<false>(x + i, y + i, kGeluBlock, kBlock);
+  if (i < n) GeluBlock<true>(x + i, y + i, static_cast<int>((n - i + 15) / 16), n - i);
 }
 
 void f32_layernorm_row__avx512(const float* x, const float* skip, float* y, int64_t n, const LayerNormParams& p,

@@ -4,8 +4,9 @@
 //
 // The scalar versions (ref.cc, the truth) use libm (GELU as 0.5 x erfc(-x / sqrt 2)
 // in double, within 1 ulp); the AVX2 and AVX-512 versions use the same polynomial
-// exp / erfc (relative error ~1e-7) and the same operation order, so they agree with
-// the reference within a tolerance, not bit for bit (tests/kernels/test_f32_vmath.py
+// exp / erfc (relative error ~1e-7) -- AVX-512's GELU with a refined vrcp14ps instead of
+// the division, and its own operation order -- so they agree with the reference within a
+// tolerance, not bit for bit (tests/kernels/test_f32_vmath.py
 // per ISA in ulps, tests/native/kernels_test.cc test_vmath; docs/kernels.md):
 //   softmax: <= 8 ulp from the exact softmax of the float differences for rows up
 //     to 1024 (the reference sums the row one by one: <= 4 + n/32 ulp);
