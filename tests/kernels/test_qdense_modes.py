@@ -157,17 +157,21 @@ def test_qs8_split_dense_matches_definition_on_every_isa(K, N, n):
 @pytest.mark.parametrize("kind", ["sym", "asym", "table"])
 @pytest.mark.parametrize("group", [32, 128])
 def test_q4_split_dense_matches_definition_on_every_isa(kind, group):
-    for K, N in ((37, 33), (256, 64), (300, 40)):
-        for M in (1, 4, 5, 13):
+    # M from 16 on runs the AMX group-wise kernel (the rows past a multiple of 16 through the
+    # VNNI kernel), then qw_axpy; K = 4100 takes two of its K chunks
+    for K, N in ((37, 33), (256, 64), (300, 40), (4100, 20)):
+        for M in ((1, 4, 5, 13, 16, 17, 33) if K < 4096 else (17,)):
             x, codes, sc, z, t, b, W = q4_problem(M * 31 + K, M, K, N, kind, group)
             x[0, 3] = -25.0
             enc = ENC[kind].format(group)
             Wdeq = dequant_q4(codes, sc, z, t, kind, group)
             for act in (0, 1):
-                ref = _core.qdense("scalar", x, W, enc, K, N, b, act, outliers=2)
+                # group-wise kernels only (one group per column is on the lattice, which AMX
+                # would take from 16 rows: tests/kernels/test_qgemm.py covers that form)
+                ref = _core.qdense("scalar", x, W, enc, K, N, b, act, outliers=2, lattice=False)
                 split_dense_check(ref, split_dense_np("scalar", x, W, enc, K, N, b, act, 2, Wdeq), f"{enc} M={M}")
                 for isa in SIMD:
-                    got = _core.qdense(isa, x, W, enc, K, N, b, act, outliers=2)
+                    got = _core.qdense(isa, x, W, enc, K, N, b, act, outliers=2, lattice=False)
                     np.testing.assert_array_equal(got, ref, err_msg=f"{isa} {enc} M={M} K={K} act={act}")
 
 
