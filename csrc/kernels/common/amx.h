@@ -1,5 +1,6 @@
 // What the AMX kernel translation units share (compiled with -mamx-tile -mamx-int8 and the
-// AVX-512 flags): the tile configuration and the column mask of a 16-lane epilogue.
+// AVX-512 flags): the tile configuration, the pending epilogue of a finished block, an int8
+// weight row for the outlier split, and the column mask of a 16-lane epilogue.
 #pragma once
 #include <immintrin.h>
 
@@ -40,6 +41,41 @@ inline __m512 Qs8WeightRowAnyK(const uint8_t* line, int64_t k, __m512 ws) {
   const __m512i top = _mm512_sllv_epi32(_mm512_loadu_si512(line), _mm512_set1_epi32(static_cast<int>(24 - 8 * (k & 3))));
   return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(top, 24)), ws);
 }
+
+// A finished 32 x 32 block's sums waiting for their epilogue, which the next block runs a few rows
+// at a time between its tile products (the tile unit works through its queue meanwhile; an
+// epilogue run right after the tile stores left it idle). Up to 4 pieces of `rows` x 16 int32
+// (row stride 16): add() gives the tile store its slot, drain() hands up to `budget` rows
+// (64: all) to the kernel's epilogue, finish(piece, sums of the first row, first row in the piece, row count), in piece
+// order. Piece: what that epilogue needs to place a piece (rows, columns, weights).
+template <class Piece>
+struct PendingEpilogue {
+  alignas(64) int32_t acc[4][256];
+  Piece piece[4];
+  int rows = 16, n = 0, done = 0;  // rows per piece; pieces; rows finished
+
+  int left() const { return rows * n - done; }
+  // rows per K step for the pending rows to finish within `steps` steps
+  int per_step(int64_t steps) const { return steps > 0 ? int((left() + steps - 1) / steps) : 0; }
+  // a new block of pieces of r rows (the previous one must be finished)
+  void reset(int r) {
+    rows = r;
+    n = done = 0;
+  }
+  int32_t* add(const Piece& pc) {
+    piece[n] = pc;
+    return acc[n++];
+  }
+  template <class F>
+  void drain(int budget, F&& finish) {
+    while (budget > 0 && done < rows * n) {
+      const int s = done / rows, r = done % rows, take = rows - r < budget ? rows - r : budget;
+      finish(piece[s], acc[s] + 16 * r, r, take);
+      done += take;
+      budget -= take;
+    }
+  }
+};
 
 // Lanes [0, n) of 16 (none for n <= 0).
 inline __mmask16 TailMask16(int64_t n) {

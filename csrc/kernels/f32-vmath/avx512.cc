@@ -106,23 +106,6 @@ inline void GeluArg(__m512 v, __m512* t, __m512* arg) {
   *arg = _mm512_fnmadd_ps(u, u, p);
 }
 
-// Stage 2: exp of the argument: Exp without its upper clamp (the argument is <= ~0 here).
-inline __m512 GeluExp(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // a NaN becomes -104: its t2 carries the NaN
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
-}
-
 // Stage 3: gelu from x, t2 and e = exp(arg): h = x t2 e (0.5 x erfc), then x - h for x >= 0.
 // x enters h clamped at 1e30 so that +inf gives h = 0 (not inf * 0), and gelu(+inf) = +inf.
 inline __m512 GeluOut(__m512 v, __m512 t2, __m512 e) {
@@ -150,7 +133,7 @@ inline void GeluBlock(const float* xs, float* ys, int nv, int64_t n_left) {
     _mm512_store_ps(eb + 16 * j, a);
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < cnt; ++j) _mm512_store_ps(eb + 16 * j, GeluExp(_mm512_load_ps(eb + 16 * j)));
+  for (int j = 0; j < cnt; ++j) _mm512_store_ps(eb + 16 * j, Exp<false>(_mm512_load_ps(eb + 16 * j)));  // its argument is <= ~0
 #pragma GCC unroll 8
   for (int j = 0; j < cnt; ++j) {
     const __m512 y = GeluOut(load(j), _mm512_load_ps(tb + 16 * j), _mm512_load_ps(eb + 16 * j));

@@ -15,9 +15,12 @@ inline __mmask16 Tail(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask1
 
 // exp(x): n = round(x log2 e), r = x - n ln2 (two-part ln2), degree-6 Taylor in
 // r (|r| <= ln2/2: rel. error ~2e-7), scaled by 2^n with scalef (underflows to 0).
+// kUpper false: for callers whose x is never above 88.7 (GELU's argument is <= ~0), the
+// same values without the upper clamp.
+template <bool kUpper = true>
 inline __m512 Exp(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // below: exp is 0 in float; keeps r finite
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  if (kUpper) x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);

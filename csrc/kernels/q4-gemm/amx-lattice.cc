@@ -111,23 +111,16 @@ inline void Finish(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows,
   else FinishT<false>(g, buf, m, rows, nb, n1, d);
 }
 
-// A finished block's sums waiting for their epilogue: up to 4 pieces of `rows` x 16 int32 (piece
-// s: rows m[s].., columns nb[s].. below n1[s], weights d[s]), whose rows Drain finishes a few at
-// a time while the tile unit computes the next block (as in qs8-gemm/amx.cc).
-struct Pending {
-  alignas(64) int32_t acc[4][256];
-  int64_t m[4], nb[4], n1[4];
-  Decoded d[4];
-  int rows = 16, n = 0, done = 0;  // rows per piece; pieces; rows finished (in piece order)
+// The epilogue still to run for a finished block (common/amx.h): piece = its first row and
+// column, the columns' end, and the decoded weights its outliers read.
+struct Piece {
+  int64_t m, nb, n1;
+  Decoded d;
 };
+using Pending = PendingEpilogue<Piece>;
 
 inline void Drain(const Q4GemmArgs& g, Pending& p, int rows) {
-  while (rows > 0 && p.done < p.rows * p.n) {
-    const int s = p.done / p.rows, r = p.done % p.rows, take = p.rows - r < rows ? p.rows - r : rows;
-    Finish(g, p.acc[s] + 16 * r, p.m[s] + r, take, p.nb[s], p.n1[s], p.d[s]);
-    p.done += take;
-    rows -= take;
-  }
+  p.drain(rows, [&g](const Piece& pc, const int32_t* acc, int r, int n) { Finish(g, acc, pc.m + r, n, pc.nb, pc.n1, pc.d); });
 }
 
 // One block of NR row blocks (16 rows each, or `rows` < 16 with NR = 1) x the panel pair at nb
@@ -155,8 +148,7 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
       LoadSum<3>(part + 16 * 32 + 16, ps);
     }
   }
-  const int64_t steps = (k1 - k0) / 64;
-  const int per = steps > 0 ? int((pend.rows * pend.n - pend.done + steps - 1) / steps) : 0;
+  const int per = pend.per_step((k1 - k0) / 64);
   for (int64_t k = k0; k < k1; k += 64) {
     _tile_loadd(6, dec0 + (k - k0) * 16, 64);
     _tile_loadd(4, a0 + k, g.lda);
@@ -180,25 +172,12 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
     return;
   }
   Drain(g, pend, 64);
-  pend.rows = rows;
-  pend.n = 0;
-  pend.done = 0;
-  auto piece = [&](int64_t pm, int64_t pnb, const int8_t* dec) {
-    pend.m[pend.n] = pm;
-    pend.nb[pend.n] = pnb;
-    pend.n1[pend.n] = n1;
-    pend.d[pend.n] = {dec, k0, k1};
-    ++pend.n;
-  };
-  StoreSum<0>(pend.acc[0], 64);
-  piece(m, nb, dec0);
-  StoreSum<1>(pend.acc[1], 64);
-  piece(m, nb + 16, dec1);
+  pend.reset(rows);
+  StoreSum<0>(pend.add({m, nb, n1, {dec0, k0, k1}}), 64);
+  StoreSum<1>(pend.add({m, nb + 16, n1, {dec1, k0, k1}}), 64);
   if (NR == 2) {
-    StoreSum<2>(pend.acc[2], 64);
-    piece(m + 16, nb, dec0);
-    StoreSum<3>(pend.acc[3], 64);
-    piece(m + 16, nb + 16, dec1);
+    StoreSum<2>(pend.add({m + 16, nb, n1, {dec0, k0, k1}}), 64);
+    StoreSum<3>(pend.add({m + 16, nb + 16, n1, {dec1, k0, k1}}), 64);
   }
 }
 

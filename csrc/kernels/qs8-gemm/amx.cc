@@ -105,23 +105,15 @@ inline void CopyBTail(const uint8_t* panel, int64_t kt, int64_t kn, uint8_t* dst
   std::memcpy(dst, panel + kt * 16, static_cast<size_t>(kn * 16));
 }
 
-// A finished block's sums waiting for their epilogue: up to 4 pieces of 16 x 16 int32 (piece s:
-// rows p.m[s].., columns p.nb[s].., p.nc[s] of them), whose rows Drain finishes a few at a time
-// while the tile unit computes the next block. (The tile unit works through its queue of
-// tdpbusd on its own; an epilogue run after the tile stores, as before, left it idle meanwhile.)
-struct Pending {
-  alignas(64) int32_t acc[4][256];
-  int64_t m[4], nb[4], nc[4];
-  int n = 0, done = 0;  // pieces; rows finished (16 per piece, in piece order)
+// The epilogue still to run for a finished block (common/amx.h): piece = its rows, first
+// column and column count.
+struct Piece {
+  int64_t m, nb, nc;
 };
+using Pending = PendingEpilogue<Piece>;
 
 inline void Drain(const Qs8GemmArgs& g, Pending& p, int rows) {
-  while (rows > 0 && p.done < 16 * p.n) {
-    const int s = p.done / 16, r = p.done % 16, take = 16 - r < rows ? 16 - r : rows;
-    Finish(g, p.acc[s] + 16 * r, p.m[s] + r, take, p.nb[s], p.nc[s]);
-    p.done += take;
-    rows -= take;
-  }
+  p.drain(rows, [&g](const Piece& pc, const int32_t* acc, int r, int n) { Finish(g, acc, pc.m + r, n, pc.nb, pc.nc); });
 }
 
 // MB row blocks (16 rows each: 1 or 2) x NB panels (1 or 2) from row m, panel column nb, over
@@ -148,8 +140,7 @@ void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, i
     if (MB > 1 && NB > 1) _tile_loadd(3, part + 16 * 32 + 16, 128);
   }
   // the previous block's epilogue, spread over this block's K steps
-  const int64_t steps = (kt - k0) / 64 + (kt < k1 ? 1 : 0);
-  const int per = steps > 0 ? int((16 * pend.n - pend.done + steps - 1) / steps) : 0;
+  const int per = pend.per_step((kt - k0) / 64 + (kt < k1 ? 1 : 0));
   for (int64_t k = k0; k < kt; k += 64) {
     _tile_loadd(4, a0 + k, g.lda);
     _tile_loadd(6, W + k * 16, 64);
@@ -194,27 +185,12 @@ void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t n1, int64_t k0, i
   }
   Drain(g, pend, 64);
   const int64_t c0 = n1 - nb < 16 ? n1 - nb : 16, c1 = n1 - nb - 16;
-  pend.n = 0;
-  pend.done = 0;
-  auto piece = [&](int64_t pm, int64_t pnb, int64_t pnc) {
-    pend.m[pend.n] = pm;
-    pend.nb[pend.n] = pnb;
-    pend.nc[pend.n] = pnc;
-    ++pend.n;
-  };
-  _tile_stored(0, pend.acc[0], 64);
-  piece(m, nb, c0);
-  if (NB > 1) {
-    _tile_stored(1, pend.acc[1], 64);
-    piece(m, nb + 16, c1);
-  }
+  pend.reset(16);
+  _tile_stored(0, pend.add({m, nb, c0}), 64);
+  if (NB > 1) _tile_stored(1, pend.add({m, nb + 16, c1}), 64);
   if (MB > 1) {
-    _tile_stored(2, pend.acc[pend.n], 64);
-    piece(m + 16, nb, c0);
-    if (NB > 1) {
-      _tile_stored(3, pend.acc[3], 64);
-      piece(m + 16, nb + 16, c1);
-    }
+    _tile_stored(2, pend.add({m + 16, nb, c0}), 64);
+    if (NB > 1) _tile_stored(3, pend.add({m + 16, nb + 16, c1}), 64);
   }
 }
 
