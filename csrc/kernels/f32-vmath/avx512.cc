@@ -84,7 +84,7 @@ void f32_softmax_pre_row__avx512(const float* x, float* y, int64_t n, const Soft
 // runs the same operations: the same bits.
 //
 // Staged over blocks of kGeluBlock vectors as in the AVX2 kernel: one vector is a long
-// dependency chain (reciprocal, 10-term Horner, exp), so each stage runs over the whole block
+// dependency chain (division, 10-term Horner, exp), so each stage runs over the whole block
 // before the next and the out-of-order core overlaps the vectors' chains. Every element goes
 // through the operations of the one-chain form in the same order: same bits.
 namespace {
