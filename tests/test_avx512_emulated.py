@@ -75,7 +75,7 @@ def test_avx512_kernels_emulated(tmp_path):
     # every AVX-512 kernel of the table ran the sweeps against the scalar references
     assert "testing avx512vnni (f32_gemm_12x32__avx512, crc32c__sse42)" in out
     assert "quantized: qs8_quant__avx512, qs8_gemm_8x32c4__avx512vnni, q4_gemm_8x32c8__avx512vnni" in out
-    assert "rows: f32_softmax_row__avx512, f32_gelu__avx512, f32_dwconv_nhwc__avx512, f32_maxpool_nhwc__avx512" in out
+    assert "rows: f32_softmax_row__avx512, f32_gelu__avx512, f32_dwconv_nhwc__avx512, f32_maxpool_nhwc__avx512, f32_wino_f2k3__avx512" in out
     # the int8 sparse kernels (fp32 SELL-8 stays on the AVX2 kernel in this table)
     assert "sparse: f32_spmm_s8m4__avx2, qs8_spmm_k16m4__avx512vnni, qs8_bspmm_s8c4__avx512vnni" in out
     assert "FAIL" not in out

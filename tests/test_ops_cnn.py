@@ -194,8 +194,10 @@ def test_conv_implicit_gemm_same_bits_as_im2col(tmp_path, name, threads):
         assert np.array_equal(y, outs[0])
 
 
-WINOGRAD_CONVS = {  # 3x3, stride 1, one group, 128 <= channels <= 256, >= 32 output tiles of 2x2
+WINOGRAD_CONVS = {  # 3x3, stride 1, one group, 64 <= channels <= 256, >= 32 output tiles of 2x2
     "same-pad": dict(c=128, o=128, hw=(14, 14), pads=[1, 1, 1, 1]),
+    "64-channels": dict(c=64, o=64, hw=(16, 16), pads=[1, 1, 1, 1]),
+    "channels-not-8": dict(c=67, o=93, hw=(9, 16), pads=[1, 0, 1, 2]),
     "odd-size-asym-pad": dict(c=136, o=144, hw=(15, 11), pads=[0, 1, 2, 1]),  # partial tiles at the edges
     "valid": dict(c=256, o=128, hw=(17, 18), pads=[0, 0, 0, 0]),
     "channels-not-16": dict(c=130, o=250, hw=(12, 13), pads=[1, 1, 1, 1]),
@@ -204,7 +206,7 @@ WINOGRAD_CONVS = {  # 3x3, stride 1, one group, 128 <= channels <= 256, >= 32 ou
 
 @pytest.mark.parametrize("name", list(WINOGRAD_CONVS))
 def test_conv_winograd_matches_gemm_path_and_onnxruntime(tmp_path, name, threads):
-    """3x3 stride-1 convs with 128-256 channels run as Winograd F(2x2, 3x3): within float
+    """3x3 stride-1 convs with 64-256 channels run as Winograd F(2x2, 3x3): within float
     rounding of the GEMM path and of onnxruntime, with bias, a residual and ReLU (and a
     Clip) fused; the same bits at 1 and 2 threads (each tile is computed by one thread)."""
     import lowbit
@@ -255,12 +257,13 @@ def _conv64(x, w, b, pads):
 
 
 def test_conv_winograd_not_used_outside_its_range(tmp_path, threads):
-    """64 or 512 channels, stride 2, dilation 2 and two groups keep the GEMM paths (measured
-    no faster there); a qualifying conv on an image of fewer than 32 tiles is built for
-    Winograd but runs its GEMM path (the same bits with Winograd switched off)."""
+    """Under 64 or over 256 channels, stride 2, dilation 2 and two groups keep the GEMM paths
+    (measured no faster there); a qualifying conv on an image of fewer than 32 tiles is built
+    for Winograd but runs its GEMM path (the same bits with Winograd switched off)."""
     import lowbit
     from lowbit import _core
-    cases = [(dict(c=64, o=64), {}, False), (dict(c=128, o=512), {}, False), (dict(c=128, o=128), dict(strides=[2, 2]), False),
+    cases = [(dict(c=32, o=64), {}, False), (dict(c=64, o=48), {}, False), (dict(c=128, o=512), {}, False),
+             (dict(c=64, o=64), {}, True), (dict(c=128, o=128), dict(strides=[2, 2]), False),
              (dict(c=128, o=128), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), False), (dict(c=128, o=128), dict(group=2), False),
              (dict(c=128, o=128), {}, True)]
     for i, (ch, kw, built) in enumerate(cases):

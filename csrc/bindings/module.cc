@@ -766,6 +766,51 @@ void py_f32_maxpool(const std::string& isa, F32Array x, py::array_t<float, py::a
   t.f32_maxpool.fn(a, r0, r1);
 }
 
+
+// Test hooks: a named ISA's Winograd F(2x2, 3x3) transforms on one tile. d: the tile's 16
+// pixels as rows [16, C]; v: [16, C], written.
+void py_f32_wino_input(const std::string& isa, F32Array d, py::array_t<float, py::array::c_style> v) {
+  const KernelTable& t = kernels_for(isa);
+  if (d.ndim() != 2 || d.shape(0) != 16 || v.ndim() != 2 || v.shape(0) != 16 || v.shape(1) != d.shape(1))
+    throw std::invalid_argument("d and v must both be [16, C]");
+  const int64_t C = d.shape(1);
+  const float* dp[16];
+  float* vp[16];
+  for (int i = 0; i < 16; ++i) dp[i] = d.data() + i * C, vp[i] = v.mutable_data() + i * C;
+  py::gil_scoped_release nogil;
+  t.f32_winograd.input(dp, vp, C);
+}
+
+// m: [16, C]; y: [4, C], written except the rows whose bit is set in `outside`; bias: [C] or
+// None; res: [4, C] or None.
+void py_f32_wino_output(const std::string& isa, F32Array m, py::array_t<float, py::array::c_style> y, py::object bias,
+                        py::object res, bool relu, int outside) {
+  const KernelTable& t = kernels_for(isa);
+  if (m.ndim() != 2 || m.shape(0) != 16 || y.ndim() != 2 || y.shape(0) != 4 || y.shape(1) != m.shape(1))
+    throw std::invalid_argument("m must be [16, C] and y [4, C]");
+  const int64_t C = m.shape(1);
+  F32Array b, r;
+  F32WinoOutputArgs a{};
+  if (!bias.is_none()) {
+    b = bias.cast<F32Array>();
+    if (b.ndim() != 1 || b.shape(0) != C) throw std::invalid_argument("bias must be [C]");
+    a.bias = b.data();
+  }
+  if (!res.is_none()) {
+    r = res.cast<F32Array>();
+    if (r.ndim() != 2 || r.shape(0) != 4 || r.shape(1) != C) throw std::invalid_argument("res must be [4, C]");
+  }
+  for (int i = 0; i < 16; ++i) a.m[i] = m.data() + i * C;
+  for (int p = 0; p < 4; ++p) {
+    a.y[p] = (outside >> p) & 1 ? nullptr : y.mutable_data() + p * C;
+    a.res[p] = res.is_none() ? nullptr : r.data() + p * C;
+  }
+  a.C = C;
+  a.relu = relu;
+  py::gil_scoped_release nogil;
+  t.f32_winograd.output(a);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -806,6 +851,7 @@ PYBIND11_MODULE(_core, m) {
     d["f32-layernorm"] = t.vmath.layernorm_name;
     d["f32-dwconv"] = t.f32_dwconv.name;
     d["f32-maxpool"] = t.f32_maxpool.name;
+    d["f32-winograd"] = t.f32_winograd.name;
     d["f32-conv"] = t.f32_gemm_implicit_a ? "implicit-gemm" : "im2col";
     d["qs8-requant"] = t.qs8_requant_name;
     d["qs8-dwconv"] = t.qs8_dwconv_name;
@@ -871,6 +917,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("qs8_dwconv", &py_qs8_dwconv);
   m.def("f32_maxpool", &py_f32_maxpool, py::arg("isa"), py::arg("x"), py::arg("y"), py::arg("kernel"), py::arg("stride"),
         py::arg("dilation"), py::arg("pad_tl"), py::arg("r0"), py::arg("r1"));
+  m.def("f32_wino_input", &py_f32_wino_input, py::arg("isa"), py::arg("d"), py::arg("v"));
+  m.def("f32_wino_output", &py_f32_wino_output, py::arg("isa"), py::arg("m"), py::arg("y"), py::arg("bias") = py::none(),
+        py::arg("res") = py::none(), py::arg("relu") = false, py::arg("outside") = 0);
   m.def("pack_sell_f32", &py_pack_sell_f32, py::arg("w"), py::arg("bk") = 1);
   m.def("pack_sell_s8", &py_pack_sell_s8, py::arg("wq"), py::arg("scales"), py::arg("bk") = 1);
   m.def("sell_info", &py_sell_info, py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"));

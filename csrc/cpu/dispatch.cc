@@ -60,6 +60,8 @@ void check_complete(const KernelTable& t) {
       {reinterpret_cast<const void*>(t.vmath.layernorm), "vmath.layernorm"}, {t.vmath.layernorm_name, "vmath.layernorm_name"},
       {reinterpret_cast<const void*>(t.f32_dwconv.fn), "f32_dwconv.fn"}, {t.f32_dwconv.name, "f32_dwconv.name"},
       {reinterpret_cast<const void*>(t.f32_maxpool.fn), "f32_maxpool.fn"}, {t.f32_maxpool.name, "f32_maxpool.name"},
+      {reinterpret_cast<const void*>(t.f32_winograd.input), "f32_winograd.input"},
+      {reinterpret_cast<const void*>(t.f32_winograd.output), "f32_winograd.output"}, {t.f32_winograd.name, "f32_winograd.name"},
   };
 #undef FIELD
   for (const auto& f : fields)
@@ -91,6 +93,7 @@ KernelTable scalar_level() {
              &ref::f32_layernorm_row__scalar, "f32_layernorm_row__scalar"};
   t.f32_dwconv = {&f32_dwconv_nhwc__scalar, "f32_dwconv_nhwc__scalar"};
   t.f32_maxpool = {&f32_maxpool_nhwc__scalar, "f32_maxpool_nhwc__scalar"};
+  t.f32_winograd = {&f32_wino_input_f2k3__scalar, &f32_wino_output_f2k3__scalar, "f32_wino_f2k3__scalar"};
   KERNEL(t, qs8_quant_split, ref::qs8_quant_split__scalar);
   KERNEL(t, qw_axpy, ref::qw_axpy__scalar);
   return t;
@@ -124,6 +127,7 @@ KernelTable avx2_level() {
              &avx2::f32_layernorm_row__avx2, "f32_layernorm_row__avx2"};
   t.f32_dwconv = {&avx2::f32_dwconv_nhwc__avx2, "f32_dwconv_nhwc__avx2"};
   t.f32_maxpool = {&avx2::f32_maxpool_nhwc__avx2, "f32_maxpool_nhwc__avx2"};
+  t.f32_winograd = {&avx2::f32_wino_input_f2k3__avx2, &avx2::f32_wino_output_f2k3__avx2, "f32_wino_f2k3__avx2"};
   KERNEL(t, qs8_quant_split, avx2::qs8_quant_split__avx2);
   KERNEL(t, qw_axpy, avx2::qw_axpy__avx2);
   return t;
@@ -169,6 +173,8 @@ KernelTable avx512vnni_level() {
              &avx512::f32_layernorm_row__avx512, "f32_layernorm_row__avx512"};
   t.f32_dwconv = {&avx512::f32_dwconv_nhwc__avx512, "f32_dwconv_nhwc__avx512"};
   t.f32_maxpool = {&avx512::f32_maxpool_nhwc__avx512, "f32_maxpool_nhwc__avx512"};
+  t.f32_winograd = {&avx512::f32_wino_input_f2k3__avx512, &avx512::f32_wino_output_f2k3__avx512,
+                    "f32_wino_f2k3__avx512"};
   // the outlier split: the AVX-512 quantizer (one outlier per row; more take the AVX2 one inside
   // it) and float part (one weight row per outlier, 16 columns per step)
   KERNEL(t, qs8_quant_split, avx512::qs8_quant_split__avx512);

@@ -9,6 +9,7 @@
 #include "kernels/crc32c/crc32c.h"
 #include "kernels/f32-dwconv/f32_dwconv.h"
 #include "kernels/f32-maxpool/f32_maxpool.h"
+#include "kernels/f32-winograd/f32_winograd.h"
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/f32-spmm/f32_spmm.h"
 #include "kernels/f32-vmath/f32_vmath.h"
@@ -87,6 +88,7 @@ struct KernelTable {
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};
   F32MaxPoolKernel f32_maxpool{};
+  F32WinogradKernels f32_winograd{};  // the Conv op's Winograd F(2x2, 3x3) tile transforms
   // The outlier split of quantized Dense layers (`outliers`): the activation quantizer that
   // leaves a row's largest values out, and the float part they add back (y += v * W[k, :]).
   Qs8QuantSplitFn qs8_quant_split = nullptr;

@@ -73,6 +73,12 @@ def f32_dwconv(isa: str, x: npt.ArrayLike, w: npt.ArrayLike, bias: npt.ArrayLike
 def f32_maxpool(isa: str, x: npt.ArrayLike, y: npt.NDArray[np.float32], kernel: Sequence[int], stride: Sequence[int],
                 dilation: Sequence[int], pad_tl: Sequence[int], r0: int, r1: int) -> None:
     """A named ISA's fp32 max-pool kernel over output rows [r0, r1) of y (NHWC)."""
+def f32_wino_input(isa: str, d: npt.ArrayLike, v: npt.NDArray[np.float32]) -> None:
+    """A named ISA's Winograd F(2x2, 3x3) input transform of one tile: d [16, C] pixels -> v [16, C]."""
+def f32_wino_output(isa: str, m: npt.ArrayLike, y: npt.NDArray[np.float32], bias: npt.ArrayLike | None = None,
+                    res: npt.ArrayLike | None = None, relu: bool = False, outside: int = 0) -> None:
+    """A named ISA's Winograd F(2x2, 3x3) output transform of one tile: m [16, C] -> y [4, C]
+    (+ bias, + res, ReLU); rows whose bit is set in `outside` are not written."""
 def pack_qs8(Wq: npt.NDArray[np.int8], scales: npt.ArrayLike) -> npt.NDArray[np.uint8]: ...
 def pack_q4(codes: npt.NDArray[np.uint8], scales_f16: npt.NDArray[np.uint16], zeros: npt.ArrayLike | None,
             table: npt.ArrayLike | None, kind: str, group: int) -> npt.NDArray[np.uint8]: ...

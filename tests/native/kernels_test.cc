@@ -19,6 +19,7 @@
 #include "cpu/dispatch.h"
 #include "kernels/f32-dwconv/f32_dwconv.h"
 #include "kernels/f32-maxpool/f32_maxpool.h"
+#include "kernels/f32-winograd/f32_winograd.h"
 #include "kernels/f32-vmath/f32_vmath.h"
 
 using namespace lowbit;
@@ -674,6 +675,51 @@ static void test_maxpool(const KernelTable& t) {
   }
 }
 
+// Winograd F(2x2, 3x3) transforms: bit for bit with the scalar ones (adds and subtracts in the
+// same order), over channel counts around the vector widths, NaN / inf / signed zeros, outputs
+// outside the image, bias, residual and ReLU.
+static void test_winograd(const KernelTable& t) {
+  const F32WinogradKernels k = t.f32_winograd;
+  if (k.input == &f32_wino_input_f2k3__scalar) return;  // the reference itself
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd;
+  for (int64_t C : {1, 7, 8, 9, 15, 16, 17, 33, 64, 130}) {
+    std::vector<float> d(16 * C), v0(16 * C, 5.f), v1(16 * C, 5.f), m(16 * C), b(C), r(4 * C);
+    for (auto& x : d) x = 10.f * nd(rng);
+    for (auto& x : m) x = nd(rng);
+    for (auto& x : b) x = nd(rng);
+    for (auto& x : r) x = nd(rng);
+    d[C / 2] = NAN, d[5 * C] = INFINITY, d[16 * C - 1] = -0.f;
+    m[0] = -0.f, m[C - 1] = NAN, m[8 * C + C / 3] = -INFINITY;
+    const float *dp[16], *mp[16];
+    float *vp0[16], *vp1[16];
+    for (int i = 0; i < 16; ++i) dp[i] = d.data() + i * C, mp[i] = m.data() + i * C, vp0[i] = v0.data() + i * C,
+                                 vp1[i] = v1.data() + i * C;
+    f32_wino_input_f2k3__scalar(dp, vp0, C);
+    k.input(dp, vp1, C);
+    check(std::memcmp(v0.data(), v1.data(), v0.size() * 4) == 0, std::string(t.isa_name) + " " + k.name + " input C=" + std::to_string(C));
+    for (int variant = 0; variant < 4; ++variant) {
+      std::vector<float> y0(4 * C, 5.f), y1(4 * C, 5.f);
+      F32WinoOutputArgs a{};
+      for (int i = 0; i < 16; ++i) a.m[i] = mp[i];
+      for (int p = 0; p < 4; ++p) {
+        const bool outside = variant == 3 && p % 2 == 1;
+        a.y[p] = outside ? nullptr : y0.data() + p * C;
+        a.res[p] = variant >= 2 ? r.data() + p * C : nullptr;
+      }
+      a.bias = variant >= 1 ? b.data() : nullptr;
+      a.C = C;
+      a.relu = variant >= 2;
+      f32_wino_output_f2k3__scalar(a);
+      for (int p = 0; p < 4; ++p)
+        if (a.y[p]) a.y[p] = y1.data() + p * C;
+      k.output(a);
+      check(std::memcmp(y0.data(), y1.data(), y0.size() * 4) == 0,
+            std::string(t.isa_name) + " " + k.name + " output C=" + std::to_string(C) + " variant " + std::to_string(variant));
+    }
+  }
+}
+
 // The AVX2 and AVX-512 row kernels run the same operations in the same order (softmax
 // sums 16 lanes either way, exp scales by 2^n in one rounding): the same bits, checked
 // whenever both tables run here (natively, or AVX-512 through SIMDe).
@@ -771,12 +817,13 @@ int main(int argc, char** argv) {
       test_quant_split(t, all_kernel_tables().back());
       test_qw_axpy(t, all_kernel_tables().back());
       test_pack_bt(t);
-      std::printf("  rows: %s, %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name,
-                  t.f32_maxpool.name);
+      std::printf("  rows: %s, %s, %s, %s, %s\n", vmath_of(t).softmax_name, vmath_of(t).gelu_name, dwconv_of(t).name,
+                  t.f32_maxpool.name, t.f32_winograd.name);
       test_vmath(t);
       test_layernorm(t);
       test_dwconv(t);
       test_maxpool(t);
+      test_winograd(t);
       std::printf("  sparse: %s, %s, %s\n", t.f32_spmm_name, t.qs8_spmm_name, t.qs8_bspmm_name);
       test_sparse(t, all_kernel_tables().back());
     }

@@ -40,16 +40,20 @@ std::atomic<bool> g_conv_winograd{true};  // test hook: false runs 3x3 convs thr
 // 2016): each 2x2 block of outputs from a 4x4 input tile with 16 multiplies per channel pair
 // instead of 36. Weights U = G g G^T (16 values per (ci, co)) are made once when the op is
 // built; at run time V = B^T d B per tile and channel, 16 GEMMs M[xi] = V[xi] U[xi] over a
-// block of tiles, and y = A^T M A. The transforms only add, subtract and halve, so the result
-// is within float rounding of the direct convolution (not the same bits).
-// Where it runs, as measured on ResNet-18 here (1 thread, AVX2; each conv against its own GEMM
-// path): 128 channels at 28x28 1.30-1.37x faster, 256 at 14x14 1.49-1.61x; 64 channels at
-// 56x56 0.93-1.04x (the GEMMs' K = 64 is too short to pay for the transforms), 512 at 7x7
-// 0.98-1.03x (U is 16.8 MB per conv, read once per run for 16 tiles).
+// block of tiles, and y = A^T M A with bias, residual and ReLU (the level's f32_winograd
+// kernels). The transforms only add, subtract and halve, so the result is within float
+// rounding of the direct convolution (not the same bits).
+// Where it runs, as measured on ResNet-18 here (1 thread; each conv against its own GEMM path,
+// alternated in one process): 64 channels at 56x56, 128 at 28x28 and 256 at 14x14 1.54-1.64x
+// faster on AVX-512, 1.64-1.84x on AVX2; 512 at 7x7 0.98-1.03x (U is 16.8 MB per conv, read
+// once per run for 16 tiles), so those keep the GEMM path.
+// V and M keep their 16 matrices kWinoTiles * C + 16 floats apart: at a multiple of 4 KB, the
+// 16 rows a transform reads or writes per channel vector fall in one L1 set (the 64-channel
+// convs took 1.6 ms instead of 1.0).
 constexpr int64_t kWinoTiles = 64;          // tiles per block at most: the GEMMs' M
 constexpr int64_t kWinoMinBlockTiles = 12;  // ... and at least, when blocks are cut smaller for threads
 constexpr int64_t kWinoMinTiles = 32;       // tiles per image (14x14 outputs: 49); fewer run the GEMM paths
-constexpr int64_t kWinoMinChannels = 128;   // min(Cin, Cout)
+constexpr int64_t kWinoMinChannels = 64;    // min(Cin, Cout)
 constexpr int64_t kWinoMaxChannels = 256;   // max(Cin, Cout)
 
 // U[xi] for xi = 4i + j: (G g G^T)[i][j], G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]],
@@ -70,46 +74,6 @@ void winograd_weights16(const float g[3][3][16], float u[16][16]) {
       u[4 * i + 2][l] = 0.5f * (t[i][0][l] - t[i][1][l] + t[i][2][l]);
       u[4 * i + 3][l] = t[i][2][l];
     }
-}
-
-// V = B^T d B for one tile, every channel: d[r][c] points at the C channels of input pixel
-// (r, c) of the tile (a zero row outside the image); v[xi] + c is where channel c of V[xi] goes.
-// B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
-void winograd_input(const float* const d[4][4], float* const v[16], int64_t C) {
-#pragma GCC ivdep  // the tile's inputs and the V rows never overlap: vectorize across channels
-  for (int64_t c = 0; c < C; ++c) {
-    float t[4][4];
-    for (int j = 0; j < 4; ++j) {
-      t[0][j] = d[0][j][c] - d[2][j][c];
-      t[1][j] = d[1][j][c] + d[2][j][c];
-      t[2][j] = d[2][j][c] - d[1][j][c];
-      t[3][j] = d[1][j][c] - d[3][j][c];
-    }
-    for (int i = 0; i < 4; ++i) {
-      v[4 * i + 0][c] = t[i][0] - t[i][2];
-      v[4 * i + 1][c] = t[i][1] + t[i][2];
-      v[4 * i + 2][c] = t[i][2] - t[i][1];
-      v[4 * i + 3][c] = t[i][1] - t[i][3];
-    }
-  }
-}
-
-// Y = A^T M A (2x2) for one tile, every output channel, A^T = [[1,1,1,0],[0,1,-1,-1]]; m[xi]
-// holds M[xi]'s channels; y[i][j] (null outside the image) receives output (i, j) plus bias.
-void winograd_output(const float* const m[16], float* const y[2][2], const float* bias, int64_t C) {
-#pragma GCC ivdep  // M and the output pixels never overlap: vectorize across channels
-  for (int64_t c = 0; c < C; ++c) {
-    float t[2][4];
-    for (int j = 0; j < 4; ++j) {
-      t[0][j] = m[j][c] + m[4 + j][c] + m[8 + j][c];
-      t[1][j] = m[4 + j][c] - m[8 + j][c] - m[12 + j][c];
-    }
-    const float b = bias ? bias[c] : 0.f;
-    for (int i = 0; i < 2; ++i) {
-      if (y[i][0]) y[i][0][c] = t[i][0] + t[i][1] + t[i][2] + b;
-      if (y[i][1]) y[i][1][c] = t[i][1] - t[i][2] - t[i][3] + b;
-    }
-  }
 }
 
 struct FreeDeleter {
@@ -488,60 +452,63 @@ class ConvNHWC : public Op {
     const float* res = residual_ ? a.in[3].as<const float>() : nullptr;
     float* y = a.out[0].as<float>();
     const F32GemmFn fn = kernels().f32_gemm;
+    const F32WinogradKernels wk = kernels().f32_winograd;
     const float* U = wino_.get();
     parallel_chunks(blocks, 1, [&](int64_t b0, int64_t b1) {
       // per thread: V (16 x kWinoTiles x C), M (16 x kWinoTiles x Cout), a zero pixel
       std::vector<float>& buf = thread_buffer();
-      const size_t need = size_t(16 * kWinoTiles * (C + Cout) + C);
+      const int64_t vs = kWinoTiles * C + 16, ms = kWinoTiles * Cout + 16;  // xi strides, off the 4 KB period
+      const size_t need = size_t(16 * (vs + ms) + C);
       if (buf.size() < need) buf.resize(need);
       float* V = buf.data();
-      float* Mo = V + 16 * kWinoTiles * C;
-      float* zero = Mo + 16 * kWinoTiles * Cout;
+      float* Mo = V + 16 * vs;
+      float* zero = Mo + 16 * ms;
       std::memset(zero, 0, size_t(C) * 4);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t n = blk / per_img, t0 = (blk % per_img) * tb, nt = std::min(tb, tiles - t0);
         const float* img = x + n * H * W * C;
         for (int64_t t = 0; t < nt; ++t) {
           const int64_t ty = (t0 + t) / tw, tx = (t0 + t) % tw;
-          const float* d[4][4];
+          const float* d[16];
           for (int r = 0; r < 4; ++r)
             for (int c = 0; c < 4; ++c) {
               const int64_t iy = 2 * ty - geo.pt + r, ix = 2 * tx - geo.pl + c;
-              d[r][c] = iy >= 0 && iy < H && ix >= 0 && ix < W ? img + (iy * W + ix) * C : zero;
+              d[4 * r + c] = iy >= 0 && iy < H && ix >= 0 && ix < W ? img + (iy * W + ix) * C : zero;
             }
           float* v[16];
-          for (int xi = 0; xi < 16; ++xi) v[xi] = V + (xi * kWinoTiles + t) * C;
-          winograd_input(d, v, C);
+          for (int xi = 0; xi < 16; ++xi) v[xi] = V + xi * vs + t * C;
+          wk.input(d, v, C);
         }
         for (int xi = 0; xi < 16; ++xi) {
           F32GemmArgs g{};
           g.M = nt;
           g.N = Cout;
           g.K = C;
-          g.A = V + xi * kWinoTiles * C;
+          g.A = V + xi * vs;
           g.lda = C;
           g.Bp = U + xi * wino_floats_;
           g.bias = nullptr;
-          g.C = Mo + xi * kWinoTiles * Cout;
+          g.C = Mo + xi * ms;
           g.ldc = Cout;
           g.act = Activation::kNone;
           fn(g, 0, nt, 0, Cout);
         }
         for (int64_t t = 0; t < nt; ++t) {
           const int64_t ty = (t0 + t) / tw, tx = (t0 + t) % tw;
-          const float* m[16];
-          for (int xi = 0; xi < 16; ++xi) m[xi] = Mo + (xi * kWinoTiles + t) * Cout;
-          float* yo[2][2];
-          for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 2; ++j) {
-              const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
-              yo[i][j] = oy < OH && ox < OW ? y + ((n * OH + oy) * OW + ox) * Cout : nullptr;
-            }
-          winograd_output(m, yo, bias, Cout);
-          for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 2; ++j) {
-              if (yo[i][j]) finish_pixel(yo[i][j], res ? res + (yo[i][j] - y) : nullptr, Cout);
-            }
+          F32WinoOutputArgs o;
+          for (int xi = 0; xi < 16; ++xi) o.m[xi] = Mo + xi * ms + t * Cout;
+          for (int p = 0; p < 4; ++p) {
+            const int64_t oy = 2 * ty + p / 2, ox = 2 * tx + p % 2;
+            o.y[p] = oy < OH && ox < OW ? y + ((n * OH + oy) * OW + ox) * Cout : nullptr;
+            o.res[p] = res && o.y[p] ? res + (o.y[p] - y) : nullptr;
+          }
+          o.bias = bias;
+          o.C = Cout;
+          o.relu = act_.kind == ActKind::kRelu;  // bias, residual and ReLU in the transform
+          wk.output(o);
+          if (act_.kind != ActKind::kNone && act_.kind != ActKind::kRelu)
+            for (int p = 0; p < 4; ++p)
+              if (o.y[p]) apply_activation(act_, o.y[p], o.y[p], Cout);
         }
       }
     });
