@@ -455,7 +455,7 @@ class ConvNHWC : public Op {
     const F32WinogradKernels wk = kernels().f32_winograd;
     const float* U = wino_.get();
     parallel_chunks(blocks, 1, [&](int64_t b0, int64_t b1) {
-      // per thread: V (16 x kWinoTiles x C), M (16 x kWinoTiles x Cout), a zero pixel
+      // per thread: V (16 matrices of kWinoTiles x C), M (16 of kWinoTiles x Cout), a zero pixel
       std::vector<float>& buf = thread_buffer();
       const int64_t vs = kWinoTiles * C + 16, ms = kWinoTiles * Cout + 16;  // xi strides, off the 4 KB period
       const size_t need = size_t(16 * (vs + ms) + C);
