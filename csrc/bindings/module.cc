@@ -841,6 +841,7 @@ PYBIND11_MODULE(_core, m) {
     d["f32-spmm"] = t.f32_spmm_name;
     d["qs8-spmm"] = t.qs8_spmm_name;
     d["qs8-bspmm"] = t.qs8_bspmm_name;
+    if (t.qs8_bspmm_unstage != nullptr) d["qs8-bspmm-unstage"] = t.qs8_bspmm_unstage_name;  // staged tile output
     d["qs8-quant-split"] = t.qs8_quant_split_name;
     d["qw-axpy"] = t.qw_axpy_name;
     d["f32-pack-bt"] = t.f32_pack_bt_name;

@@ -163,6 +163,8 @@ KernelTable avx512vnni_level() {
   KERNEL(t, f32_spmm, avx2::f32_spmm_s8m4__avx2);
   KERNEL(t, qs8_spmm, avx512::qs8_spmm_k16m4__avx512vnni);
   KERNEL(t, qs8_bspmm, avx512::qs8_bspmm_s8c4__avx512vnni);
+  // staged tile output: M = 16, 4096 x 4096, 80% 1x4 blocks ran ~10% faster than scattering to C
+  KERNEL(t, qs8_bspmm_unstage, avx512::qs8_bspmm_unstage__avx512);
   t.qs8_spmm_biased = true;
   t.qs8_bspmm_tile_rows = 16;
   // tiles from 2 rows: one 8-row tile pass (396 us at 80% 1x4 blocks, 4096x4096) beats two rows of

@@ -191,3 +191,38 @@ def test_large_sweep(enc):
                 check_ref(enc, ref, expected(enc, x, w, q, s, None, 1))
                 for isa in SIMD:
                     np.testing.assert_array_equal(_core.spdense(isa, x, blob, enc, K, N, None, 1), ref)
+
+
+def test_bsr_columns_outside_their_window():
+    """The packer keeps each lane's column in the lane's window of 256 (sorting by entry count
+    within windows), and the AVX-512 batched path then moves each window's staged results to
+    the output as soon as it is done. A blob from elsewhere may permute columns freely: swapping
+    two lanes' columns across windows must swap those two output columns, on every ISA, at any
+    batch size and thread count (that blob takes the path that moves results after all slices)."""
+    rng = np.random.default_rng(21)
+    K, N = 64, 600
+    S = (N + 7) // 8
+    enc = "qs8-bsr1x4-s8"
+    w, q, s, blob = make_weights(rng, K, N, enc, "block", 0.3)
+    perm_at = 64 + (4 * (S + 1) + 63) // 64 * 64
+    perm = np.frombuffer(blob, np.uint32, S * 8, perm_at).copy()
+    assert all(perm[i] // 256 == i // 256 for i in range(N)), "the packer's windows"
+    a, b = 3, 300  # lanes in windows 0 and 1
+    ca, cb = int(perm[a]), int(perm[b])
+    moved = np.array(blob, copy=True)
+    p2 = perm.copy()
+    p2[a], p2[b] = cb, ca
+    moved[perm_at:perm_at + 4 * S * 8] = np.frombuffer(p2.tobytes(), np.uint8)
+    old = _core.get_num_threads()
+    try:
+        for M in (1, 5, 9, 16, 33):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            want = _core.spdense("scalar", x, blob, enc, K, N, None, 0)
+            want[:, [ca, cb]] = want[:, [cb, ca]]
+            for isa in ISAS:
+                for t in (1, 2):
+                    _core.set_num_threads(t)
+                    got = _core.spdense(isa, x, moved, enc, K, N, None, 0, True)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} threads={t}")
+    finally:
+        _core.set_num_threads(old)

@@ -348,6 +348,10 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
       check(sell_validate(bf.data(), int64_t(bf.size()), K, N, 1, 4, false, &sf).empty(), "sell f32 pack validates");
       check(sell_validate(bb.data(), int64_t(bb.size()), K, N, 4, 1, true, &sb).empty(), "sell bsr pack validates");
       check(k16_validate(bk.data(), int64_t(bk.size()), K, N, &sk).empty(), "k16 pack validates");
+      std::vector<int32_t> wsum(size_t(sb.S * kSellC));
+      sell_lane_sums(sb, wsum.data());
+      std::vector<uint32_t> inv(static_cast<size_t>(N));
+      sell_inverse_perm(sb, inv.data());
       for (int64_t M : Ms) {
         std::vector<float> x(M * K);
         for (auto& v : x) v = nd(rng);
@@ -380,28 +384,43 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
           ka.A = qt.data();
           t.qs8_spmm(ka, 0, M, 0, sk.G);
           check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_spmm" + where);
-          for (int tiles = 0; tiles < 3; ++tiles) {
-            if (tiles == 2 && t.qs8_bspmm_tile_rows < 16) continue;
-            Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
-            ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
-            std::fill(b.begin(), b.end(), -2.f);
-            ba.C = b.data();
-            ba.A = qt.data();
-            ba.At = tiles == 0 ? nullptr : tiles == 1 ? at8.data() : at16.data();
-            ba.at_rows = tiles == 2 ? 16 : 8;
-            if (tiles == 0) {
-              t.qs8_bspmm(ba, 0, M, 0, sb.S);
-            } else {  // row ranges of whole tiles, slices split in two (as the op's thread split)
-              const int64_t half = sb.S / 2;
-              for (int64_t m = 0; m < M; m += 2 * ba.at_rows) {
-                const int64_t me = std::min(M, m + 2 * ba.at_rows);
-                t.qs8_bspmm(ba, m, me, 0, half);
-                t.qs8_bspmm(ba, m, me, half, sb.S);
+          // tiles: 0 none, 1 of 8 rows, 2 of 16; staged output (Yt) too where the table has it
+          for (int tiles = 0; tiles < 3; ++tiles)
+            for (int staged = 0; staged < 2; ++staged) {
+              if (tiles == 2 && t.qs8_bspmm_tile_rows < 16) continue;
+              if (staged && (tiles == 0 || t.qs8_bspmm_unstage == nullptr)) continue;
+              Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
+              ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
+              std::fill(b.begin(), b.end(), -2.f);
+              ba.C = b.data();
+              ba.A = qt.data();
+              ba.At = tiles == 0 ? nullptr : tiles == 1 ? at8.data() : at16.data();
+              ba.at_rows = tiles == 2 ? 16 : 8;
+              ba.wsum = wsum.data();
+              const int64_t R = ba.at_rows, ntiles = (M + R - 1) / R;
+              std::vector<float> yt(staged ? size_t(ntiles * sb.S * kSellC * R) : 0, std::nanf(""));
+              if (staged) ba.Yt = yt.data();
+              if (tiles == 0) {
+                t.qs8_bspmm(ba, 0, M, 0, sb.S);
+              } else {  // row ranges of whole tiles, slices split in two (as the op's thread split)
+                const int64_t half = sb.S / 2;
+                for (int64_t m = 0; m < M; m += 2 * R) {
+                  const int64_t me = std::min(M, m + 2 * R);
+                  t.qs8_bspmm(ba, m, me, 0, half);
+                  t.qs8_bspmm(ba, m, me, half, sb.S);
+                }
               }
+              if (staged)  // columns in two ranges, the first ending off a multiple of 16
+                for (int64_t i = 0; i < ntiles; ++i) {
+                  const int64_t rows = std::min(R, M - i * R), cut = N / 3;
+                  for (const auto& nr : {std::make_pair(int64_t(0), cut), std::make_pair(cut, N)})
+                    t.qs8_bspmm_unstage(yt.data() + i * sb.S * kSellC * R, R, rows, inv.data(), nr.first, nr.second,
+                                        b.data() + i * R * N, N);
+                }
+              check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+                    std::string(t.isa_name) + " qs8_bspmm" + (tiles ? " tiles of " + std::to_string(R) : "") +
+                        (staged ? " staged" : "") + where);
             }
-            check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
-                  std::string(t.isa_name) + " qs8_bspmm" + (tiles ? " tiles of " + std::to_string(ba.at_rows) : "") + where);
-          }
         }
       }
     }
@@ -409,6 +428,34 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
 }
 
 // The split quantizer (outliers left in float): every output equal to the reference's.
+// Staged bsr output to C: every table that has an unstage kernel against the scalar one, bit for
+// bit (data movement), over both tile heights, partial tiles, column ranges off the 16-column
+// groups, and rows of C longer than N.
+static void test_bspmm_unstage(const KernelTable& t) {
+  if (t.qs8_bspmm_unstage == nullptr) return;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  for (int64_t R : {8, 16})
+    for (int64_t N : {1, 7, 16, 17, 40, 130})
+      for (int64_t rows : {int64_t(1), R / 2 + 1, R}) {
+        const int64_t lanes = (N + 7) / 8 * 8 + 8, ldc = N + 3;
+        std::vector<float> yt(size_t(lanes * R));
+        for (auto& v : yt) v = nd(rng);
+        std::vector<uint32_t> lane(static_cast<size_t>(lanes));
+        for (int64_t l = 0; l < lanes; ++l) lane[l] = uint32_t(l);
+        std::shuffle(lane.begin(), lane.end(), rng);
+        const std::vector<uint32_t> inv(lane.begin(), lane.begin() + N);
+        for (const auto& nr : {std::make_pair(int64_t(0), N), std::make_pair(N / 3, N - N / 4)}) {
+          std::vector<float> a(size_t(R * ldc), -1.f), b(size_t(R * ldc), -1.f);
+          ref::qs8_bspmm_unstage__scalar(yt.data(), R, rows, inv.data(), nr.first, nr.second, a.data(), ldc);
+          t.qs8_bspmm_unstage(yt.data(), R, rows, inv.data(), nr.first, nr.second, b.data(), ldc);
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+                std::string(t.isa_name) + " " + t.qs8_bspmm_unstage_name + " R=" + std::to_string(R) + " N=" +
+                    std::to_string(N) + " rows=" + std::to_string(rows) + " n0=" + std::to_string(nr.first));
+        }
+      }
+}
+
 static void test_quant_split(const KernelTable& t, const KernelTable& ref_t) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd;
@@ -826,6 +873,7 @@ int main(int argc, char** argv) {
       test_winograd(t);
       std::printf("  sparse: %s, %s, %s\n", t.f32_spmm_name, t.qs8_spmm_name, t.qs8_bspmm_name);
       test_sparse(t, all_kernel_tables().back());
+      test_bspmm_unstage(t);
     }
     ++tested;
   }

@@ -164,6 +164,18 @@ inline float mm512_reduce_max_ps(simde__m512 a) {
   return mx(t8[0], t8[1]);
 }
 
+// vshuff32x4: 128-bit lanes 0, 1 from a and 2, 3 from b, each chosen by two bits of imm
+inline simde__m512 mm512_shuffle_f32x4(simde__m512 a, simde__m512 b, int imm) {
+  float x[16], y[16], r[16];
+  simde_mm512_storeu_ps(x, a);
+  simde_mm512_storeu_ps(y, b);
+  for (int l = 0; l < 4; ++l) {
+    const int sel = (imm >> (2 * l)) & 3;
+    for (int i = 0; i < 4; ++i) r[4 * l + i] = (l < 2 ? x : y)[4 * sel + i];
+  }
+  return simde_mm512_loadu_ps(r);
+}
+
 }  // namespace
 }  // namespace lowbit_avx512_emulation
 
@@ -208,3 +220,5 @@ inline float mm512_reduce_max_ps(simde__m512 a) {
 #define _mm512_reduce_add_ps LOWBIT_EMU_ALIAS(mm512_reduce_add_ps)
 #undef _mm512_reduce_max_ps
 #define _mm512_reduce_max_ps LOWBIT_EMU_ALIAS(mm512_reduce_max_ps)
+#undef _mm512_shuffle_f32x4
+#define _mm512_shuffle_f32x4 LOWBIT_EMU_ALIAS(mm512_shuffle_f32x4)

@@ -3,14 +3,16 @@
 //
 // vpdpbusd multiplies u8 x s8: the activations arrive biased (q + 128, the table asks
 // qs8-quant for it), and each column's 128 * sum(w) is subtracted at the end (one extra
-// vpdpbusd of 0x80 bytes against the weights per step, shared by all rows). int32 lanes
-// wrap, but the final difference is the exact sum, which fits (K <= kQs8MaxK).
+// vpdpbusd of 0x80 bytes against the weights per step, shared by all rows; the tile path
+// takes it from wsum instead). int32 lanes wrap, but the final difference is the exact sum,
+// which fits (K <= kQs8MaxK).
 //  - K16: two cells per zmm (their chunks broadcast into the low and high 256 bits), one
 //    vpshufb and one vpdpbusd per pair of cells and row; the halves are folded at the end.
 //  - 1x4 blocks, few rows: two steps per zmm (16 lanes of 4 activations from scalar loads).
 //  - 1x4 blocks, packed 8- or 16-row tiles: per (step, lane) one 32- or 64-byte load and one
-//    256- or 512-bit EVEX vpdpbusd with the block's 4 weights broadcast by a register permute;
-//    two slices interleaved (BsrTile2).
+//    256- or 512-bit EVEX vpdpbusd with the block's 4 weights broadcast from memory; three
+//    slices interleaved (BsrTile3); output staged (Yt) or scattered to C.
+//  - unstage: staged lanes to C through 16 x 16 (or 8 x 8) register transposes.
 // GCC 12's AVX-512 headers self-initialise _mm512_undefined_*(): silence its -Wmaybe-uninitialized false positives.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "kernels/common/avx512.h"  // intrinsics, and vpdpbusd in place (SIMDe in the emulated test build)
@@ -129,7 +131,7 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
 }
 
 // Vector types of the two tile heights: 8 rows (ymm, as the other ISAs' tiles) or 16 (zmm).
-// Lane(w, p) broadcasts the 32-bit lane of w that p selects (a register permute).
+// DotB(acc, u8, p): acc += u8 x the 4 signed bytes at p, broadcast from memory.
 template <int R>
 struct TileVec;
 template <>
@@ -138,9 +140,7 @@ struct TileVec<8> {
   static constexpr int kShift = 5;  // log2 of a block's bytes in the tile (8 rows x 4)
   static V Zero() { return _mm256_setzero_si256(); }
   static V Load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-  static V Sel(int j) { return _mm256_set1_epi32(j); }
-  static V Lane(__m256i w, V p) { return _mm256_permutevar8x32_epi32(w, p); }
-  static void Dot(V& acc, V u8, V s8) { Dpbusd256(acc, u8, s8); }
+  static void DotB(V& acc, V u8, const int8_t* p) { DpbusdBcast256(acc, u8, p); }
   static void Store(int32_t* o, V v) { _mm256_store_si256(reinterpret_cast<__m256i*>(o), v); }
 };
 template <>
@@ -149,9 +149,7 @@ struct TileVec<16> {
   static constexpr int kShift = 6;  // 16 rows x 4 bytes
   static V Zero() { return _mm512_setzero_si512(); }
   static V Load(const void* p) { return _mm512_loadu_si512(p); }
-  static V Sel(int j) { return _mm512_set1_epi32(j); }
-  static V Lane(__m256i w, V p) { return _mm512_permutexvar_epi32(p, _mm512_castsi256_si512(w)); }
-  static void Dot(V& acc, V u8, V s8) { Dpbusd(acc, u8, s8); }
+  static void DotB(V& acc, V u8, const int8_t* p) { DpbusdBcast(acc, u8, p); }
   static void Store(int32_t* o, V v) { _mm512_store_si512(o, v); }
 };
 
@@ -165,73 +163,70 @@ inline uint64_t BlockOffset(uint64_t q) {
   return (q >> (16 * k - sh)) & mask;
 }
 
-// Per-step work of a slice against a tile of R rows: the step's 8 lane weights are one
-// 32-byte load, each lane's 4 broadcast by a register permute; its 8 block indices are two
-// 64-bit loads; each lane's block then loads its R x 4 activation bytes (one vector) for one
-// vpdpbusd. The weights also go once into the 128 * sum(w) correction. Per block: one
-// vector load and one vpdpbusd (the first form, with a load per index and a broadcast load
-// per weight, took ~15% longer at M = 16). The lanes' accumulators are 8 named variables
-// per slice (as an array, the compiler kept them in memory: each step then waited on a
-// store-to-load round trip per lane, ~6 cycles per block).
-#define LOWBIT_BSR_STEP(c, corr, idx, v)                                                     \
-  do {                                                                                       \
-    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));              \
-    Dpbusd256(corr, k80, wv);                                                                \
-    uint64_t qa, qb;                                                                         \
-    std::memcpy(&qa, idx, 8);                                                                \
-    std::memcpy(&qb, idx + 4, 8);                                                            \
-    T::Dot(c##0, T::Load(xt + BlockOffset<R, 0>(qa)), T::Lane(wv, p0));                      \
-    T::Dot(c##1, T::Load(xt + BlockOffset<R, 1>(qa)), T::Lane(wv, p1));                      \
-    T::Dot(c##2, T::Load(xt + BlockOffset<R, 2>(qa)), T::Lane(wv, p2));                      \
-    T::Dot(c##3, T::Load(xt + BlockOffset<R, 3>(qa)), T::Lane(wv, p3));                      \
-    T::Dot(c##4, T::Load(xt + BlockOffset<R, 0>(qb)), T::Lane(wv, p4));                      \
-    T::Dot(c##5, T::Load(xt + BlockOffset<R, 1>(qb)), T::Lane(wv, p5));                      \
-    T::Dot(c##6, T::Load(xt + BlockOffset<R, 2>(qb)), T::Lane(wv, p6));                      \
-    T::Dot(c##7, T::Load(xt + BlockOffset<R, 3>(qb)), T::Lane(wv, p7));                      \
-    idx += kSellC;                                                                           \
-    v += kSellC * 4;                                                                         \
+// Per-step work of a slice against a tile of R rows: its 8 block indices are two 64-bit
+// loads, each turned into a byte offset in the tile by a shift and a mask; each lane's block
+// then loads its R x 4 activation bytes (one vector) into one vpdpbusd whose 4 weights come
+// from memory, broadcast ({1to16} / {1to8}). The biased activations' correction is not
+// accumulated here: it is the lane's wsum, subtracted at the end.
+//   Measured against the earlier forms (M = 16, 4096 x 4096, 80% 1x4 blocks, alternated in one
+//   process on an Emerald Rapids Xeon): the weights as one 32-byte load per step, each lane's
+//   broadcast by a register permute, took ~6% longer; the correction as one more vpdpbusd per
+//   step, ~3% longer; a 16-bit load per index instead of the shifts, ~14% longer.
+// The lanes' accumulators are 8 named variables per slice (as an array, the compiler kept them
+// in memory: each step then waited on a store-to-load round trip per lane, ~6 cycles per block).
+#define LOWBIT_BSR_STEP(c, idx, v)                                       \
+  do {                                                                   \
+    uint64_t qa, qb;                                                     \
+    std::memcpy(&qa, idx, 8);                                            \
+    std::memcpy(&qb, idx + 4, 8);                                        \
+    T::DotB(c##0, T::Load(xt + BlockOffset<R, 0>(qa)), v + 0);           \
+    T::DotB(c##1, T::Load(xt + BlockOffset<R, 1>(qa)), v + 4);           \
+    T::DotB(c##2, T::Load(xt + BlockOffset<R, 2>(qa)), v + 8);           \
+    T::DotB(c##3, T::Load(xt + BlockOffset<R, 3>(qa)), v + 12);          \
+    T::DotB(c##4, T::Load(xt + BlockOffset<R, 0>(qb)), v + 16);          \
+    T::DotB(c##5, T::Load(xt + BlockOffset<R, 1>(qb)), v + 20);          \
+    T::DotB(c##6, T::Load(xt + BlockOffset<R, 2>(qb)), v + 24);          \
+    T::DotB(c##7, T::Load(xt + BlockOffset<R, 3>(qb)), v + 28);          \
+    idx += kSellC;                                                       \
+    v += kSellC * 4;                                                     \
   } while (0)
 #define LOWBIT_BSR_ZERO(c)                                                                    \
   V c##0 = T::Zero(), c##1 = T::Zero(), c##2 = T::Zero(), c##3 = T::Zero(), c##4 = T::Zero(), \
     c##5 = T::Zero(), c##6 = T::Zero(), c##7 = T::Zero()
-#define LOWBIT_BSR_SETUP                                                                                 \
-  using T = TileVec<R>;                                                                                  \
-  using V = typename T::V;                                                                               \
-  const SellMatrix& w = *a.W;                                                                            \
-  const uint8_t* xt = reinterpret_cast<const uint8_t*>(a.At) + tile * ((w.K + 3) / 4) * (4 * R);         \
-  const __m256i k80 = _mm256_set1_epi8(int8_t(0x80));                                                    \
-  const V p0 = T::Sel(0), p1 = T::Sel(1), p2 = T::Sel(2), p3 = T::Sel(3), p4 = T::Sel(4), p5 = T::Sel(5), \
-          p6 = T::Sel(6), p7 = T::Sel(7)
+#define LOWBIT_BSR_SETUP     \
+  using T = TileVec<R>;      \
+  using V = typename T::V;   \
+  const SellMatrix& w = *a.W; \
+  const uint8_t* xt = reinterpret_cast<const uint8_t*>(a.At) + tile * ((w.K + 3) / 4) * (4 * R)
 
 template <int R>
 struct BsrOut {
   alignas(64) int32_t o[8][R];
-  alignas(32) int32_t cs[8];
 };
 
-// The epilogue of a slice and a tile, one vector of R rows per lane:
-// y = float(acc - corr) * (a_scale[m] * scale[j]), + bias, ReLU as (0 > y) ? 0 : y
-// (vmaxps(0, y) returns y for a NaN y, as that comparison does); then the lanes' values go
-// to their columns row by row.
+// The epilogue of a slice and a tile, one vector of R rows per lane j:
+// y = float(acc - wsum) * (a_scale[m] * scale[j]), + bias, ReLU as (0 > y) ? 0 : y
+// (vmaxps(0, y) returns y for a NaN y, as that comparison does). Staged (a.Yt), each lane's
+// vector is stored whole; else the lanes' values go to their columns of C row by row.
 template <int R>
 void BsrStore(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s, const BsrOut<R>& out) {
   const SellMatrix& w = *a.W;
   const uint32_t* perm = w.perm + s * kSellC;
   const float* sc = w.scale + s * kSellC;
+  const int32_t* ws = a.wsum + s * kSellC;
   const int64_t m0 = tile * R, rows = m1 - m0 < R ? m1 - m0 : R;
-  alignas(64) float as[R], y[8][R];
-  for (int r = 0; r < R; ++r) as[r] = r < rows ? a.a_scale[m0 + r] : 0.0f;
+  const __mmask16 rk = __mmask16((1u << rows) - 1u), full = __mmask16(R == 8 ? 0xFF : 0xFFFF);
+  const __m512 as = _mm512_maskz_loadu_ps(rk, a.a_scale + m0);
+  float* yt = a.Yt != nullptr ? a.Yt + (tile * w.S + s) * kSellC * R : nullptr;
+  alignas(64) float y[8][R];
   for (int j = 0; j < kSellC; ++j) {
-    const float b = a.bias && perm[j] != kSellNoColumn ? a.bias[perm[j]] : 0.0f;
-    for (int r = 0; r < R; r += 16) {
-      const __mmask16 k = R == 8 ? __mmask16(0xFF) : __mmask16(0xFFFF);
-      const __m512i acc = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, out.o[j] + r), _mm512_set1_epi32(out.cs[j]));
-      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, as + r), _mm512_set1_ps(sc[j])));
-      if (a.bias) v = _mm512_add_ps(v, _mm512_set1_ps(b));
-      if (a.act == Activation::kRelu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
-      _mm512_mask_storeu_ps(y[j] + r, k, v);
-    }
+    const __m512i acc = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(full, out.o[j]), _mm512_set1_epi32(ws[j]));
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(as, _mm512_set1_ps(sc[j])));
+    if (a.bias && perm[j] != kSellNoColumn) v = _mm512_add_ps(v, _mm512_set1_ps(a.bias[perm[j]]));
+    if (a.act == Activation::kRelu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
+    _mm512_mask_storeu_ps(yt != nullptr ? yt + j * R : y[j], full, v);
   }
+  if (yt != nullptr) return;
   for (int64_t r = 0; r < rows; ++r) {
     float* c = a.C + (m0 + r) * a.ldc;
     for (int j = 0; j < kSellC; ++j)
@@ -239,17 +234,16 @@ void BsrStore(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s, const B
   }
 }
 
-#define LOWBIT_BSR_SAVE(out, c, corr)                                                   \
-  do {                                                                                  \
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out.cs), corr);                       \
-    T::Store(out.o[0], c##0);                                                           \
-    T::Store(out.o[1], c##1);                                                           \
-    T::Store(out.o[2], c##2);                                                           \
-    T::Store(out.o[3], c##3);                                                           \
-    T::Store(out.o[4], c##4);                                                           \
-    T::Store(out.o[5], c##5);                                                           \
-    T::Store(out.o[6], c##6);                                                           \
-    T::Store(out.o[7], c##7);                                                           \
+#define LOWBIT_BSR_SAVE(out, c) \
+  do {                          \
+    T::Store(out.o[0], c##0);   \
+    T::Store(out.o[1], c##1);   \
+    T::Store(out.o[2], c##2);   \
+    T::Store(out.o[3], c##3);   \
+    T::Store(out.o[4], c##4);   \
+    T::Store(out.o[5], c##5);   \
+    T::Store(out.o[6], c##6);   \
+    T::Store(out.o[7], c##7);   \
   } while (0)
 
 // One slice against one tile of R rows.
@@ -257,24 +251,23 @@ template <int R>
 void BsrTile1(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
   LOWBIT_BSR_SETUP;
   LOWBIT_BSR_ZERO(c);
-  __m256i corr = _mm256_setzero_si256();
   const uint16_t* idx = w.idx + int64_t(w.slice[s]) * kSellC;
   const int8_t* v = reinterpret_cast<const int8_t*>(w.val) + int64_t(w.slice[s]) * kSellC * 4;
-  for (int64_t t = w.slice[s]; t < int64_t(w.slice[s + 1]); ++t) LOWBIT_BSR_STEP(c, corr, idx, v);
+  for (int64_t t = w.slice[s]; t < int64_t(w.slice[s + 1]); ++t) LOWBIT_BSR_STEP(c, idx, v);
   BsrOut<R> out;
-  LOWBIT_BSR_SAVE(out, c, corr);
+  LOWBIT_BSR_SAVE(out, c);
   BsrStore<R>(a, tile, m1, s, out);
 }
 
 // Slices s and s + 1 against one tile of R rows, their steps interleaved: a lane's blocks
 // ascend in K, so both slices sweep the tile's rows together, and a line of a 16-row tile
-// (64 KB for K = 4096, more than L1) fetched from L2 serves both (5-8% faster at M = 16).
+// (64 KB for K = 4096, more than L1) fetched from L2 serves both (5-8% faster at M = 16 than
+// one slice at a time).
 template <int R>
 void BsrTile2(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
   LOWBIT_BSR_SETUP;
   LOWBIT_BSR_ZERO(c);
   LOWBIT_BSR_ZERO(d);
-  __m256i corr_c = _mm256_setzero_si256(), corr_d = _mm256_setzero_si256();
   const uint16_t* ic = w.idx + int64_t(w.slice[s]) * kSellC;
   const int8_t* vc = reinterpret_cast<const int8_t*>(w.val) + int64_t(w.slice[s]) * kSellC * 4;
   const uint16_t* id = w.idx + int64_t(w.slice[s + 1]) * kSellC;
@@ -283,16 +276,52 @@ void BsrTile2(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
   const int64_t ld = int64_t(w.slice[s + 2]) - int64_t(w.slice[s + 1]);
   const int64_t common = lc < ld ? lc : ld;
   for (int64_t t = 0; t < common; ++t) {
-    LOWBIT_BSR_STEP(c, corr_c, ic, vc);
-    LOWBIT_BSR_STEP(d, corr_d, id, vd);
+    LOWBIT_BSR_STEP(c, ic, vc);
+    LOWBIT_BSR_STEP(d, id, vd);
   }
-  for (int64_t t = common; t < lc; ++t) LOWBIT_BSR_STEP(c, corr_c, ic, vc);
-  for (int64_t t = common; t < ld; ++t) LOWBIT_BSR_STEP(d, corr_d, id, vd);
+  for (int64_t t = common; t < lc; ++t) LOWBIT_BSR_STEP(c, ic, vc);
+  for (int64_t t = common; t < ld; ++t) LOWBIT_BSR_STEP(d, id, vd);
   BsrOut<R> out;
-  LOWBIT_BSR_SAVE(out, c, corr_c);
+  LOWBIT_BSR_SAVE(out, c);
   BsrStore<R>(a, tile, m1, s, out);
-  LOWBIT_BSR_SAVE(out, d, corr_d);
+  LOWBIT_BSR_SAVE(out, d);
   BsrStore<R>(a, tile, m1, s + 1, out);
+}
+// Three slices, the same way: a third fewer sweeps of the tile (5-10% faster than pairs at
+// M = 16, 4096 x 4096, 80% 1x4 blocks); 24 accumulators, and no spills. Four would need all 32
+// vector registers for the accumulators alone.
+template <int R>
+void BsrTile3(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
+  LOWBIT_BSR_SETUP;
+  LOWBIT_BSR_ZERO(c);
+  LOWBIT_BSR_ZERO(d);
+  LOWBIT_BSR_ZERO(e);
+  const uint16_t* ic = w.idx + int64_t(w.slice[s]) * kSellC;
+  const int8_t* vc = reinterpret_cast<const int8_t*>(w.val) + int64_t(w.slice[s]) * kSellC * 4;
+  const uint16_t* id = w.idx + int64_t(w.slice[s + 1]) * kSellC;
+  const int8_t* vd = reinterpret_cast<const int8_t*>(w.val) + int64_t(w.slice[s + 1]) * kSellC * 4;
+  const uint16_t* ie = w.idx + int64_t(w.slice[s + 2]) * kSellC;
+  const int8_t* ve = reinterpret_cast<const int8_t*>(w.val) + int64_t(w.slice[s + 2]) * kSellC * 4;
+  const int64_t lc = int64_t(w.slice[s + 1]) - int64_t(w.slice[s]);
+  const int64_t ld = int64_t(w.slice[s + 2]) - int64_t(w.slice[s + 1]);
+  const int64_t le = int64_t(w.slice[s + 3]) - int64_t(w.slice[s + 2]);
+  int64_t common = lc < ld ? lc : ld;
+  common = common < le ? common : le;
+  for (int64_t t = 0; t < common; ++t) {
+    LOWBIT_BSR_STEP(c, ic, vc);
+    LOWBIT_BSR_STEP(d, id, vd);
+    LOWBIT_BSR_STEP(e, ie, ve);
+  }
+  for (int64_t t = common; t < lc; ++t) LOWBIT_BSR_STEP(c, ic, vc);
+  for (int64_t t = common; t < ld; ++t) LOWBIT_BSR_STEP(d, id, vd);
+  for (int64_t t = common; t < le; ++t) LOWBIT_BSR_STEP(e, ie, ve);
+  BsrOut<R> out;
+  LOWBIT_BSR_SAVE(out, c);
+  BsrStore<R>(a, tile, m1, s, out);
+  LOWBIT_BSR_SAVE(out, d);
+  BsrStore<R>(a, tile, m1, s + 1, out);
+  LOWBIT_BSR_SAVE(out, e);
+  BsrStore<R>(a, tile, m1, s + 2, out);
 }
 #undef LOWBIT_BSR_STEP
 #undef LOWBIT_BSR_ZERO
@@ -302,17 +331,70 @@ void BsrTile2(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
 template <int R>
 void BsrTiles(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
   int64_t s = s0;
+  for (; s + 3 <= s1; s += 3)
+    for (int64_t m = m0; m < m1; m += R) BsrTile3<R>(a, m / R, m1, s);
   for (; s + 2 <= s1; s += 2)
     for (int64_t m = m0; m < m1; m += R) BsrTile2<R>(a, m / R, m1, s);
   if (s < s1)
     for (int64_t m = m0; m < m1; m += R) BsrTile1<R>(a, m / R, m1, s);
 }
 
+// 16 staged lanes (r[i]: column n + i's 16 rows) to 16 rows of 16 columns, in registers.
+__attribute__((always_inline)) inline void Transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // u[i + c] holds column 4L + c of rows i .. i + 3 in its 128-bit lane L
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 4) {
+    u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < 4; ++c) {
+    const __m512 x0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), x1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+    const __m512 y0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), y1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(x0, y0, 0x88);       // column c
+    r[4 + c] = _mm512_shuffle_f32x4(x1, y1, 0x88);   // column 4 + c
+    r[8 + c] = _mm512_shuffle_f32x4(x0, y0, 0xDD);   // column 8 + c
+    r[12 + c] = _mm512_shuffle_f32x4(x1, y1, 0xDD);  // column 12 + c
+  }
+}
+
+// The same for 8 lanes of 8 rows.
+__attribute__((always_inline)) inline void Transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+#pragma GCC unroll 16
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 8; i += 4) {  // u[i + c]: column c (low half) and 4 + c (high) of rows i .. i + 3
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
 }  // namespace
 
 void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
+#pragma GCC unroll 16
   for (int64_t g = g0; g < g1; ++g) {
     int64_t m = m0;
+  #pragma GCC unroll 16
     for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g);
     switch (m1 - m) {
       case 1: K16Group<1>(a, m, g); break;
@@ -320,6 +402,38 @@ void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int
       case 3: K16Group<3>(a, m, g); break;
       default: break;
     }
+  }
+}
+
+// Columns in groups of 16 (R = 16) or 8 (R = 8): each lane's R rows are one load, the group is
+// transposed in registers, and each row's columns are one (masked at the end) store.
+void qs8_bspmm_unstage__avx512(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
+                               float* C, int64_t ldc) {
+  // (the loops over r are unrolled so that r stays in registers)
+  if (R == 16) {
+    for (int64_t n = n0; n < n1; n += 16) {
+      const int64_t nc = n1 - n < 16 ? n1 - n : 16;
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) r[i] = i < nc ? _mm512_loadu_ps(Yt + int64_t(inv[n + i]) * 16) : _mm512_setzero_ps();
+      Transpose16(r);
+      const __mmask16 k = __mmask16((1u << nc) - 1u);
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        if (i < rows) _mm512_mask_storeu_ps(C + i * ldc + n, k, r[i]);
+    }
+    return;
+  }
+  for (int64_t n = n0; n < n1; n += 8) {
+    const int64_t nc = n1 - n < 8 ? n1 - n : 8;
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) r[i] = i < nc ? _mm256_loadu_ps(Yt + int64_t(inv[n + i]) * 8) : _mm256_setzero_ps();
+    Transpose8(r);
+    const __mmask8 k = __mmask8((1u << nc) - 1u);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+      if (i < rows) _mm256_mask_storeu_ps(C + i * ldc + n, k, r[i]);
   }
 }
 

@@ -18,6 +18,14 @@
 // (zero for rows past M). A block of a weight column then meets R rows in one vector: one
 // maddubs/madd pair (AVX2), two sdot (NEON), one vpdpbusd ymm (R = 8) or zmm (R = 16, AVX-512)
 // with the block's 4 weights broadcast.
+//
+// Staged output (tables with qs8_bspmm_unstage, the tile path only): given Yt, the kernel writes
+// the finished value of row R*i + r, lane l = 8s + j (slice s, lane j) to Yt[(i * 8S + l) * R + r]
+// instead of C (rows past M and unused lanes: unspecified), and qs8_bspmm_unstage then moves tile
+// i's values to C[R*i + r, perm[l]]. A slice's columns come from anywhere in C (they are sorted by
+// entry count), so writing C directly is one scalar store per value to a random column: 17% of an
+// M = 16, 4096 x 4096 product at 80% 1x4 blocks. Staged, a lane's R rows are one vector store, and
+// unstage writes C row by row through 16 x 16 (or 8 x 8) transposes.
 #pragma once
 #include <cstdint>
 
@@ -39,10 +47,20 @@ struct Qs8SpmmArgs {
   int64_t ldc;
   Activation act;        // kNone or kRelu
   int64_t at_rows = 8;   // rows per At tile: 8, or 16 when the table's qs8_bspmm_tile_rows is 16
+  float* Yt = nullptr;   // staged output (see above), or nullptr: C
+  // Biased tables (qs8_spmm_biased), tile path: 128 * (the sum of lane l's stored values) at
+  // l = 8s + j (sell_lane_sums), the correction of u8 = q + 128; required with At there.
+  const int32_t* wsum = nullptr;
 };
 
 // Rows [m0, m1) x slices [s0, s1); with At, m0 is a multiple of at_rows. Thread-safe on disjoint ranges.
 using Qs8SpmmFn = void (*)(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+
+// One tile of staged output to C: C[r * ldc + n] = Yt[inv[n] * R + r] for r < rows (<= R, R = 8
+// or 16) and n in [n0, n1); inv[n] is column n's lane (sell_inverse_perm). Yt and C start at the
+// tile's first row. Thread-safe on disjoint column ranges.
+using Qs8BspmmUnstageFn = void (*)(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
+                                   float* C, int64_t ldc);
 
 struct Qs8K16Args {
   int64_t M;
@@ -66,6 +84,8 @@ void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_
 namespace ref {
 void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
 void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+void qs8_bspmm_unstage__scalar(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
+                               float* C, int64_t ldc);
 }
 namespace avx2 {
 void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
@@ -74,6 +94,8 @@ void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t 
 namespace avx512 {
 void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
 void qs8_bspmm_s8c4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
+void qs8_bspmm_unstage__avx512(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
+                               float* C, int64_t ldc);
 }
 namespace neon {
 void qs8_spmm_k16m4__neondot(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);

@@ -72,5 +72,11 @@ void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g
 }
 void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) { bspmm(a, m0, m1, s0, s1); }
 
+void qs8_bspmm_unstage__scalar(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
+                               float* C, int64_t ldc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t n = n0; n < n1; ++n) C[r * ldc + n] = Yt[int64_t(inv[n]) * R + r];
+}
+
 }  // namespace ref
 }  // namespace lowbit

@@ -44,12 +44,15 @@ void column_entries(int64_t K, int64_t N, int bk, F nonzero, std::vector<std::ve
   }
 }
 
-// Columns by entry count, descending (stable), and the slices' step counts.
+// Columns by entry count, descending (stable) within each window of kSellWindow columns, and the
+// slices' step counts.
 void order(const std::vector<std::vector<uint32_t>>& cols, std::vector<uint32_t>& perm, std::vector<uint32_t>& slice) {
   const int64_t N = int64_t(cols.size()), S = (N + kSellC - 1) / kSellC;
   std::vector<uint32_t> p(static_cast<size_t>(N));
   std::iota(p.begin(), p.end(), 0u);
-  std::stable_sort(p.begin(), p.end(), [&](uint32_t a, uint32_t b) { return cols[a].size() > cols[b].size(); });
+  for (int64_t w0 = 0; w0 < N; w0 += kSellWindow)
+    std::stable_sort(p.begin() + w0, p.begin() + std::min(N, w0 + kSellWindow),
+                     [&](uint32_t a, uint32_t b) { return cols[a].size() > cols[b].size(); });
   perm.assign(size_t(S * kSellC), kSellNoColumn);
   std::copy(p.begin(), p.end(), perm.begin());
   slice.assign(size_t(S + 1), 0u);
@@ -233,6 +236,29 @@ void sell_pack_s8(int64_t K, int64_t N, const int8_t* W, const float* scales, in
   std::vector<std::vector<uint32_t>> cols;
   column_entries(K, N, bk, [&](int64_t k, int64_t n) { return W[k * N + n] != 0; }, cols);
   pack<int8_t>(K, N, bk, [&](int64_t k, int64_t n) { return W[k * N + n]; }, scales, out, nbytes, cols);
+}
+
+void sell_lane_sums(const SellMatrix& m, int32_t* out) {
+  const int8_t* val = reinterpret_cast<const int8_t*>(m.val);
+  for (int64_t s = 0; s < m.S; ++s)
+    for (int64_t j = 0; j < kSellC; ++j) {
+      int64_t sum = 0;
+      for (int64_t t = m.slice[s]; t < int64_t(m.slice[s + 1]); ++t)
+        for (int64_t b = 0; b < m.bk; ++b) sum += val[(t * kSellC + j) * m.bk + b];
+      // modulo 2^32, as the kernels' int32 lanes wrap (the accumulator minus this is exact)
+      out[s * kSellC + j] = int32_t(uint32_t(uint64_t(128 * sum)));
+    }
+}
+
+void sell_inverse_perm(const SellMatrix& m, uint32_t* inv) {
+  for (int64_t l = 0; l < m.S * kSellC; ++l)
+    if (m.perm[l] != kSellNoColumn) inv[m.perm[l]] = uint32_t(l);
+}
+
+bool sell_windowed(const SellMatrix& m) {
+  for (int64_t l = 0; l < m.S * kSellC; ++l)
+    if (m.perm[l] != kSellNoColumn && int64_t(m.perm[l]) / kSellWindow != l / kSellWindow) return false;
+  return true;
 }
 
 }  // namespace lowbit

@@ -1,12 +1,14 @@
 // The sliced-CSR ("SELL-8") weight layout shared by the sparse matmul kernels
 // (f32-spmm, qs8-spmm): the idea is SELL-C-sigma (Kreutzer et al., SIAM J. Sci.
-// Comput. 2014), with C = 8 output channels per slice and sigma = N (all columns
-// sorted by their count of nonzeros, so a slice's lanes have near-equal lengths).
+// Comput. 2014), with C = 8 output channels per slice and sigma = 256 (columns sorted
+// by their count of nonzeros within windows of 256, so a slice's lanes have near-equal
+// lengths and a window's 32 slices write one range of 256 output columns).
 //
 // A weight W[K, N] (y = x . W) is stored by output column n: the nonzeros of column n
 // are its "row" of a CSR matrix W^T. With block length bk (1 = unstructured, 4 = 1x4
 // blocks along K), an entry is one block of bk consecutive k; its index is k / bk.
-// Columns are ordered by entry count (descending, stable) and grouped 8 per slice;
+// Columns are ordered by entry count (descending, stable) within windows of 256 columns (the
+// packer's choice: any permutation is valid) and grouped 8 per slice;
 // a slice stores its entries step by step, 8 lanes per step (lane j = the slice's
 // j-th column), padded to the slice's longest column with index 0 and value 0. So
 // one step is one 8-wide vector of indices and one of values: a gather and an FMA
@@ -31,6 +33,7 @@ namespace lowbit {
 constexpr uint32_t kSellMagic = 0x384C4553u;
 constexpr int64_t kSellC = 8;
 constexpr uint32_t kSellNoColumn = 0xFFFFFFFFu;
+constexpr int64_t kSellWindow = 256;  // the packer's sort window (sigma), in columns: 32 slices
 
 struct SellMatrix {
   int64_t K = 0, N = 0, S = 0, T = 0, nnz = 0;
@@ -61,5 +64,14 @@ void sell_pack_f32(int64_t K, int64_t N, const float* W, int bk, uint8_t* out, i
 //   s8: Wq[K, N] row-major in [-127, 127] with per-column scales.
 int64_t sell_count_s8(int64_t K, int64_t N, const int8_t* W, int bk, int64_t* T_out);
 void sell_pack_s8(int64_t K, int64_t N, const int8_t* W, const float* scales, int bk, uint8_t* out, int64_t nbytes);
+
+// Lane sums of an s8 blob (vbytes 1): out[l] = 128 * (the sum of lane l's stored values) modulo
+// 2^32, for l < 8S (0 for unused lanes): the correction of activations biased to u8 = q + 128.
+void sell_lane_sums(const SellMatrix& m, int32_t* out);
+// inv[n] = the lane (8s + j) that holds column n, for n < N.
+void sell_inverse_perm(const SellMatrix& m, uint32_t* inv);
+// True when every lane's column lies in the lane's window (lanes and columns in groups of
+// kSellWindow), as the packer writes them; blobs from elsewhere may permute columns freely.
+bool sell_windowed(const SellMatrix& m);
 
 }  // namespace lowbit

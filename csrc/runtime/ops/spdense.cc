@@ -27,6 +27,13 @@ void load_sparse_weights(const std::string& what, const std::string& enc, const 
           : sell_validate(static_cast<const uint8_t*>(data), nbytes, K, N, out.kind == SparseKind::kQs8Bsr ? 4 : 1, q ? 1 : 4, q,
                           &out.w);
   if (!err.empty()) throw std::invalid_argument(what + ": " + enc + ": " + err);
+  if (out.kind == SparseKind::kQs8Bsr) {
+    out.wsum.resize(size_t(out.w.S * kSellC));
+    sell_lane_sums(out.w, out.wsum.data());
+    out.inv.resize(size_t(out.w.N));
+    sell_inverse_perm(out.w, out.inv.data());
+    out.windowed = sell_windowed(out.w);
+  }
 }
 
 namespace {
@@ -35,17 +42,20 @@ constexpr size_t kAlign = 64;
 inline size_t up64(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 struct Parts {
-  size_t q, scale, at, total;
+  size_t q, scale, at, yt, total;
 };
 Parts parts(const SparseWeights& w, int64_t M) {
-  Parts p{0, 0, 0, 0};
+  Parts p{0, 0, 0, 0, 0};
   if (w.kind == SparseKind::kF32Csr) return p;
   const int64_t lda = w.kind == SparseKind::kQs8Csr ? k16_lda(w.k16.K) : qs8_spmm_lda(w.w.K);
   p.scale = up64(size_t(M) * size_t(lda));
   p.at = p.scale + up64(size_t(M) * 4);
   p.total = p.at;
-  // sized for 16-row tiles, which never take less than 8-row ones
-  if (w.kind == SparseKind::kQs8Bsr && M >= kBspmmTileMinRowsAny) p.total += up64(size_t(qs8_bspmm_at_bytes(M, w.w.K, 16)));
+  // sized for 16-row tiles, which never take less than 8-row ones; then the staged output
+  if (w.kind == SparseKind::kQs8Bsr && M >= kBspmmTileMinRowsAny) {
+    p.yt = p.at + up64(size_t(qs8_bspmm_at_bytes(M, w.w.K, 16)));
+    p.total = p.yt + up64(size_t((M + 15) / 16 * 16) * size_t(w.w.S * kSellC) * 4);
+  }
   return p;
 }
 
@@ -113,8 +123,37 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
     int8_t* at = tiles ? reinterpret_cast<int8_t*>(base + p.at) : nullptr;
     if (tiles) qs8_bspmm_pack_a(M, K, qa.q, lda, R, at);
     Qs8SpmmArgs g{M, qa.q, lda, qa.scale, at, &w, bias, y, N, kact, R};
-    split(M, w.S, tiles ? R : 1, work, threaded,
-          [&](int64_t m0, int64_t m1, int64_t s0, int64_t s1) { t.qs8_bspmm(g, m0, m1, s0, s1); });
+    g.wsum = sw.wsum.data();
+    const bool staged = tiles && t.qs8_bspmm_unstage != nullptr;
+    if (staged) g.Yt = reinterpret_cast<float*>(base + p.yt);
+    // staged rows [m0, m1) (whole tiles) of columns [n0, n1) to C
+    auto unstage = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      for (int64_t m = m0; m < m1; m += R)
+        t.qs8_bspmm_unstage(g.Yt + m / R * w.S * kSellC * R, R, std::min<int64_t>(R, m1 - m), sw.inv.data(), n0, n1,
+                            y + m * N, N);
+    };
+    if (staged && sw.windowed) {
+      // window by window (kSellWindow columns, 32 slices): each goes to C as soon as it is done,
+      // while its staged values are in cache (unstaged at the end, they came back from DRAM:
+      // ~7% of an M = 16, 4096 x 4096 product)
+      const int64_t ws = kSellWindow / kSellC, nw = (w.S + ws - 1) / ws;
+      split(M, nw, R, work, threaded, [&](int64_t m0, int64_t m1, int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t s0 = u * ws, s1 = std::min(w.S, s0 + ws);
+          t.qs8_bspmm(g, m0, m1, s0, s1);
+          unstage(m0, m1, s0 * kSellC, std::min(N, s1 * kSellC));
+        }
+      });
+    } else {
+      split(M, w.S, tiles ? R : 1, work, threaded,
+            [&](int64_t m0, int64_t m1, int64_t s0, int64_t s1) { t.qs8_bspmm(g, m0, m1, s0, s1); });
+      if (staged) {  // columns from anywhere: after every slice, split over the pool by columns
+        if (threaded && ThreadPool::global().num_threads() > 1 && M * N >= 64 * 1024)
+          parallel_chunks(N, 64, [&](int64_t n0, int64_t n1) { unstage(0, M, n0, n1); });
+        else
+          unstage(0, M, 0, N);
+      }
+    }
     }
   }
   if (act == Activation::kGelu) {  // the same row GELU as the fp32 Dense, on finished rows

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cpu/dispatch.h"
 
@@ -16,6 +17,11 @@ struct SparseWeights {
   SparseKind kind = SparseKind::kF32Csr;
   SellMatrix w;   // f32 csr, qs8 bsr
   K16Matrix k16;  // qs8 csr
+  // qs8 bsr: each lane's 128 * sum of its values (the biased kernels' correction, sell_lane_sums)
+  // and each column's lane (for staged output, sell_inverse_perm)
+  std::vector<int32_t> wsum;
+  std::vector<uint32_t> inv;
+  bool windowed = false;  // qs8 bsr: sell_windowed (staged output moves to C window by window)
   int64_t K() const { return kind == SparseKind::kQs8Csr ? k16.K : w.K; }
   int64_t N() const { return kind == SparseKind::kQs8Csr ? k16.N : w.N; }
 };
