@@ -88,6 +88,8 @@ struct KernelTable {
   // the tile path writes C itself (qs8_spmm.h)
   Qs8BspmmUnstageFn qs8_bspmm_unstage = nullptr;
   const char* qs8_bspmm_unstage_name = nullptr;
+  Qs8BspmmPackFn qs8_bspmm_pack_a = nullptr;  // the activation tiles (At) of qs8_bspmm
+  const char* qs8_bspmm_pack_a_name = nullptr;
   // fp32 row kernels (softmax, GELU) and the direct fp32 depthwise convolution
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};

@@ -368,9 +368,15 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
         qa.bias128 = t.qs8_spmm_biased;
         t.qs8_quant(qa, 0, M);
         // 8-row tiles for every table, and 16-row ones where the table takes them
-        std::vector<int8_t> at8(qs8_bspmm_at_bytes(M, K, 8)), at16(qs8_bspmm_at_bytes(M, K, 16));
-        qs8_bspmm_pack_a(M, K, qt.data(), lda, 8, at8.data());
-        qs8_bspmm_pack_a(M, K, qt.data(), lda, 16, at16.data());
+        std::vector<int8_t> at8(qs8_bspmm_at_bytes(M, K, 8), 7), at16(qs8_bspmm_at_bytes(M, K, 16), 7);  // 7: unwritten
+        t.qs8_bspmm_pack_a(M, K, qt.data(), lda, 8, at8.data());
+        t.qs8_bspmm_pack_a(M, K, qt.data(), lda, 16, at16.data());
+        {  // the table's packer writes the reference's bytes (rows past M: zeros)
+          std::vector<int8_t> r8(at8.size(), 1), r16(at16.size(), 1);
+          ref_t.qs8_bspmm_pack_a(M, K, qt.data(), lda, 8, r8.data());
+          ref_t.qs8_bspmm_pack_a(M, K, qt.data(), lda, 16, r16.data());
+          check(r8 == at8 && r16 == at16, std::string(t.isa_name) + " " + t.qs8_bspmm_pack_a_name + where);
+        }
         for (int act = 0; act < 2; ++act) {
           std::vector<float> a(M * N, -1.f), b(M * N, -2.f);
           F32SpmmArgs fa{M, x.data(), K, &sf, bias.data(), a.data(), N, Activation(act)};

@@ -12,7 +12,8 @@
 //  - 1x4 blocks, packed 8- or 16-row tiles: per (step, lane) one 32- or 64-byte load and one
 //    256- or 512-bit EVEX vpdpbusd with the block's 4 weights broadcast from memory; three
 //    slices interleaved (BsrTile3); output staged (Yt) or scattered to C.
-//  - unstage: staged lanes to C through 16 x 16 (or 8 x 8) register transposes.
+//  - unstage: staged lanes to C through 16 x 16 (or 8 x 8) register transposes; the activation
+//    tiles are packed through the same transposes.
 // GCC 12's AVX-512 headers self-initialise _mm512_undefined_*(): silence its -Wmaybe-uninitialized false positives.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "kernels/common/avx512.h"  // intrinsics, and vpdpbusd in place (SIMDe in the emulated test build)
@@ -434,6 +435,43 @@ void qs8_bspmm_unstage__avx512(const float* Yt, int64_t R, int64_t rows, const u
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i)
       if (i < rows) _mm256_mask_storeu_ps(C + i * ldc + n, k, r[i]);
+  }
+}
+
+// The activation tiles through the same transposes: 16 (or 8) rows' 4-byte words of 16 (8)
+// consecutive blocks are one masked load per row, and each block's R rows one store (the
+// words move as float bit patterns: loads, unpacks and shuffles do not touch them).
+void qs8_bspmm_pack_a__avx512(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At) {
+  const int64_t nb = (K + 3) / 4, tiles = (M + R - 1) / R;
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t rows = M - R * t < R ? M - R * t : R;
+    const int8_t* x = A + R * t * lda;
+    float* dst = reinterpret_cast<float*>(At + t * nb * 4 * R);
+    if (R == 16) {
+      for (int64_t b = 0; b < nb; b += 16) {
+        const int64_t nc = nb - b < 16 ? nb - b : 16;
+        const __mmask16 k = __mmask16((1u << nc) - 1u);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(k, x + i * lda + 4 * b) : _mm512_setzero_ps();
+        Transpose16(r);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j)
+          if (j < nc) _mm512_storeu_ps(dst + (b + j) * 16, r[j]);
+      }
+    } else {
+      for (int64_t b = 0; b < nb; b += 8) {
+        const int64_t nc = nb - b < 8 ? nb - b : 8;
+        const __mmask8 k = __mmask8((1u << nc) - 1u);
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_maskz_loadu_ps(k, x + i * lda + 4 * b) : _mm256_setzero_ps();
+        Transpose8(r);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j)
+          if (j < nc) _mm256_storeu_ps(dst + (b + j) * 8, r[j]);
+      }
+    }
   }
 }
 

@@ -12,7 +12,7 @@
 // (GELU is applied by the caller on the finished rows).
 // K * 127 * 127 < 2^31 holds for K <= kQs8MaxK, so acc is exact.
 //
-// Packed activation tiles "At" for the batched bsr path (optional, built by qs8_bspmm_pack_a):
+// Packed activation tiles "At" for the batched bsr path (optional, built by the table's qs8_bspmm_pack_a):
 // rows in tiles of R (at_rows: 8, or 16 where the table's qs8_bspmm_tile_rows allows it); tile i,
 // block b is 4R bytes at (i * Kp/4 + b) * 4R where bytes 4r..4r+3 are A[Ri + r, 4b .. 4b+3]
 // (zero for rows past M). A block of a weight column then meets R rows in one vector: one
@@ -78,10 +78,12 @@ using Qs8K16Fn = void (*)(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g
 
 inline int64_t qs8_spmm_lda(int64_t K) { return (K + 3) / 4 * 4 + 4; }
 inline int64_t qs8_bspmm_at_bytes(int64_t M, int64_t K, int64_t R) { return (M + R - 1) / R * ((K + 3) / 4) * (4 * R); }
-// Builds the R-row tiles (R = 8 or 16) from quantized rows (ISA-independent data movement).
-void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At);
+// Builds the R-row tiles (R = 8 or 16) from quantized rows (rows past M: zeros); every version
+// writes the same bytes.
+using Qs8BspmmPackFn = void (*)(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At);
 
 namespace ref {
+void qs8_bspmm_pack_a__scalar(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At);
 void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
 void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
 void qs8_bspmm_unstage__scalar(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
@@ -96,6 +98,7 @@ void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int
 void qs8_bspmm_s8c4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
 void qs8_bspmm_unstage__avx512(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
                                float* C, int64_t ldc);
+void qs8_bspmm_pack_a__avx512(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At);
 }
 namespace neon {
 void qs8_spmm_k16m4__neondot(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);

@@ -1,24 +1,11 @@
 // Scalar reference int8 sparse matmuls (K16 unstructured, SELL-8 1x4 blocks): the definition every
-// ISA reproduces (see qs8_spmm.h); also the activation tile packer, shared by all ISAs.
+// ISA reproduces (see qs8_spmm.h); also the activation tile packer (the other tables' too, but AVX-512's).
 #include <cstring>
 
 #include "qs8_spmm.h"
 
 namespace lowbit {
 
-void qs8_bspmm_pack_a(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At) {
-  const int64_t nb = (K + 3) / 4, tiles = (M + R - 1) / R;
-  std::memset(At, 0, size_t(qs8_bspmm_at_bytes(M, K, R)));
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t rows = M - R * i < R ? M - R * i : R;
-    const int8_t* x = A + R * i * lda;
-    int8_t* dst = At + i * nb * 4 * R;
-    // block by block, so the tile is written in order (row by row, each 4-byte store went to
-    // another line: ~4% of a 16-row, K = 4096 product)
-    for (int64_t b = 0; b < nb; ++b, dst += 4 * R)
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + 4 * r, x + r * lda + 4 * b, 4);  // K padding: A is 0 past K
-  }
-}
 
 namespace ref {
 namespace {
@@ -46,6 +33,20 @@ void bspmm(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1)
 }
 
 }  // namespace
+
+void qs8_bspmm_pack_a__scalar(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At) {
+  const int64_t nb = (K + 3) / 4, tiles = (M + R - 1) / R;
+  std::memset(At, 0, size_t(qs8_bspmm_at_bytes(M, K, R)));
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t rows = M - R * i < R ? M - R * i : R;
+    const int8_t* x = A + R * i * lda;
+    int8_t* dst = At + i * nb * 4 * R;
+    // block by block, so the tile is written in order (row by row, each 4-byte store went to
+    // another line: ~4% of a 16-row, K = 4096 product)
+    for (int64_t b = 0; b < nb; ++b, dst += 4 * R)
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + 4 * r, x + r * lda + 4 * b, 4);  // K padding: A is 0 past K
+  }
+}
 
 void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
   const K16Matrix& w = *a.W;

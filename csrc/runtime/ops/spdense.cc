@@ -121,7 +121,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
     const bool tiles = M >= std::max(t.qs8_bspmm_tile_min_rows, kBspmmTileMinRowsAny);
     const int64_t R = M > kBspmmTileMinRows16 && t.qs8_bspmm_tile_rows >= 16 ? 16 : 8;
     int8_t* at = tiles ? reinterpret_cast<int8_t*>(base + p.at) : nullptr;
-    if (tiles) qs8_bspmm_pack_a(M, K, qa.q, lda, R, at);
+    if (tiles) t.qs8_bspmm_pack_a(M, K, qa.q, lda, R, at);
     Qs8SpmmArgs g{M, qa.q, lda, qa.scale, at, &w, bias, y, N, kact, R};
     g.wsum = sw.wsum.data();
     const bool staged = tiles && t.qs8_bspmm_unstage != nullptr;
