@@ -30,6 +30,13 @@ import re
 ROOT = os.path.join(os.path.dirname(__file__), "..")  # the repo root
 
 
+
+def _ratio(v, target):
+    """Two decimals, or three when two would round onto the target and hide which side it is on."""
+    if target is not None and f"{v:.2f}" == f"{float(target):.2f}" and v != float(target):
+        return f"{v:.3f}"
+    return f"{v:.2f}"
+
 def _load(suite: str) -> dict | None:
     p = os.path.join(ROOT, "bench", "results", f"{suite}.json")
     if not os.path.exists(p):
@@ -116,7 +123,7 @@ def qgemm_table() -> str:
                 isa = gate["ci_gate"].split()[0]
                 extra = (f" ({'' if v <= target else f'out of reach on {isa.upper()}, docs/kernels.md; '}"
                          f"CI gate on `{isa}`: ≤ {gate['ci_limit']:.2f}×)")
-            rows.append(f"| {label} (time ratio) | {v:.2f}× {'(met)' if v <= target else '(**not met**)'} | ≤ {target}×{extra} |")
+            rows.append(f"| {label} (time ratio) | {_ratio(v, target)}× {'(met)' if v <= target else '(**not met**)'} | ≤ {target}×{extra} |")
     for q in ("int8", "int4"):
         st = r.get(f"stream/{q}")
         if st:
@@ -255,7 +262,7 @@ def sparse_table() -> str:
             continue
         verdict = ("met" if sp >= t["target"] else "**not met**") if t else ""
         rows.append(f"| {label} | {M} | {_ms({'seconds': il['fast_seconds']})} | {_ms({'seconds': il['ref_seconds']})} "
-                    f"| {sp:.2f}× | ≥ {t.get('target', '—')}× ({verdict}) |")
+                    f"| {_ratio(sp, t.get('target'))}× | ≥ {t.get('target', '—')}× ({verdict}) |")
     rows.append("")
     rows.append("Measured by `bench/test_sparse_lowrank.py` (the two layers of each row timed interleaved, best of 100 "
                 "alternating calls at M = 1 and 30 at M = 16; same process, same inputs, every layer through "
