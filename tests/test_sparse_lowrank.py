@@ -3,6 +3,8 @@ become sparse, two MatMul/Gemm in a row with a small inner dimension become one
 LowRank layer, the per-layer choice is made by timing and shown in the report and
 in Model.layers(), and a layer never gets a form slower than its dense one."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -253,3 +255,31 @@ def test_decode_weight_reads_the_sparse_encodings(encoding):
         from lowbit.passes.quantize import quantize_int8
         q, scale = quantize_int8(w)
         np.testing.assert_array_equal(got, q.astype(np.float32) * scale[None, :])
+
+
+def test_bsr_scratch_holds_the_staged_output_only_where_the_table_unstages(tmp_path):
+    """The 1x4-block op's scratch: quantized rows, tiles, and the staged output (M x N fp32)
+    only on tables with an unstage kernel (AVX-512); other tables write C directly."""
+    import subprocess
+    import sys
+    from conftest import ISAS
+    _, _, helper, _ = _onnx()
+    rng = np.random.default_rng(11)
+    k, n = 256, 512
+    w = rng.standard_normal((k, n)).astype(np.float32) * np.repeat(rng.random((k // 4, n)) < 0.2, 4, axis=0)
+    src = save_model(str(tmp_path / "b.onnx"), [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], {"w": w}, k, n)
+    dst = str(tmp_path / "b.qbin")
+    lowbit.convert(src, dst, quant="int8", sparse="bsr", outliers=0)
+    code = ("import lowbit, sys; m = lowbit.load(sys.argv[1]); "
+            "print(m._engine.arena_bytes([[16, 256]]), m._engine.arena_bytes([[1, 256]]), m.layers()[0]['kernel'])")
+    got = {}
+    for isa in ISAS:
+        out = subprocess.run([sys.executable, "-c", code, dst], env={**os.environ, "LOWBIT_ISA": isa},
+                             capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
+        got[isa] = (out[2].strip(), int(out[0]), int(out[1]))
+    staged = 16 * n * 4  # 64 slices of 8 columns x 16 rows, fp32
+    tiles = 16 * k       # 16 rows of 256 activation bytes
+    for isa, (kernel, m16, m1) in got.items():
+        unstages = isa in ("avx512vnni", "amx")
+        assert m16 - m1 >= tiles + (staged if unstages else 0), (isa, kernel, m16, m1)
+        assert m16 - m1 < tiles + staged + 4096 if unstages else m16 - m1 < staged, (isa, kernel, m16, m1)

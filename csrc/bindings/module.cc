@@ -533,7 +533,7 @@ py::array_t<float> py_spdense(const std::string& isa, py::array_t<float, py::arr
     bp = barr.data();
   }
   py::array_t<float> Y(std::vector<int64_t>{M, N});
-  std::vector<uint8_t> scratch(spdense_scratch_bytes(w, M) + 64);
+  std::vector<uint8_t> scratch(spdense_scratch_bytes(t, w, M) + 64);
   void* sp = scratch.data() + ((64 - (reinterpret_cast<uintptr_t>(scratch.data()) & 63)) & 63);
   const float* xp = X.data();
   float* yp = Y.mutable_data();

@@ -406,73 +406,91 @@ void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int
   }
 }
 
-// Columns in groups of 16 (R = 16) or 8 (R = 8): each lane's R rows are one load, the group is
-// transposed in registers, and each row's columns are one (masked at the end) store.
-void qs8_bspmm_unstage__avx512(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
-                               float* C, int64_t ldc) {
-  // (the loops over r are unrolled so that r stays in registers)
-  if (R == 16) {
-    for (int64_t n = n0; n < n1; n += 16) {
-      const int64_t nc = n1 - n < 16 ? n1 - n : 16;
-      __m512 r[16];
+namespace {
+
+// The float vectors of the two tile heights, for the transposes below.
+template <int R>
+struct FloatVec;
+template <>
+struct FloatVec<16> {
+  using V = __m512;
+  static V Zero() { return _mm512_setzero_ps(); }
+  static V Load(const float* p) { return _mm512_loadu_ps(p); }
+  static V LoadZ(unsigned k, const void* p) { return _mm512_maskz_loadu_ps(__mmask16(k), p); }
+  static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void MaskStore(float* p, unsigned k, V v) { _mm512_mask_storeu_ps(p, __mmask16(k), v); }
+  static void Transpose(V r[16]) { Transpose16(r); }
+};
+template <>
+struct FloatVec<8> {
+  using V = __m256;
+  static V Zero() { return _mm256_setzero_ps(); }
+  static V Load(const float* p) { return _mm256_loadu_ps(p); }
+  static V LoadZ(unsigned k, const void* p) { return _mm256_maskz_loadu_ps(__mmask8(k), p); }
+  static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void MaskStore(float* p, unsigned k, V v) { _mm256_mask_storeu_ps(p, __mmask8(k), v); }
+  static void Transpose(V r[8]) { Transpose8(r); }
+};
+
+// Columns in groups of R: each lane's R rows are one load, the group is transposed in
+// registers, and each row's columns are one (masked at the end) store. The loops over i are
+// unrolled so that r stays in registers.
+template <int R>
+void Unstage(const float* Yt, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1, float* C, int64_t ldc) {
+  using F = FloatVec<R>;
+  for (int64_t n = n0; n < n1; n += R) {
+    const int64_t nc = n1 - n < R ? n1 - n : R;
+    typename F::V r[R];
 #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) r[i] = i < nc ? _mm512_loadu_ps(Yt + int64_t(inv[n + i]) * 16) : _mm512_setzero_ps();
-      Transpose16(r);
-      const __mmask16 k = __mmask16((1u << nc) - 1u);
+    for (int i = 0; i < R; ++i) r[i] = i < nc ? F::Load(Yt + int64_t(inv[n + i]) * R) : F::Zero();
+    F::Transpose(r);
+    const unsigned k = (1u << nc) - 1u;
 #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i)
-        if (i < rows) _mm512_mask_storeu_ps(C + i * ldc + n, k, r[i]);
-    }
-    return;
-  }
-  for (int64_t n = n0; n < n1; n += 8) {
-    const int64_t nc = n1 - n < 8 ? n1 - n : 8;
-    __m256 r[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) r[i] = i < nc ? _mm256_loadu_ps(Yt + int64_t(inv[n + i]) * 8) : _mm256_setzero_ps();
-    Transpose8(r);
-    const __mmask8 k = __mmask8((1u << nc) - 1u);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i)
-      if (i < rows) _mm256_mask_storeu_ps(C + i * ldc + n, k, r[i]);
+    for (int i = 0; i < R; ++i)
+      if (i < rows) F::MaskStore(C + i * ldc + n, k, r[i]);
   }
 }
 
-// The activation tiles through the same transposes: 16 (or 8) rows' 4-byte words of 16 (8)
-// consecutive blocks are one masked load per row, and each block's R rows one store (the
-// words move as float bit patterns: loads, unpacks and shuffles do not touch them).
-void qs8_bspmm_pack_a__avx512(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At) {
+// The activation tiles through the same transposes: R rows' 4-byte words of R consecutive
+// blocks are one masked load per row, and each block's R rows one store (the words move as
+// float bit patterns: loads, unpacks and shuffles do not touch them).
+template <int R>
+void PackA(int64_t M, int64_t K, const int8_t* A, int64_t lda, int8_t* At) {
+  using F = FloatVec<R>;
   const int64_t nb = (K + 3) / 4, tiles = (M + R - 1) / R;
   for (int64_t t = 0; t < tiles; ++t) {
     const int64_t rows = M - R * t < R ? M - R * t : R;
     const int8_t* x = A + R * t * lda;
     float* dst = reinterpret_cast<float*>(At + t * nb * 4 * R);
-    if (R == 16) {
-      for (int64_t b = 0; b < nb; b += 16) {
-        const int64_t nc = nb - b < 16 ? nb - b : 16;
-        const __mmask16 k = __mmask16((1u << nc) - 1u);
-        __m512 r[16];
+    for (int64_t b = 0; b < nb; b += R) {
+      const int64_t nc = nb - b < R ? nb - b : R;
+      const unsigned k = (1u << nc) - 1u;
+      typename F::V r[R];
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(k, x + i * lda + 4 * b) : _mm512_setzero_ps();
-        Transpose16(r);
+      for (int i = 0; i < R; ++i) r[i] = i < rows ? F::LoadZ(k, x + i * lda + 4 * b) : F::Zero();
+      F::Transpose(r);
 #pragma GCC unroll 16
-        for (int j = 0; j < 16; ++j)
-          if (j < nc) _mm512_storeu_ps(dst + (b + j) * 16, r[j]);
-      }
-    } else {
-      for (int64_t b = 0; b < nb; b += 8) {
-        const int64_t nc = nb - b < 8 ? nb - b : 8;
-        const __mmask8 k = __mmask8((1u << nc) - 1u);
-        __m256 r[8];
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_maskz_loadu_ps(k, x + i * lda + 4 * b) : _mm256_setzero_ps();
-        Transpose8(r);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j)
-          if (j < nc) _mm256_storeu_ps(dst + (b + j) * 8, r[j]);
-      }
+      for (int j = 0; j < R; ++j)
+        if (j < nc) F::Store(dst + (b + j) * R, r[j]);
     }
   }
+}
+
+}  // namespace
+
+void qs8_bspmm_unstage__avx512(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
+                               float* C, int64_t ldc) {
+  if (R == 16)
+    Unstage<16>(Yt, rows, inv, n0, n1, C, ldc);
+  else
+    Unstage<8>(Yt, rows, inv, n0, n1, C, ldc);
+}
+
+void qs8_bspmm_pack_a__avx512(int64_t M, int64_t K, const int8_t* A, int64_t lda, int64_t R, int8_t* At) {
+  if (R == 16)
+    PackA<16>(M, K, A, lda, At);
+  else
+    PackA<8>(M, K, A, lda, At);
 }
 
 void qs8_bspmm_s8c4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {

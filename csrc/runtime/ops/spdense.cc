@@ -44,17 +44,24 @@ inline size_t up64(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 struct Parts {
   size_t q, scale, at, yt, total;
 };
-Parts parts(const SparseWeights& w, int64_t M) {
+// The 1x4-block kernel's tile height on table t for M rows, or 0 where it takes no tiles.
+int64_t bspmm_tile_rows(const KernelTable& t, int64_t M) {
+  if (M < std::max(t.qs8_bspmm_tile_min_rows, kBspmmTileMinRowsAny)) return 0;
+  return M > kBspmmTileMinRows16 && t.qs8_bspmm_tile_rows >= 16 ? 16 : 8;
+}
+
+Parts parts(const KernelTable& t, const SparseWeights& w, int64_t M) {
   Parts p{0, 0, 0, 0, 0};
   if (w.kind == SparseKind::kF32Csr) return p;
   const int64_t lda = w.kind == SparseKind::kQs8Csr ? k16_lda(w.k16.K) : qs8_spmm_lda(w.w.K);
   p.scale = up64(size_t(M) * size_t(lda));
   p.at = p.scale + up64(size_t(M) * 4);
   p.total = p.at;
-  // sized for 16-row tiles, which never take less than 8-row ones; then the staged output
-  if (w.kind == SparseKind::kQs8Bsr && M >= kBspmmTileMinRowsAny) {
-    p.yt = p.at + up64(size_t(qs8_bspmm_at_bytes(M, w.w.K, 16)));
-    p.total = p.yt + up64(size_t((M + 15) / 16 * 16) * size_t(w.w.S * kSellC) * 4);
+  const int64_t R = w.kind == SparseKind::kQs8Bsr ? bspmm_tile_rows(t, M) : 0;
+  if (R > 0) {  // the activation tiles, then the staged output where the table unstages
+    p.yt = p.at + up64(size_t(qs8_bspmm_at_bytes(M, w.w.K, R)));
+    p.total = p.yt;
+    if (t.qs8_bspmm_unstage != nullptr) p.total += up64(size_t((M + R - 1) / R * R) * size_t(w.w.S * kSellC) * 4);
   }
   return p;
 }
@@ -83,7 +90,7 @@ void split(int64_t M, int64_t S, int64_t row_grain, double work, bool threaded, 
 
 }  // namespace
 
-size_t spdense_scratch_bytes(const SparseWeights& w, int64_t M) { return parts(w, M).total; }
+size_t spdense_scratch_bytes(const KernelTable& t, const SparseWeights& w, int64_t M) { return parts(t, w, M).total; }
 
 void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, int64_t M, const float* bias,
                  Activation act, float* y, void* scratch, bool threaded) {
@@ -97,7 +104,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
     F32SpmmArgs g{M, x, w.K, &w, bias, y, w.N, kact};
     split(M, w.S, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t s0, int64_t s1) { t.f32_spmm(g, m0, m1, s0, s1); });
   } else {
-    const Parts p = parts(sw, M);
+    const Parts p = parts(t, sw, M);
     uint8_t* base = static_cast<uint8_t*>(scratch);
     const int64_t lda = sw.kind == SparseKind::kQs8Csr ? k16_lda(K) : qs8_spmm_lda(K);
     Qs8QuantArgs qa{};
@@ -118,8 +125,9 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
       Qs8K16Args g{M, qa.q, lda, qa.scale, &sw.k16, bias, y, N, kact};
       split(M, sw.k16.G, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { t.qs8_spmm(g, m0, m1, g0, g1); });
     } else {
-    const bool tiles = M >= std::max(t.qs8_bspmm_tile_min_rows, kBspmmTileMinRowsAny);
-    const int64_t R = M > kBspmmTileMinRows16 && t.qs8_bspmm_tile_rows >= 16 ? 16 : 8;
+    const int64_t tile_rows = bspmm_tile_rows(t, M);
+    const bool tiles = tile_rows > 0;
+    const int64_t R = tiles ? tile_rows : 8;
     int8_t* at = tiles ? reinterpret_cast<int8_t*>(base + p.at) : nullptr;
     if (tiles) t.qs8_bspmm_pack_a(M, K, qa.q, lda, R, at);
     Qs8SpmmArgs g{M, qa.q, lda, qa.scale, at, &w, bias, y, N, kact, R};
@@ -201,7 +209,7 @@ class DenseSparse : public Op {
     out[0] = x;
     out[0].back() = w_.N();
   }
-  size_t scratch_bytes(const std::vector<const Shape*>& in) const override { return spdense_scratch_bytes(w_, rows(*in[0])); }
+  size_t scratch_bytes(const std::vector<const Shape*>& in) const override { return spdense_scratch_bytes(kernels(), w_, rows(*in[0])); }
   void run(const RunArgs& a) const override {
     const int64_t M = rows(a.in[0].shape);
     const float* bias = a.in.size() > 2 ? a.in[2].as<const float>() : nullptr;

@@ -32,12 +32,13 @@ bool parse_sparse_encoding(const std::string& enc, SparseKind& kind);
 void load_sparse_weights(const std::string& what, const std::string& enc, const void* data, int64_t nbytes, int64_t K,
                          int64_t N, SparseWeights& out);
 // The fewest rows from which any table's 1x4-block kernel takes packed activation tiles
-// (KernelTable::qs8_bspmm_tile_min_rows: 2 on AVX-512, 3 on AVX2, 4 elsewhere); the scratch
-// is sized for tiles from here on.
+// (KernelTable::qs8_bspmm_tile_min_rows: 2 on AVX-512, 3 on AVX2, 4 elsewhere).
 constexpr int64_t kBspmmTileMinRowsAny = 2;
 // above this many rows, 16-row tiles where the table has them (AVX-512: one zmm per block)
 constexpr int64_t kBspmmTileMinRows16 = 8;
-size_t spdense_scratch_bytes(const SparseWeights& w, int64_t M);
+// Scratch bytes of run_spdense with table t's kernels: quantized rows and their scales, the
+// activation tiles of the 1x4-block kernel, and its staged output where t has an unstage kernel.
+size_t spdense_scratch_bytes(const KernelTable& t, const SparseWeights& w, int64_t M);
 // y[M,N] = act(x[M,K] . W + bias) with table t's kernels, over the global pool when `threaded`.
 void run_spdense(const KernelTable& t, const SparseWeights& w, const float* x, int64_t M, const float* bias,
                  Activation act, float* y, void* scratch, bool threaded);
