@@ -36,6 +36,17 @@ def ort_options(threads: int):
     return so
 
 
+def read_loop_gbs(buf) -> float:
+    """GB/s of one plain sum over `buf` (lowbit's memread kernel: one stream, no software
+    prefetch), the bandwidth the weight-streaming benches compare their kernels with."""
+    import time
+
+    from lowbit import _core
+    t = time.perf_counter()
+    _core.memread_sum(buf)
+    return buf.nbytes / (time.perf_counter() - t) / 1e9
+
+
 def record(suite: str, key: str, value) -> None:
     _results.setdefault(suite, {})[key] = value
 

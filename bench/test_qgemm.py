@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 import lowbit
 from lowbit import _core
 
-from conftest import record, recorded, ort_options
+from conftest import ort_options, read_loop_gbs, record, recorded
 
 SHAPES = {"1x4096x4096": (1, 4096, 4096), "128x768x3072": (128, 768, 3072), "256x4096x4096": (256, 4096, 4096)}
 ROUNDS = {"1x4096x4096": (15, 100), "128x768x3072": (10, 10), "256x4096x4096": (5, 2)}
@@ -330,18 +330,11 @@ def test_weight_streaming(benchmark, quant, enc, tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 4096), dtype=np.float32)
     assert np.all(np.isfinite(model.run(x)))
     buf = np.ones(1 << 27, np.uint64)  # 1 GiB: the bare read loop also streams from DRAM
-    import time
-
-    def read_gbs():
-        t = time.perf_counter()
-        _core.memread_sum(buf)
-        return buf.nbytes / (time.perf_counter() - t) / 1e9
-
-    bw = max(read_gbs() for _ in range(5))
+    bw = max(read_loop_gbs(buf) for _ in range(5))
     benchmark.group = "weight streaming 1t"
     benchmark.extra_info.update(quant=quant, weight_bytes=total, layers=len(model.layers()))
     benchmark.pedantic(model.run, args=(x,), rounds=7, iterations=1, warmup_rounds=1)
-    bw = max(bw, max(read_gbs() for _ in range(3)))  # best of before and after, against the same noise
+    bw = max(bw, max(read_loop_gbs(buf) for _ in range(3)))  # best of before and after, against the same noise
     gbs = total / benchmark.stats.stats.min / 1e9
     frac = gbs / bw
     record("qgemm", f"stream/{quant}", {"weight_bytes": total, "weights_gbs": gbs, "read_loop_gbs": bw, "fraction": frac})

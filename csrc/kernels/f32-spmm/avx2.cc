@@ -1,11 +1,14 @@
 // AVX2 fp32 SELL-8 matmul (see f32_spmm.h). Compile with: -mavx2 -mfma
 //
-// One step of a slice is one ymm of 8 indices and one of 8 values: vgatherdps picks
-// A[m, idx] for the 8 lanes and one FMA adds them in, the same chain per lane as the
-// reference. Up to 4 rows share the index and value loads.
+// One step of a slice is 8 indices and one ymm of 8 values: eight scalar loads build the
+// vector of A[m, idx] for the 8 lanes and one FMA adds it in, the same chain per lane as the
+// reference. Up to 4 rows share the index and value loads; with 1 or 2 rows (memory-bound)
+// both streams are prefetched ahead (kernels/common/prefetch.h). The AVX-512 tables run this
+// kernel too: vgatherdps measured no faster there (docs/kernels.md).
 #include <immintrin.h>
 
 #include "f32_spmm.h"
+#include "kernels/common/prefetch.h"
 
 namespace lowbit {
 namespace avx2 {
@@ -29,6 +32,10 @@ void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
   const int64_t t1 = w.slice[s + 1];
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
+    if (MR <= 2) {  // memory-bound rows: keep the two streams ahead (kernels/common/prefetch.h)
+      PrefetchStream<32>(val + t * kSellC, kStreamAhead);
+      PrefetchStream<16>(idx, kStreamAhead / 2);
+    }
     const __m256 v = _mm256_loadu_ps(val + t * kSellC);
     for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(Gather8(x[r], idx), v, acc[r]);
   }

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "qs8_spmm.h"
+#include "kernels/common/prefetch.h"
 
 namespace lowbit {
 namespace avx2 {
@@ -75,6 +76,11 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
   }
   const int64_t c1 = w.group[g + 1];
   for (int64_t c = w.group[g]; c < c1; ++c) {
+    if (MR <= 2) {  // a cell: 32 bytes of shuffles, 32 of values, 2 of chunk number
+      PrefetchStream<32>(w.shuf + 32 * c, kStreamAhead);
+      PrefetchStream<32>(w.val + 32 * c, kStreamAhead);
+      PrefetchStream<2>(w.chunk + c, kStreamAhead / 16);
+    }
     const __m256i sh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.shuf + 32 * c));
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.val + 32 * c));
     const int64_t off = 16 * int64_t(w.chunk[c]);
@@ -112,6 +118,10 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
   const int64_t t1 = w.slice[s + 1];
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
+    if (MR <= 2) {  // a step: 32 bytes of values, 16 of indices
+      PrefetchStream<32>(w.val + t * kSellC * 4, kStreamAhead);
+      PrefetchStream<16>(idx, kStreamAhead / 2);
+    }
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.val + t * kSellC * 4));
     for (int r = 0; r < MR; ++r) {
       const int8_t* xr = reinterpret_cast<const int8_t*>(x[r]);

@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "qs8_spmm.h"
+#include "kernels/common/prefetch.h"
 
 namespace lowbit {
 namespace avx512 {
@@ -69,6 +70,11 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
   const int64_t c1 = w.group[g + 1];
   for (; c < c1; c += 2) {
     const bool pair = c + 1 < c1;
+    if (MR <= 2) {  // two cells per step: 64 bytes of shuffles, 64 of values, 4 of chunk numbers
+      PrefetchStream<64>(w.shuf + 32 * c, kStreamAhead);
+      PrefetchStream<64>(w.val + 32 * c, kStreamAhead);
+      PrefetchStream<4>(w.chunk + c, kStreamAhead / 16);
+    }
     // a lone last cell: the high half loads zeros (empty weights) and repeats the chunk
     const __m512i sh = Load64(w.shuf + 32 * c, !pair);
     const __m512i v = Load64(w.val + 32 * c, !pair);
@@ -120,6 +126,10 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
   const int64_t t1 = w.slice[s + 1];
   for (; t < t1; t += 2) {
     const bool pair = t + 1 < t1;
+    {  // two steps: 64 bytes of values, 32 of indices
+      PrefetchStream<64>(w.val + t * kSellC * 4, kStreamAhead);
+      PrefetchStream<32>(w.idx + t * kSellC, kStreamAhead / 2);
+    }
     const __m512i v = Load64(w.val + t * kSellC * 4, !pair);
     Dpbusd(corr, k80, v);
     for (int r = 0; r < MR; ++r)
