@@ -8,7 +8,8 @@
 // kernel from 1.15-1.24 ms to 0.54-0.57 ms per 90%-sparse layer and the 1x4-block kernel
 // from 0.39-0.59 ms to 0.23-0.24 ms per 80%-sparse layer. The dense GEMVs prefetch their 8
 // panel streams themselves; the packed-tile sparse path (M >= 2 on AVX-512) is core-bound, and
-// prefetching there cost 2-7% with the weights in L3, so neither uses this.
+// per-stream prefetching cost it 2-7% with the weights in L3, so it prefetches the next
+// slices' bytes in sequence instead (BsrTile3 in qs8-spmm/avx512vnni.cc).
 #pragma once
 #include <xmmintrin.h>
 
@@ -25,8 +26,10 @@ constexpr int64_t kStreamAhead = 8192;
 template <int Step>
 inline void PrefetchStream(const void* p, int64_t ahead) {
   static_assert(Step > 0 && Step <= 64, "one line per step at most");
-  const char* q = static_cast<const char*>(p) + ahead;
-  if (Step == 64 || (reinterpret_cast<uintptr_t>(q) & 63) < uintptr_t(Step)) _mm_prefetch(q, _MM_HINT_T0);
+  // an address, not a pointer: near the end of a weight it lies past the array (harmless for
+  // a prefetch, but not a pointer C++ lets us form)
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + uintptr_t(ahead);
+  if (Step == 64 || (q & 63) < uintptr_t(Step)) _mm_prefetch(reinterpret_cast<const char*>(q), _MM_HINT_T0);
 }
 
 }  // namespace lowbit
