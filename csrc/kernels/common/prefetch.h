@@ -6,7 +6,10 @@
 // measured on an Emerald Rapids Xeon, 1 thread, a chain of 4096 x 4096 layers (docs/kernels.md,
 // "Weight streams"), a prefetch of each line kStreamAhead bytes ahead took the fp32 SELL
 // kernel from 1.15-1.24 ms to 0.54-0.57 ms per 90%-sparse layer and the 1x4-block kernel
-// from 0.39-0.59 ms to 0.23-0.24 ms per 80%-sparse layer. The dense GEMVs prefetch their 8
+// from 0.39-0.59 ms to 0.23-0.24 ms per 80%-sparse layer. A call's rows are taken in blocks
+// of up to 4, each block over the whole slice or group before the next; only the first block
+// prefetches, since it brings the weights in and the others find them in cache (K16 at
+// M = 16: prefetching in every block cost 2-5%). The dense GEMVs prefetch their 8
 // panel streams themselves; the packed-tile sparse path (M >= 2 on AVX-512) is core-bound, and
 // per-stream prefetching cost it 2-7% with the weights in L3, so it prefetches the next
 // slices' bytes in sequence instead (BsrTile3 in qs8-spmm/avx512vnni.cc).

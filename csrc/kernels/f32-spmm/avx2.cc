@@ -2,8 +2,9 @@
 //
 // One step of a slice is 8 indices and one ymm of 8 values: eight scalar loads build the
 // vector of A[m, idx] for the 8 lanes and one FMA adds it in, the same chain per lane as the
-// reference. Up to 4 rows share the index and value loads; with 1 or 2 rows (memory-bound)
-// both streams are prefetched ahead (kernels/common/prefetch.h). The AVX-512 tables run this
+// reference. Up to 4 rows share the index and value loads; the first block of rows of a call,
+// which brings a slice's weights in (the next blocks find them in cache), prefetches both
+// streams ahead (kernels/common/prefetch.h). The AVX-512 tables run this
 // kernel too: vgatherdps measured no faster there (docs/kernels.md).
 #include <immintrin.h>
 
@@ -20,7 +21,7 @@ inline __m256 Gather8(const float* x, const uint16_t* i) {
 }
 
 template <int MR>
-void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
+void Slice(const F32SpmmArgs& a, int64_t m, int64_t s, bool stream) {
   const SellMatrix& w = *a.W;
   const float* val = reinterpret_cast<const float*>(w.val);
   const float* x[MR];
@@ -32,7 +33,7 @@ void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
   const int64_t t1 = w.slice[s + 1];
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
-    if (MR <= 2) {  // memory-bound rows: keep the two streams ahead (kernels/common/prefetch.h)
+    if (stream) {  // the first rows of the call: keep the two streams ahead
       PrefetchStream<32>(val + t * kSellC, kStreamAhead);
       PrefetchStream<16>(idx, kStreamAhead / 2);
     }
@@ -60,11 +61,11 @@ void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
 void f32_spmm_s8m4__avx2(const F32SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
   for (int64_t s = s0; s < s1; ++s) {
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) Slice<4>(a, m, s);
+    for (; m + 4 <= m1; m += 4) Slice<4>(a, m, s, m == m0);
     switch (m1 - m) {
-      case 1: Slice<1>(a, m, s); break;
-      case 2: Slice<2>(a, m, s); break;
-      case 3: Slice<3>(a, m, s); break;
+      case 1: Slice<1>(a, m, s, m == m0); break;
+      case 2: Slice<2>(a, m, s, m == m0); break;
+      case 3: Slice<3>(a, m, s, m == m0); break;
       default: break;
     }
   }

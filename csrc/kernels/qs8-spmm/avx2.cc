@@ -65,7 +65,7 @@ inline __m256i Gather8x4Row(const int8_t* x, const uint16_t* i) {
 // MR rows x one group of 8 columns: per cell, vpshufb picks the 32 slots' activations from
 // the chunk's 16 (0x80 slots read 0), then the sign trick and vpmaddwd sum each column's 4 slots.
 template <int MR>
-void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
+void K16Group(const Qs8K16Args& a, int64_t m, int64_t g, bool stream) {
   const K16Matrix& w = *a.W;
   const __m256i ones = _mm256_set1_epi16(1);
   const int8_t* x[MR];
@@ -76,7 +76,7 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
   }
   const int64_t c1 = w.group[g + 1];
   for (int64_t c = w.group[g]; c < c1; ++c) {
-    if (MR <= 2) {  // a cell: 32 bytes of shuffles, 32 of values, 2 of chunk number
+    if (stream) {  // a cell: 32 bytes of shuffles, 32 of values, 2 of chunk number
       PrefetchStream<32>(w.shuf + 32 * c, kStreamAhead);
       PrefetchStream<32>(w.val + 32 * c, kStreamAhead);
       PrefetchStream<2>(w.chunk + c, kStreamAhead / 16);
@@ -106,7 +106,7 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
 }
 
 template <int MR>
-void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
+void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s, bool stream) {
   const SellMatrix& w = *a.W;
   const int* x[MR];
   __m256i acc[MR];
@@ -118,7 +118,7 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
   const int64_t t1 = w.slice[s + 1];
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
-    if (MR <= 2) {  // a step: 32 bytes of values, 16 of indices
+    if (stream) {  // a step: 32 bytes of values, 16 of indices
       PrefetchStream<32>(w.val + t * kSellC * 4, kStreamAhead);
       PrefetchStream<16>(idx, kStreamAhead / 2);
     }
@@ -179,11 +179,11 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
 void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
   for (int64_t g = g0; g < g1; ++g) {
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g);
+    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g, m == m0);
     switch (m1 - m) {
-      case 1: K16Group<1>(a, m, g); break;
-      case 2: K16Group<2>(a, m, g); break;
-      case 3: K16Group<3>(a, m, g); break;
+      case 1: K16Group<1>(a, m, g, m == m0); break;
+      case 2: K16Group<2>(a, m, g, m == m0); break;
+      case 3: K16Group<3>(a, m, g, m == m0); break;
       default: break;
     }
   }
@@ -196,11 +196,11 @@ void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t 
       continue;
     }
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s);
+    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s, m == m0);
     switch (m1 - m) {
-      case 1: BsrSlice<1>(a, m, s); break;
-      case 2: BsrSlice<2>(a, m, s); break;
-      case 3: BsrSlice<3>(a, m, s); break;
+      case 1: BsrSlice<1>(a, m, s, m == m0); break;
+      case 2: BsrSlice<2>(a, m, s, m == m0); break;
+      case 3: BsrSlice<3>(a, m, s, m == m0); break;
       default: break;
     }
   }

@@ -56,7 +56,7 @@ inline void Store8(const float* a_scale, const float* bias, Activation act, cons
 }
 
 template <int MR>
-void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
+void K16Group(const Qs8K16Args& a, int64_t m, int64_t g, bool stream) {
   const K16Matrix& w = *a.W;
   const __m512i k80 = _mm512_set1_epi8(int8_t(0x80));
   const int8_t* x[MR];
@@ -70,7 +70,7 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g) {
   const int64_t c1 = w.group[g + 1];
   for (; c < c1; c += 2) {
     const bool pair = c + 1 < c1;
-    if (MR <= 2) {  // two cells per step: 64 bytes of shuffles, 64 of values, 4 of chunk numbers
+    if (stream) {  // two cells per step: 64 bytes of shuffles, 64 of values, 4 of chunk numbers
       PrefetchStream<64>(w.shuf + 32 * c, kStreamAhead);
       PrefetchStream<64>(w.val + 32 * c, kStreamAhead);
       PrefetchStream<4>(w.chunk + c, kStreamAhead / 16);
@@ -116,7 +116,7 @@ inline __m512i Gather16x4(const int8_t* x, const uint16_t* i, bool pair) {
 }
 
 template <int MR>
-void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
+void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s, bool stream) {
   const SellMatrix& w = *a.W;
   const __m512i k80 = _mm512_set1_epi8(int8_t(0x80));
   __m512i acc[MR];
@@ -126,7 +126,7 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s) {
   const int64_t t1 = w.slice[s + 1];
   for (; t < t1; t += 2) {
     const bool pair = t + 1 < t1;
-    {  // two steps: 64 bytes of values, 32 of indices
+    if (stream) {  // two steps: 64 bytes of values, 32 of indices
       PrefetchStream<64>(w.val + t * kSellC * 4, kStreamAhead);
       PrefetchStream<32>(w.idx + t * kSellC, kStreamAhead / 2);
     }
@@ -419,11 +419,11 @@ void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int
   for (int64_t g = g0; g < g1; ++g) {
     int64_t m = m0;
   #pragma GCC unroll 16
-    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g);
+    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g, m == m0);
     switch (m1 - m) {
-      case 1: K16Group<1>(a, m, g); break;
-      case 2: K16Group<2>(a, m, g); break;
-      case 3: K16Group<3>(a, m, g); break;
+      case 1: K16Group<1>(a, m, g, m == m0); break;
+      case 2: K16Group<2>(a, m, g, m == m0); break;
+      case 3: K16Group<3>(a, m, g, m == m0); break;
       default: break;
     }
   }
@@ -526,11 +526,11 @@ void qs8_bspmm_s8c4__avx512vnni(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, in
   }
   for (int64_t s = s0; s < s1; ++s) {
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s);
+    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s, m == m0);
     switch (m1 - m) {
-      case 1: BsrSlice<1>(a, m, s); break;
-      case 2: BsrSlice<2>(a, m, s); break;
-      case 3: BsrSlice<3>(a, m, s); break;
+      case 1: BsrSlice<1>(a, m, s, m == m0); break;
+      case 2: BsrSlice<2>(a, m, s, m == m0); break;
+      case 3: BsrSlice<3>(a, m, s, m == m0); break;
       default: break;
     }
   }
