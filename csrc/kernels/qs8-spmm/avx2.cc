@@ -134,7 +134,7 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s, bool stream) {
 }
 
 // 8 rows (one packed tile) x one slice: lane j's accumulator holds its column for the 8 rows.
-void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
+void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s, bool stream) {
   const SellMatrix& w = *a.W;
   const int64_t nb = (w.K + 3) / 4;
   const uint8_t* xt = reinterpret_cast<const uint8_t*>(a.At) + tile * nb * 32;
@@ -145,6 +145,10 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s) {
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
     const uint8_t* v = w.val + t * kSellC * 4;
+    if (stream) {  // the first tile of the call: a step is 32 bytes of values, 16 of indices
+      PrefetchStream<32>(v, kStreamAhead);
+      PrefetchStream<16>(idx, kStreamAhead / 2);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       int32_t wv;
@@ -192,7 +196,7 @@ void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g
 void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
   for (int64_t s = s0; s < s1; ++s) {
     if (a.At != nullptr) {
-      for (int64_t m = m0; m < m1; m += 8) BsrTile(a, m / 8, m1, s);
+      for (int64_t m = m0; m < m1; m += 8) BsrTile(a, m / 8, m1, s, m == m0);
       continue;
     }
     int64_t m = m0;
