@@ -518,10 +518,21 @@ py::dict py_sell_info(U8Array W, const std::string& encoding, int64_t K, int64_t
 
 // Test hook: a sparse Dense with a named ISA's kernels -> y [M, N].
 py::array_t<float> py_spdense(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X, U8Array W,
-                              const std::string& encoding, int64_t K, int64_t N, py::object bias, int act, bool threaded) {
-  const KernelTable& t = kernels_for(isa);
+                              const std::string& encoding, int64_t K, int64_t N, py::object bias, int act, bool threaded,
+                              const std::string& path) {
+  KernelTable t = kernels_for(isa);
   SparseWeights w;
   load_sparse_weights("spdense", encoding, W.data(), W.size(), K, N, w);
+  if (path == "t16") {  // the T16 kernel at any M (the table must have it, the blob must allow the form)
+    if (t.qs8_bspmm_t16 == nullptr) throw std::invalid_argument("table '" + isa + "' has no qs8_bspmm_t16");
+    prepare_sparse_weights(t, w, true);
+    if (w.t16.empty()) throw std::invalid_argument("this blob has no T16 form");
+    t.qs8_bspmm_t16_min_rows = 1;
+  } else if (path == "auto") {
+    prepare_sparse_weights(t, w);
+  } else {
+    throw std::invalid_argument("path must be 'auto' or 't16', got '" + path + "'");
+  }
   if (X.ndim() != 2 || X.shape(1) != K) throw std::invalid_argument("X must be [M, K]");
   if (act < 0 || act > 2) throw std::invalid_argument("bad activation");
   const int64_t M = X.shape(0);
@@ -842,6 +853,7 @@ PYBIND11_MODULE(_core, m) {
     d["qs8-spmm"] = t.qs8_spmm_name;
     d["qs8-bspmm"] = t.qs8_bspmm_name;
     if (t.qs8_bspmm_unstage != nullptr) d["qs8-bspmm-unstage"] = t.qs8_bspmm_unstage_name;  // staged tile output
+    if (t.qs8_bspmm_t16 != nullptr && t.qs8_bspmm_t16_min_rows > 0) d["qs8-bspmm-t16"] = t.qs8_bspmm_t16_name;  // from min_rows rows
     d["qs8-quant-split"] = t.qs8_quant_split_name;
     d["qw-axpy"] = t.qw_axpy_name;
     d["f32-pack-bt"] = t.f32_pack_bt_name;
@@ -925,7 +937,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("pack_sell_s8", &py_pack_sell_s8, py::arg("wq"), py::arg("scales"), py::arg("bk") = 1);
   m.def("sell_info", &py_sell_info, py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"));
   m.def("spdense", &py_spdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
-        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false);
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false, py::arg("path") = "auto");
   m.def("memread_sum", [](const py::buffer& b) {
     py::buffer_info info = b.request();
     const void* p = info.ptr;

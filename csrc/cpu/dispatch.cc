@@ -89,6 +89,7 @@ KernelTable scalar_level() {
   KERNEL(t, qs8_spmm, ref::qs8_spmm_k16__scalar);
   KERNEL(t, qs8_bspmm, ref::qs8_bspmm_s8c4__scalar);
   KERNEL(t, qs8_bspmm_pack_a, ref::qs8_bspmm_pack_a__scalar);
+  KERNEL(t, qs8_bspmm_t16, ref::qs8_bspmm_t16__scalar);  // tests only (min_rows 0)
   t.vmath = {&ref::f32_softmax_row__scalar, "f32_softmax_row__scalar", &ref::f32_gelu__scalar, "f32_gelu__scalar",
              &ref::f32_softmax_pre_row__scalar,
              &ref::f32_layernorm_row__scalar, "f32_layernorm_row__scalar"};
@@ -207,6 +208,11 @@ KernelTable amx_level() {
   t.q4_gemm_lattice_min_rows = 16;
   t.q4_gemm_lattice_outliers = true;
   t.q4_gemm_lattice_biased = false;  // tdpbssd: s8 x s8
+  // 1x4-block layers from 9 rows: tile products on rebuilt B tiles (the T16 form); fewer rows run
+  // the avx512vnni SELL-8 kernel (at 80% blocks, 4096 x 4096: 8 rows 307 us SELL-8 vs 335 us T16,
+  // 10 rows 393 vs 339 us; from 9 rows SELL-8 takes 16-row tiles, at 8 rows' cost of 16)
+  KERNEL(t, qs8_bspmm_t16, amx::qs8_bspmm_t16__amx);
+  t.qs8_bspmm_t16_min_rows = 9;
   // the Attention op of a model that asks for bf16 (quantized models): tdpbf16ps
   t.bf16 = {&amx::bf16_gemm_32x32__amx, "bf16_gemm_32x32__amx", &amx::bf16_pack_a__avx512, &amx::bf16_pack_b__avx512,
             &amx::bf16_pack_bt__avx512, &amx::bf16_softmax__avx512, true};

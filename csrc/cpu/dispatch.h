@@ -90,6 +90,12 @@ struct KernelTable {
   const char* qs8_bspmm_unstage_name = nullptr;
   Qs8BspmmPackFn qs8_bspmm_pack_a = nullptr;  // the activation tiles (At) of qs8_bspmm
   const char* qs8_bspmm_pack_a_name = nullptr;
+  // set where 1x4-block layers also get the T16 form at load (kernels/sparse/t16.h) and calls of
+  // qs8_bspmm_t16_min_rows rows and more run this on it (the same bits as qs8_bspmm); the scalar
+  // table keeps the reference here for tests, with min_rows 0: never taken by models
+  Qs8BspmmT16Fn qs8_bspmm_t16 = nullptr;
+  const char* qs8_bspmm_t16_name = nullptr;
+  int64_t qs8_bspmm_t16_min_rows = 0;
   // fp32 row kernels (softmax, GELU) and the direct fp32 depthwise convolution
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};

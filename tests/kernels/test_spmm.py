@@ -226,3 +226,102 @@ def test_bsr_columns_outside_their_window():
                     np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={M} threads={t}")
     finally:
         _core.set_num_threads(old)
+
+
+# The T16 form of 1x4-block weights (kernels/sparse/t16.h): the tables that have its kernel, forced at
+# any M with path="t16" (the scalar table keeps the reference there; models take it only on `amx`,
+# from 9 rows). Every one must give the SELL-8 reference's bits.
+T16_ISAS = [i for i in ISAS if i in ("scalar", "amx")]
+T16_SHAPES = [(1, 1), (4, 16), (63, 17), (64, 15), (65, 33), (200, 70), (1000, 48)]
+
+
+def _sell_sections(blob, K, N, T):
+    """Byte offsets of a SELL-8 blob's sections (kernels/sparse/sell.h): slice, perm, scale, idx, val."""
+    S = (N + 7) // 8
+    up = lambda v: (v + 63) // 64 * 64  # noqa: E731
+    slice_at = 64
+    perm_at = slice_at + up(4 * (S + 1))
+    scale_at = perm_at + up(4 * 8 * S)
+    idx_at = scale_at + up(4 * 8 * S)
+    val_at = idx_at + up(2 * 8 * T)
+    return S, perm_at, idx_at, val_at
+
+
+@pytest.mark.parametrize("K,N", T16_SHAPES)
+@pytest.mark.parametrize("kind,density", [("block", 0.2), ("block", 1.0), ("random", 0.1), ("rows", 0.3),
+                                          ("single", 0.0), ("random", 0.0)])
+def test_t16_matches_the_reference(K, N, kind, density):
+    """K chunks of 64 with tails, groups of 16 columns with tails, M over whole and partial 16-row
+    tiles and blocks of 32 rows, bias and ReLU, 1 and 2 threads."""
+    rng = np.random.default_rng(K * 7 + N)
+    enc = "qs8-bsr1x4-s8"
+    w, q, s, blob = make_weights(rng, K, N, enc, kind, density)
+    bias = rng.standard_normal(N).astype(np.float32)
+    old = _core.get_num_threads()
+    try:
+        for M in (1, 2, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 65, 128):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            for act in (0, 1):
+                ref = _core.spdense("scalar", x, blob, enc, K, N, bias, act)
+                check_ref(enc, ref, expected(enc, x, w, q, s, bias, act))
+                for isa in T16_ISAS:
+                    for t in (1, 2):
+                        _core.set_num_threads(t)
+                        got = _core.spdense(isa, x, blob, enc, K, N, bias, act, True, "t16")
+                        np.testing.assert_array_equal(got, ref, err_msg=f"{isa} t16 M={M} act={act} threads={t}")
+    finally:
+        _core.set_num_threads(old)
+
+
+def test_t16_integer_sums_wrap_exactly():
+    """K = 70000 with every weight and activation at +-127: the biased tile sums, 255 * 127 per pair,
+    pass 2^31 and wrap; less 128 * the column sum (also modulo 2^32) they are exact."""
+    rng = np.random.default_rng(5)
+    K, N = 70000, 20
+    q = np.full((K, N), 127, np.int8)
+    q[:, 3] = -127
+    q[::2, 7] = -127
+    s = np.full(N, 1 / 127, np.float32)
+    blob = _core.pack_sell_s8(q, s, 4)
+    x = np.ones((17, K), np.float32)
+    x[1] = -1
+    x[2, ::3] = -1
+    x[3] = rng.standard_normal(K)
+    ref = _core.spdense("scalar", x, blob, "qs8-bsr1x4-s8", K, N)
+    check_ref("qs8-bsr1x4-s8", ref, expected("qs8-bsr1x4-s8", x, q.astype(np.float32) * s, q, s, None, 0))
+    assert ref[0, 0] == np.float32(K * 127 * 127 / 127 / 127) and abs(ref[0, 0]) > 0
+    for isa in T16_ISAS:
+        np.testing.assert_array_equal(_core.spdense(isa, x, blob, "qs8-bsr1x4-s8", K, N, path="t16"), ref, err_msg=isa)
+
+
+def test_t16_refuses_a_blob_with_a_block_stored_twice():
+    """SELL-8 lets a lane store one block index twice (their products add); the T16 form holds one
+    block per (column, quad), so such a blob keeps SELL-8 on every path, with the same result."""
+    rng = np.random.default_rng(8)
+    K, N, enc = 64, 8, "qs8-bsr1x4-s8"
+    q = np.zeros((K, N), np.int8)
+    q[0:8, 0] = rng.integers(1, 100, 8)  # column 0: blocks 0 and 1
+    q[:, 1:] = rng.integers(-127, 128, (K, N - 1))
+    s = np.full(N, 0.01, np.float32)
+    blob = np.array(_core.pack_sell_s8(q, s, 4), copy=True)
+    T = _core.sell_info(blob, enc, K, N)["steps"]
+    S, perm_at, idx_at, val_at = _sell_sections(blob, K, N, T)
+    perm = np.frombuffer(blob, np.uint32, 8 * S, perm_at)
+    lane = int(np.nonzero(perm == 0)[0][0])
+    idx = np.frombuffer(blob, np.uint16, 8 * T, idx_at).copy()
+    assert idx[lane] == 0 and idx[8 + lane] == 1
+    idx[8 + lane] = 0  # column 0's second block now also at quad 0
+    blob[idx_at:idx_at + 2 * 8 * T] = np.frombuffer(idx.tobytes(), np.uint8)
+    q2 = q.astype(np.int64)
+    q2[0:4, 0] += q2[4:8, 0]
+    q2[4:8, 0] = 0
+    x = rng.standard_normal((16, K)).astype(np.float32)
+    xq, xs = quantize_np(x, K)
+    want = ((xq.astype(np.int64) @ q2).astype(np.float32) * (xs[:, None] * s[None, :])).astype(np.float32)
+    ref = _core.spdense("scalar", x, blob, enc, K, N)
+    np.testing.assert_array_equal(ref, want)
+    for isa in T16_ISAS:
+        with pytest.raises(ValueError, match="no T16 form"):
+            _core.spdense(isa, x, blob, enc, K, N, path="t16")
+    for isa in ISAS:
+        np.testing.assert_array_equal(_core.spdense(isa, x, blob, enc, K, N), ref, err_msg=isa)

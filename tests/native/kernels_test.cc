@@ -352,6 +352,8 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
       sell_lane_sums(sb, wsum.data());
       std::vector<uint32_t> inv(static_cast<size_t>(N));
       sell_inverse_perm(sb, inv.data());
+      T16Matrix t16;
+      check(t16_from_sell(sb, &t16), "t16 form of a packed bsr blob");
       for (int64_t M : Ms) {
         std::vector<float> x(M * K);
         for (auto& v : x) v = nd(rng);
@@ -427,6 +429,26 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
                     std::string(t.isa_name) + " qs8_bspmm" + (tiles ? " tiles of " + std::to_string(R) : "") +
                         (staged ? " staged" : "") + where);
             }
+          // the T16 form (kernels/sparse/t16.h) where the table has its kernel: activations biased,
+          // rows of round_up(K, 64) bytes, whole 16-row tiles (zero rows past M); the column groups
+          // in two calls, as the op's thread split
+          if (t.qs8_bspmm_t16 != nullptr && t16.G > 0) {
+            Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
+            ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            const int64_t l16 = qs8_bspmm_t16_lda(K), mp = (M + 15) / 16 * 16;
+            std::vector<uint8_t> q16(size_t(mp * l16), 0);
+            std::vector<float> sc16(M);
+            Qs8QuantArgs q6{x.data(), K, K, l16, reinterpret_cast<int8_t*>(q16.data()), l16, sc16.data(), nullptr, 0, 0, true};
+            ref_t.qs8_quant(q6, 0, M);
+            Qs8BspmmT16Args ta{M, q16.data(), l16, sc16.data(), &t16, bias.data(), b.data(), N, Activation(act)};
+            for (auto fn : {&ref::qs8_bspmm_t16__scalar, t.qs8_bspmm_t16}) {
+              std::fill(b.begin(), b.end(), -2.f);
+              fn(ta, 0, t16.G / 2);
+              fn(ta, t16.G / 2, t16.G);
+              check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+                    std::string(t.isa_name) + " " + (fn == t.qs8_bspmm_t16 ? t.qs8_bspmm_t16_name : "qs8_bspmm_t16__scalar") + where);
+            }
+          }
         }
       }
     }

@@ -32,6 +32,7 @@
 #include "kernels/f32-gemm/f32_gemm.h"  // Activation
 #include "kernels/sparse/k16.h"
 #include "kernels/sparse/sell.h"
+#include "kernels/sparse/t16.h"
 
 namespace lowbit {
 
@@ -62,6 +63,26 @@ using Qs8SpmmFn = void (*)(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t
 using Qs8BspmmUnstageFn = void (*)(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
                                    float* C, int64_t ldc);
 
+// The 1x4-block product over the T16 form (kernels/sparse/t16.h; tables with qs8_bspmm_t16): the
+// same result as qs8_bspmm (the definition above, bit for bit). Activations biased to u8 = q + 128,
+// rows of lda bytes with lda a multiple of 64 and at least 64 * W->C (zero past K), readable for
+// round_up(M, 16) rows (the tile unit reads whole 16-row tiles; rows past M are never written out).
+// acc = (sum of u8 * w over the tile rows) - corr[n], modulo 2^32: exact.
+struct Qs8BspmmT16Args {
+  int64_t M;
+  const uint8_t* A;
+  int64_t lda;
+  const float* a_scale;  // M
+  const T16Matrix* W;
+  const float* bias;     // N or nullptr
+  float* C;
+  int64_t ldc;
+  Activation act;        // kNone or kRelu
+};
+// All M rows x column groups [g0, g1) (16 columns each). Thread-safe on disjoint ranges.
+using Qs8BspmmT16Fn = void (*)(const Qs8BspmmT16Args& a, int64_t g0, int64_t g1);
+inline int64_t qs8_bspmm_t16_lda(int64_t K) { return (K + 63) / 64 * 64; }
+
 struct Qs8K16Args {
   int64_t M;
   const int8_t* A;       // quantized rows; each row readable for k16_lda(K) bytes (value 0 past K)
@@ -88,6 +109,10 @@ void qs8_spmm_k16__scalar(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g
 void qs8_bspmm_s8c4__scalar(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1);
 void qs8_bspmm_unstage__scalar(const float* Yt, int64_t R, int64_t rows, const uint32_t* inv, int64_t n0, int64_t n1,
                                float* C, int64_t ldc);
+void qs8_bspmm_t16__scalar(const Qs8BspmmT16Args& a, int64_t g0, int64_t g1);
+}
+namespace amx {
+void qs8_bspmm_t16__amx(const Qs8BspmmT16Args& a, int64_t g0, int64_t g1);
 }
 namespace avx2 {
 void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);

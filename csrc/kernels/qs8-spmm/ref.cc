@@ -79,5 +79,34 @@ void qs8_bspmm_unstage__scalar(const float* Yt, int64_t R, int64_t rows, const u
     for (int64_t n = n0; n < n1; ++n) C[r * ldc + n] = Yt[int64_t(inv[n]) * R + r];
 }
 
+void qs8_bspmm_t16__scalar(const Qs8BspmmT16Args& a, int64_t g0, int64_t g1) {
+  const T16Matrix& w = *a.W;
+  for (int64_t m = 0; m < a.M; ++m) {
+    const uint8_t* x = a.A + m * a.lda;
+    for (int64_t g = g0; g < g1; ++g) {
+      uint32_t acc[16] = {};  // modulo 2^32, as the tile unit's int32 sums
+      for (int64_t c = 0; c < w.C; ++c) {
+        const int64_t t = t16_tile(w, g, c);
+        const int8_t* v = w.val.data() + int64_t(w.start[size_t(t)]) * 4;
+        for (int64_t r = 0; r < 16; ++r) {
+          const uint32_t mk = w.mask[size_t(t * 16 + r)];
+          for (int l = 0; l < 16; ++l) {
+            if (!(mk >> l & 1u)) continue;
+            for (int i = 0; i < 4; ++i) acc[l] += uint32_t(int32_t(x[64 * c + 4 * r + i]) * int32_t(v[i]));
+            v += 4;
+          }
+        }
+      }
+      for (int64_t l = 0; l < 16 && 16 * g + l < w.N; ++l) {
+        const int64_t n = 16 * g + l;
+        float y = float(int32_t(acc[l] - uint32_t(w.corr[size_t(n)]))) * (a.a_scale[m] * w.scale[size_t(n)]);
+        if (a.bias) y = y + a.bias[n];
+        if (a.act == Activation::kRelu) y = (0.0f > y) ? 0.0f : y;
+        a.C[m * a.ldc + n] = y;
+      }
+    }
+  }
+}
+
 }  // namespace ref
 }  // namespace lowbit

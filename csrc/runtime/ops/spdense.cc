@@ -36,9 +36,21 @@ void load_sparse_weights(const std::string& what, const std::string& enc, const 
   }
 }
 
+void prepare_sparse_weights(const KernelTable& t, SparseWeights& w, bool force) {
+  if (w.kind != SparseKind::kQs8Bsr || t.qs8_bspmm_t16 == nullptr) return;
+  if (t.qs8_bspmm_t16_min_rows <= 0 && !force) return;
+  if (!t16_from_sell(w.w, &w.t16)) w.t16 = T16Matrix{};
+}
+
 namespace {
 
 constexpr size_t kAlign = 64;
+
+// True when M rows of w run the T16 kernel on table t.
+bool use_t16(const KernelTable& t, const SparseWeights& w, int64_t M) {
+  return w.kind == SparseKind::kQs8Bsr && t.qs8_bspmm_t16 != nullptr && !w.t16.empty() && t.qs8_bspmm_t16_min_rows > 0 &&
+         M >= t.qs8_bspmm_t16_min_rows;
+}
 inline size_t up64(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 struct Parts {
@@ -53,6 +65,11 @@ int64_t bspmm_tile_rows(const KernelTable& t, int64_t M) {
 Parts parts(const KernelTable& t, const SparseWeights& w, int64_t M) {
   Parts p{0, 0, 0, 0, 0};
   if (w.kind == SparseKind::kF32Csr) return p;
+  if (use_t16(t, w, M)) {  // whole 16-row tiles of rows, K rounded up to 64
+    p.scale = up64(size_t((M + 15) / 16 * 16) * size_t(qs8_bspmm_t16_lda(w.w.K)));
+    p.at = p.yt = p.total = p.scale + up64(size_t(M) * 4);
+    return p;
+  }
   const int64_t lda = w.kind == SparseKind::kQs8Csr ? k16_lda(w.k16.K) : qs8_spmm_lda(w.w.K);
   p.scale = up64(size_t(M) * size_t(lda));
   p.at = p.scale + up64(size_t(M) * 4);
@@ -106,7 +123,8 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
   } else {
     const Parts p = parts(t, sw, M);
     uint8_t* base = static_cast<uint8_t*>(scratch);
-    const int64_t lda = sw.kind == SparseKind::kQs8Csr ? k16_lda(K) : qs8_spmm_lda(K);
+    const bool t16 = use_t16(t, sw, M);
+    const int64_t lda = sw.kind == SparseKind::kQs8Csr ? k16_lda(K) : t16 ? qs8_bspmm_t16_lda(K) : qs8_spmm_lda(K);
     Qs8QuantArgs qa{};
     qa.x = x;
     qa.ldx = K;
@@ -116,12 +134,27 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
     qa.ldq = lda;
     qa.scale = reinterpret_cast<float*>(base + p.scale);
     qa.gsum = nullptr;
-    qa.bias128 = t.qs8_spmm_biased;
+    qa.bias128 = t16 || t.qs8_spmm_biased;  // tdpbusd: u8 x s8
     if (threaded && ThreadPool::global().num_threads() > 1 && M * K >= 64 * 1024)
       parallel_chunks(M, 4, [&](int64_t r0, int64_t r1) { t.qs8_quant(qa, r0, r1); });
     else
       t.qs8_quant(qa, 0, M);
-    if (sw.kind == SparseKind::kQs8Csr) {
+    if (t16) {
+      // rows past M in the last 16-row tile: zeros (read by the tile unit, never written out)
+      const int64_t mp = (M + 15) / 16 * 16;
+      if (mp > M) std::memset(qa.q + M * lda, 0, size_t((mp - M) * lda));
+      Qs8BspmmT16Args g{M, reinterpret_cast<const uint8_t*>(qa.q), lda, qa.scale, &sw.t16, bias, y, N, kact};
+      const int64_t G = sw.t16.G;
+      ThreadPool& pool = ThreadPool::global();
+      const int64_t nt = threaded ? std::min<int64_t>(pool.num_threads(), G) : 1;
+      if (nt <= 1 || work < 64.0 * 1024) {
+        t.qs8_bspmm_t16(g, 0, G);
+      } else {
+        const std::vector<int64_t> b = split_range(G, nt, 1);
+        std::function<void(int64_t)> fn = [&](int64_t i) { t.qs8_bspmm_t16(g, b[i], b[i + 1]); };
+        pool.parallel_for(int64_t(b.size()) - 1, fn);
+      }
+    } else if (sw.kind == SparseKind::kQs8Csr) {
       Qs8K16Args g{M, qa.q, lda, qa.scale, &sw.k16, bias, y, N, kact};
       split(M, sw.k16.G, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { t.qs8_spmm(g, m0, m1, g0, g1); });
     } else {
@@ -178,7 +211,12 @@ std::string spdense_kernel_name(const KernelTable& t, const SparseWeights& w, bo
   switch (w.kind) {
     case SparseKind::kF32Csr: return t.f32_spmm_name;
     case SparseKind::kQs8Csr: return std::string(quant_name ? std::string(t.qs8_quant_name) + " + " : "") + t.qs8_spmm_name;
-    case SparseKind::kQs8Bsr: return std::string(quant_name ? std::string(t.qs8_quant_name) + " + " : "") + t.qs8_bspmm_name;
+    case SparseKind::kQs8Bsr: {
+      std::string k = std::string(quant_name ? std::string(t.qs8_quant_name) + " + " : "") + t.qs8_bspmm_name;
+      if (t.qs8_bspmm_t16 != nullptr && t.qs8_bspmm_t16_min_rows > 0 && !w.t16.empty())
+        k += " | " + std::string(t.qs8_bspmm_t16_name) + " from " + std::to_string(t.qs8_bspmm_t16_min_rows) + " rows";
+      return k;
+    }
   }
   return "";
 }
@@ -192,6 +230,7 @@ class DenseSparse : public Op {
     if (!wv.is_const || wv.shape.size() != 2 || wv.dtype != DType::kF32)
       throw std::invalid_argument("Dense '" + n.name + "': weight must be a 2-D float32 constant");
     load_sparse_weights("Dense '" + n.name + "'", wv.encoding, wv.data, wv.nbytes, wv.shape[0], wv.shape[1], w_);
+    prepare_sparse_weights(kernels(), w_);
     if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
       const ValueSpec& b = values[n.inputs[2]];
       if (!b.is_const || b.shape != Shape{w_.N()} || b.nbytes != w_.N() * 4 || b.encoding != "raw")
