@@ -257,6 +257,44 @@ def test_decode_weight_reads_the_sparse_encodings(encoding):
         np.testing.assert_array_equal(got, q.astype(np.float32) * scale[None, :])
 
 
+def test_bsr_t16_form_by_block_density(tmp_path):
+    """On the amx table a 1x4-block layer runs tile products on rebuilt tiles (the T16 form) from 9
+    rows at block densities from 18%, from 17 rows between 10% and 18%, and never below 10% (its cost
+    is per tile, the SELL-8 kernel's per block); Model.layers() says which, and every path gives the
+    scalar table's bits."""
+    import subprocess
+    import sys
+    from conftest import ISAS
+    if "amx" not in ISAS:
+        pytest.skip("no AMX on this machine")
+    _, _, helper, _ = _onnx()
+    rng = np.random.default_rng(12)
+    k, n = 512, 256
+    code = ("import lowbit, sys, numpy as np; m = lowbit.load(sys.argv[1]); print(m.layers()[0]['kernel']); "
+            "x = np.load(sys.argv[2]); np.save(sys.argv[3], np.concatenate([m.run(x[:r]) for r in (8, 9, 16, 17, 40)]))")
+    x = rng.standard_normal((40, k)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for density, want in ((0.06, None), (0.14, 17), (0.26, 9)):
+        w = rng.standard_normal((k, n)).astype(np.float32) * np.repeat(rng.random((k // 4, n)) < density, 4, axis=0)
+        src = save_model(str(tmp_path / f"d{density}.onnx"), [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")],
+                         {"w": w}, k, n)
+        dst = str(tmp_path / f"d{density}.qbin")
+        lowbit.convert(src, dst, quant="int8", sparse="bsr", outliers=0)
+        outs = {}
+        for isa in ("scalar", "amx"):
+            y = str(tmp_path / f"y-{isa}.npy")
+            kernel = subprocess.run([sys.executable, "-c", code, dst, str(tmp_path / "x.npy"), y],
+                                    env={**os.environ, "LOWBIT_ISA": isa}, capture_output=True, text=True,
+                                    check=True).stdout.strip()
+            outs[isa] = np.load(y)
+            if isa == "amx":
+                if want is None:
+                    assert "t16" not in kernel, (density, kernel)
+                else:
+                    assert kernel.endswith(f"| qs8_bspmm_t16__amx from {want} rows"), (density, kernel)
+        np.testing.assert_array_equal(outs["amx"], outs["scalar"], err_msg=str(density))
+
+
 def test_bsr_scratch_holds_the_staged_output_only_where_the_table_unstages(tmp_path):
     """The 1x4-block op's scratch: quantized rows, tiles, and the staged output (M x N fp32)
     only on tables with an unstage kernel (AVX-512); other tables write C directly. On AMX, 16 rows

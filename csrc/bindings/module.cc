@@ -520,14 +520,13 @@ py::dict py_sell_info(U8Array W, const std::string& encoding, int64_t K, int64_t
 py::array_t<float> py_spdense(const std::string& isa, py::array_t<float, py::array::c_style | py::array::forcecast> X, U8Array W,
                               const std::string& encoding, int64_t K, int64_t N, py::object bias, int act, bool threaded,
                               const std::string& path) {
-  KernelTable t = kernels_for(isa);
+  const KernelTable& t = kernels_for(isa);
   SparseWeights w;
   load_sparse_weights("spdense", encoding, W.data(), W.size(), K, N, w);
   if (path == "t16") {  // the T16 kernel at any M (the table must have it, the blob must allow the form)
     if (t.qs8_bspmm_t16 == nullptr) throw std::invalid_argument("table '" + isa + "' has no qs8_bspmm_t16");
     prepare_sparse_weights(t, w, true);
     if (w.t16.empty()) throw std::invalid_argument("this blob has no T16 form");
-    t.qs8_bspmm_t16_min_rows = 1;
   } else if (path == "auto") {
     prepare_sparse_weights(t, w);
   } else {

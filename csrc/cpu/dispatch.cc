@@ -208,11 +208,16 @@ KernelTable amx_level() {
   t.q4_gemm_lattice_min_rows = 16;
   t.q4_gemm_lattice_outliers = true;
   t.q4_gemm_lattice_biased = false;  // tdpbssd: s8 x s8
-  // 1x4-block layers from 9 rows: tile products on rebuilt B tiles (the T16 form); fewer rows run
-  // the avx512vnni SELL-8 kernel (at 80% blocks, 4096 x 4096: 8 rows 307 us SELL-8 vs 335 us T16,
-  // 10 rows 393 vs 339 us; from 9 rows SELL-8 takes 16-row tiles, at 8 rows' cost of 16)
+  // 1x4-block layers of enough blocks: tile products on rebuilt B tiles (the T16 form), whose cost
+  // is per tile where the avx512vnni SELL-8 kernel's is per block. Measured at 4096 x 4096 (1 thread,
+  // each layer alone; docs/kernels.md): from 9 rows at block densities from 18% (at 20%, 8 rows
+  // 307 us SELL-8 vs 335 us T16, 10 rows 393 vs 339 us: from 9 rows SELL-8 takes 16-row tiles, at
+  // 8 rows' cost of 16; at 16 rows 15% 296-304 vs 335-343 us, 20% 369-372 vs 353-356 us), above 16
+  // rows from 10% (32 rows 10% 446-457 vs 450-452 us, 15% 594-607 vs 462-464 us)
   KERNEL(t, qs8_bspmm_t16, amx::qs8_bspmm_t16__amx);
   t.qs8_bspmm_t16_min_rows = 9;
+  t.qs8_bspmm_t16_density_16 = 0.18;
+  t.qs8_bspmm_t16_density_32 = 0.10;
   // the Attention op of a model that asks for bf16 (quantized models): tdpbf16ps
   t.bf16 = {&amx::bf16_gemm_32x32__amx, "bf16_gemm_32x32__amx", &amx::bf16_pack_a__avx512, &amx::bf16_pack_b__avx512,
             &amx::bf16_pack_bt__avx512, &amx::bf16_softmax__avx512, true};

@@ -90,12 +90,17 @@ struct KernelTable {
   const char* qs8_bspmm_unstage_name = nullptr;
   Qs8BspmmPackFn qs8_bspmm_pack_a = nullptr;  // the activation tiles (At) of qs8_bspmm
   const char* qs8_bspmm_pack_a_name = nullptr;
-  // set where 1x4-block layers also get the T16 form at load (kernels/sparse/t16.h) and calls of
-  // qs8_bspmm_t16_min_rows rows and more run this on it (the same bits as qs8_bspmm); the scalar
-  // table keeps the reference here for tests, with min_rows 0: never taken by models
+  // set where 1x4-block layers also get the T16 form at load (kernels/sparse/t16.h) and run this on
+  // it (the same bits as qs8_bspmm): calls of qs8_bspmm_t16_min_rows rows and more where the
+  // layer's block density (stored blocks / block slots of its 16 x 64 tiles) is at least
+  // density_16, calls of more than 16 rows where it is at least density_32 (its cost is per tile,
+  // qs8_bspmm's per block); sparser layers keep qs8_bspmm and get no T16 form. The scalar table keeps
+  // the reference here for tests, with min_rows 0: never taken by models
   Qs8BspmmT16Fn qs8_bspmm_t16 = nullptr;
   const char* qs8_bspmm_t16_name = nullptr;
   int64_t qs8_bspmm_t16_min_rows = 0;
+  double qs8_bspmm_t16_density_16 = 1.0;
+  double qs8_bspmm_t16_density_32 = 1.0;
   // fp32 row kernels (softmax, GELU) and the direct fp32 depthwise convolution
   VMathKernels vmath{};
   F32DwConvKernel f32_dwconv{};

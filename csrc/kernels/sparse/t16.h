@@ -9,9 +9,10 @@
 // 16c + r) and that row's blocks follow in column order. Tile t = g * C + c (t16_tile), with
 // C = ceil(K / 64). A kernel rebuilds the dense tile a row at a time with one masked expand
 // (vpexpandd) and runs the tile product on it: the tile unit does the multiplies, zeros included,
-// and the vector unit only places the stored blocks. At 80% 1x4-block sparsity, 4096 x 4096 and
-// 16 rows that is ~0.39 ns per block against ~0.48 in the SELL-8 16-row tile loop, and up to 32
-// rows share each rebuilt tile.
+// and the vector unit only places the stored blocks: its cost is per tile where SELL-8's is per
+// block. At 80% 1x4-block sparsity, 4096 x 4096 and 16 rows that is ~0.39 ns per block against ~0.48
+// in the SELL-8 16-row tile loop, and up to 32 rows share each rebuilt tile; at 15% density and 16
+// rows SELL-8 is faster (KernelTable::qs8_bspmm_t16_density_16).
 //
 //   mask   u16[G * C * 16]  per tile, per quad row
 //   start  u32[G * C + 1]   first block of each tile (in blocks of 4 bytes)

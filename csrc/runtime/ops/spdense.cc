@@ -1,6 +1,7 @@
 // Dense with sparse weights (see spdense.h).
 #include "runtime/ops/spdense.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/f32-vmath/f32_vmath.h"
@@ -37,9 +38,21 @@ void load_sparse_weights(const std::string& what, const std::string& enc, const 
 }
 
 void prepare_sparse_weights(const KernelTable& t, SparseWeights& w, bool force) {
+  w.t16 = T16Matrix{};
+  w.t16_rows = 0;
   if (w.kind != SparseKind::kQs8Bsr || t.qs8_bspmm_t16 == nullptr) return;
-  if (t.qs8_bspmm_t16_min_rows <= 0 && !force) return;
-  if (!t16_from_sell(w.w, &w.t16)) w.t16 = T16Matrix{};
+  int64_t rows = 1;
+  if (!force) {
+    if (t.qs8_bspmm_t16_min_rows <= 0) return;
+    // stored blocks over the block slots of the layer's tiles (16 columns x 16 quads each)
+    const double slots = double((w.w.N + 15) / 16) * double((w.w.K + 63) / 64) * 256.0;
+    const double density = slots > 0 ? double(w.w.nnz) / slots : 0.0;
+    if (density >= t.qs8_bspmm_t16_density_16) rows = t.qs8_bspmm_t16_min_rows;
+    else if (density >= t.qs8_bspmm_t16_density_32) rows = std::max<int64_t>(t.qs8_bspmm_t16_min_rows, 17);
+    else return;
+  }
+  if (t16_from_sell(w.w, &w.t16)) w.t16_rows = rows;
+  else w.t16 = T16Matrix{};
 }
 
 namespace {
@@ -48,8 +61,8 @@ constexpr size_t kAlign = 64;
 
 // True when M rows of w run the T16 kernel on table t.
 bool use_t16(const KernelTable& t, const SparseWeights& w, int64_t M) {
-  return w.kind == SparseKind::kQs8Bsr && t.qs8_bspmm_t16 != nullptr && !w.t16.empty() && t.qs8_bspmm_t16_min_rows > 0 &&
-         M >= t.qs8_bspmm_t16_min_rows;
+  return w.kind == SparseKind::kQs8Bsr && t.qs8_bspmm_t16 != nullptr && !w.t16.empty() && w.t16_rows > 0 &&
+         M >= w.t16_rows;
 }
 inline size_t up64(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
@@ -213,8 +226,8 @@ std::string spdense_kernel_name(const KernelTable& t, const SparseWeights& w, bo
     case SparseKind::kQs8Csr: return std::string(quant_name ? std::string(t.qs8_quant_name) + " + " : "") + t.qs8_spmm_name;
     case SparseKind::kQs8Bsr: {
       std::string k = std::string(quant_name ? std::string(t.qs8_quant_name) + " + " : "") + t.qs8_bspmm_name;
-      if (t.qs8_bspmm_t16 != nullptr && t.qs8_bspmm_t16_min_rows > 0 && !w.t16.empty())
-        k += " | " + std::string(t.qs8_bspmm_t16_name) + " from " + std::to_string(t.qs8_bspmm_t16_min_rows) + " rows";
+      if (t.qs8_bspmm_t16 != nullptr && !w.t16.empty() && w.t16_rows > 0)
+        k += " | " + std::string(t.qs8_bspmm_t16_name) + " from " + std::to_string(w.t16_rows) + " rows";
       return k;
     }
   }

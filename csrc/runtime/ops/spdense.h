@@ -22,9 +22,11 @@ struct SparseWeights {
   std::vector<int32_t> wsum;
   std::vector<uint32_t> inv;
   bool windowed = false;  // qs8 bsr: sell_windowed (staged output moves to C window by window)
-  // qs8 bsr on tables with qs8_bspmm_t16 (prepare_sparse_weights): the T16 form; empty elsewhere,
-  // or when the blob stores a block twice (then every call runs qs8_bspmm)
+  // qs8 bsr on tables with qs8_bspmm_t16 (prepare_sparse_weights): the T16 form, and the fewest rows
+  // of a call that runs on it (the table's thresholds at this layer's block density); empty and 0
+  // elsewhere, for sparser layers, or when the blob stores a block twice (every call runs qs8_bspmm)
   T16Matrix t16;
+  int64_t t16_rows = 0;
   int64_t K() const { return kind == SparseKind::kQs8Csr ? k16.K : w.K; }
   int64_t N() const { return kind == SparseKind::kQs8Csr ? k16.N : w.N; }
 };
@@ -34,8 +36,9 @@ bool parse_sparse_encoding(const std::string& enc, SparseKind& kind);
 // Validates the blob and fills `out`; throws std::invalid_argument naming `what` and the problem.
 void load_sparse_weights(const std::string& what, const std::string& enc, const void* data, int64_t nbytes, int64_t K,
                          int64_t N, SparseWeights& out);
-// Derived forms for table t's kernels: the T16 form of qs8 bsr weights where t takes it from some
-// row count (qs8_bspmm_t16_min_rows > 0), or with `force` wherever t has the kernel (test hooks).
+// Derived forms for table t's kernels: the T16 form of qs8 bsr weights where t takes it for this
+// layer (KernelTable::qs8_bspmm_t16_min_rows and the density thresholds), or with `force` wherever t
+// has the kernel, then taken at any row count (test hooks).
 void prepare_sparse_weights(const KernelTable& t, SparseWeights& w, bool force = false);
 // The fewest rows from which any table's 1x4-block kernel takes packed activation tiles
 // (KernelTable::qs8_bspmm_tile_min_rows: 2 on AVX-512, 3 on AVX2, 4 elsewhere).
