@@ -257,6 +257,17 @@ def test_decode_weight_reads_the_sparse_encodings(encoding):
         np.testing.assert_array_equal(got, q.astype(np.float32) * scale[None, :])
 
 
+def _bsr_model(tmp_path, name, rng, k, n, density):
+    """A one-MatMul ONNX model whose weight has 1x4 blocks along K at `density`, converted to int8 "bsr"."""
+    _, _, helper, _ = _onnx()
+    w = rng.standard_normal((k, n)).astype(np.float32) * np.repeat(rng.random((k // 4, n)) < density, 4, axis=0)
+    src = save_model(str(tmp_path / f"{name}.onnx"), [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")],
+                     {"w": w}, k, n)
+    dst = str(tmp_path / f"{name}.qbin")
+    lowbit.convert(src, dst, quant="int8", sparse="bsr", outliers=0)
+    return dst
+
+
 def test_bsr_t16_form_by_block_density(tmp_path):
     """On the amx table a 1x4-block layer runs tile products on rebuilt tiles (the T16 form) from 9
     rows at block densities from 18%, from 17 rows between 10% and 18%, and never below 10% (its cost
@@ -267,7 +278,6 @@ def test_bsr_t16_form_by_block_density(tmp_path):
     from conftest import ISAS
     if "amx" not in ISAS:
         pytest.skip("no AMX on this machine")
-    _, _, helper, _ = _onnx()
     rng = np.random.default_rng(12)
     k, n = 512, 256
     code = ("import lowbit, sys, numpy as np; m = lowbit.load(sys.argv[1]); print(m.layers()[0]['kernel']); "
@@ -275,11 +285,7 @@ def test_bsr_t16_form_by_block_density(tmp_path):
     x = rng.standard_normal((40, k)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     for density, want in ((0.06, None), (0.14, 17), (0.26, 9)):
-        w = rng.standard_normal((k, n)).astype(np.float32) * np.repeat(rng.random((k // 4, n)) < density, 4, axis=0)
-        src = save_model(str(tmp_path / f"d{density}.onnx"), [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")],
-                         {"w": w}, k, n)
-        dst = str(tmp_path / f"d{density}.qbin")
-        lowbit.convert(src, dst, quant="int8", sparse="bsr", outliers=0)
+        dst = _bsr_model(tmp_path, f"d{density}", rng, k, n, density)
         outs = {}
         for isa in ("scalar", "amx"):
             y = str(tmp_path / f"y-{isa}.npy")
@@ -295,6 +301,42 @@ def test_bsr_t16_form_by_block_density(tmp_path):
         np.testing.assert_array_equal(outs["amx"], outs["scalar"], err_msg=str(density))
 
 
+def test_bsr_t16_form_built_on_first_use_under_concurrent_runs(tmp_path):
+    """The op builds a layer's T16 form before the first call that takes it (a model only ever run
+    at fewer rows never builds it). Calls from several threads at once, the first ones of 16 and 33
+    rows among them, all get the results of a model whose form was built by a single call first."""
+    import threading
+    from conftest import ISAS
+    if "amx" not in ISAS or lowbit.cpu_info()["isa"] != "amx":
+        pytest.skip("the amx table is not the selected one")
+    rng = np.random.default_rng(13)
+    k, n = 512, 384
+    dst = _bsr_model(tmp_path, "c", rng, k, n, 0.25)
+    xs = [rng.standard_normal((r, k)).astype(np.float32) for r in (1, 16, 33, 9, 2)]
+    warm = lowbit.load(dst)
+    assert warm.layers()[0]["kernel"].endswith("| qs8_bspmm_t16__amx from 9 rows")
+    want = [warm.run(x) for x in xs]
+    for trial in range(3):
+        m = lowbit.load(dst)
+        got, errors = {}, []
+
+        def work(i, order, m=m, got=got, errors=errors):
+            try:
+                for j in order:
+                    got[(i, j)] = m.run(xs[j])
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(i, list(np.roll(range(len(xs)), i + trial))))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for (i, j), y in got.items():
+            np.testing.assert_array_equal(y, want[j], err_msg=f"thread {i} call {j}")
+
+
 def test_bsr_scratch_holds_the_staged_output_only_where_the_table_unstages(tmp_path):
     """The 1x4-block op's scratch: quantized rows, tiles, and the staged output (M x N fp32)
     only on tables with an unstage kernel (AVX-512); other tables write C directly. On AMX, 16 rows
@@ -302,13 +344,9 @@ def test_bsr_scratch_holds_the_staged_output_only_where_the_table_unstages(tmp_p
     import subprocess
     import sys
     from conftest import ISAS
-    _, _, helper, _ = _onnx()
     rng = np.random.default_rng(11)
     k, n = 256, 512
-    w = rng.standard_normal((k, n)).astype(np.float32) * np.repeat(rng.random((k // 4, n)) < 0.2, 4, axis=0)
-    src = save_model(str(tmp_path / "b.onnx"), [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], {"w": w}, k, n)
-    dst = str(tmp_path / "b.qbin")
-    lowbit.convert(src, dst, quant="int8", sparse="bsr", outliers=0)
+    dst = _bsr_model(tmp_path, "b", rng, k, n, 0.2)
     code = ("import lowbit, sys; m = lowbit.load(sys.argv[1]); "
             "print(m._engine.arena_bytes([[16, 256]]), m._engine.arena_bytes([[1, 256]]), m.layers()[0]['kernel'])")
     got = {}

@@ -529,6 +529,7 @@ py::array_t<float> py_spdense(const std::string& isa, py::array_t<float, py::arr
     if (w.t16.empty()) throw std::invalid_argument("this blob has no T16 form");
   } else if (path == "auto") {
     prepare_sparse_weights(t, w);
+    build_sparse_t16(w);  // the op builds it before its first call of that many rows
   } else {
     throw std::invalid_argument("path must be 'auto' or 't16', got '" + path + "'");
   }

@@ -5,6 +5,25 @@
 
 namespace lowbit {
 
+bool t16_buildable(const SellMatrix& w) {
+  if (w.bk != 4 || w.vbytes != 1 || w.scale == nullptr || w.nnz < 0 || w.nnz > int64_t(0xFFFFFFFFll)) return false;
+  const uint32_t* v = reinterpret_cast<const uint32_t*>(w.val);  // a block's 4 bytes
+  for (int64_t s = 0; s < w.S; ++s) {
+    int32_t last[kSellC];
+    for (int64_t j = 0; j < kSellC; ++j) last[j] = -1;
+    for (int64_t t = w.slice[s]; t < int64_t(w.slice[s + 1]); ++t)
+      for (int64_t j = 0; j < kSellC; ++j) {
+        uint32_t b;
+        std::memcpy(&b, v + t * kSellC + j, 4);
+        if (b == 0) continue;
+        const int32_t q = w.idx[t * kSellC + j];
+        if (q <= last[j]) return false;
+        last[j] = q;
+      }
+  }
+  return true;
+}
+
 bool t16_from_sell(const SellMatrix& w, T16Matrix* out) {
   *out = T16Matrix{};
   if (w.bk != 4 || w.vbytes != 1 || w.scale == nullptr) return false;

@@ -1,6 +1,7 @@
 // The "T16" form of int8 1x4-block weights: the B tiles of an AMX tile product, stored with
-// their zeros left out. Derived at load from a SELL-8 blob with bk = 4 (sell.h) on tables whose
-// kernel reads it (KernelTable::qs8_bspmm_t16); not a file encoding.
+// their zeros left out. Derived from a SELL-8 blob with bk = 4 (sell.h) on tables whose kernel
+// reads it (KernelTable::qs8_bspmm_t16), by the op before its first call that takes it; not a
+// file encoding.
 //
 // An AMX int8 tile product takes B as 16 k-quads x 16 columns x 4 s8 bytes (1 KB): a 16 x 16
 // grid of 1x4 blocks along K, which is exactly the block of a "bsr1x4" weight. Column group g
@@ -47,5 +48,9 @@ inline int64_t t16_tile(const T16Matrix& w, int64_t g, int64_t c) { return g * w
 // false (and leaves `out` empty) when the blob stores one block of a column twice, or holds
 // more than 2^32 - 1 blocks: the form keeps one block per (column, quad).
 bool t16_from_sell(const SellMatrix& w, T16Matrix* out);
+// True when t16_from_sell will build the form: every lane's nonzero blocks have strictly
+// ascending indices (as the packer writes them; so no block twice) and there are fewer than
+// 2^32 of them. One pass over the indices and values, without building anything.
+bool t16_buildable(const SellMatrix& w);
 
 }  // namespace lowbit

@@ -22,11 +22,12 @@ struct SparseWeights {
   std::vector<int32_t> wsum;
   std::vector<uint32_t> inv;
   bool windowed = false;  // qs8 bsr: sell_windowed (staged output moves to C window by window)
-  // qs8 bsr on tables with qs8_bspmm_t16 (prepare_sparse_weights): the T16 form, and the fewest rows
-  // of a call that runs on it (the table's thresholds at this layer's block density); empty and 0
-  // elsewhere, for sparser layers, or when the blob stores a block twice (every call runs qs8_bspmm)
-  T16Matrix t16;
+  // qs8 bsr on tables with qs8_bspmm_t16 (prepare_sparse_weights): the fewest rows of a call that
+  // runs on the T16 form (the table's thresholds at this layer's block density; 0: none, as for
+  // sparser layers), and the form, built by build_sparse_t16 (the op: before its first such call).
+  // t16_rows is fixed at load; a blob that stores a block twice leaves t16 empty (qs8_bspmm then).
   int64_t t16_rows = 0;
+  T16Matrix t16;
   int64_t K() const { return kind == SparseKind::kQs8Csr ? k16.K : w.K; }
   int64_t N() const { return kind == SparseKind::kQs8Csr ? k16.N : w.N; }
 };
@@ -36,10 +37,13 @@ bool parse_sparse_encoding(const std::string& enc, SparseKind& kind);
 // Validates the blob and fills `out`; throws std::invalid_argument naming `what` and the problem.
 void load_sparse_weights(const std::string& what, const std::string& enc, const void* data, int64_t nbytes, int64_t K,
                          int64_t N, SparseWeights& out);
-// Derived forms for table t's kernels: the T16 form of qs8 bsr weights where t takes it for this
-// layer (KernelTable::qs8_bspmm_t16_min_rows and the density thresholds), or with `force` wherever t
-// has the kernel, then taken at any row count (test hooks).
+// For table t's kernels: from how many rows qs8 bsr calls take the T16 form (t16_rows, from
+// KernelTable::qs8_bspmm_t16_min_rows and the density thresholds), or with `force` from 1 row wherever
+// t has the kernel, the form then built at once (test hooks). Without force the form is left to
+// build_sparse_t16.
 void prepare_sparse_weights(const KernelTable& t, SparseWeights& w, bool force = false);
+// Builds w.t16 where w.t16_rows > 0 (t16 stays empty when the blob stores a block twice).
+void build_sparse_t16(SparseWeights& w);
 // The fewest rows from which any table's 1x4-block kernel takes packed activation tiles
 // (KernelTable::qs8_bspmm_tile_min_rows: 2 on AVX-512, 3 on AVX2, 4 elsewhere).
 constexpr int64_t kBspmmTileMinRowsAny = 2;
