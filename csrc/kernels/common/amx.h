@@ -26,6 +26,31 @@ inline void LoadTileConfig(int n, const uint16_t* colsb, const uint8_t* rows) {
   _tile_loadconfig(&c);
 }
 
+// Tile instructions with the tile numbers as template arguments, for kernels that pick tiles in
+// templates (GCC's _tile_* intrinsics paste their tile argument into the instruction text, so they
+// take literals only). The memory clobbers keep stores before the tile loads that read them, and
+// the tile stores before the loads that read them.
+template <int T>
+inline void TileZero() {
+  asm volatile("tilezero %%tmm%c0" ::"i"(T));
+}
+template <int T>
+inline void TileLoad(const void* p, int64_t stride) {
+  asm volatile("tileloadd (%0,%1,1), %%tmm%c2" ::"r"(p), "r"(stride), "i"(T) : "memory");
+}
+template <int T>
+inline void TileStore(void* p, int64_t stride) {
+  asm volatile("tilestored %%tmm%c2, (%0,%1,1)" ::"r"(p), "r"(stride), "i"(T) : "memory");
+}
+template <int C, int A, int B>
+inline void TileDpbusd() {  // u8 x s8
+  asm volatile("tdpbusd %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
+}
+template <int C, int A, int B>
+inline void TileDpbssd() {  // s8 x s8
+  asm volatile("tdpbssd %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
+}
+
 // Every tile 16 rows x 64 bytes (the int8 and bf16 GEMMs' configuration).
 inline void LoadTileConfigFull() {
   const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};

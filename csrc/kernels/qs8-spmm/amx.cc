@@ -21,26 +21,6 @@ namespace lowbit {
 namespace amx {
 namespace {
 
-// Tile instructions with the tile numbers as template arguments (GCC's intrinsics paste their
-// tile argument into the instruction text, so they take literals only). The memory clobbers keep
-// the expands' stores before the loads that read them.
-template <int T>
-inline void Load(const void* p, int64_t stride) {
-  asm volatile("tileloadd (%0,%1,1), %%tmm%c2" ::"r"(p), "r"(stride), "i"(T) : "memory");
-}
-template <int C, int A, int B>
-inline void Dp() {
-  asm volatile("tdpbusd %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
-}
-template <int T>
-inline void Zero() {
-  asm volatile("tilezero %%tmm%c0" ::"i"(T));
-}
-template <int T>
-inline void Store(void* p) {
-  asm volatile("tilestored %%tmm%c2, (%0,%1,1)" ::"r"(p), "r"(int64_t(64)), "i"(T) : "memory");
-}
-
 // Quad rows of tile t into dst (16 x 64 bytes), zeros where the mask has no block.
 inline void Expand(const T16Matrix& w, int64_t t, int8_t* dst) {
   const uint16_t* mk = w.mask.data() + t * 16;
@@ -84,20 +64,20 @@ struct Tiles {
 template <int RM, int NG, int I, int J>
 inline void Step(const uint8_t* A, int64_t lda, const int8_t* b) {
   using T = Tiles<RM, NG>;
-  if constexpr (J == 0) Load<T::A(I)>(A + I * 16 * lda, lda);
-  if constexpr (I == 0) Load<T::B(J)>(b + J * 1024, 64);
-  Dp<I * NG + J, T::A(I), T::B(J)>();
+  if constexpr (J == 0) TileLoad<T::A(I)>(A + I * 16 * lda, lda);
+  if constexpr (I == 0) TileLoad<T::B(J)>(b + J * 1024, 64);
+  TileDpbusd<I * NG + J, T::A(I), T::B(J)>();
   if constexpr (J + 1 < NG) Step<RM, NG, I, J + 1>(A, lda, b);
   else if constexpr (I + 1 < RM) Step<RM, NG, I + 1, 0>(A, lda, b);
 }
 template <int RM, int NG, int S>
 inline void ZeroAll() {
-  Zero<S>();
+  TileZero<S>();
   if constexpr (S + 1 < RM * NG) ZeroAll<RM, NG, S + 1>();
 }
 template <int RM, int NG, int S>
 inline void StoreAll(int32_t (*acc)[256]) {
-  Store<S>(acc[S]);
+  TileStore<S>(acc[S], 64);
   if constexpr (S + 1 < RM * NG) StoreAll<RM, NG, S + 1>(acc);
 }
 
