@@ -165,8 +165,8 @@ def convert(src: Any, dst: str | os.PathLike, *, quant: str | None = None, group
     its sparse (or factored) forms at each row count in ``batch``; the fastest is
     kept, and never one slower than dense at any of them (``batch=(1,)`` for
     decode-style use). A form chosen at small row counts can lose at larger ones
-    (80% 1x4 blocks against AMX int8, 4096 x 4096: 1.7x dense at 16 rows, 1.0x at
-    64, 0.85x at 128), so list the row counts the model will run with. ``"csr"`` / ``"bsr"``: store every weight with a zero in
+    (80% 1x4 blocks against AMX int8, 4096 x 4096: 1.6-1.7x dense at 16 rows, but
+    only 1.1x at 64 and 1.0x at 128), so list the row counts the model will run with. ``"csr"`` / ``"bsr"``: store every weight with a zero in
     that sparse form without timing (``"bsr"``: int8 only); ``"off"``: dense only,
     no low-rank fusion. The choice and its measured times are in the report.
 
