@@ -26,7 +26,7 @@ bool t16_buildable(const SellMatrix& w) {
 
 bool t16_from_sell(const SellMatrix& w, T16Matrix* out) {
   *out = T16Matrix{};
-  if (w.bk != 4 || w.vbytes != 1 || w.scale == nullptr) return false;
+  if (!t16_buildable(w)) return false;
   T16Matrix t;
   t.K = w.K;
   t.N = w.N;
@@ -41,7 +41,7 @@ bool t16_from_sell(const SellMatrix& w, T16Matrix* out) {
     const int8_t* v = val + e * 4;
     return (v[0] | v[1] | v[2] | v[3]) != 0;
   };
-  // pass 1: the masks (a block present twice refuses the form)
+  // pass 1: the masks (t16_buildable: no block twice, fewer than 2^32 of them)
   for (int64_t s = 0; s < w.S; ++s)
     for (int64_t j = 0; j < kSellC; ++j) {
       const uint32_t n = w.perm[s * kSellC + j];
@@ -52,10 +52,7 @@ bool t16_from_sell(const SellMatrix& w, T16Matrix* out) {
         const int64_t e = st * kSellC + j;
         if (!nonzero(e)) continue;
         const int64_t q = w.idx[e];
-        uint16_t& m = t.mask[size_t(t16_tile(t, n / 16, q / 16) * 16 + q % 16)];
-        const uint16_t bit = uint16_t(1u << (n % 16));
-        if (m & bit) return false;
-        m |= bit;
+        t.mask[size_t(t16_tile(t, n / 16, q / 16) * 16 + q % 16)] |= uint16_t(1u << (n % 16));
         for (int b = 0; b < 4; ++b) sum += val[e * 4 + b];
       }
       t.corr[n] = int32_t(uint32_t(uint64_t(128 * sum)));  // modulo 2^32, as the int32 sums wrap
@@ -65,14 +62,12 @@ bool t16_from_sell(const SellMatrix& w, T16Matrix* out) {
   std::vector<uint64_t> row(size_t(tiles * 16));
   uint64_t p = 0;
   for (int64_t i = 0; i < tiles; ++i) {
-    if (p > 0xFFFFFFFFull) return false;
     t.start[size_t(i)] = uint32_t(p);
     for (int64_t r = 0; r < 16; ++r) {
       row[size_t(i * 16 + r)] = p;
       p += uint64_t(__builtin_popcount(t.mask[size_t(i * 16 + r)]));
     }
   }
-  if (p > 0xFFFFFFFFull) return false;
   t.start[size_t(tiles)] = uint32_t(p);
   t.nblocks = int64_t(p);
   t.val.assign(size_t(p * 4 + 64), 0);

@@ -45,8 +45,8 @@ struct T16Matrix {
 inline int64_t t16_tile(const T16Matrix& w, int64_t g, int64_t c) { return g * w.C + c; }
 
 // Builds the T16 form of a validated s8 SELL-8 blob with bk = 4 (its scales included). Returns
-// false (and leaves `out` empty) when the blob stores one block of a column twice, or holds
-// more than 2^32 - 1 blocks: the form keeps one block per (column, quad).
+// false (and leaves `out` empty) unless t16_buildable: the form keeps one block per (column,
+// quad) and counts blocks in 32 bits.
 bool t16_from_sell(const SellMatrix& w, T16Matrix* out);
 // True when t16_from_sell will build the form: every lane's nonzero blocks have strictly
 // ascending indices (as the packer writes them; so no block twice) and there are fewer than

@@ -166,16 +166,8 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
       const int64_t mp = (M + 15) / 16 * 16;
       if (mp > M) std::memset(qa.q + M * lda, 0, size_t((mp - M) * lda));
       Qs8BspmmT16Args g{M, reinterpret_cast<const uint8_t*>(qa.q), lda, qa.scale, &sw.t16, bias, y, N, kact};
-      const int64_t G = sw.t16.G;
-      ThreadPool& pool = ThreadPool::global();
-      const int64_t nt = threaded ? std::min<int64_t>(pool.num_threads(), G) : 1;
-      if (nt <= 1 || work < 64.0 * 1024) {
-        t.qs8_bspmm_t16(g, 0, G);
-      } else {
-        const std::vector<int64_t> b = split_range(G, nt, 1);
-        std::function<void(int64_t)> fn = [&](int64_t i) { t.qs8_bspmm_t16(g, b[i], b[i + 1]); };
-        pool.parallel_for(int64_t(b.size()) - 1, fn);
-      }
+      // column groups only (the kernel takes every row): a row grain of M keeps split on groups
+      split(M, sw.t16.G, M, work, threaded, [&](int64_t, int64_t, int64_t g0, int64_t g1) { t.qs8_bspmm_t16(g, g0, g1); });
     } else if (sw.kind == SparseKind::kQs8Csr) {
       Qs8K16Args g{M, qa.q, lda, qa.scale, &sw.k16, bias, y, N, kact};
       split(M, sw.k16.G, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { t.qs8_spmm(g, m0, m1, g0, g1); });
