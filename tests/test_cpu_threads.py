@@ -142,3 +142,24 @@ def test_concurrent_runs_are_correct(big_model, threads):
     for t in ts:
         t.join()
     assert not errors
+
+
+def test_outputs_are_64_byte_aligned_and_own_their_memory(tmp_path):
+    """Ops split their output by column blocks of 64 bytes and more over threads: on a line
+    boundary no line is written by two cores (numpy's 16-byte aligned buffers put a shared line
+    at every block edge of every row, and 2 threads ran no faster than 1)."""
+    import gc
+    p = str(tmp_path / "m.qbin")
+    lowbit.convert(models.mlp4(seed=2, sizes=(64, 96, 80, 72, 10)), p)
+    m = lowbit.load(p)
+    x = np.random.default_rng(0).standard_normal((33, 64)).astype(np.float32)
+    ys = [m.run(x) for _ in range(4)]
+    for y in ys:
+        assert y.ctypes.data % 64 == 0 and y.flags.c_contiguous and y.flags.writeable
+        assert y.shape == (33, 10) and y.dtype == np.float32
+    want = ys[0].copy()
+    del m
+    gc.collect()
+    np.testing.assert_array_equal(ys[3], want)  # the arrays keep their memory after the model is gone
+    ys[3][:] = 1.0
+    assert float(ys[3].sum()) == 330.0

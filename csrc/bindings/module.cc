@@ -22,6 +22,17 @@ using namespace lowbit;
 
 namespace {
 
+// A C-contiguous array on 64-byte aligned memory: the ops split outputs over threads by column
+// blocks of 64 bytes and more, so an output line is never written by two threads (numpy's own
+// buffers are 16-byte aligned, which put a shared line at every block edge of every row).
+py::array aligned_array(const py::dtype& dt, const Shape& s) {
+  const size_t bytes = size_t(shape_numel(s)) * size_t(dt.itemsize());
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  if (p == nullptr) throw std::bad_alloc();
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return py::array(dt, std::vector<py::ssize_t>(s.begin(), s.end()), p, owner);
+}
+
 Attrs to_attrs(const py::dict& d) {
   Attrs a;
   for (auto item : d) {
@@ -129,14 +140,15 @@ class PyEngine {
     std::vector<void*> optrs;
     for (int v : engine_->outputs()) {
       const Shape& s = plan->shapes[v];
-      py::array o;
+      py::dtype dt;
       switch (engine_->value_dtype(v)) {
-        case DType::kF32: o = py::array_t<float>(s); break;
-        case DType::kI64: o = py::array_t<int64_t>(s); break;
-        case DType::kI32: o = py::array_t<int32_t>(s); break;
-        case DType::kI8: o = py::array_t<int8_t>(s); break;
-        case DType::kU8: o = py::array_t<uint8_t>(s); break;
+        case DType::kF32: dt = py::dtype::of<float>(); break;
+        case DType::kI64: dt = py::dtype::of<int64_t>(); break;
+        case DType::kI32: dt = py::dtype::of<int32_t>(); break;
+        case DType::kI8: dt = py::dtype::of<int8_t>(); break;
+        case DType::kU8: dt = py::dtype::of<uint8_t>(); break;
       }
+      py::array o = aligned_array(dt, s);
       optrs.push_back(o.mutable_data());
       outs.append(o);
     }
