@@ -44,7 +44,9 @@ ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::start_workers(int n_workers) {
   stop_ = false;
-  for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  shares_.reset(new Share[size_t(n_workers) + 1]);
+  n_shares_ = n_workers + 1;
+  for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this, i] { worker_loop(i + 1); });
 }
 
 void ThreadPool::stop_workers() {
@@ -66,17 +68,20 @@ void ThreadPool::set_num_threads(int n) {
   start_workers(n - 1);
 }
 
-void ThreadPool::run_items() {
-  const int64_t n = n_items_;
-  for (;;) {
-    int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n) break;
-    (*fn_)(i);
-    done_.fetch_add(1, std::memory_order_acq_rel);
+void ThreadPool::run_items(int slot) {
+  // its own share first, then the others' in turn
+  for (int k = 0; k < n_shares_; ++k) {
+    Share& sh = shares_[size_t((slot + k) % n_shares_)];
+    for (;;) {
+      const int64_t i = sh.cursor.fetch_add(1, std::memory_order_relaxed);
+      if (i >= sh.end) break;
+      (*fn_)(i);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
   }
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int slot) {
   t_in_job = true;
   uint64_t seen = generation_.load();
   for (;;) {
@@ -98,7 +103,7 @@ void ThreadPool::worker_loop() {
     // Join the job only if it is still the one we woke for and still open; the
     // caller waits for active_ to drain before it reuses fn_ and the counters.
     active_.fetch_add(1);
-    if (job_open_.load() && generation_.load() == g) run_items();
+    if (job_open_.load() && generation_.load() == g) run_items(slot);
     active_.fetch_sub(1);
   }
 }
@@ -112,8 +117,10 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     return;
   }
   fn_ = &fn;
-  n_items_ = n;
-  next_.store(0);
+  for (int s = 0; s < n_shares_; ++s) {
+    shares_[size_t(s)].end = n * (s + 1) / n_shares_;
+    shares_[size_t(s)].cursor.store(n * s / n_shares_, std::memory_order_relaxed);
+  }
   done_.store(0);
   job_open_.store(true);
   {
@@ -122,7 +129,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   }
   cv_work_.notify_all();
   t_in_job = true;
-  run_items();
+  run_items(0);
   t_in_job = false;
   // Every item claimed by a worker finishes; then no worker may still hold fn_.
   for (int spins = 0; done_.load(std::memory_order_acquire) < n; ++spins) {

@@ -218,8 +218,17 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     else if (no > 0) t.qs8_quant_split(qa, so, r0, r1);
     else t.qs8_quant(qa, r0, r1);
   };
-  if (quantized) {
-    // an earlier node quantized this x into the same scratch
+  // Threads take blocks of rows (each quantizing its own rows, then its GEMM) when there are
+  // whole 32-row blocks for each and the weights are small enough to be read by every core:
+  // the rows of x, of the quantized x and of y then stay in the L2 of the core that wrote
+  // them, from the op before to the op after (the pool gives each thread the same share of
+  // rows every time). Larger weights are split by columns, each core reading its part once.
+  // (MiniLM-L6's 384 x 1536 int8 layers at 128 rows, 2 threads: docs/kernels.md.)
+  const int64_t wbytes = w.is_q4 ? w.K * w.N / 2 : Kp * w.N;
+  const bool by_rows = nt > 1 && M >= 32 * nt && double(M) * double(w.N) * double(w.K) >= 256.0 * 1024 &&
+                       (wbytes <= (int64_t(1) << 20) || wbytes <= M * Kp);
+  if (quantized || by_rows) {
+    // an earlier node quantized this x into the same scratch, or each row block quantizes its rows
   } else if (nt > 1 && M * w.K >= 64 * 1024) {
     parallel_chunks(M, 4, quant);
   } else {
@@ -269,6 +278,15 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   };
   const int64_t panels = (w.N + 15) / 16;
   const double work = double(M) * double(w.N) * double(w.K);
+  if (by_rows) {
+    const std::vector<int64_t> b = split_range(M, pool.work_items(M / 32), 32);
+    std::function<void(int64_t)> f = [&](int64_t i) {
+      if (!quantized) quant(b[i], b[i + 1]);
+      block(b[i], b[i + 1], 0, w.N);
+    };
+    pool.parallel_for(int64_t(b.size()) - 1, f);
+    return;
+  }
   if (nt <= 1 || work < 256.0 * 1024) {
     block(0, M, 0, w.N);
     return;
