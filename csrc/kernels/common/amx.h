@@ -80,8 +80,14 @@ struct PendingEpilogue {
   int rows = 16, n = 0, done = 0;  // rows per piece; pieces; rows finished
 
   int left() const { return rows * n - done; }
-  // rows per K step for the pending rows to finish within `steps` steps
-  int per_step(int64_t steps) const { return steps > 0 ? int((left() + steps - 1) / steps) : 0; }
+  // rows per K step for the pending rows to finish within `steps` steps, in whole pieces: each
+  // finish call sets up its columns (scales, column sums, bias), and pieces cut over two steps
+  // paid that twice (int8 128x384x1536 on AMX: 7-8% faster in whole pieces, 128x768x3072 3%)
+  int per_step(int64_t steps) const {
+    if (steps <= 0) return 0;
+    const int p = int((left() + steps - 1) / steps);
+    return (p + rows - 1) / rows * rows;
+  }
   // a new block of pieces of r rows (the previous one must be finished)
   void reset(int r) {
     rows = r;

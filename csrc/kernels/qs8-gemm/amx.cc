@@ -40,8 +40,10 @@ constexpr int64_t kMR = 128;  // rows per run over a K block (their partial sums
 
 // The epilogue of one 16 x 16 block of int32 sums (row stride 16): rows [m, m + nrows),
 // columns [nb, nb + ncols) of C. (The fields of g the row loop needs are locals: with stores to
-// C in the loop, the compiler would otherwise reload them, and spill its counters, per row.)
-template <bool OUTLIERS>
+// C in the loop, the compiler would otherwise reload them, and spill its counters, per row. The
+// bias and ReLU are template arguments: GCC kept their tests in the row loop, 2 of its ~12
+// instructions.)
+template <bool OUTLIERS, bool BIAS, bool RELU>
 void FinishT(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows, int64_t nb, int64_t ncols) {
   const int64_t P = (g.N + 15) / 16, ps = qs8_kp(g.K) * 16;
   const float* wscale = reinterpret_cast<const float*>(g.W + P * ps) + nb;
@@ -49,8 +51,7 @@ void FinishT(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows,
   const __mmask16 mk = TailMask16(ncols);
   const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(colsum), 7);
   const __m512 ws = _mm512_loadu_ps(wscale);
-  const bool has_bias = g.bias != nullptr, relu = g.act == Activation::kRelu;
-  const __m512 bias = has_bias ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
+  const __m512 bias = BIAS ? _mm512_maskz_loadu_ps(mk, g.bias + nb) : _mm512_setzero_ps();
   const uint8_t* panel = g.W + (nb / 16) * ps;
   const float* as = g.a_scale + m;
   float* c = g.C + m * g.ldc + nb;
@@ -60,19 +61,30 @@ void FinishT(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows,
   for (int64_t r = 0; r < nrows; ++r) {
     const __m512 s = _mm512_mul_ps(_mm512_set1_ps(as[r]), ws);
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + 16 * r), corr)), s);
-    if (has_bias) y = _mm512_add_ps(y, bias);
+    if (BIAS) y = _mm512_add_ps(y, bias);
     if (OUTLIERS)
       for (int64_t j = 0; j < no; ++j) {  // the outlier split's float part, in order
         const int32_t k = oi[r * no + j];
         if (k >= 0) y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), Qs8WeightRowAnyK(panel + (k / 4) * 64, k, ws), y);
       }
-    if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
+    if (RELU) y = _mm512_max_ps(_mm512_setzero_ps(), y);
     _mm512_mask_storeu_ps(c + r * ldc, mk, y);
   }
 }
+template <bool OUTLIERS>
+inline void FinishB(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows, int64_t nb, int64_t ncols) {
+  const bool relu = g.act == Activation::kRelu;
+  if (g.bias != nullptr) {
+    if (relu) FinishT<OUTLIERS, true, true>(g, acc, m, nrows, nb, ncols);
+    else FinishT<OUTLIERS, true, false>(g, acc, m, nrows, nb, ncols);
+  } else {
+    if (relu) FinishT<OUTLIERS, false, true>(g, acc, m, nrows, nb, ncols);
+    else FinishT<OUTLIERS, false, false>(g, acc, m, nrows, nb, ncols);
+  }
+}
 inline void Finish(const Qs8GemmArgs& g, const int32_t* acc, int64_t m, int64_t nrows, int64_t nb, int64_t ncols) {
-  if (g.outliers > 0) FinishT<true>(g, acc, m, nrows, nb, ncols);
-  else FinishT<false>(g, acc, m, nrows, nb, ncols);
+  if (g.outliers > 0) FinishB<true>(g, acc, m, nrows, nb, ncols);
+  else FinishB<false>(g, acc, m, nrows, nb, ncols);
 }
 
 // Rows [m0, m1) of the VNNI kernel's result get the outliers afterwards (qw_axpy, its bits),
