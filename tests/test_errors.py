@@ -120,6 +120,25 @@ def test_unsupported_opset(tmp_path):
         lowbit.convert(m, str(tmp_path / "m.qbin"))
 
 
+@pytest.mark.parametrize("attr,make,msg", [
+    ("start", lambda a: a.CopyFrom(helper.make_attribute("start", "1")), "attribute 'start' must be INT, got STRING"),
+    ("start", lambda a: a.CopyFrom(helper.make_attribute("start", [0, 1])), "attribute 'start' must be INT, got INTS"),
+    ("start", lambda a: setattr(a, "name", "start"), "attribute 'start' must be INT, got UNDEFINED"),
+    ("other", lambda a: setattr(a, "name", "other"), "attribute 'other' has no type \\(UNDEFINED\\)"),
+])
+def test_attribute_of_the_wrong_type_is_rejected_by_name(tmp_path, attr, make, msg):
+    """A fuzz finding: Shape's 'start' with no type reached int(None) as a TypeError."""
+    F = TensorProto.FLOAT
+    model = models.make_model([helper.make_node("Shape", ["x"], ["s"], name="shape")],
+                              [helper.make_tensor_value_info("x", F, [2, 3])],
+                              [helper.make_tensor_value_info("s", TensorProto.INT64, [2])], {})
+    make(model.graph.node[0].attribute.add())  # after the checker, which refuses such files (convert does not run it)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match=msg):
+        lowbit.convert(str(path), str(tmp_path / "m.qbin"))
+
+
 def test_reshape_needs_constant_shape(tmp_path):
     F = TensorProto.FLOAT
     model = models.make_model([helper.make_node("Reshape", ["x", "s"], ["y"])],

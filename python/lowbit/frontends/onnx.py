@@ -61,10 +61,16 @@ class _Ctx:
 
 #: AttributeProto type each handler expects for the attributes it reads; a
 #: model that stores, say, a tensor where a float belongs is rejected by name.
+#: The type of every attribute the handlers read (the ONNX spec's, for each op that has it): an
+#: attribute of another type, or of none (UNDEFINED), is refused by name instead of reaching int().
 _ATTR_TYPES = {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT", "transB": "INT", "approximate": "STRING",
                "axis": "INT", "epsilon": "FLOAT", "allowzero": "INT", "perm": "INTS", "value": "TENSOR",
                "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT", "value_ints": "INTS",
-               "bits": "INT", "block_size": "INT", "K": "INT", "N": "INT", "accuracy_level": "INT"}
+               "bits": "INT", "block_size": "INT", "K": "INT", "N": "INT", "accuracy_level": "INT",
+               "auto_pad": "STRING", "kernel_shape": "INTS", "strides": "INTS", "pads": "INTS", "dilations": "INTS",
+               "group": "INT", "ceil_mode": "INT", "count_include_pad": "INT", "training_mode": "INT",
+               "keepdims": "INT", "noop_with_empty_axes": "INT", "axes": "INTS", "split": "INTS", "start": "INT",
+               "end": "INT", "to": "INT"}
 
 
 def _storable(arr: np.ndarray) -> np.ndarray:
@@ -85,7 +91,13 @@ def _attrs(node: Any) -> dict[str, Any]:
             else str(a.type)
         if want is not None and got != want:
             raise ValueError(f"node '{node.name}' ({node.op_type}): attribute '{a.name}' must be {want}, got {got}")
-        out[a.name] = onnx.helper.get_attribute_value(a)
+        if a.type == onnx.AttributeProto.UNDEFINED:
+            raise ValueError(f"node '{node.name}' ({node.op_type}): attribute '{a.name}' has no type (UNDEFINED)")
+        try:
+            out[a.name] = onnx.helper.get_attribute_value(a)
+        except ValueError as e:  # a reference attribute (functions only) or an unknown type number
+            raise ValueError(f"node '{node.name}' ({node.op_type}): attribute '{a.name}' of type {got} "
+                             f"cannot be read: {str(e).splitlines()[0]}") from None
     return out
 
 
