@@ -454,9 +454,12 @@ def _h_split(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> 
 
 
 def _h_with_attrs(op: str, keys: dict[str, Any]) -> Callable:
+    """Integer attributes `keys` with their defaults; a default of None marks a required one."""
     def h(ctx: _Ctx, node: Any, a: dict, ins: list[str], outs: list[str]) -> None:
-        ctx.emit(op, ins, outs[:1], node.name, **{k: int(a.get(k, d)) for k, d in keys.items()
-                                                   if k in a or d is not None})
+        for k, d in keys.items():
+            if d is None and k not in a:
+                raise ValueError(f"node '{node.name}' ({node.op_type}): attribute '{k}' is required")
+        ctx.emit(op, ins, outs[:1], node.name, **{k: int(a.get(k, d)) for k, d in keys.items()})
     return h
 
 
