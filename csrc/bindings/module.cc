@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -26,8 +27,8 @@ namespace {
 // blocks of 64 bytes and more, so an output line is never written by two threads (numpy's own
 // buffers are 16-byte aligned, which put a shared line at every block edge of every row).
 py::array aligned_array(const py::dtype& dt, const Shape& s) {
-  const size_t bytes = size_t(shape_numel(s)) * size_t(dt.itemsize());
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  const size_t bytes = std::max<size_t>(size_t(shape_numel(s)) * size_t(dt.itemsize()), 1);  // empty outputs too
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);  // a multiple of the alignment, as it must be
   if (p == nullptr) throw std::bad_alloc();
   py::capsule owner(p, [](void* q) { std::free(q); });
   return py::array(dt, std::vector<py::ssize_t>(s.begin(), s.end()), p, owner);

@@ -224,8 +224,9 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
   // them, from the op before to the op after (the pool gives each thread the same share of
   // rows every time). Larger weights are split by columns, each core reading its part once.
   // (MiniLM-L6's 384 x 1536 int8 layers at 128 rows, 2 threads: docs/kernels.md.)
+  const double work = double(M) * double(w.N) * double(w.K);
   const int64_t wbytes = w.is_q4 ? w.K * w.N / 2 : Kp * w.N;
-  const bool by_rows = nt > 1 && M >= 32 * nt && double(M) * double(w.N) * double(w.K) >= 256.0 * 1024 &&
+  const bool by_rows = nt > 1 && M >= 32 * nt && work >= 256.0 * 1024 &&
                        (wbytes <= (int64_t(1) << 20) || wbytes <= M * Kp);
   if (quantized || by_rows) {
     // an earlier node quantized this x into the same scratch, or each row block quantizes its rows
@@ -277,7 +278,6 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     if (o.y_requant) requant_rows(y, w.N, m0, m1, n0, n1, o.y_scale, o.y_zp);
   };
   const int64_t panels = (w.N + 15) / 16;
-  const double work = double(M) * double(w.N) * double(w.K);
   if (by_rows) {
     const std::vector<int64_t> b = split_range(M, pool.work_items(M / 32), 32);
     std::function<void(int64_t)> f = [&](int64_t i) {

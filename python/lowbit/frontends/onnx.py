@@ -59,10 +59,9 @@ class _Ctx:
         self.nodes.append(Node(op, list(inputs), list(outputs), attrs, name))
 
 
-#: AttributeProto type each handler expects for the attributes it reads; a
-#: model that stores, say, a tensor where a float belongs is rejected by name.
-#: The type of every attribute the handlers read (the ONNX spec's, for each op that has it): an
-#: attribute of another type, or of none (UNDEFINED), is refused by name instead of reaching int().
+#: AttributeProto type of every attribute the handlers read (the ONNX spec's, for each op that
+#: has it): a model that stores, say, a tensor where a float belongs, or an attribute of no type
+#: (UNDEFINED), is refused by name instead of reaching int().
 _ATTR_TYPES = {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT", "transB": "INT", "approximate": "STRING",
                "axis": "INT", "epsilon": "FLOAT", "allowzero": "INT", "perm": "INTS", "value": "TENSOR",
                "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT", "value_ints": "INTS",
