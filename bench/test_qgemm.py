@@ -192,12 +192,8 @@ AVX2_GATES = {
 # target is out of reach there (docs/kernels.md, "AMX"); measured with bench/interleaved_qgemm.py
 # and the CI runs, times CI_MARGIN.
 AMX_GATES = {
-    # int4 (convert's scales are on the int8 lattice) runs as one int8 tile GEMM over K; nf4 table
-    # codes have no lattice and still drain each group's 16 x 16 int32 sums out of the tile (a
-    # 1 KB tile store and 16 convert + fma per 512 MACs of tdpbssd): 1.58x the lattice int4 in the
-    # CI run on eec2967, 2.04x once the lattice epilogue got faster (nf4 ~2.1-2.5x int8, int4
-    # ~1.0-1.2x); it was 1.0x while int4 drained its groups too
-    ("lowbit-nf4", "128x768x3072", ("lowbit-int4",)): round(2.3 * CI_MARGIN, 2),
+    # (nf4 at 128x768x3072 had a gate here while its table codes drained each group's sums out
+    # of the tile, 1.8-2.2x int4; since they run in the lattice form too, the target applies)
     # M = 1: int8 and int4 both read their weights from L3 at ~27-29 GB/s, one core's L3 limit
     # here; ORT MatMulNBits runs at 475-547 us. Measured 0.62-0.72x.
     ("lowbit-int4", "1x4096x4096", ("ort-int4",)): round(0.72 * CI_MARGIN, 2),

@@ -89,7 +89,7 @@ def test_every_isa_and_thread_count_gives_the_same_bytes(tmp_path, quant):
     x = np.random.default_rng(1).standard_normal((37, 200)).astype(np.float32)
     xp = str(tmp_path / "x.npy")
     np.save(xp, x)
-    outs = {}
+    outs, lattice = {}, {}
     for isa in ISAS:
         for threads in (1, 2):
             tag = f"{isa}-{threads}"
@@ -102,13 +102,24 @@ def test_every_isa_and_thread_count_gives_the_same_bytes(tmp_path, quant):
             if isa == "amx" and quant.startswith("int8"):
                 assert all("amx" in k for k in json.loads(r.stdout) if "gemm" in k and "Dense" != k), r.stdout
             outs[tag] = np.load(xp + f".{tag}.npy")
+            lattice[tag] = any("lattice" in k for k in json.loads(r.stdout))
     first = next(iter(outs.values()))
     for tag, o in outs.items():
         # the same bytes for any thread count; across ISAs the integer layers agree exactly
         # and the fp32 elementwise kernels (softmax, erf/GELU) within a few ulp (int4 on amx
         # from 16 rows: the lattice form, which rounds once where the others round per group)
         np.testing.assert_array_equal(o, outs[tag.rsplit("-", 1)[0] + "-1"], err_msg=tag)
-        np.testing.assert_allclose(o, first, rtol=2e-6, atol=1e-7, err_msg=tag)
+        if quant == "nf4":
+            # table codes' lattice form requantizes the weights per column to int8 (q4_gemm.h):
+            # the ISAs that run it agree among themselves, and with the group-wise ones to
+            # about that rounding (37 rows: the lattice form on amx and avx512vnni)
+            same = next(outs[t] for t in outs if lattice[t] == lattice[tag])
+            np.testing.assert_allclose(o, same, rtol=2e-6, atol=1e-7, err_msg=tag)
+            assert np.linalg.norm(o - first) <= 0.02 * np.linalg.norm(first), tag
+        else:
+            np.testing.assert_allclose(o, first, rtol=2e-6, atol=1e-7, err_msg=tag)
+    if quant == "nf4" and any(i in ISAS for i in ("amx", "avx512vnni")):
+        assert any(lattice.values()) and not all(lattice.values()), lattice
     # and close to fp32 (int8 ~1%, 4-bit ~10% of the output norm on random weights)
     ref = models.ort_run(model, {"x": x})[0]
     rel = np.linalg.norm(first - ref) / np.linalg.norm(ref)

@@ -926,7 +926,8 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(s, m);
       },
       py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
-      "Test hook: (step [P*16], mul [P*NG*16]) of 4-bit affine weights on the int8 lattice, or None.");
+      "Test hook: (step [P*16], mul [P*NG*16]) of 4-bit weights in the lattice form (affine codes on the int8 "
+      "lattice; table codes requantized per column, mul holding y as u8 bits), or None.");
   m.def("qs8_quant", &py_qs8_quant);
   m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
   m.def("f32_layernorm", &py_f32_layernorm, py::arg("isa"), py::arg("x"), py::arg("skip"), py::arg("gamma"),

@@ -555,3 +555,91 @@ def test_q4_lattice_policy(isa):
         want = _core.qdense(isa, x[:M], W, enc, K, N, b, 0, lattice=(M >= lo))
         np.testing.assert_array_equal(auto, want, err_msg=f"M={M}")
         np.testing.assert_array_equal(_core.qdense(isa, x[:M], W, enc, K, N, b, 0, True), auto, err_msg=f"M={M} threaded")
+
+
+# ---- table codes in the lattice form (q4_gemm.h: w8 = (T[u] * y + 64) >> 7) -------------------
+
+def q4_table_lattice_np(x, codes, table, scales, bias, group, act):
+    """The table lattice's definition in numpy: y[n, g] and step[n] from the f16 scales, w8,
+    the int64 sums and the int8 GEMM's epilogue. Returns (result, step, y, w8)."""
+    K, N = codes.shape
+    kg = (K + group - 1) // group * group
+    s = scales.astype(np.float32)
+    tmax = int(np.abs(table.astype(np.int64)).max())
+    ymax = 255 if tmax == 0 else min(255, 16319 // tmax)
+    a = s.max(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(a > 0, np.floor(s.astype(np.float64) / a * ymax + 0.5), 0).astype(np.int64)
+        step = np.where(a > 0, (a.astype(np.float64) * 128.0 / ymax), 0).astype(np.float32)
+    w8 = (table.astype(np.int64)[codes] * np.repeat(y, group, axis=0)[:K] + 64) >> 7
+    assert w8.min() >= -128 and w8.max() <= 127
+    q, sa = quantize_np(x, kg)
+    d = q[:, :K].astype(np.int64) @ w8
+    out = (d.astype(np.float32) * (sa[:, None] * step[None, :]).astype(np.float32)).astype(np.float32)
+    return act_np((out + bias).astype(np.float32), act), step, y, w8
+
+
+@pytest.mark.parametrize("kind", ["table", "table127"])
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_table_lattice_found_and_reference(kind, group):
+    """Table codes (NF4 / k-means) get a lattice form: per column y = round(s / max s * Ymax)
+    (Ymax 254 for tables within +-64, 128 for +-127) and step = max s * 128 / Ymax; the reference
+    equals numpy's int64 sums of w8 = (T[u] * y + 64) >> 7, and stays within the requantization's
+    rounding of the group-wise form. Negative or non-finite scales have no lattice form."""
+    K, N = 200, 37
+    x, codes, sc, z, t, b, W = q4_problem(K + group, 5, K, N, kind, group)
+    enc = ENC[kind].format(group)
+    got = _core.q4_lattice(W, enc, K, N)
+    assert got is not None
+    step, m = got
+    ng = (K + group - 1) // group
+    yk = m.view(np.uint8).reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
+    for act in (0, 1):
+        want, wstep, wy, w8 = q4_table_lattice_np(x, codes, t, sc, b, group, act)
+        np.testing.assert_array_equal(yk, wy)
+        np.testing.assert_array_equal(step[:N], wstep)
+        assert yk.max() == (254 if kind == "table" else 128)
+        y = _core.qdense("scalar", x, W, enc, K, N, b, act, lattice=True)
+        np.testing.assert_array_equal(y, want)
+    # the weights step * w8 against the group-wise float(T[u]) * s: within half a step (w8's
+    # rounding) plus |T[u]| * step / 256 (y's: half a unit of y is max s / (2 Ymax) per unit of T)
+    wg = t.astype(np.float64)[codes] * np.repeat(sc.astype(np.float64), group, axis=0)[:K]
+    st = step[None, :N].astype(np.float64)
+    err = np.abs(w8 * st - wg)
+    assert np.all(err <= st * (0.5 + np.abs(t.astype(np.float64)[codes]) / 256) * (1 + 1e-6))
+    assert err.max() > 0.3 * st.max()  # (and it does round)
+    # and the outputs of both forms agree to about that (random x: a few parts per thousand)
+    yl = _core.qdense("scalar", x, W, enc, K, N, b, 0, lattice=True)
+    yg = _core.qdense("scalar", x, W, enc, K, N, b, 0, lattice=False)
+    assert np.linalg.norm(yl - yg) / np.linalg.norm(yg - b) < 0.01
+    for bad in (-0.05, np.inf, np.nan):
+        s2 = sc.astype(np.float32).copy()
+        s2[1, 20] = bad
+        W2 = _core.pack_q4(codes, f16_bits(s2.astype(np.float16)), None, t, "table", group)
+        assert _core.q4_lattice(W2, enc, K, N) is None, bad
+        with pytest.raises(ValueError, match="not on the int8 lattice"):
+            _core.qdense("scalar", x, W2, enc, K, N, lattice=True)
+
+
+@pytest.mark.parametrize("isa", [i for i in LATTICE_ISAS if i != "scalar"])
+@pytest.mark.parametrize("kind", ["table", "table127"])
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_q4_table_lattice_isas_match_reference(isa, kind, group):
+    """The lattice kernels on table codes against the reference, bit for bit, over the shapes of
+    the affine test: M sweep, half a 64-k step, K chunks, lone last panel; extremes (table at
+    +-peak, codes of both signs, y at Ymax, activations +-127); with the outlier split's float
+    part (group-wise weights, from the packed codes) and without."""
+    shapes = [(100, 47), (129, 70), (256, 64), (2080, 40), (4100, 33)]
+    for K, N in shapes:
+        for M in (MS if (K, N) == (100, 47) else (1, 16, 17, 33, 48, 65)):
+            x, codes, sc, z, t, b, W = q4_problem(M * 31 + K, M, K, N, kind, group, extreme=(M % 4 == 1))
+            if M % 4 == 1:  # codes of both signs of the +-peak table, one scale per column: y = Ymax
+                codes = np.random.default_rng(M).integers(0, 2, size=(K, N)).astype(np.uint8)
+                W = _core.pack_q4(codes, f16_bits(np.full_like(sc, 0.05)), None, t, "table", group)
+            enc = ENC[kind].format(group)
+            x[:, K // 3] *= 40.0
+            for act in (0, 1):
+                for no in (0, 2):
+                    want = _core.qdense("scalar", x, W, enc, K, N, b, act, outliers=no, lattice=True)
+                    got = _core.qdense(isa, x, W, enc, K, N, b, act, outliers=no, lattice=True)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{isa} {enc} M={M} K={K} N={N} act={act} outliers={no}")

@@ -195,20 +195,38 @@ struct QProblem {
 
 // split: the GEMM runs as sub-rectangles (thread splits: row cuts, column cuts at multiples
 // of 16), each into its own buffer; *outside is cleared if one wrote outside its rectangle.
+// The f16 bits of v, a positive normal f16 value.
+static uint16_t f16_exact(float v) {
+  int e;
+  const float f = std::frexp(v, &e);  // v = f * 2^e, f in [0.5, 1)
+  return uint16_t(((e - 1 + 15) << 10) | int((f * 2 - 1) * 1024));
+}
+
+// lat: the 4-bit lattice form (q4_gemm.h) with these step / mul arrays, through t.q4_gemm_lattice.
+struct Lattice {
+  const float* step;
+  const int8_t* mul;
+};
 static std::vector<float> run_q(const KernelTable& t, const QProblem& p, const uint8_t* W, bool q4, const Q4Layout& lay,
-                                Activation act, bool split = false, bool* outside = nullptr) {
+                                Activation act, bool split = false, bool* outside = nullptr, const Lattice* lat = nullptr) {
   const int64_t Kp = q4 ? q4_kg(p.K, lay.group) : qs8_kp(p.K), NG = q4 ? Kp / lay.group : 0;
   std::vector<int8_t> q(p.M * Kp + 64);
   std::vector<float> sc(p.M);
   std::vector<int32_t> gs(p.M * (NG ? NG : 1));
   Qs8QuantArgs qa{p.x.data(), p.K, p.K, Kp, q.data(), Kp, sc.data(), q4 ? gs.data() : nullptr, q4 ? lay.group : 0, NG,
-                  !q4 && t.qs8_gemm_biased};
+                  q4 ? (lat != nullptr && t.q4_gemm_lattice_biased) : t.qs8_gemm_biased};
   t.qs8_quant(qa, 0, p.M);
   std::vector<float> y(p.M * p.N, -7.0f);
   auto gemm = [&](float* out, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (q4) {
       Q4GemmArgs g{p.M, p.N, p.K, lay, q.data(), Kp, sc.data(), gs.data(), W, p.bias.data(), out, p.N, act};
-      t.q4_gemm(g, m0, m1, n0, n1);
+      if (lat != nullptr) {
+        g.lat_step = lat->step;
+        g.lat_mul = lat->mul;
+        t.q4_gemm_lattice(g, m0, m1, n0, n1);
+      } else {
+        t.q4_gemm(g, m0, m1, n0, n1);
+      }
     } else {
       Qs8GemmArgs g{p.M, p.N, p.K, q.data(), Kp, sc.data(), W, p.bias.data(), out, p.N, act};
       t.qs8_gemm(g, m0, m1, n0, n1);
@@ -261,10 +279,12 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
       while (reinterpret_cast<uintptr_t>(w8) % 64) ++w8;
       qs8_gemm_pack(K, N, wq.data(), ws.data(), w8);
       // 4-bit weights, all three kinds, groups 32/64/128 (max nibbles when extreme)
-      struct Q4W { Q4Layout lay; std::vector<uint8_t> buf; uint8_t* p; };
+      // kind 3: symmetric affine codes with scales on the int8 lattice (multiples 1..16 of a
+      // power of two); it and the tables (kind 2) also run the lattice form below
+      struct Q4W { Q4Layout lay; std::vector<uint8_t> buf; uint8_t* p; std::vector<float> step; std::vector<int8_t> mul; };
       std::vector<Q4W> q4s;
       for (int64_t G : {32, 64, 128})
-        for (int kind = 0; kind < 3; ++kind) {
+        for (int kind = 0; kind < 4; ++kind) {
           Q4Layout lay{kind == 2 ? Q4Kind::kTable : Q4Kind::kAffine, kind == 1, G};
           const int64_t NG = q4_kg(K, G) / G;
           std::vector<uint8_t> U(K * N), Z(NG * N);
@@ -273,11 +293,21 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
           for (auto& v : U) v = extreme ? 15 : uint8_t(rng() % 16);
           for (auto& v : Z) v = extreme ? 0 : uint8_t(rng() % 16);
           for (size_t i = 0; i < S.size(); ++i) S[i] = (i % 7 == 0) ? 0 : uint16_t(0x2000 + rng() % 0x1000);  // f16 ~ 0.008..0.03, some 0
+          if (kind == 3)  // m * 2^-10 as f16 (exact): m = 16 when extreme (16 * -8 = -128, 16 * 7 = 112)
+            for (size_t i = 0; i < S.size(); ++i) {
+              const int m = (i % 7 == 0) ? 0 : extreme ? 16 : 1 + int(rng() % 16);
+              S[i] = m == 0 ? 0 : f16_exact(std::ldexp(float(m), -10));
+            }
           for (int i = 0; i < 16; ++i) T[i] = extreme ? int8_t(i % 2 ? -127 : 127) : int8_t(int(rng() % 255) - 127);
-          Q4W w{lay, std::vector<uint8_t>(q4_parts(K, N, lay).total + 64), nullptr};
+          Q4W w{lay, std::vector<uint8_t>(q4_parts(K, N, lay).total + 64), nullptr, {}, {}};
           w.p = w.buf.data();
           while (reinterpret_cast<uintptr_t>(w.p) % 64) ++w.p;
           q4_gemm_pack(K, N, lay, U.data(), S.data(), Z.data(), T.data(), w.p);
+          if (kind >= 2) {
+            w.step.resize((N + 15) / 16 * 16);
+            w.mul.resize((N + 15) / 16 * NG * 16);
+            check(q4_lattice(K, N, lay, w.p, w.step.data(), w.mul.data()), "q4_lattice kind=" + std::to_string(kind));
+          }
           q4s.push_back(std::move(w));
         }
       for (int64_t M : *cs.Ms) {
@@ -300,6 +330,14 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
             auto d = run_q(t, p, w.p, true, w.lay, Activation(act), split, &inside4);
             check(std::memcmp(c.data(), d.data(), c.size() * 4) == 0 && inside4,
                   std::string(t.isa_name) + " q4_gemm kind=" + std::to_string(int(w.lay.kind)) + (w.lay.asym ? "a" : "") +
+                      " G=" + std::to_string(w.lay.group) + where + (split ? " split" : ""));
+            if (w.step.empty() || t.q4_gemm_lattice == nullptr || ref_t.q4_gemm_lattice == nullptr) continue;
+            const Lattice lat{w.step.data(), w.mul.data()};
+            bool inside5 = true;
+            auto e = run_q(ref_t, p, w.p, true, w.lay, Activation(act), false, nullptr, &lat);
+            auto f = run_q(t, p, w.p, true, w.lay, Activation(act), split, &inside5, &lat);
+            check(std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && inside5,
+                  std::string(t.isa_name) + " " + t.q4_gemm_lattice_name + " kind=" + std::to_string(int(w.lay.kind)) +
                       " G=" + std::to_string(w.lay.group) + where + (split ? " split" : ""));
           }
         }

@@ -1,9 +1,10 @@
 // AMX-INT8 4-bit GEMM in the lattice form (see q4_gemm.h): affine codes whose group scales are
-// integer multiples of one step per column, s[n,g] = mul[n,g] * step[n].
+// integer multiples of one step per column, s[n,g] = mul[n,g] * step[n], or table codes
+// requantized per column, w8 = (T[u] * y[n,g] + 64) >> 7.
 // Intel Sapphire Rapids and later.
 // Compile with: -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
 //
-// With the group scales folded into the codes, w8 = mul * (u - z) is an int8 weight, so a
+// With the group scales folded into the codes, w8 is an int8 weight, so a
 // panel pair's codes are decoded once per K chunk into two AMX B layouts (as in
 // q4_gemm_16x16__amx, times mul), and every 32-row block runs plain tdpbssd over the chunk in
 // 4 sum tiles (2 row blocks x 2 panels: 2 A and 2 B tile loads per 4 tdpbssd), as the int8
@@ -82,10 +83,15 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
   const float* as = g.a_scale + m;
   float* c = g.C + m * g.ldc + nb;
   const int64_t ldc = g.ldc;
-  // (the rows of earlier K chunks, K > 2048 only, come from the packed codes)
-  const Q4Parts parts = OUTLIERS && d.k0 > 0 ? q4_parts(g.K, g.N, g.lay) : Q4Parts{};
+  // (the rows of earlier K chunks, K > 2048 only, and table codes' rows, come from the packed
+  // codes: a table's outlier weights are the group-wise ones, float(T[u]) * s[n, g])
+  const bool table = g.lay.kind == Q4Kind::kTable;
+  const int64_t dk0 = table ? g.K : d.k0;
+  const Q4Parts parts = OUTLIERS && dk0 > 0 ? q4_parts(g.K, g.N, g.lay) : Q4Parts{};
+  const __m512i tab = OUTLIERS && table ? _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
+                                        : _mm512_setzero_si512();
   // the outliers' fields as locals too (as in the int8 AMX epilogue: no reload per row)
-  const int64_t no = g.outliers, dk0 = d.k0;
+  const int64_t no = g.outliers;
   const int32_t* oi = g.out_idx + m * no;
   const float* ov = g.out_val + m * no;
   const uint8_t* dec = reinterpret_cast<const uint8_t*>(d.dec);
@@ -96,10 +102,9 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
     if (OUTLIERS) for (int64_t j = 0; j < no; ++j) {  // the outlier split's float part, in order
       const int32_t k = oi[r * no + j];
       if (k < 0) continue;
-      // step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
+      // affine codes: step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
       const __m512 w = k >= dk0 ? Qs8WeightRowAnyK(dec + ((k - dk0) >> 2) * 64, k, step)
-                                : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k,
-                                                      _mm512_setzero_si512());
+                                : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k, tab);
       y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), w, y);
     }
     if (relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);
@@ -181,13 +186,25 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
   }
 }
 
+// The chunk [k0, k1) of panel p as int8 weights in B layout (lattice.h).
+inline void DecodePanel(const Q4GemmArgs& g, const Q4Parts& parts, int64_t p, int64_t k0, int64_t k1, int8_t* out) {
+  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
+  const uint8_t* codes = g.W + parts.codes + p * Kg * 8;
+  const int8_t* mul = g.lat_mul + p * NG * 16;
+  if (g.lay.kind == Q4Kind::kTable)
+    LatticeDecodeTable(codes, reinterpret_cast<const int8_t*>(g.W), mul, k0, k1, G, out);
+  else if (g.lay.asym)
+    LatticeDecode<true>(codes, g.W + parts.zeros + p * NG * 16, mul, k0, k1, G, out);
+  else
+    LatticeDecode<false>(codes, nullptr, mul, k0, k1, G, out);
+}
+
 // Rows [m0, m1) (32-row blocks, then a 16-row block; or, tail, one block of fewer rows) x
 // columns [n0, n1): panel pairs outermost, then K chunks (decoded once per pair and chunk),
 // then the row blocks. The caller has configured the tiles for the rows.
-template <bool ASYM>
 void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, bool tail,
            int8_t (*decs)[2][kLKC * 16], int& cur, int32_t* part, Pending& pend) {
-  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G, P = (g.N + 15) / 16;
+  const int64_t Kg = q4_kg(g.K, g.lay.group), P = (g.N + 15) / 16;
   const Q4Parts parts = q4_parts(g.K, g.N, g.lay);
   const int64_t full32 = m0 + (m1 - m0) / 32 * 32;
   for (int64_t nb = n0; nb < n1; nb += 32) {
@@ -200,11 +217,9 @@ void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, 
       // one (its outliers' weight rows) while the next block runs
       cur ^= 1;
       int8_t (*dec)[kLKC * 16] = decs[cur];
-      LatticeDecode<ASYM>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, k0, k1, G,
-                   dec[0]);
+      DecodePanel(g, parts, p, k0, k1, dec[0]);
       if (two)
-        LatticeDecode<ASYM>(g.W + parts.codes + (p + 1) * Kg * 8, g.W + parts.zeros + (p + 1) * NG * 16,
-                     g.lat_mul + (p + 1) * NG * 16, k0, k1, G, dec[1]);
+        DecodePanel(g, parts, p + 1, k0, k1, dec[1]);
       else  // one panel left: the second B tile multiplies zeros
         std::memset(dec[1], 0, size_t(kr * 16));
       const bool first = k0 == 0, last = k1 == Kg;
@@ -221,7 +236,6 @@ void Sweep(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, 
   }
 }
 
-template <bool ASYM>
 void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t Kg = q4_kg(g.K, g.lay.group);
   const int64_t full16 = m0 + (m1 - m0) / 16 * 16;
@@ -234,11 +248,11 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   int cur = 0;
   if (full16 > m0) {
     ConfigureRows(16);
-    Sweep<ASYM>(g, m0, full16, n0, n1, false, decs, cur, part, pend);
+    Sweep(g, m0, full16, n0, n1, false, decs, cur, part, pend);
   }
   if (full16 < m1) {  // the last rows through tiles of fewer rows (one more decode of the codes)
     ConfigureRows(int(m1 - full16));
-    Sweep<ASYM>(g, full16, m1, n0, n1, true, decs, cur, part, pend);
+    Sweep(g, full16, m1, n0, n1, true, decs, cur, part, pend);
   }
   Drain(g, pend, 64);
   _tile_release();
@@ -249,8 +263,7 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
 
 void q4_gemm_lattice_32x32__amx(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
-  if (g.lay.asym) Run<true>(g, m0, m1, n0, n1);
-  else Run<false>(g, m0, m1, n0, n1);
+  Run(g, m0, m1, n0, n1);
 }
 
 }  // namespace amx

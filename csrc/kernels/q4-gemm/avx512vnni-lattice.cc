@@ -1,8 +1,9 @@
 // AVX-512 VNNI 4-bit GEMM in the lattice form (see q4_gemm.h): affine codes whose group scales
-// are integer multiples of one step per column, s[n,g] = mul[n,g] * step[n].
+// are integer multiples of one step per column, s[n,g] = mul[n,g] * step[n], or table codes
+// requantized per column, w8 = (T[u] * y[n,g] + 64) >> 7.
 // Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
 //
-// The weights are int8 values w8 = mul * (u - z), so blocks of 4 panels are decoded once per
+// The weights are int8 values w8, so blocks of 4 panels are decoded once per
 // call into the "qs8-n16k4" layout (the codes' B layout is that layout: 64 bytes per k-quad),
 // with step as the column scale and the column sums of w8, and the int8 VNNI GEMM runs them:
 // its activations are biased (u8 = q + 128; the table sets q4_gemm_lattice_biased), the column
@@ -44,7 +45,10 @@ void q4_gemm_lattice_8x32c4__avx512vnni(const Q4GemmArgs& g, int64_t m0, int64_t
     for (int64_t q = 0; q < np; ++q) {
       const int64_t p = nb / 16 + q;
       int8_t* out = reinterpret_cast<int8_t*>(blob + q * ps);
-      if (g.lay.asym)
+      if (g.lay.kind == Q4Kind::kTable)
+        LatticeDecodeTable(g.W + parts.codes + p * Kg * 8, reinterpret_cast<const int8_t*>(g.W), g.lat_mul + p * NG * 16, 0,
+                           Kg, G, out);
+      else if (g.lay.asym)
         LatticeDecode<true>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, 0, Kg,
                             G, out);
       else

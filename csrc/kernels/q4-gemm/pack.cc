@@ -1,7 +1,11 @@
 // Packs 4-bit codes, f16 scales and zero points into the q4 layouts (see q4_gemm.h). Baseline C++.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include "kernels/common/f16.h"
 
 #include "q4_gemm.h"
 
@@ -63,8 +67,44 @@ int32_t gcd_odd(int32_t a, int32_t b) {
 
 }  // namespace
 
+namespace {
+
+// Table codes (q4_gemm.h, "Lattice form"): per column, y[n,g] = round(s[n,g] / A * Ymax) with A the
+// column's largest scale and Ymax the largest multiplier whose (T[u] * y + 64) >> 7 stays in s8
+// for every entry; step = A * 128 / Ymax. False for a negative, infinite or NaN scale.
+bool q4_table_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul) {
+  const int64_t P = (N + 15) / 16, NG = q4_kg(K, l.group) / l.group;
+  const Q4Parts parts = q4_parts(K, N, l);
+  const int8_t* T = reinterpret_cast<const int8_t*>(W);
+  int32_t tmax = 0;
+  for (int u = 0; u < 16; ++u) tmax = std::max(tmax, std::abs(int32_t(T[u])));
+  // (T * y + 64) >> 7 <= 127 needs T * y <= 16319; >= -128 then holds too
+  const int32_t ymax = tmax == 0 ? 255 : std::min<int32_t>(255, 16319 / tmax);
+  const uint16_t* sc = reinterpret_cast<const uint16_t*>(W + parts.scales);
+  for (int64_t n = 0; n < P * 16; ++n) {
+    const int64_t p = n / 16, j = n % 16;
+    float a = 0.0f;
+    for (int64_t gi = 0; gi < NG; ++gi) {
+      const float s = f16_to_f32(sc[(p * NG + gi) * 16 + j]);
+      if (!(s >= 0.0f) || std::isinf(s)) return false;  // negative, NaN or infinite
+      a = std::max(a, s);
+    }
+    step[n] = a == 0.0f ? 0.0f : float(double(a) * 128.0 / ymax);
+    for (int64_t gi = 0; gi < NG; ++gi) {
+      const int64_t at = (p * NG + gi) * 16 + j;
+      const double s = f16_to_f32(sc[at]);
+      const int32_t y = a == 0.0f ? 0 : int32_t(std::floor(s / a * ymax + 0.5));
+      mul[at] = int8_t(uint8_t(std::min(y, ymax)));
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul) {
-  if (l.kind != Q4Kind::kAffine || K <= 0 || N <= 0) return false;
+  if (K <= 0 || N <= 0) return false;
+  if (l.kind == Q4Kind::kTable) return q4_table_lattice(K, N, l, W, step, mul);
   const int64_t P = (N + 15) / 16, NG = q4_kg(K, l.group) / l.group;
   const Q4Parts parts = q4_parts(K, N, l);
   const uint16_t* sc = reinterpret_cast<const uint16_t*>(W + parts.scales);

@@ -30,6 +30,16 @@
 //   D = sum_k A_q[m,k] * w8(k,n)   exact int32 (|D| <= K * 127 * 128 < 2^31 for K <= 2^17)
 //   y = float(D) * (a_scale[m] * step[n]);  y = y + bias[n];  y = act(y)   (the int8 GEMM's epilogue)
 // It equals the group-wise definition up to fp32 rounding (that one rounds once per group).
+//
+// Table codes have no exact lattice (T[u] reaches +-64, so a multiple of 2 already leaves s8), so
+// theirs rounds: w8(k,n) = (T[u] * y[n,g] + 64) >> 7 (arithmetic; y in [0, 255], stored in mul as
+// its u8 bit pattern), y[n,g] = round(s[n,g] / A[n] * Ymax) with A[n] the column's largest scale,
+// Ymax the largest multiplier that keeps every entry's w8 in s8 (254 for tables within +-64), and
+// step[n] = A[n] * 128 / Ymax; the D and y lines above as they are. That is the group-wise weights
+// requantized to int8 per column (one rounding of w8, half a step; y's own rounding moves a
+// group's scale by at most 0.5 / y of it): the two forms of table codes differ by about that
+// much, not only by fp32 rounding. The outlier split's float part keeps the group-wise weights
+// (qw_axpy's W[k, n] = float(T[u]) * s[n, g]).
 // A table's q4_gemm_lattice kernel runs it, from q4_gemm_lattice_min_rows rows of a call's M
 // (so a row's bits never depend on how the rows were split over threads); fewer rows, weights
 // off the lattice and tables without such a kernel run q4_gemm.
@@ -97,10 +107,11 @@ inline Q4Parts q4_parts(int64_t K, int64_t N, const Q4Layout& l) {
 void q4_gemm_pack(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* U, const uint16_t* S,
                   const uint8_t* Z, const int8_t* T, uint8_t* out);
 
-// True when the affine weights W are on a lattice (see above): fills step[P*16] and
-// mul[P*NG*16] (the scales' layout). Per column, step is the largest value of which every
-// nonzero f16 scale is an integer multiple, so mul is the smallest; all-zero columns get step 0.
-// False for table codes, multiples beyond 16, or a multiple that takes some code's v out of s8.
+// True when the weights W have a lattice form (see above): fills step[P*16] and mul[P*NG*16] (the
+// scales' layout). Affine codes: per column, step is the largest value of which every nonzero f16
+// scale is an integer multiple, so mul is the smallest; all-zero columns get step 0; false for
+// multiples beyond 16 or a multiple that takes some code's v out of s8. Table codes: step and y
+// as defined above; false for a negative, infinite or NaN scale.
 bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul);
 
 namespace ref {

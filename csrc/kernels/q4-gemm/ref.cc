@@ -55,17 +55,22 @@ void q4_gemm_lattice_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, i
   const Q4Parts parts = q4_parts(a.K, a.N, l);
   const uint8_t* codes = a.W + parts.codes;
   const uint8_t* zp = a.W + parts.zeros;
+  const int8_t* T = reinterpret_cast<const int8_t*>(a.W);
+  const bool table = l.kind == Q4Kind::kTable;
   for (int64_t m = m0; m < m1; ++m) {
     const int8_t* x = a.A + m * a.lda;
     for (int64_t n = n0; n < n1; ++n) {
       const int64_t p = n / 16, j = n % 16;
       int32_t d = 0;
       for (int64_t g = 0; g < NG; ++g) {
-        const int32_t z = l.asym ? zp[(p * NG + g) * 16 + j] : 8;
-        const int32_t mul = a.lat_mul[(p * NG + g) * 16 + j];
+        const int32_t z = table ? 0 : l.asym ? zp[(p * NG + g) * 16 + j] : 8;
+        const int8_t mb = a.lat_mul[(p * NG + g) * 16 + j];
         for (int64_t k = g * l.group; k < (g + 1) * l.group; ++k) {
           const int32_t u = Code(codes, Kg, p, j, k);
-          d += int32_t(x[k]) * (mul * (u - z));
+          // table: (T[u] * y + 64) >> 7 as a floor division (the sum is > -2^14 - 2^7: offset by 2^14)
+          const int32_t w8 = table ? (int32_t(T[u]) * int32_t(uint8_t(mb)) + 64 + 16384) / 128 - 128
+                                   : int32_t(mb) * (u - z);
+          d += int32_t(x[k]) * w8;
         }
       }
       float y = float(d) * (a.a_scale[m] * a.lat_step[n]);

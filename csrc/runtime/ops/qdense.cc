@@ -75,7 +75,7 @@ std::string check_qweight_codes(const QWeights& w) {
 bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool force) {
   w.lat_step.clear();
   w.lat_mul.clear();
-  if (!w.is_q4 || w.lay.kind != Q4Kind::kAffine || w.K <= 0 || w.N <= 0 || w.K > (int64_t(1) << 17)) return false;
+  if (!w.is_q4 || w.K <= 0 || w.N <= 0 || w.K > (int64_t(1) << 17)) return false;
   if (!force && (t.q4_gemm_lattice == nullptr || t.q4_gemm_lattice_min_rows <= 0)) return false;
   const int64_t P = (w.N + 15) / 16, NG = w.kp() / w.lay.group;
   std::vector<float> step(size_t(P * 16));

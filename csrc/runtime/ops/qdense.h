@@ -18,8 +18,9 @@ struct QWeights {
   Q4Layout lay{Q4Kind::kAffine, false, 32};
   int64_t K = 0, N = 0;
   const uint8_t* W = nullptr;
-  // 4-bit affine weights on the int8 lattice (q4_gemm.h), for a table with a q4_gemm_lattice
-  // kernel: step per column and multiple per group (empty: the group-wise form only)
+  // 4-bit weights in the lattice form (q4_gemm.h: affine codes on the int8 lattice, table codes
+  // requantized per column), for a table with a q4_gemm_lattice kernel: step per column and
+  // multiple per group (empty: the group-wise form only)
   std::vector<float> lat_step;
   std::vector<int8_t> lat_mul;
   int64_t packed_bytes() const;
