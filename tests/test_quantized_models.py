@@ -424,7 +424,8 @@ def test_int4_scales_on_the_int8_lattice(symmetric, monkeypatch, tmp_path):
     enc = f"q4-g32-{kind}-n16k8"
     got = _core.q4_lattice(_core.pack_q4(codes, s.view(np.uint16), z, None, kind, 32), enc, K, N)
     assert got is not None
-    step, mul = got
+    step, mul, shift = got
+    assert shift == 0  # the exact lattice form
     ng = (K + 31) // 32
     m = mul.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
     np.testing.assert_array_equal(m * step[None, :N], s.astype(np.float32))
@@ -441,3 +442,47 @@ def test_int4_scales_on_the_int8_lattice(symmetric, monkeypatch, tmp_path):
     kern = [l["kernel"] for l in lowbit.load(path).layers() if l["op"] == "Dense"]
     lat = lowbit.cpu_info()["kernels"].get("q4-gemm-lattice")
     assert all((lat in k) if lat else ("lattice" not in k) for k in kern), kern
+
+
+def test_requantize_attribute_gates_the_rounded_lattice_form(tmp_path):
+    """convert marks the 4-bit layers it quantizes itself with requantize=1, which lets batches
+    run them in the rounded lattice form (q4_gemm.h; nf4 has no exact one); without the mark
+    (imported or lowbit.compress weights) the same weights run group-wise, as stored. A mark
+    out of range, or on int8 weights, is a FormatError naming the node."""
+    import qbin_tools
+
+    model = models.mlp4(seed=2, sizes=(96, 128, 64, 32, 10))
+    x = np.random.default_rng(3).standard_normal((40, 96)).astype(np.float32)
+    path = str(tmp_path / "nf4.qbin")
+    lowbit.convert(model, path, quant="nf4")
+    header, data, _ = qbin_tools.read(path)
+    dense = [n for n in header["graph"]["nodes"] if n["op"] == "Dense"]
+    assert dense and all(n["attrs"].get("requantize") == 1 for n in dense)
+    lat = lowbit.cpu_info()["kernels"].get("q4-gemm-lattice")
+    marked = lowbit.load(path)
+    kern = [l["kernel"] for l in marked.layers() if l["op"] == "Dense"]
+    assert all((lat in k) if lat else ("lattice" not in k) for k in kern), kern
+    for n in dense:
+        del n["attrs"]["requantize"]
+    plain_path = str(tmp_path / "plain.qbin")
+    qbin_tools.write(plain_path, header, data)
+    plain = lowbit.load(plain_path)
+    assert all("lattice" not in l["kernel"] for l in plain.layers() if l["op"] == "Dense")
+    a, b = marked.run(x), plain.run(x)
+    if lat:  # the two forms: close, not equal
+        assert 0 < np.linalg.norm(a - b) <= 0.02 * np.linalg.norm(b)
+    else:
+        np.testing.assert_array_equal(a, b)
+    # below the lattice kernel's row count both run group-wise: the same bits
+    np.testing.assert_array_equal(marked.run(x[:3]), plain.run(x[:3]))
+    lowbit.convert(model, str(tmp_path / "int8.qbin"), quant="int8")
+    h8, d8, _ = qbin_tools.read(str(tmp_path / "int8.qbin"))
+    assert not any("requantize" in n["attrs"] for n in h8["graph"]["nodes"])
+    for hdr, dat, value, msg in ((header, data, 2, "requantize must be 0 or 1, got 2"),
+                                 (h8, d8, 1, "requantize applies to 4-bit weights")):
+        node = next(n for n in hdr["graph"]["nodes"] if n["op"] == "Dense")
+        node["attrs"]["requantize"] = value
+        bad = str(tmp_path / "bad.qbin")
+        qbin_tools.write(bad, hdr, dat)
+        with pytest.raises(lowbit.FormatError, match=f"Dense '{node['name']}': {msg}"):
+            lowbit.load(bad)

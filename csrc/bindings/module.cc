@@ -424,10 +424,10 @@ py::array_t<float> py_qdense(const std::string& isa, py::array_t<float, py::arra
   // lattice: None as a model runs it; True the lattice form at every M (the weights must be on
   // the lattice, and the ISA have the kernel); False the group-wise form only
   if (lattice.is_none()) {
-    prepare_q4_lattice(table, w);
+    prepare_q4_lattice(table, w, true);  // (as convert's own 4-bit layers run)
   } else if (py::cast<bool>(lattice)) {
     if (table.q4_gemm_lattice == nullptr) throw std::invalid_argument(isa + " has no q4_gemm_lattice kernel");
-    if (!prepare_q4_lattice(table, w, true)) throw std::invalid_argument("the 4-bit weights are not on the int8 lattice");
+    if (!prepare_q4_lattice(table, w, true, true)) throw std::invalid_argument("the 4-bit weights have no lattice form (a non-finite scale)");
     forced = table;
     forced.q4_gemm_lattice_min_rows = 1;
     tp = &forced;
@@ -918,16 +918,16 @@ PYBIND11_MODULE(_core, m) {
         if (K <= 0 || N <= 0 || W.size() != w.packed_bytes()) throw std::invalid_argument("packed weight size mismatch");
         w.W = W.data();
         KernelTable none;
-        if (!prepare_q4_lattice(none, w, true)) return py::none();
+        if (!prepare_q4_lattice(none, w, true, true)) return py::none();
         py::array_t<float> s(static_cast<py::ssize_t>(w.lat_step.size()));
         std::copy(w.lat_step.begin(), w.lat_step.end(), s.mutable_data());
-        py::array_t<int8_t> m(static_cast<py::ssize_t>(w.lat_mul.size()));
+        py::array_t<int16_t> m(static_cast<py::ssize_t>(w.lat_mul.size()));
         std::copy(w.lat_mul.begin(), w.lat_mul.end(), m.mutable_data());
-        return py::make_tuple(s, m);
+        return py::make_tuple(s, m, w.lat_shift);
       },
       py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
-      "Test hook: (step [P*16], mul [P*NG*16]) of 4-bit weights in the lattice form (affine codes on the int8 "
-      "lattice; table codes requantized per column, mul holding y as u8 bits), or None.");
+      "Test hook: (step [P*16], mul [P*NG*16], shift) of 4-bit weights in the lattice form (q4_gemm.h; shift 0: "
+      "the exact form of affine codes on the int8 lattice, else requantized per column), or None.");
   m.def("qs8_quant", &py_qs8_quant);
   m.def("f32_row", &py_f32_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("inplace") = false);
   m.def("f32_layernorm", &py_f32_layernorm, py::arg("isa"), py::arg("x"), py::arg("skip"), py::arg("gamma"),

@@ -487,7 +487,8 @@ def test_q4_lattice_found_and_reference(kind, group):
     enc = ENC[kind].format(group)
     got = _core.q4_lattice(W, enc, K, N)
     assert got is not None
-    step, m = got
+    step, m, shift = got
+    assert shift == 0
     ng = (K + group - 1) // group
     m = m.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
     np.testing.assert_array_equal(m * step[None, :N], sc.astype(np.float32))
@@ -497,7 +498,8 @@ def test_q4_lattice_found_and_reference(kind, group):
         np.testing.assert_array_equal(y, q4_lattice_np(x, codes, m, z, step[:N], b, group, act))
         # the group-wise form agrees up to its per-group rounding
         np.testing.assert_allclose(y, _core.qdense("scalar", x, W, enc, K, N, b, act, lattice=False), rtol=1e-5, atol=1e-5)
-    # off the lattice: a multiple of 17, a zero point that takes 16 * v out of s8, random scales
+    # off the exact lattice (a multiple of 17, a zero point that takes 16 * v out of s8, random
+    # scales): the rounded form (test_q4_rounded_lattice_* below); a non-finite scale: none
     for bad in ("mul17", "range", "random"):
         s2, z2 = sc.astype(np.float32).copy(), z.copy()
         s2[0, 20] = step[20]                                # mul 1 in group 0 pins the step
@@ -511,9 +513,14 @@ def test_q4_lattice_found_and_reference(kind, group):
             s2 = np.random.default_rng(1).uniform(0.01, 0.1, size=s2.shape)
         W2 = _core.pack_q4(codes, f16_bits(s2.astype(np.float16)), z2.astype(np.uint8) if kind == "asym" else None,
                            None, kind, group)
-        assert _core.q4_lattice(W2, enc, K, N) is None, bad
-        with pytest.raises(ValueError, match="not on the int8 lattice"):
-            _core.qdense("scalar", x, W2, enc, K, N, lattice=True)
+        assert _core.q4_lattice(W2, enc, K, N)[2] > 0, bad
+    s2 = sc.astype(np.float32).copy()
+    s2[1, 20] = np.inf
+    W2 = _core.pack_q4(codes, f16_bits(s2.astype(np.float16)), z.astype(np.uint8) if kind == "asym" else None, None,
+                       kind, group)
+    assert _core.q4_lattice(W2, enc, K, N) is None
+    with pytest.raises(ValueError, match="no lattice form"):
+        _core.qdense("scalar", x, W2, enc, K, N, lattice=True)
     with pytest.raises(ValueError, match="expected a q4 encoding"):
         _core.q4_lattice(W, "qs8-n16k4", K, N)
 
@@ -557,86 +564,130 @@ def test_q4_lattice_policy(isa):
         np.testing.assert_array_equal(_core.qdense(isa, x[:M], W, enc, K, N, b, 0, True), auto, err_msg=f"M={M} threaded")
 
 
-# ---- table codes in the lattice form (q4_gemm.h: w8 = (T[u] * y + 64) >> 7) -------------------
+# ---- the rounded lattice form (q4_gemm.h: table codes, affine codes off the exact lattice) ------
 
-def q4_table_lattice_np(x, codes, table, scales, bias, group, act):
-    """The table lattice's definition in numpy: y[n, g] and step[n] from the f16 scales, w8,
-    the int64 sums and the int8 GEMM's epilogue. Returns (result, step, y, w8)."""
+def q4_rounded_np(codes, table, scales, zeros, kind, group):
+    """The rounded lattice form's definition in numpy: (w8 [K, N], step [N], mul [NG, N], S)."""
     K, N = codes.shape
-    kg = (K + group - 1) // group * group
     s = scales.astype(np.float32)
-    tmax = int(np.abs(table.astype(np.int64)).max())
-    ymax = 255 if tmax == 0 else min(255, 16319 // tmax)
-    a = s.max(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.where(a > 0, np.floor(s.astype(np.float64) / a * ymax + 0.5), 0).astype(np.int64)
-        step = np.where(a > 0, (a.astype(np.float64) * 128.0 / ymax), 0).astype(np.float32)
-    w8 = (table.astype(np.int64)[codes] * np.repeat(y, group, axis=0)[:K] + 64) >> 7
+    minus = s < 0
+    if kind.startswith("table"):
+        t = table.astype(np.int64)
+        v = t[codes]
+        lo, hi = np.full(s.shape, t.min()), np.full(s.shape, t.max())
+    else:
+        z = np.full(s.shape, 8) if kind == "sym" else zeros.astype(np.int64)
+        v = codes.astype(np.int64) - np.repeat(z, group, axis=0)[:K]
+        lo, hi = -z, 15 - z
+    lo, hi = np.minimum(lo, 0), np.maximum(hi, 0)
+    pos = int(np.where(minus, -lo, hi).max())
+    neg = int(np.where(minus, hi, -lo).max())
+    best = None
+    for S in range(1, 9):
+        R, lim = 1 << (S - 1), 128 << S
+        y = 255
+        if pos > 0:
+            y = min(y, (lim - 1 - R) // pos, (32767 - R) // pos)
+        if neg > 0:
+            y = min(y, (lim + R) // neg)
+        score = min(y, 2.0 * max(pos, neg) * y / (1 << S))
+        if best is None or score > best[0]:
+            best = (score, S, y)
+    _, S, ymax = best
+    a = np.abs(s).max(axis=0)
+    safe = np.where(a > 0, a, 1).astype(np.float64)
+    y = np.where(a > 0, np.minimum(np.floor(np.abs(s).astype(np.float64) / safe * ymax + 0.5), ymax), 0).astype(np.int64)
+    mul = np.where(minus, -y, y)
+    step = np.where(a > 0, np.ldexp(a.astype(np.float64), S) / ymax, 0).astype(np.float32)
+    w8 = (v * np.repeat(mul, group, axis=0)[:K] + (1 << (S - 1))) >> S
     assert w8.min() >= -128 and w8.max() <= 127
-    q, sa = quantize_np(x, kg)
-    d = q[:, :K].astype(np.int64) @ w8
-    out = (d.astype(np.float32) * (sa[:, None] * step[None, :]).astype(np.float32)).astype(np.float32)
-    return act_np((out + bias).astype(np.float32), act), step, y, w8
+    return w8, step, mul, S
 
 
-@pytest.mark.parametrize("kind", ["table", "table127"])
+def q4_rounded_problem(seed, M, K, N, kind, group, extreme=False):
+    """q4_problem's weights, with negative scales (a third of the groups) where the kind allows
+    them (sym and tables: the sign trick of round-to-nearest writers)."""
+    x, codes, sc, z, t, b, W = q4_problem(seed, M, K, N, kind, group, extreme)
+    if kind != "asym":
+        sc = np.where(np.random.default_rng(seed).random(sc.shape) < 0.3, -sc, sc).astype(np.float16)
+        W = _core.pack_q4(codes, f16_bits(sc), z, t, kind[:5], group)
+    return x, codes, sc, z, t, b, W
+
+
+@pytest.mark.parametrize("kind", Q4_KINDS)
 @pytest.mark.parametrize("group", [32, 64, 128])
-def test_q4_table_lattice_found_and_reference(kind, group):
-    """Table codes (NF4 / k-means) get a lattice form: per column y = round(s / max s * Ymax)
-    (Ymax 254 for tables within +-64, 128 for +-127) and step = max s * 128 / Ymax; the reference
-    equals numpy's int64 sums of w8 = (T[u] * y + 64) >> 7, and stays within the requantization's
-    rounding of the group-wise form. Negative or non-finite scales have no lattice form."""
+def test_q4_rounded_lattice_found_and_reference(kind, group):
+    """Table codes and affine codes off the exact lattice get the rounded form: per layer the
+    shift S and the largest multiple Ymax (S = 7, Ymax = 254 for tables within +-64; S = 8 for
+    +-127 ones; S = 4 for symmetric int4), per column y = round(|s| / max|s| * Ymax) with the
+    scale's sign and step = max|s| * 2^S / Ymax; the reference equals numpy's int64 sums of
+    w8 = (v * mul + 2^(S-1)) >> S, and w8 * step stays within its bounds of the group-wise
+    weights v * s."""
     K, N = 200, 37
-    x, codes, sc, z, t, b, W = q4_problem(K + group, 5, K, N, kind, group)
+    x, codes, sc, z, t, b, W = q4_rounded_problem(K + group, 5, K, N, kind, group)
     enc = ENC[kind].format(group)
     got = _core.q4_lattice(W, enc, K, N)
     assert got is not None
-    step, m = got
+    step, m, shift = got
     ng = (K + group - 1) // group
-    yk = m.view(np.uint8).reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
+    mk = m.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
+    w8, wstep, wmul, S = q4_rounded_np(codes, t, sc, z, kind, group)
+    assert shift == S == {"table": 7, "table127": 8, "sym": 4, "asym": 5}[kind]
+    np.testing.assert_array_equal(mk, wmul)
+    np.testing.assert_array_equal(step[:N], wstep)
+    assert np.abs(wmul).max() >= 250 and (wmul < 0).any() == (kind != "asym")
+    kg = (K + group - 1) // group * group
+    q, sa = quantize_np(x, kg)
+    d = q[:, :K].astype(np.int64) @ w8
     for act in (0, 1):
-        want, wstep, wy, w8 = q4_table_lattice_np(x, codes, t, sc, b, group, act)
-        np.testing.assert_array_equal(yk, wy)
-        np.testing.assert_array_equal(step[:N], wstep)
-        assert yk.max() == (254 if kind == "table" else 128)
-        y = _core.qdense("scalar", x, W, enc, K, N, b, act, lattice=True)
-        np.testing.assert_array_equal(y, want)
-    # the weights step * w8 against the group-wise float(T[u]) * s: within half a step (w8's
-    # rounding) plus |T[u]| * step / 256 (y's: half a unit of y is max s / (2 Ymax) per unit of T)
-    wg = t.astype(np.float64)[codes] * np.repeat(sc.astype(np.float64), group, axis=0)[:K]
+        want = act_np(((d.astype(np.float32) * (sa[:, None] * wstep[None, :]).astype(np.float32)).astype(np.float32)
+                       + b).astype(np.float32), act)
+        np.testing.assert_array_equal(_core.qdense("scalar", x, W, enc, K, N, b, act, lattice=True), want)
+    # w8 * step against the group-wise v * s: within step / 2 (w8's rounding) plus
+    # |v| * step / 2^(S+1) (y's: half a unit of y is max|s| / (2 Ymax) per unit of v)
+    if kind.startswith("table"):
+        v = t.astype(np.float64)[codes]
+    else:
+        zz = np.full(sc.shape, 8) if kind == "sym" else z.astype(np.int64)
+        v = (codes.astype(np.int64) - np.repeat(zz, group, axis=0)[:K]).astype(np.float64)
+    wg = v * np.repeat(sc.astype(np.float64), group, axis=0)[:K]
     st = step[None, :N].astype(np.float64)
     err = np.abs(w8 * st - wg)
-    assert np.all(err <= st * (0.5 + np.abs(t.astype(np.float64)[codes]) / 256) * (1 + 1e-6))
+    assert np.all(err <= st * (0.5 + np.abs(v) / 2 ** (S + 1)) * (1 + 1e-6))
     assert err.max() > 0.3 * st.max()  # (and it does round)
-    # and the outputs of both forms agree to about that (random x: a few parts per thousand)
+    # the outputs of both forms agree to about that (random x: about a percent of the error)
     yl = _core.qdense("scalar", x, W, enc, K, N, b, 0, lattice=True)
     yg = _core.qdense("scalar", x, W, enc, K, N, b, 0, lattice=False)
     assert np.linalg.norm(yl - yg) / np.linalg.norm(yg - b) < 0.01
-    for bad in (-0.05, np.inf, np.nan):
+    for bad in (np.inf, np.nan):
         s2 = sc.astype(np.float32).copy()
         s2[1, 20] = bad
-        W2 = _core.pack_q4(codes, f16_bits(s2.astype(np.float16)), None, t, "table", group)
+        W2 = _core.pack_q4(codes, f16_bits(s2.astype(np.float16)), z, t, kind[:5], group)
         assert _core.q4_lattice(W2, enc, K, N) is None, bad
-        with pytest.raises(ValueError, match="not on the int8 lattice"):
+        with pytest.raises(ValueError, match="no lattice form"):
             _core.qdense("scalar", x, W2, enc, K, N, lattice=True)
 
 
 @pytest.mark.parametrize("isa", [i for i in LATTICE_ISAS if i != "scalar"])
-@pytest.mark.parametrize("kind", ["table", "table127"])
+@pytest.mark.parametrize("kind", Q4_KINDS)
 @pytest.mark.parametrize("group", [32, 64, 128])
-def test_q4_table_lattice_isas_match_reference(isa, kind, group):
-    """The lattice kernels on table codes against the reference, bit for bit, over the shapes of
-    the affine test: M sweep, half a 64-k step, K chunks, lone last panel; extremes (table at
-    +-peak, codes of both signs, y at Ymax, activations +-127); with the outlier split's float
-    part (group-wise weights, from the packed codes) and without."""
+def test_q4_rounded_lattice_isas_match_reference(isa, kind, group):
+    """The lattice kernels in the rounded form against the reference, bit for bit, over the
+    shapes of the exact form's test: M sweep, half a 64-k step, K chunks, lone last panel;
+    extremes (the table at +-peak, codes 15 / zero points 0 or codes of both signs, the
+    largest multiple, activations +-127, negative scales); with the outlier split's float part
+    (group-wise weights, from the packed codes) and without."""
     shapes = [(100, 47), (129, 70), (256, 64), (2080, 40), (4100, 33)]
     for K, N in shapes:
         for M in (MS if (K, N) == (100, 47) else (1, 16, 17, 33, 48, 65)):
-            x, codes, sc, z, t, b, W = q4_problem(M * 31 + K, M, K, N, kind, group, extreme=(M % 4 == 1))
-            if M % 4 == 1:  # codes of both signs of the +-peak table, one scale per column: y = Ymax
+            x, codes, sc, z, t, b, W = q4_rounded_problem(M * 31 + K, M, K, N, kind, group, extreme=(M % 4 == 1))
+            if M % 4 == 1 and kind.startswith("table"):  # codes of both signs, one |scale|: y = Ymax
                 codes = np.random.default_rng(M).integers(0, 2, size=(K, N)).astype(np.uint8)
-                W = _core.pack_q4(codes, f16_bits(np.full_like(sc, 0.05)), None, t, "table", group)
+                s1 = np.where(np.random.default_rng(M + 1).random(sc.shape) < 0.5, -0.05, 0.05).astype(np.float16)
+                W = _core.pack_q4(codes, f16_bits(s1), None, t, "table", group)
             enc = ENC[kind].format(group)
+            # (one group per column is on the exact lattice: that form then)
+            assert _core.q4_lattice(W, enc, K, N)[2] > 0 or K <= group
             x[:, K // 3] *= 40.0
             for act in (0, 1):
                 for no in (0, 2):

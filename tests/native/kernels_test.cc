@@ -205,7 +205,8 @@ static uint16_t f16_exact(float v) {
 // lat: the 4-bit lattice form (q4_gemm.h) with these step / mul arrays, through t.q4_gemm_lattice.
 struct Lattice {
   const float* step;
-  const int8_t* mul;
+  const int16_t* mul;
+  int32_t shift;
 };
 static std::vector<float> run_q(const KernelTable& t, const QProblem& p, const uint8_t* W, bool q4, const Q4Layout& lay,
                                 Activation act, bool split = false, bool* outside = nullptr, const Lattice* lat = nullptr) {
@@ -223,6 +224,7 @@ static std::vector<float> run_q(const KernelTable& t, const QProblem& p, const u
       if (lat != nullptr) {
         g.lat_step = lat->step;
         g.lat_mul = lat->mul;
+        g.lat_shift = lat->shift;
         t.q4_gemm_lattice(g, m0, m1, n0, n1);
       } else {
         t.q4_gemm(g, m0, m1, n0, n1);
@@ -280,8 +282,8 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
       qs8_gemm_pack(K, N, wq.data(), ws.data(), w8);
       // 4-bit weights, all three kinds, groups 32/64/128 (max nibbles when extreme)
       // kind 3: symmetric affine codes with scales on the int8 lattice (multiples 1..16 of a
-      // power of two); it and the tables (kind 2) also run the lattice form below
-      struct Q4W { Q4Layout lay; std::vector<uint8_t> buf; uint8_t* p; std::vector<float> step; std::vector<int8_t> mul; };
+      // power of two: the exact lattice form); the others run the rounded form too
+      struct Q4W { Q4Layout lay; std::vector<uint8_t> buf; uint8_t* p; std::vector<float> step; std::vector<int16_t> mul; int32_t shift; };
       std::vector<Q4W> q4s;
       for (int64_t G : {32, 64, 128})
         for (int kind = 0; kind < 4; ++kind) {
@@ -299,15 +301,17 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
               S[i] = m == 0 ? 0 : f16_exact(std::ldexp(float(m), -10));
             }
           for (int i = 0; i < 16; ++i) T[i] = extreme ? int8_t(i % 2 ? -127 : 127) : int8_t(int(rng() % 255) - 127);
-          Q4W w{lay, std::vector<uint8_t>(q4_parts(K, N, lay).total + 64), nullptr, {}, {}};
+          Q4W w{lay, std::vector<uint8_t>(q4_parts(K, N, lay).total + 64), nullptr, {}, {}, 0};
           w.p = w.buf.data();
           while (reinterpret_cast<uintptr_t>(w.p) % 64) ++w.p;
           q4_gemm_pack(K, N, lay, U.data(), S.data(), Z.data(), T.data(), w.p);
-          if (kind >= 2) {
-            w.step.resize((N + 15) / 16 * 16);
-            w.mul.resize((N + 15) / 16 * NG * 16);
-            check(q4_lattice(K, N, lay, w.p, w.step.data(), w.mul.data()), "q4_lattice kind=" + std::to_string(kind));
-          }
+          // every kind has a lattice form: exact for kind 3, rounded for tables, either for the
+          // others (random scales: rounded, unless one group per column makes them exact)
+          w.step.resize((N + 15) / 16 * 16);
+          w.mul.resize((N + 15) / 16 * NG * 16);
+          const bool found = q4_lattice(K, N, lay, w.p, w.step.data(), w.mul.data(), &w.shift, true);
+          check(found && (kind != 3 || w.shift == 0) && (kind != 2 || w.shift > 0) && (NG == 1 || kind == 3 || w.shift > 0),
+                "q4_lattice kind=" + std::to_string(kind) + " G=" + std::to_string(G) + " K=" + std::to_string(K));
           q4s.push_back(std::move(w));
         }
       for (int64_t M : *cs.Ms) {
@@ -332,13 +336,14 @@ static void test_quantized(const KernelTable& t, const KernelTable& ref_t) {
                   std::string(t.isa_name) + " q4_gemm kind=" + std::to_string(int(w.lay.kind)) + (w.lay.asym ? "a" : "") +
                       " G=" + std::to_string(w.lay.group) + where + (split ? " split" : ""));
             if (w.step.empty() || t.q4_gemm_lattice == nullptr || ref_t.q4_gemm_lattice == nullptr) continue;
-            const Lattice lat{w.step.data(), w.mul.data()};
+            const Lattice lat{w.step.data(), w.mul.data(), w.shift};
             bool inside5 = true;
             auto e = run_q(ref_t, p, w.p, true, w.lay, Activation(act), false, nullptr, &lat);
             auto f = run_q(t, p, w.p, true, w.lay, Activation(act), split, &inside5, &lat);
             check(std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && inside5,
                   std::string(t.isa_name) + " " + t.q4_gemm_lattice_name + " kind=" + std::to_string(int(w.lay.kind)) +
-                      " G=" + std::to_string(w.lay.group) + where + (split ? " split" : ""));
+                      (w.lay.asym ? "a" : "") + " S=" + std::to_string(w.shift) + " G=" + std::to_string(w.lay.group) + where +
+                      (split ? " split" : ""));
           }
         }
       }

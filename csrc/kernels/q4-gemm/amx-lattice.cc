@@ -1,6 +1,6 @@
 // AMX-INT8 4-bit GEMM in the lattice form (see q4_gemm.h): affine codes whose group scales are
-// integer multiples of one step per column, s[n,g] = mul[n,g] * step[n], or table codes
-// requantized per column, w8 = (T[u] * y[n,g] + 64) >> 7.
+// integer multiples of one step per column, s[n,g] = mul[n,g] * step[n], or any codes
+// requantized per column, w8 = (v * mul + 2^(S-1)) >> S.
 // Intel Sapphire Rapids and later.
 // Compile with: -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
 //
@@ -83,10 +83,10 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
   const float* as = g.a_scale + m;
   float* c = g.C + m * g.ldc + nb;
   const int64_t ldc = g.ldc;
-  // (the rows of earlier K chunks, K > 2048 only, and table codes' rows, come from the packed
-  // codes: a table's outlier weights are the group-wise ones, float(T[u]) * s[n, g])
+  // (the rows of earlier K chunks, K > 2048 only, and every row of the rounded form, come from
+  // the packed codes: the rounded form's outlier weights are the group-wise ones, v * s[n, g])
   const bool table = g.lay.kind == Q4Kind::kTable;
-  const int64_t dk0 = table ? g.K : d.k0;
+  const int64_t dk0 = g.lat_shift > 0 ? g.K : d.k0;
   const Q4Parts parts = OUTLIERS && dk0 > 0 ? q4_parts(g.K, g.N, g.lay) : Q4Parts{};
   const __m512i tab = OUTLIERS && table ? _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.W)))
                                         : _mm512_setzero_si512();
@@ -102,7 +102,7 @@ void FinishT(const Q4GemmArgs& g, const int32_t* buf, int64_t m, int rows, int64
     if (OUTLIERS) for (int64_t j = 0; j < no; ++j) {  // the outlier split's float part, in order
       const int32_t k = oi[r * no + j];
       if (k < 0) continue;
-      // affine codes: step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
+      // the exact form: step * w8 and qw_axpy's float(u - z) * s[n, g] are the same exact fp32 value
       const __m512 w = k >= dk0 ? Qs8WeightRowAnyK(dec + ((k - dk0) >> 2) * 64, k, step)
                                 : avx512::Q4WeightRow(g.W, g.lay, parts, q4_kg(g.K, g.lay.group), nb / 16, k, tab);
       y = _mm512_fmadd_ps(_mm512_set1_ps(ov[r * no + j]), w, y);
@@ -188,15 +188,9 @@ void Block(const Q4GemmArgs& g, int64_t m, int rows, int64_t nb, int64_t n1, con
 
 // The chunk [k0, k1) of panel p as int8 weights in B layout (lattice.h).
 inline void DecodePanel(const Q4GemmArgs& g, const Q4Parts& parts, int64_t p, int64_t k0, int64_t k1, int8_t* out) {
-  const int64_t G = g.lay.group, Kg = q4_kg(g.K, G), NG = Kg / G;
-  const uint8_t* codes = g.W + parts.codes + p * Kg * 8;
-  const int8_t* mul = g.lat_mul + p * NG * 16;
-  if (g.lay.kind == Q4Kind::kTable)
-    LatticeDecodeTable(codes, reinterpret_cast<const int8_t*>(g.W), mul, k0, k1, G, out);
-  else if (g.lay.asym)
-    LatticeDecode<true>(codes, g.W + parts.zeros + p * NG * 16, mul, k0, k1, G, out);
-  else
-    LatticeDecode<false>(codes, nullptr, mul, k0, k1, G, out);
+  const int64_t Kg = q4_kg(g.K, g.lay.group), NG = Kg / g.lay.group;
+  LatticeDecodePanel(g.lay, g.W, g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16,
+                     g.lat_shift, k0, k1, out);
 }
 
 // Rows [m0, m1) (32-row blocks, then a 16-row block; or, tail, one block of fewer rows) x

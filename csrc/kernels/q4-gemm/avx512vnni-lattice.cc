@@ -1,6 +1,6 @@
 // AVX-512 VNNI 4-bit GEMM in the lattice form (see q4_gemm.h): affine codes whose group scales
-// are integer multiples of one step per column, s[n,g] = mul[n,g] * step[n], or table codes
-// requantized per column, w8 = (T[u] * y[n,g] + 64) >> 7.
+// are integer multiples of one step per column, s[n,g] = mul[n,g] * step[n], or any codes
+// requantized per column, w8 = (v * mul + 2^(S-1)) >> S.
 // Compile with: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
 //
 // The weights are int8 values w8, so blocks of 4 panels are decoded once per
@@ -45,14 +45,8 @@ void q4_gemm_lattice_8x32c4__avx512vnni(const Q4GemmArgs& g, int64_t m0, int64_t
     for (int64_t q = 0; q < np; ++q) {
       const int64_t p = nb / 16 + q;
       int8_t* out = reinterpret_cast<int8_t*>(blob + q * ps);
-      if (g.lay.kind == Q4Kind::kTable)
-        LatticeDecodeTable(g.W + parts.codes + p * Kg * 8, reinterpret_cast<const int8_t*>(g.W), g.lat_mul + p * NG * 16, 0,
-                           Kg, G, out);
-      else if (g.lay.asym)
-        LatticeDecode<true>(g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16, 0, Kg,
-                            G, out);
-      else
-        LatticeDecode<false>(g.W + parts.codes + p * Kg * 8, nullptr, g.lat_mul + p * NG * 16, 0, Kg, G, out);
+      LatticeDecodePanel(g.lay, g.W, g.W + parts.codes + p * Kg * 8, g.W + parts.zeros + p * NG * 16, g.lat_mul + p * NG * 16,
+                         g.lat_shift, 0, Kg, out);
       // column sums over the Kp k the int8 kernel reads (w8 = 0 past K)
       __m512i s = _mm512_setzero_si512();
       for (int64_t kq = 0; kq < Kp / 4; ++kq) Dpbusd(s, ones, _mm512_loadu_si512(out + kq * 64));

@@ -65,46 +65,69 @@ int32_t gcd_odd(int32_t a, int32_t b) {
   return a;
 }
 
-}  // namespace
-
-namespace {
-
-// Table codes (q4_gemm.h, "Lattice form"): per column, y[n,g] = round(s[n,g] / A * Ymax) with A the
-// column's largest scale and Ymax the largest multiplier whose (T[u] * y + 64) >> 7 stays in s8
-// for every entry; step = A * 128 / Ymax. False for a negative, infinite or NaN scale.
-bool q4_table_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul) {
+// The rounded lattice form (q4_gemm.h): false for an infinite or NaN scale, or a table entry
+// of -128 under a negative scale (its negation leaves s8).
+bool q4_rounded_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int16_t* mul,
+                        int32_t* shift) {
   const int64_t P = (N + 15) / 16, NG = q4_kg(K, l.group) / l.group;
   const Q4Parts parts = q4_parts(K, N, l);
+  const bool table = l.kind == Q4Kind::kTable;
   const int8_t* T = reinterpret_cast<const int8_t*>(W);
-  int32_t tmax = 0;
-  for (int u = 0; u < 16; ++u) tmax = std::max(tmax, std::abs(int32_t(T[u])));
-  // (T * y + 64) >> 7 <= 127 needs T * y <= 16319; >= -128 then holds too
-  const int32_t ymax = tmax == 0 ? 255 : std::min<int32_t>(255, 16319 / tmax);
   const uint16_t* sc = reinterpret_cast<const uint16_t*>(W + parts.scales);
+  const uint8_t* zp = W + parts.zeros;
+  int32_t tlo = 0, thi = 0;  // the table's least and greatest entries
+  if (table)
+    for (int u = 0; u < 16; ++u) {
+      tlo = std::min<int32_t>(tlo, T[u]);
+      thi = std::max<int32_t>(thi, T[u]);
+    }
+  // the largest positive (pos) and negative (neg, as a magnitude) v * sign(s) of any group
+  int32_t pos = 0, neg = 0;
+  for (int64_t i = 0; i < P * NG * 16; ++i) {
+    const uint16_t h = sc[i];
+    if ((h & 0x7C00) == 0x7C00) return false;  // inf / NaN
+    const bool minus = (h & 0x8000) != 0 && (h & 0x7FFF) != 0;
+    const int32_t z = table ? 0 : l.asym ? zp[i] : 8;
+    const int32_t lo = table ? tlo : -z, hi = table ? thi : 15 - z;
+    if (minus && lo == -128) return false;
+    pos = std::max(pos, minus ? -lo : hi);
+    neg = std::max(neg, minus ? hi : -lo);
+  }
+  // per shift S: the largest y keeping (v * y + 2^(S-1)) >> S in s8 and the vpmaddubsw word in
+  // int16; keep the S with the most of min(y, 2 * max|w8|)
+  int32_t best_s = 1, best_y = 0;
+  double best = -1.0;
+  for (int32_t S = 1; S <= 8; ++S) {
+    const int32_t R = 1 << (S - 1), lim = 128 << S;
+    int32_t y = 255;
+    if (pos > 0) y = std::min({y, (lim - 1 - R) / pos, (32767 - R) / pos});
+    if (neg > 0) y = std::min(y, (lim + R) / neg);
+    const double score = std::min<double>(y, 2.0 * std::max(pos, neg) * y / double(1 << S));
+    if (score > best) {
+      best = score;
+      best_s = S;
+      best_y = y;
+    }
+  }
+  *shift = best_s;
+  const int32_t ymax = best_y;
   for (int64_t n = 0; n < P * 16; ++n) {
     const int64_t p = n / 16, j = n % 16;
     float a = 0.0f;
-    for (int64_t gi = 0; gi < NG; ++gi) {
-      const float s = f16_to_f32(sc[(p * NG + gi) * 16 + j]);
-      if (!(s >= 0.0f) || std::isinf(s)) return false;  // negative, NaN or infinite
-      a = std::max(a, s);
-    }
-    step[n] = a == 0.0f ? 0.0f : float(double(a) * 128.0 / ymax);
+    for (int64_t gi = 0; gi < NG; ++gi) a = std::max(a, std::fabs(f16_to_f32(sc[(p * NG + gi) * 16 + j])));
+    step[n] = a == 0.0f || ymax == 0 ? 0.0f : float(std::ldexp(double(a), best_s) / ymax);
     for (int64_t gi = 0; gi < NG; ++gi) {
       const int64_t at = (p * NG + gi) * 16 + j;
-      const double s = f16_to_f32(sc[at]);
-      const int32_t y = a == 0.0f ? 0 : int32_t(std::floor(s / a * ymax + 0.5));
-      mul[at] = int8_t(uint8_t(std::min(y, ymax)));
+      const double sv = f16_to_f32(sc[at]);
+      const int32_t y = a == 0.0f ? 0 : std::min(int32_t(std::floor(std::fabs(sv) / a * ymax + 0.5)), ymax);
+      mul[at] = int16_t(sv < 0 ? -y : y);
     }
   }
   return true;
 }
 
-}  // namespace
-
-bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul) {
-  if (K <= 0 || N <= 0) return false;
-  if (l.kind == Q4Kind::kTable) return q4_table_lattice(K, N, l, W, step, mul);
+// The exact lattice form of affine codes (q4_gemm.h), or false.
+bool q4_exact_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int16_t* mul) {
   const int64_t P = (N + 15) / 16, NG = q4_kg(K, l.group) / l.group;
   const Q4Parts parts = q4_parts(K, N, l);
   const uint16_t* sc = reinterpret_cast<const uint16_t*>(W + parts.scales);
@@ -138,9 +161,20 @@ bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float
       const int32_t z = l.asym ? zp[at] : 8, lo = -z, hi = 15 - z;
       const int32_t a = neg ? -m * hi : m * lo, b = neg ? -m * lo : m * hi;
       if (a < -128 || b > 127) return false;
-      mul[at] = int8_t(neg ? -m : m);
+      mul[at] = int16_t(neg ? -m : m);
     }
   }
+  return true;
+}
+
+}  // namespace
+
+bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int16_t* mul, int32_t* shift,
+                bool rounded) {
+  if (K <= 0 || N <= 0) return false;
+  if (l.kind == Q4Kind::kTable || !q4_exact_lattice(K, N, l, W, step, mul))
+    return rounded && q4_rounded_lattice(K, N, l, W, step, mul, shift);
+  *shift = 0;
   return true;
 }
 

@@ -23,26 +23,29 @@
 //   f = 0;  for g = 0..NG-1:  f = fma(float(d_g), s[n,g], f)        (in this order)
 //   y = f * a_scale[m];  y = y + bias[n];  y = act(y)
 //
-// Lattice form. Where every column's group scales are integer multiples of one step per
-// column, s[n,g] = mul[n,g] * step[n] (what convert writes for int4), and mul[n,g] * v stays in
-// [-128, 127] for every code of the group, the weights are int8 values w8(k,n) = mul[n,g] * v(k,n)
-// and the groups need no scale of their own (q4_lattice finds step and mul, or says no):
+// Lattice form: the weights as int8 values w8(k,n) per column, without a scale per group, so
 //   D = sum_k A_q[m,k] * w8(k,n)   exact int32 (|D| <= K * 127 * 128 < 2^31 for K <= 2^17)
 //   y = float(D) * (a_scale[m] * step[n]);  y = y + bias[n];  y = act(y)   (the int8 GEMM's epilogue)
-// It equals the group-wise definition up to fp32 rounding (that one rounds once per group).
-//
-// Table codes have no exact lattice (T[u] reaches +-64, so a multiple of 2 already leaves s8), so
-// theirs rounds: w8(k,n) = (T[u] * y[n,g] + 64) >> 7 (arithmetic; y in [0, 255], stored in mul as
-// its u8 bit pattern), y[n,g] = round(s[n,g] / A[n] * Ymax) with A[n] the column's largest scale,
-// Ymax the largest multiplier that keeps every entry's w8 in s8 (254 for tables within +-64), and
-// step[n] = A[n] * 128 / Ymax; the D and y lines above as they are. That is the group-wise weights
-// requantized to int8 per column (one rounding of w8, half a step; y's own rounding moves a
-// group's scale by at most 0.5 / y of it): the two forms of table codes differ by about that
-// much, not only by fp32 rounding. The outlier split's float part keeps the group-wise weights
-// (qw_axpy's W[k, n] = float(T[u]) * s[n, g]).
-// A table's q4_gemm_lattice kernel runs it, from q4_gemm_lattice_min_rows rows of a call's M
-// (so a row's bits never depend on how the rows were split over threads); fewer rows, weights
-// off the lattice and tables without such a kernel run q4_gemm.
+// with a multiple mul[n,g] per group (int16) and a shift S per layer (lat_shift):
+//   S = 0, exact: w8 = mul * v(k,n), where every column's group scales are integer multiples of
+//     one step, s[n,g] = mul[n,g] * step[n] (what convert writes for int4), and mul * v stays in
+//     [-128, 127] for every code of the group. It equals the group-wise definition up to fp32
+//     rounding (that one rounds once per group).
+//   S >= 1, rounded (table codes, and affine codes off the exact lattice): w8 = (v * mul + 2^(S-1)) >> S (arithmetic), mul = sign(s) * y, y in [0, 255],
+//     y[n,g] = round(|s[n,g]| / A[n] * Ymax) with A[n] the column's largest |s|, step[n] =
+//     A[n] * 2^S / Ymax. S and Ymax are the layer's: from the largest positive and negative
+//     v * sign(s) of its groups, the S in 1..8 whose largest Ymax keeps every w8 in s8 and
+//     |v * mul| + 2^(S-1) <= 32767 and gives the most of min(Ymax, 2 * max|w8|) (S = 7, Ymax =
+//     254 for convert's tables within +-64; S = 4, Ymax = 254 for symmetric int4). That is the
+//     group-wise weights requantized to int8 per column: within step / 2 (w8's rounding) plus
+//     |v| * step / 2^(S+1) (y's) of v * s. The two forms differ by about that much, not only by
+//     fp32 rounding. The outlier split's float part keeps the group-wise weights (qw_axpy's).
+// The rounded form changes the weights, so models take it only for layers that allow it (the
+// Dense attribute `requantize`, set by convert for the weights it quantizes itself; imported and
+// lowbit.compress weights run as stored). A table's q4_gemm_lattice kernel runs the lattice
+// form, from q4_gemm_lattice_min_rows rows of a call's M
+// (so a row's bits never depend on how the rows were split over threads); fewer rows and
+// tables without such a kernel run q4_gemm.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -73,13 +76,15 @@ struct Q4GemmArgs {
   float* C;
   int64_t ldc;
   Activation act;
-  const float* lat_step = nullptr;  // lattice form only: step[n] at 16p + j (P*16)
-  const int8_t* lat_mul = nullptr;  // lattice form only: mul[n,g] at (p*NG + g)*16 + j, as the scales
+  const float* lat_step = nullptr;   // lattice form only: step[n] at 16p + j (P*16)
+  const int16_t* lat_mul = nullptr;  // lattice form only: mul[n,g] at (p*NG + g)*16 + j, as the scales
+  int32_t lat_shift = 0;             // lattice form only: 0 exact, S >= 1 rounded
   // The outlier split's float part (qs8_quant.h, qw_axpy.h), for the lattice kernels whose
   // table sets q4_gemm_lattice_outliers: `outliers` entries per row (row m at m * outliers),
   // each with idx >= 0 adding y = fma(val, W[idx, n], y) after the bias, in order, before
   // ReLU, W[k, n] = float(u - z) * s[n, g] as qw_axpy reads it (= step[n] * mul * (u - z),
-  // exact either way): the bits of the GEMM without ReLU, then qw_axpy, then ReLU. 0: none.
+  // exact either way in the exact lattice form; the rounded form adds these group-wise weights
+  // too): the bits of the GEMM without ReLU, then qw_axpy, then ReLU. 0: none.
   int64_t outliers = 0;
   const int32_t* out_idx = nullptr;
   const float* out_val = nullptr;
@@ -107,12 +112,13 @@ inline Q4Parts q4_parts(int64_t K, int64_t N, const Q4Layout& l) {
 void q4_gemm_pack(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* U, const uint16_t* S,
                   const uint8_t* Z, const int8_t* T, uint8_t* out);
 
-// True when the weights W have a lattice form (see above): fills step[P*16] and mul[P*NG*16] (the
-// scales' layout). Affine codes: per column, step is the largest value of which every nonzero f16
-// scale is an integer multiple, so mul is the smallest; all-zero columns get step 0; false for
-// multiples beyond 16 or a multiple that takes some code's v out of s8. Table codes: step and y
-// as defined above; false for a negative, infinite or NaN scale.
-bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int8_t* mul);
+// The lattice form of W (see above): fills step[P*16], mul[P*NG*16] (the scales' layout) and
+// *shift. The exact form where the affine scales allow it (per column, step is the largest value
+// of which every nonzero f16 scale is an integer multiple, so mul is the smallest; all-zero
+// columns get step 0; multiples up to 16 with every mul * v in s8), else, when `rounded`, the
+// rounded form. False otherwise, and for an infinite or NaN scale.
+bool q4_lattice(int64_t K, int64_t N, const Q4Layout& l, const uint8_t* W, float* step, int16_t* mul, int32_t* shift,
+                bool rounded);
 
 namespace ref {
 void q4_gemm_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);

@@ -64,12 +64,12 @@ void q4_gemm_lattice_1x16__scalar(const Q4GemmArgs& a, int64_t m0, int64_t m1, i
       int32_t d = 0;
       for (int64_t g = 0; g < NG; ++g) {
         const int32_t z = table ? 0 : l.asym ? zp[(p * NG + g) * 16 + j] : 8;
-        const int8_t mb = a.lat_mul[(p * NG + g) * 16 + j];
+        const int32_t mul = a.lat_mul[(p * NG + g) * 16 + j], S = a.lat_shift;
         for (int64_t k = g * l.group; k < (g + 1) * l.group; ++k) {
           const int32_t u = Code(codes, Kg, p, j, k);
-          // table: (T[u] * y + 64) >> 7 as a floor division (the sum is > -2^14 - 2^7: offset by 2^14)
-          const int32_t w8 = table ? (int32_t(T[u]) * int32_t(uint8_t(mb)) + 64 + 16384) / 128 - 128
-                                   : int32_t(mb) * (u - z);
+          const int32_t v = table ? int32_t(T[u]) : u - z;
+          // rounded: (v * mul + 2^(S-1)) >> S as a floor division (the sum is > -2^15: offset by 2^15)
+          const int32_t w8 = S == 0 ? mul * v : (v * mul + (1 << (S - 1)) + 32768) / (1 << S) - (32768 >> S);
           d += int32_t(x[k]) * w8;
         }
       }

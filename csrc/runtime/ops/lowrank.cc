@@ -48,7 +48,7 @@ struct Factor {
     if (q.is_q4 && q.lay.kind == Q4Kind::kTable)
       for (int i = 0; i < 16; ++i)
         if (int8_t(q.W[i]) == -128) throw std::invalid_argument(what + ": codebook entry is -128, expected [-127, 127]");
-    prepare_q4_lattice(kernels(), q);
+    prepare_q4_lattice(kernels(), q, false);  // the exact form only (factors run as stored)
   }
   size_t scratch(int64_t M) const { return f32 ? 0 : qdense_scratch_bytes(q, M, QDenseOpts()); }
   void run(const float* x, int64_t M, const float* bias, Activation act, float* y, void* scratch) const {

@@ -72,17 +72,19 @@ std::string check_qweight_codes(const QWeights& w) {
   return {};
 }
 
-bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool force) {
+bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool rounded, bool force) {
   w.lat_step.clear();
   w.lat_mul.clear();
   if (!w.is_q4 || w.K <= 0 || w.N <= 0 || w.K > (int64_t(1) << 17)) return false;
   if (!force && (t.q4_gemm_lattice == nullptr || t.q4_gemm_lattice_min_rows <= 0)) return false;
   const int64_t P = (w.N + 15) / 16, NG = w.kp() / w.lay.group;
   std::vector<float> step(size_t(P * 16));
-  std::vector<int8_t> mul(size_t(P * NG * 16));
-  if (!q4_lattice(w.K, w.N, w.lay, w.W, step.data(), mul.data())) return false;
+  std::vector<int16_t> mul(size_t(P * NG * 16));
+  int32_t shift = 0;
+  if (!q4_lattice(w.K, w.N, w.lay, w.W, step.data(), mul.data(), &shift, rounded)) return false;
   w.lat_step = std::move(step);
   w.lat_mul = std::move(mul);
+  w.lat_shift = shift;
   return true;
 }
 
@@ -248,6 +250,7 @@ void run_qdense(const KernelTable& t, const QWeights& w, const float* x, int64_t
     if (lattice) {
       g4.lat_step = w.lat_step.data();
       g4.lat_mul = w.lat_mul.data();
+      g4.lat_shift = w.lat_shift;
     }
     if (fused) {
       g4.outliers = no;
@@ -325,7 +328,13 @@ class DenseQ : public Op {
     w_.W = static_cast<const uint8_t*>(wv.data);
     const std::string bad = check_qweight_codes(w_);
     if (!bad.empty()) throw std::invalid_argument("Dense '" + n.name + "': " + bad);
-    prepare_q4_lattice(kernels(), w_);
+    // (the rounded lattice form changes the weights: only where the node allows it)
+    const int64_t requantize = n.attrs.get_int("requantize", 0);
+    if (requantize < 0 || requantize > 1)
+      throw std::invalid_argument("Dense '" + n.name + "': requantize must be 0 or 1, got " + std::to_string(requantize));
+    if (requantize == 1 && !w_.is_q4)
+      throw std::invalid_argument("Dense '" + n.name + "': requantize applies to 4-bit weights, got " + wv.encoding);
+    prepare_q4_lattice(kernels(), w_, requantize == 1);
     if (w_.is_q4 && w_.lay.kind == Q4Kind::kTable) {
       // the AVX2 path multiplies |t| x sign(a, t): -128 has no magnitude in s8
       for (int i = 0; i < 16; ++i)

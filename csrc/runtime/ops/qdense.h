@@ -18,11 +18,12 @@ struct QWeights {
   Q4Layout lay{Q4Kind::kAffine, false, 32};
   int64_t K = 0, N = 0;
   const uint8_t* W = nullptr;
-  // 4-bit weights in the lattice form (q4_gemm.h: affine codes on the int8 lattice, table codes
-  // requantized per column), for a table with a q4_gemm_lattice kernel: step per column and
-  // multiple per group (empty: the group-wise form only)
+  // 4-bit weights in the lattice form (q4_gemm.h: exact for affine codes on the int8 lattice,
+  // else requantized per column), for a table with a q4_gemm_lattice kernel: step per column,
+  // multiple per group and the shift (empty: the group-wise form only)
   std::vector<float> lat_step;
-  std::vector<int8_t> lat_mul;
+  std::vector<int16_t> lat_mul;
+  int32_t lat_shift = 0;
   int64_t packed_bytes() const;
   int64_t kp() const;  // row length of the quantized activations
 };
@@ -54,7 +55,8 @@ std::vector<float> static_x_bias(const QWeights& w, const float* bias, float x_s
 // Fills w.lat_step / w.lat_mul when table t runs the lattice form in models
 // (q4_gemm_lattice_min_rows > 0), or `force`, and w's 4-bit weights are on the lattice;
 // returns whether they are.
-bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool force = false);
+// `rounded`: the rounded form is allowed where the exact one does not exist (q4_gemm.h).
+bool prepare_q4_lattice(const KernelTable& t, QWeights& w, bool rounded, bool force = false);
 // The 4-bit GEMM kernel(s) table t runs w with, for Model.layers().
 std::string q4_kernel_name(const KernelTable& t, const QWeights& w);
 // Bytes of scratch run_qdense needs for M rows.

@@ -372,6 +372,10 @@ def quantize_dense_weights(spec: QuantSpec) -> Callable[[Graph], Graph]:
             graph.tensors[w.name] = Tensor(w.name, packed, "float32", tuple(arr.shape), spec.encoding, dict(w.meta, **meta))
             if spec.outliers:
                 node.attrs["outliers"] = spec.outliers
+            if spec.mode != "int8":
+                # weights lowbit chose itself: the runtime may requantize them per column to int8
+                # for batches (the rounded lattice form, docs/format.md)
+                node.attrs["requantize"] = 1
         return graph
 
     return quantize_dense_weights
