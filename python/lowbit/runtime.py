@@ -104,10 +104,13 @@ class Model:
             wshape = tuple(weight.shape) if weight is not None else None
             enc = weight.encoding if weight is not None else None
             extra: dict[str, Any] = {}
-            if n.op == "LowRank" and len(consts) >= 2:
-                wshape = (consts[0].shape[0], consts[1].shape[1])
-                enc = f"lowrank({consts[0].encoding}, {consts[1].encoding})"
-                extra["rank"] = consts[0].shape[1]
+            # (V and U by position: a file may make any input a constant, x included)
+            vu = [self.graph.tensors[i] for i in n.inputs[1:3] if i in self.graph.tensors] if n.op == "LowRank" else []
+            if len(vu) == 2 and all(len(t.shape) == 2 for t in vu):
+                v, u = vu
+                wshape = (v.shape[0], u.shape[1])
+                enc = f"lowrank({v.encoding}, {u.encoding})"
+                extra["rank"] = v.shape[1]
             if weight is not None and "choice" in weight.meta:
                 extra["choice"] = weight.meta["choice"]
             out.append({
