@@ -476,21 +476,27 @@ def q4_lattice_np(x, codes, mul, z, step, bias, group, act):
     return act_np((y + bias).astype(np.float32), act)
 
 
+def _lattice_of(W, enc, K, N, group):
+    """q4_lattice's (step [P*16], multiples [NG, N] as int64, shift); it must find a form."""
+    got = _core.q4_lattice(W, enc, K, N)
+    assert got is not None
+    step, m, shift = got
+    ng = (K + group - 1) // group
+    return step, m.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64), shift
+
+
 @pytest.mark.parametrize("kind", ["sym", "asym"])
 @pytest.mark.parametrize("group", [32, 64, 128])
 def test_q4_lattice_found_and_reference(kind, group):
     """q4_lattice recovers each column's step and the multiples (step: the largest common
     divisor of the scales, so the step found may be a multiple of the one used), and the
-    reference of the lattice form equals numpy's int64 sums; off-lattice weights are refused."""
+    reference of the lattice form equals numpy's int64 sums; off-lattice weights get the rounded
+    form instead, and a non-finite scale none."""
     K, N = 200, 37
     x, codes, sc, z, mul, b, W = q4_lattice_problem(K + group, 5, K, N, kind, group)
     enc = ENC[kind].format(group)
-    got = _core.q4_lattice(W, enc, K, N)
-    assert got is not None
-    step, m, shift = got
+    step, m, shift = _lattice_of(W, enc, K, N, group)
     assert shift == 0
-    ng = (K + group - 1) // group
-    m = m.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
     np.testing.assert_array_equal(m * step[None, :N], sc.astype(np.float32))
     assert np.all(np.abs(m) <= 16)
     for act in (0, 1):
@@ -626,11 +632,7 @@ def test_q4_rounded_lattice_found_and_reference(kind, group):
     K, N = 200, 37
     x, codes, sc, z, t, b, W = q4_rounded_problem(K + group, 5, K, N, kind, group)
     enc = ENC[kind].format(group)
-    got = _core.q4_lattice(W, enc, K, N)
-    assert got is not None
-    step, m, shift = got
-    ng = (K + group - 1) // group
-    mk = m.reshape(-1, ng, 16).transpose(1, 0, 2).reshape(ng, -1)[:, :N].astype(np.int64)
+    step, mk, shift = _lattice_of(W, enc, K, N, group)
     w8, wstep, wmul, S = q4_rounded_np(codes, t, sc, z, kind, group)
     assert shift == S == {"table": 7, "table127": 8, "sym": 4, "asym": 5}[kind]
     np.testing.assert_array_equal(mk, wmul)

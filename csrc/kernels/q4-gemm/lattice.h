@@ -1,6 +1,7 @@
 // What the lattice-form 4-bit kernels share (q4_gemm.h, "Lattice form"): the decode of a
-// panel's codes into int8 weights w8: mul * (u - z) exactly, or rounded, (v * mul + 2^(S-1)) >> S. Compiled into each AVX-512 object that
-// includes it (AVX-512 F/BW), with internal linkage, as f32-gemm/common.h.
+// panel's codes into int8 weights w8: mul * (u - z) exactly, or rounded, (v * mul + 2^(S-1)) >> S.
+// Compiled into each AVX-512 object that includes it (AVX-512 F/BW), with internal linkage, as
+// f32-gemm/common.h.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -11,11 +12,9 @@
 namespace lowbit {
 namespace {
 
-// 16 multiples as bytes, saturated (the sign kept; exact within [-128, 127]).
-inline __m128i Mul8(const int16_t* mul) {
-  const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mul));
-  return _mm_packs_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
-}
+// A group's 16 multiples, and as bytes, saturated (the sign kept; exact within [-128, 127]).
+inline __m256i Mul16(const int16_t* mul) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mul)); }
+inline __m128i Mul8(__m256i m) { return _mm_packs_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1)); }
 
 // k range [k0, k1) of a panel (whole groups; k1 - k0 rounded up to 64 with zero weights) as
 // int8 w8 = mul * (u - z) in B layout, 64 bytes per k-quad. A 16-bit word holds two codes of
@@ -29,7 +28,7 @@ void LatticeDecode(const uint8_t* codes, const uint8_t* zeros, const int16_t* mu
                 dup8 = _mm512_set1_epi32(0x01010101);
   for (int64_t gi = k0 / G; gi < k1 / G; ++gi) {
     // per column j (lane j): |mul| in both 16-bit words, |mul| * z in all 4 bytes, mul < 0 as a byte mask
-    const __m128i m8 = Mul8(mul + gi * 16);  // (exact multiples are within +-16)
+    const __m128i m8 = Mul8(Mul16(mul + gi * 16));  // (exact multiples are within +-16)
     const __m512i am = _mm512_cvtepu8_epi32(_mm_abs_epi8(m8));
     const __m512i z = ASYM ? _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + gi * 16)))
                            : _mm512_set1_epi32(8);
@@ -74,12 +73,12 @@ void LatticeDecodeRounded(const uint8_t* codes, const int8_t* table, const uint8
   }
   const __m512i idx_lo = _mm512_load_si512(il), idx_hi = _mm512_load_si512(ih);
   for (int64_t gi = k0 / G; gi < k1 / G; ++gi) {
-    const __m256i m16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mul + gi * 16));
+    const __m256i m16 = Mul16(mul + gi * 16);
     const __m512i y16 = _mm512_castsi256_si512(_mm256_abs_epi16(m16));
     const __m512i ylo = _mm512_or_si512(_mm512_permutexvar_epi16(idx_lo, y16), round);
     const __m512i yhi = _mm512_or_si512(_mm512_permutexvar_epi16(idx_hi, y16), round);
     // lane j's 4 bytes: mul < 0 as a byte mask, z in every byte
-    const __mmask64 neg = _mm512_movepi8_mask(_mm512_srai_epi32(_mm512_cvtepi8_epi32(Mul8(mul + gi * 16)), 31));
+    const __mmask64 neg = _mm512_movepi8_mask(_mm512_srai_epi32(_mm512_cvtepi8_epi32(Mul8(m16)), 31));
     const __m512i z = TABLE  ? _mm512_setzero_si512()
                       : ASYM ? _mm512_mullo_epi32(
                                    _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zeros + gi * 16))), dup8)
