@@ -131,7 +131,8 @@ def qgemm_table() -> str:
                         f"{st['fraction']:.0%} ({st['weights_gbs']:.1f} of {st['read_loop_gbs']:.1f} GB/s) | ≥ 70% |")
     rows.append("")
     rows.append(f"Measured by `bench/test_qgemm.py` (best round, same process, same inputs, lowbit through `Model.run`; "
-                f"the 1-thread ratios from the peers timed interleaved, alternating calls) "
+                f"the 1-thread ratios from the peers timed interleaved, alternating calls, each timed call after an untimed "
+                f"one of the same peer so its weights are in cache as in its own rounds) "
                 f"on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`{_at(m)}; int4 symmetric g32 for lowbit and ORT "
                 f"(MatMulNBits, accuracy_level=4).")
     return "\n".join(rows)
@@ -272,7 +273,7 @@ def sparse_table() -> str:
                         f"| ≥ {st['target']:.0%} ({met}) |")
     rows.append("")
     rows.append("Measured by `bench/test_sparse_lowrank.py` (the two layers of each row timed interleaved, best of 100 "
-                "alternating calls at M = 1 and 30 at M = 16; same process, same inputs, every layer through "
+                "alternating calls at M = 1 and 30 at M = 16, each timed call after an untimed one of the same layer; same process, same inputs, every layer through "
                 f"`Model.run` on a converted one-layer model) on {m['vendor']} with {m['cpus']} CPUs, ISA `{m['isa']}`{_at(m)}.")
     return "\n".join(rows)
 
