@@ -62,6 +62,7 @@ Features detect() {
     f.avx512bw = z && (b & (1u << 30));
     f.avx512vl = z && (b & (1u << 31));
     f.avx512vnni = z && (c & (1u << 11));
+    f.avx512vbmi = z && (c & (1u << 1));
     // AMX: the tile config and tile data states (XCR0 bits 17, 18) must be enabled, and Linux
     // grants the 8 KB tile data state per process only on request (kernel 5.16+); a refused or
     // unknown request leaves AMX off.
@@ -120,6 +121,7 @@ std::vector<std::string> feature_names() {
   add(f.avx512dq, "avx512dq");
   add(f.avx512vl, "avx512vl");
   add(f.avx512vnni, "avx512vnni");
+  add(f.avx512vbmi, "avx512vbmi");
   add(f.amx_int8, "amx-int8");
   add(f.amx_bf16, "amx-bf16");
   add(f.neon, "neon");

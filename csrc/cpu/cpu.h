@@ -10,6 +10,7 @@ struct Features {
   // x86
   bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
+  bool avx512vbmi = false;  // vpermb: the 4-bit table decode of q4_gemm_8x32c8__avx512vbmi
   bool os_ymm = false;  // XCR0 says the OS saves YMM state
   bool os_zmm = false;  // XCR0 says the OS saves opmask + ZMM state
   // AMX tiles with int8 dot products: CPUID AMX-TILE + AMX-INT8, XCR0 tile state enabled and,

@@ -948,6 +948,22 @@ int main(int argc, char** argv) {
     }
     ++tested;
   }
+#if defined(LOWBIT_X86)
+  // The avx512vnni table holds one of two 4-bit kernels (table codes decoded by vpermb where the
+  // CPU has VBMI, by vpshufb elsewhere): the one it did not pick is tested too, where it can run
+  // (the vpermb one anywhere in a SIMDe build)
+  for (const auto& t : all_kernel_tables()) {
+    if (t.isa != Isa::kAvx512Vnni || !isa_supported(t.isa)) continue;
+    if (!only.empty() && std::find(only.begin(), only.end(), std::string(t.isa_name)) == only.end()) continue;
+    KernelTable alt = t;
+    const bool vbmi = t.q4_gemm == &avx512::q4_gemm_8x32c8__avx512vbmi;
+    alt.q4_gemm = vbmi ? &avx512::q4_gemm_8x32c8__avx512vnni : &avx512::q4_gemm_8x32c8__avx512vbmi;
+    alt.q4_gemm_name = vbmi ? "q4_gemm_8x32c8__avx512vnni" : "q4_gemm_8x32c8__avx512vbmi";
+    if (!vbmi && !cpu::features().avx512vbmi && !cpu::features().avx512_emulated) continue;
+    std::printf("testing %s with %s\n", t.isa_name, alt.q4_gemm_name);
+    test_quantized(alt, all_kernel_tables().back());
+  }
+#endif
   test_vmath_avx2_matches_avx512();
   std::printf("isas tested: %d\n", tested);
   std::printf("%d passed, %d failed\n", g_pass, g_fail);

@@ -76,5 +76,18 @@ LOWBIT_EMULATED_HOT inline void DpbusdBcast256(__m256i& acc, __m256i u8, const i
 #endif
 }
 
+// vpermb (AVX512_VBMI): byte j of the result is tbl's byte idx[j] & 63. Only for kernels the
+// dispatch picks where CPUID reports VBMI (the AVX-512 sources are compiled without
+// -mavx512vbmi, so nothing else in them can use it).
+LOWBIT_EMULATED_HOT inline __m512i PermB(__m512i idx, __m512i tbl) {
+#if defined(LOWBIT_EMULATE_AVX512)
+  return _mm512_permutexvar_epi8(idx, tbl);
+#else
+  __m512i r;
+  asm("vpermb %2, %1, %0" : "=v"(r) : "v"(idx), "v"(tbl));
+  return r;
+#endif
+}
+
 }  // namespace
 }  // namespace lowbit

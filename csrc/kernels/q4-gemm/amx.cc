@@ -170,12 +170,12 @@ void Run(const Q4GemmArgs& g, int64_t m0, int64_t ma, int64_t n0, int64_t n1) {
 void q4_gemm_16x16__amx(const Q4GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t rows16 = (m1 - m0) / 16 * 16;
-  if (rows16 == 0) return avx512::q4_gemm_8x32c8__avx512vnni(g, m0, m1, n0, n1);
+  if (rows16 == 0) return avx512::q4_gemm_8x32c8__avx512vbmi(g, m0, m1, n0, n1);  // every AMX CPU has VBMI
   const int64_t ma = m0 + rows16;
   if (g.lay.kind == Q4Kind::kTable) Run<kTab>(g, m0, ma, n0, n1);
   else if (g.lay.asym) Run<kAsym>(g, m0, ma, n0, n1);
   else Run<kSym>(g, m0, ma, n0, n1);
-  if (ma < m1) avx512::q4_gemm_8x32c8__avx512vnni(g, ma, m1, n0, n1);
+  if (ma < m1) avx512::q4_gemm_8x32c8__avx512vbmi(g, ma, m1, n0, n1);
 }
 
 }  // namespace amx

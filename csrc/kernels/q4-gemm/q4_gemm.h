@@ -129,6 +129,9 @@ void q4_gemm_6x16c8__avx2(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n
 }
 namespace avx512 {
 void q4_gemm_8x32c8__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+// The same with table codes decoded by vpermb (AVX512_VBMI; the dispatch picks it where CPUID
+// has VBMI): nf4 / codebook weights at 1-31 rows, 10-13% faster on a Zen 4 at M = 1
+void q4_gemm_8x32c8__avx512vbmi(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 // The lattice form: 4 panels at a time decoded into the qs8-n16k4 layout once per call, then the
 // int8 VNNI GEMM on them (activations biased: the table's q4_gemm_lattice_biased).
 void q4_gemm_lattice_8x32c4__avx512vnni(const Q4GemmArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
