@@ -178,6 +178,17 @@ KernelTable avx512vnni_level() {
   // tiles from 2 rows: one 8-row tile pass (396 us at 80% 1x4 blocks, 4096x4096) beats two rows of
   // gathers (598 us) and three (900 us)
   t.qs8_bspmm_tile_min_rows = 2;
+  // The sparse row paths' weight prefetch. Intel (measured on an Emerald Rapids Xeon): into L1,
+  // as on every level (without it the streams fell behind from DRAM; kernels/common/prefetch.h).
+  // AMD (measured on a Zen 4, M = 1, 4096 x 4096 layers, the levels alternated in one process;
+  // docs/kernels.md "Weight streams"): the fp32 SELL kernel into L2 (from DRAM 21-22 GB/s against
+  // 15 into L1 and 14 without; in L3 as fast as without), the int8 ones none (in L3, K16 117-183 us
+  // against 161-273 into L2, 1x4 blocks 173-176 against 176-178; from DRAM no slower than prefetched).
+  if (cpu::features().vendor == "AuthenticAMD") {
+    t.f32_spmm_prefetch = StreamPrefetch::kL2;
+    t.qs8_spmm_prefetch = StreamPrefetch::kNone;
+    t.qs8_bspmm_prefetch = StreamPrefetch::kNone;
+  }
   t.vmath = {&avx512::f32_softmax_row__avx512, "f32_softmax_row__avx512", &avx512::f32_gelu__avx512, "f32_gelu__avx512",
              &avx512::f32_softmax_pre_row__avx512,
              &avx512::f32_layernorm_row__avx512, "f32_layernorm_row__avx512"};

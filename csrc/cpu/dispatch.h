@@ -84,6 +84,11 @@ struct KernelTable {
   bool qs8_spmm_biased = false;  // both int8 sparse kernels want activations quantized with bias128 (vpdpbusd)
   int64_t qs8_bspmm_tile_rows = 8;  // largest At tile height qs8_bspmm takes (8, or 16 with zmm)
   int64_t qs8_bspmm_tile_min_rows = 4;  // from this many rows qs8_bspmm gets packed tiles (At), below: per-row gathers
+  // where the three sparse kernels' row paths prefetch their weight streams (kernels/sparse/stream.h),
+  // chosen per CPU from measurements (dispatch.cc)
+  StreamPrefetch f32_spmm_prefetch = StreamPrefetch::kL1;
+  StreamPrefetch qs8_spmm_prefetch = StreamPrefetch::kL1;
+  StreamPrefetch qs8_bspmm_prefetch = StreamPrefetch::kL1;
   // set where qs8_bspmm's tile path writes staged output (Yt) and this moves it to C; nullptr:
   // the tile path writes C itself (qs8_spmm.h)
   Qs8BspmmUnstageFn qs8_bspmm_unstage = nullptr;

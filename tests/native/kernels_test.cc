@@ -424,17 +424,35 @@ static void test_sparse(const KernelTable& t, const KernelTable& ref_t) {
         }
         for (int act = 0; act < 2; ++act) {
           std::vector<float> a(M * N, -1.f), b(M * N, -2.f);
-          F32SpmmArgs fa{M, x.data(), K, &sf, bias.data(), a.data(), N, Activation(act)};
-          ref_t.f32_spmm(fa, 0, M, 0, sf.S);
-          fa.C = b.data();
-          t.f32_spmm(fa, 0, M, 0, sf.S);
-          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " f32_spmm" + where);
-          Qs8K16Args ka{M, q.data(), lda, sc.data(), &sk, bias.data(), a.data(), N, Activation(act)};
-          ref_t.qs8_spmm(ka, 0, M, 0, sk.G);
-          ka.C = b.data();
-          ka.A = qt.data();
-          t.qs8_spmm(ka, 0, M, 0, sk.G);
-          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_spmm" + where);
+          // every prefetch level (each is its own code path in the x86 kernels), rows from 0 and from 1
+          for (StreamPrefetch pf : {StreamPrefetch::kNone, StreamPrefetch::kL2, StreamPrefetch::kL1}) {
+            const std::string lv = " prefetch " + std::to_string(int(pf));
+            F32SpmmArgs fa{M, x.data(), K, &sf, bias.data(), a.data(), N, Activation(act)};
+            ref_t.f32_spmm(fa, 0, M, 0, sf.S);
+            fa.C = b.data();
+            fa.prefetch = pf;
+            std::fill(b.begin(), b.end(), -2.f);
+            t.f32_spmm(fa, 0, std::min<int64_t>(M, 1), 0, sf.S);
+            t.f32_spmm(fa, std::min<int64_t>(M, 1), M, 0, sf.S);
+            check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " f32_spmm" + lv + where);
+            Qs8K16Args ka{M, q.data(), lda, sc.data(), &sk, bias.data(), a.data(), N, Activation(act)};
+            ref_t.qs8_spmm(ka, 0, M, 0, sk.G);
+            ka.C = b.data();
+            ka.A = qt.data();
+            ka.prefetch = pf;
+            std::fill(b.begin(), b.end(), -2.f);
+            t.qs8_spmm(ka, 0, M, 0, sk.G);
+            check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_spmm" + lv + where);
+            Qs8SpmmArgs ba{M, q.data(), lda, sc.data(), nullptr, &sb, bias.data(), a.data(), N, Activation(act)};
+            ref_t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            ba.C = b.data();
+            ba.A = qt.data();
+            ba.wsum = wsum.data();
+            ba.prefetch = pf;
+            std::fill(b.begin(), b.end(), -2.f);
+            t.qs8_bspmm(ba, 0, M, 0, sb.S);
+            check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, std::string(t.isa_name) + " qs8_bspmm" + lv + where);
+          }
           // tiles: 0 none, 1 of 8 rows, 2 of 16; staged output (Yt) too where the table has it
           for (int tiles = 0; tiles < 3; ++tiles)
             for (int staged = 0; staged < 2; ++staged) {

@@ -13,10 +13,14 @@
 // panel streams themselves; the packed-tile sparse path (M >= 2 on AVX-512) is core-bound, and
 // per-stream prefetching cost it 2-7% with the weights in L3, so it prefetches the next
 // slices' bytes in sequence instead (BsrTile3 in qs8-spmm/avx512vnni.cc).
+// Where the lines go (L1, L2, or no software prefetch) is the kernel table's choice per CPU,
+// passed in the kernels' arguments (kernels/sparse/stream.h; measured in docs/kernels.md).
 #pragma once
 #include <xmmintrin.h>
 
 #include <cstdint>
+
+#include "kernels/sparse/stream.h"
 
 namespace lowbit {
 
@@ -27,12 +31,35 @@ constexpr int64_t kStreamAhead = 8192;
 // Called once per step of a stream that advances `Step` bytes per step (Step <= 64): prefetches
 // the line `ahead` bytes past p when that line is new to this step, so each line once.
 template <int Step>
-inline void PrefetchStream(const void* p, int64_t ahead) {
+inline void PrefetchStream(const void* p, int64_t ahead, StreamPrefetch to) {
   static_assert(Step > 0 && Step <= 64, "one line per step at most");
   // an address, not a pointer: near the end of a weight it lies past the array (harmless for
   // a prefetch, but not a pointer C++ lets us form)
   const uintptr_t q = reinterpret_cast<uintptr_t>(p) + uintptr_t(ahead);
-  if (Step == 64 || (q & 63) < uintptr_t(Step)) _mm_prefetch(reinterpret_cast<const char*>(q), _MM_HINT_T0);
+  if (Step == 64 || (q & 63) < uintptr_t(Step)) {
+    if (to == StreamPrefetch::kL1)
+      _mm_prefetch(reinterpret_cast<const char*>(q), _MM_HINT_T0);
+    else if (to == StreamPrefetch::kL2)
+      _mm_prefetch(reinterpret_cast<const char*>(q), _MM_HINT_T1);
+  }
+}
+
+// The line `ahead` bytes past p, at level P (kNone: nothing). For loops that advance a whole number
+// of lines per iteration and prefetch each line of it unconditionally (no per-step test).
+template <StreamPrefetch P>
+inline void PrefetchAhead(const void* p, int64_t ahead) {
+  const char* q = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + uintptr_t(ahead));  // see above
+  if (P == StreamPrefetch::kL1) _mm_prefetch(q, _MM_HINT_T0);
+  if (P == StreamPrefetch::kL2) _mm_prefetch(q, _MM_HINT_T1);
+}
+
+// Four SELL-8 steps of 32 bytes of values (8 fp32 lanes, or 8 int8 1x4 blocks) and 16 of indices,
+// from the values at `val` and the indices at `idx`: the two value lines and the index line ahead.
+template <StreamPrefetch P>
+inline void PrefetchSell4(const void* val, const void* idx) {
+  PrefetchAhead<P>(val, kStreamAhead);
+  PrefetchAhead<P>(static_cast<const char*>(val) + 64, kStreamAhead);
+  PrefetchAhead<P>(idx, kStreamAhead / 2);
 }
 
 }  // namespace lowbit

@@ -4,7 +4,7 @@
 // vector of A[m, idx] for the 8 lanes and one FMA adds it in, the same chain per lane as the
 // reference. Up to 4 rows share the index and value loads; the first block of rows of a call,
 // which brings a slice's weights in (the next blocks find them in cache), prefetches both
-// streams ahead (kernels/common/prefetch.h). The AVX-512 tables run this
+// streams ahead to the level the table chose (kernels/common/prefetch.h). The AVX-512 tables run this
 // kernel too: vgatherdps measured no faster there (docs/kernels.md).
 #include <immintrin.h>
 
@@ -29,8 +29,9 @@ inline __m256 Gather8(const float* x, const uint16_t* i) {
                         x[(b >> 16) & 0xFFFF], x[(b >> 32) & 0xFFFF], x[b >> 48]);
 }
 
-template <int MR>
-void Slice(const F32SpmmArgs& a, int64_t m, int64_t s, bool stream) {
+// noinline: inlined into the driver, its registers were spilled around the gathers (~40% slower)
+template <int MR, StreamPrefetch P>
+__attribute__((noinline)) void Slice(const F32SpmmArgs& a, int64_t m, int64_t s) {
   const SellMatrix& w = *a.W;
   const float* val = reinterpret_cast<const float*>(w.val);
   const float* x[MR];
@@ -39,15 +40,26 @@ void Slice(const F32SpmmArgs& a, int64_t m, int64_t s, bool stream) {
     x[r] = a.A + (m + r) * a.lda;
     acc[r] = _mm256_setzero_ps();
   }
+  int64_t t = w.slice[s];
   const int64_t t1 = w.slice[s + 1];
-  for (int64_t t = w.slice[s]; t < t1; ++t) {
+  // four steps per iteration: 128 bytes of values (two lines) and 64 of indices (one line), each
+  // line prefetched once with no per-step test (that test and its address arithmetic cost ~15%
+  // with the weights in L3, where the four-step loop with its prefetches runs as fast as without)
+  for (; t + 4 <= t1; t += 4) {
+    const float* v = val + t * kSellC;
     const uint16_t* idx = w.idx + t * kSellC;
-    if (stream) {  // the first rows of the call: keep the two streams ahead
-      PrefetchStream<32>(val + t * kSellC, kStreamAhead);
-      PrefetchStream<16>(idx, kStreamAhead / 2);
+    PrefetchSell4<P>(v, idx);
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const __m256 vu = _mm256_loadu_ps(v + 8 * u);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(Gather8(x[r], idx + 8 * u), vu, acc[r]);
     }
+  }
+  for (; t < t1; ++t) {
     const __m256 v = _mm256_loadu_ps(val + t * kSellC);
-    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(Gather8(x[r], idx), v, acc[r]);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(Gather8(x[r], w.idx + t * kSellC), v, acc[r]);
   }
   const uint32_t* perm = w.perm + s * kSellC;
   for (int r = 0; r < MR; ++r) {
@@ -68,16 +80,10 @@ void Slice(const F32SpmmArgs& a, int64_t m, int64_t s, bool stream) {
 }  // namespace
 
 void f32_spmm_s8m4__avx2(const F32SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
-  for (int64_t s = s0; s < s1; ++s) {
-    int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) Slice<4>(a, m, s, m == m0);
-    switch (m1 - m) {
-      case 1: Slice<1>(a, m, s, m == m0); break;
-      case 2: Slice<2>(a, m, s, m == m0); break;
-      case 3: Slice<3>(a, m, s, m == m0); break;
-      default: break;
-    }
-  }
+  for (int64_t s = s0; s < s1; ++s)
+    ForRowBlocks(a.prefetch, m0, m1, [&](auto mr, auto pf, int64_t m) {
+      Slice<decltype(mr)::value, decltype(pf)::value>(a, m, s);
+    });
 }
 
 }  // namespace avx2

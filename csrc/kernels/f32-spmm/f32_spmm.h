@@ -11,6 +11,7 @@
 
 #include "kernels/f32-gemm/f32_gemm.h"  // Activation
 #include "kernels/sparse/sell.h"
+#include "kernels/sparse/stream.h"
 
 namespace lowbit {
 
@@ -23,6 +24,7 @@ struct F32SpmmArgs {
   float* C;             // M x N, row stride ldc floats
   int64_t ldc;
   Activation act;       // kNone or kRelu
+  StreamPrefetch prefetch = StreamPrefetch::kL1;  // the first rows' software prefetch (x86 kernels)
 };
 
 // Rows [m0, m1) x slices [s0, s1). Thread-safe on disjoint ranges.

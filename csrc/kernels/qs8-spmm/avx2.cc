@@ -77,9 +77,9 @@ void K16Group(const Qs8K16Args& a, int64_t m, int64_t g, bool stream) {
   const int64_t c1 = w.group[g + 1];
   for (int64_t c = w.group[g]; c < c1; ++c) {
     if (stream) {  // a cell: 32 bytes of shuffles, 32 of values, 2 of chunk number
-      PrefetchStream<32>(w.shuf + 32 * c, kStreamAhead);
-      PrefetchStream<32>(w.val + 32 * c, kStreamAhead);
-      PrefetchStream<2>(w.chunk + c, kStreamAhead / 16);
+      PrefetchStream<32>(w.shuf + 32 * c, kStreamAhead, a.prefetch);
+      PrefetchStream<32>(w.val + 32 * c, kStreamAhead, a.prefetch);
+      PrefetchStream<2>(w.chunk + c, kStreamAhead / 16, a.prefetch);
     }
     const __m256i sh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.shuf + 32 * c));
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.val + 32 * c));
@@ -119,8 +119,8 @@ void BsrSlice(const Qs8SpmmArgs& a, int64_t m, int64_t s, bool stream) {
   for (int64_t t = w.slice[s]; t < t1; ++t) {
     const uint16_t* idx = w.idx + t * kSellC;
     if (stream) {  // a step: 32 bytes of values, 16 of indices
-      PrefetchStream<32>(w.val + t * kSellC * 4, kStreamAhead);
-      PrefetchStream<16>(idx, kStreamAhead / 2);
+      PrefetchStream<32>(w.val + t * kSellC * 4, kStreamAhead, a.prefetch);
+      PrefetchStream<16>(idx, kStreamAhead / 2, a.prefetch);
     }
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.val + t * kSellC * 4));
     for (int r = 0; r < MR; ++r) {
@@ -146,8 +146,8 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s, bool str
     const uint16_t* idx = w.idx + t * kSellC;
     const uint8_t* v = w.val + t * kSellC * 4;
     if (stream) {  // the first tile of the call: a step is 32 bytes of values, 16 of indices
-      PrefetchStream<32>(v, kStreamAhead);
-      PrefetchStream<16>(idx, kStreamAhead / 2);
+      PrefetchStream<32>(v, kStreamAhead, a.prefetch);
+      PrefetchStream<16>(idx, kStreamAhead / 2, a.prefetch);
     }
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
@@ -181,30 +181,32 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s, bool str
 }  // namespace
 
 void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
+  const bool pf = a.prefetch != StreamPrefetch::kNone;  // the first rows of the call prefetch
   for (int64_t g = g0; g < g1; ++g) {
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g, m == m0);
+    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g, pf && m == m0);
     switch (m1 - m) {
-      case 1: K16Group<1>(a, m, g, m == m0); break;
-      case 2: K16Group<2>(a, m, g, m == m0); break;
-      case 3: K16Group<3>(a, m, g, m == m0); break;
+      case 1: K16Group<1>(a, m, g, pf && m == m0); break;
+      case 2: K16Group<2>(a, m, g, pf && m == m0); break;
+      case 3: K16Group<3>(a, m, g, pf && m == m0); break;
       default: break;
     }
   }
 }
 
 void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
+  const bool pf = a.prefetch != StreamPrefetch::kNone;  // the first rows of the call prefetch
   for (int64_t s = s0; s < s1; ++s) {
     if (a.At != nullptr) {
-      for (int64_t m = m0; m < m1; m += 8) BsrTile(a, m / 8, m1, s, m == m0);
+      for (int64_t m = m0; m < m1; m += 8) BsrTile(a, m / 8, m1, s, pf && m == m0);
       continue;
     }
     int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s, m == m0);
+    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s, pf && m == m0);
     switch (m1 - m) {
-      case 1: BsrSlice<1>(a, m, s, m == m0); break;
-      case 2: BsrSlice<2>(a, m, s, m == m0); break;
-      case 3: BsrSlice<3>(a, m, s, m == m0); break;
+      case 1: BsrSlice<1>(a, m, s, pf && m == m0); break;
+      case 2: BsrSlice<2>(a, m, s, pf && m == m0); break;
+      case 3: BsrSlice<3>(a, m, s, pf && m == m0); break;
       default: break;
     }
   }

@@ -32,6 +32,7 @@
 #include "kernels/f32-gemm/f32_gemm.h"  // Activation
 #include "kernels/sparse/k16.h"
 #include "kernels/sparse/sell.h"
+#include "kernels/sparse/stream.h"
 #include "kernels/sparse/t16.h"
 
 namespace lowbit {
@@ -49,9 +50,10 @@ struct Qs8SpmmArgs {
   Activation act;        // kNone or kRelu
   int64_t at_rows = 8;   // rows per At tile: 8, or 16 when the table's qs8_bspmm_tile_rows is 16
   float* Yt = nullptr;   // staged output (see above), or nullptr: C
-  // Biased tables (qs8_spmm_biased), tile path: 128 * (the sum of lane l's stored values) at
-  // l = 8s + j (sell_lane_sums), the correction of u8 = q + 128; required with At there.
+  // Biased tables (qs8_spmm_biased): 128 * (the sum of lane l's stored values) at l = 8s + j
+  // (sell_lane_sums), the correction of u8 = q + 128; required there (tile and row paths).
   const int32_t* wsum = nullptr;
+  StreamPrefetch prefetch = StreamPrefetch::kL1;  // the first rows' software prefetch (x86 kernels, row gathers)
 };
 
 // Rows [m0, m1) x slices [s0, s1); with At, m0 is a multiple of at_rows. Thread-safe on disjoint ranges.
@@ -93,6 +95,7 @@ struct Qs8K16Args {
   float* C;
   int64_t ldc;
   Activation act;        // kNone or kRelu
+  StreamPrefetch prefetch = StreamPrefetch::kL1;  // the first rows' software prefetch (x86 kernels)
 };
 // Rows [m0, m1) x column groups [g0, g1) (8 columns each). Thread-safe on disjoint ranges.
 using Qs8K16Fn = void (*)(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1);

@@ -140,6 +140,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
                                                      : double(M) * double(w.T) * 8.0 * double(w.bk);
   if (sw.kind == SparseKind::kF32Csr) {
     F32SpmmArgs g{M, x, w.K, &w, bias, y, w.N, kact};
+    g.prefetch = t.f32_spmm_prefetch;
     split(M, w.S, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t s0, int64_t s1) { t.f32_spmm(g, m0, m1, s0, s1); });
   } else {
     const bool t16 = use_t16(t, sw, M);
@@ -170,6 +171,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
       split(M, sw.t16.G, M, work, threaded, [&](int64_t, int64_t, int64_t g0, int64_t g1) { t.qs8_bspmm_t16(g, g0, g1); });
     } else if (sw.kind == SparseKind::kQs8Csr) {
       Qs8K16Args g{M, qa.q, lda, qa.scale, &sw.k16, bias, y, N, kact};
+      g.prefetch = t.qs8_spmm_prefetch;
       split(M, sw.k16.G, 1, work, threaded, [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { t.qs8_spmm(g, m0, m1, g0, g1); });
     } else {
     const int64_t tile_rows = bspmm_tile_rows(t, M);
@@ -179,6 +181,7 @@ void run_spdense(const KernelTable& t, const SparseWeights& sw, const float* x, 
     if (tiles) t.qs8_bspmm_pack_a(M, K, qa.q, lda, R, at);
     Qs8SpmmArgs g{M, qa.q, lda, qa.scale, at, &w, bias, y, N, kact, R};
     g.wsum = sw.wsum.data();
+    g.prefetch = t.qs8_bspmm_prefetch;
     const bool staged = tiles && t.qs8_bspmm_unstage != nullptr;
     if (staged) g.Yt = reinterpret_cast<float*>(base + p.yt);
     // staged rows [m0, m1) (whole tiles) of columns [n0, n1) to C
