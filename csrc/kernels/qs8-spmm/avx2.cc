@@ -181,17 +181,10 @@ void BsrTile(const Qs8SpmmArgs& a, int64_t tile, int64_t m1, int64_t s, bool str
 }  // namespace
 
 void qs8_spmm_k16m4__avx2(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
-  const bool pf = a.prefetch != StreamPrefetch::kNone;  // the first rows of the call prefetch
-  for (int64_t g = g0; g < g1; ++g) {
-    int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g, pf && m == m0);
-    switch (m1 - m) {
-      case 1: K16Group<1>(a, m, g, pf && m == m0); break;
-      case 2: K16Group<2>(a, m, g, pf && m == m0); break;
-      case 3: K16Group<3>(a, m, g, pf && m == m0); break;
-      default: break;
-    }
-  }
+  for (int64_t g = g0; g < g1; ++g)
+    ForRowBlocks(a.prefetch, m0, m1, [&](auto mr, auto pf, int64_t m) {
+      K16Group<decltype(mr)::value>(a, m, g, decltype(pf)::value != StreamPrefetch::kNone);
+    });
 }
 
 void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t s0, int64_t s1) {
@@ -201,14 +194,9 @@ void qs8_bspmm_s8c4__avx2(const Qs8SpmmArgs& a, int64_t m0, int64_t m1, int64_t 
       for (int64_t m = m0; m < m1; m += 8) BsrTile(a, m / 8, m1, s, pf && m == m0);
       continue;
     }
-    int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) BsrSlice<4>(a, m, s, pf && m == m0);
-    switch (m1 - m) {
-      case 1: BsrSlice<1>(a, m, s, pf && m == m0); break;
-      case 2: BsrSlice<2>(a, m, s, pf && m == m0); break;
-      case 3: BsrSlice<3>(a, m, s, pf && m == m0); break;
-      default: break;
-    }
+    ForRowBlocks(a.prefetch, m0, m1, [&](auto mr, auto p, int64_t m) {
+      BsrSlice<decltype(mr)::value>(a, m, s, decltype(p)::value != StreamPrefetch::kNone);
+    });
   }
 }
 

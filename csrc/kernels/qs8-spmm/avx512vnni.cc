@@ -427,19 +427,10 @@ __attribute__((always_inline)) inline void Transpose8(__m256 r[8]) {
 }  // namespace
 
 void qs8_spmm_k16m4__avx512vnni(const Qs8K16Args& a, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
-  const bool pf = a.prefetch != StreamPrefetch::kNone;  // the first rows of the call prefetch
-#pragma GCC unroll 16
-  for (int64_t g = g0; g < g1; ++g) {
-    int64_t m = m0;
-  #pragma GCC unroll 16
-    for (; m + 4 <= m1; m += 4) K16Group<4>(a, m, g, pf && m == m0);
-    switch (m1 - m) {
-      case 1: K16Group<1>(a, m, g, pf && m == m0); break;
-      case 2: K16Group<2>(a, m, g, pf && m == m0); break;
-      case 3: K16Group<3>(a, m, g, pf && m == m0); break;
-      default: break;
-    }
-  }
+  for (int64_t g = g0; g < g1; ++g)
+    ForRowBlocks(a.prefetch, m0, m1, [&](auto mr, auto pf, int64_t m) {
+      K16Group<decltype(mr)::value>(a, m, g, decltype(pf)::value != StreamPrefetch::kNone);
+    });
 }
 
 namespace {
