@@ -171,17 +171,46 @@ AVX2_FLOORS = {("bsr-int8", "dense-int8", 1): round(1.02 / CI_MARGIN, 2)}
 AMX_FLOORS = {("bsr-int8", "dense-int8", 16): round(0.81 / CI_MARGIN, 2)}
 
 
+def _factor_bytes(model) -> int:
+    return int(sum(l["bytes"] for l in model.layers()))
+
+
+def _factor_macs(M) -> int:
+    return M * (K * R + R * N)
+
+
+def _bound_probes(lowrank, M):
+    """What any kernel for the factored layer needs at least, timed with the layers (interleaved):
+    reading the factors' bytes once with this CPU's fastest plain read (memread.h, the same number
+    of bytes in a buffer of its own, in the same loop as the layers, so in the same cache level),
+    and - where the level's int8 GEMM for M rows runs on the probe's instruction - doing their int8
+    MACs at the rate of qs8_dotpeak (registers only, nothing read). The slower of the two bounds
+    the time of any fused kernel, so the two-layer time over it bounds the speedup fusion can give."""
+    from lowbit import _core
+    isa = lowbit.cpu_info()["isa"]
+    buf = np.ones(_factor_bytes(lowrank), np.uint8)
+    probes = [lambda: _core.memread_sum(buf, isa)]
+    if not (isa == "amx" and M >= 16):  # from 16 rows the amx level's int8 GEMM runs AMX tiles, not vpdpbusd
+        rounds = _factor_macs(M) // 1024
+        probes.append(lambda: _core.qs8_dotpeak(isa, rounds))
+    return probes
+
+
 @pytest.mark.parametrize("name,fast,ref,M,target", GATES, ids=[f"{g[1]}-vs-{g[2]}-M{g[3]}" for g in GATES])
 def test_sparse_lowrank_gate(name, fast, ref, M, target):
     """The speedup, from the two peers timed interleaved (100 rounds at M = 1, 30 at M = 16);
     the pytest-benchmark times of test_sparse_lowrank are recorded next to it."""
     fm, rm = _load(fast), _load(ref)
     x = np.random.default_rng(M).standard_normal((M, K), dtype=np.float32)
+    fns = [lambda: fm.run(x), lambda: rm.run(x)]
+    if ref == "twolayer-int8":
+        fns += _bound_probes(fm, M)
     lowbit.set_num_threads(1)
     try:
-        tf, tr = _interleaved([lambda: fm.run(x), lambda: rm.run(x)], 100 if M == 1 else 30)
+        best = _interleaved(fns, 100 if M == 1 else 30)
     finally:
         lowbit.set_num_threads(os.cpu_count() or 1)
+    tf, tr = best[:2]
     speedup = tr / tf
     key = f"{fast}/{ref}/M{M}"
     record("sparse_lowrank", f"interleaved/{key}", {"fast_seconds": tf, "ref_seconds": tr})
@@ -189,6 +218,15 @@ def test_sparse_lowrank_gate(name, fast, ref, M, target):
     record("sparse_lowrank", f"target/{key}", {"target": target, "met": speedup >= target})
     print(f"\n{name} M={M}: {fast} is {speedup:.2f}x faster than {ref} (target >= {target}; interleaved "
           f"{tf * 1e6:.0f} vs {tr * 1e6:.0f} us)")
+    if len(best) > 2:
+        t_read, t_mac = best[2], (best[3] if len(best) > 3 else None)
+        bound = max(t_read, t_mac or 0.0)
+        record("sparse_lowrank", f"bound/{key}", {"read_seconds": t_read, "mac_seconds": t_mac,
+                                                  "max_speedup": tr / bound})
+        print(f"  bound: reading the factors' {_factor_bytes(fm) / 1e6:.2f} MB takes {t_read * 1e6:.0f} us at this "
+              f"CPU's fastest plain read" + (f", their {_factor_macs(M) / 1e6:.0f} M int8 MACs {t_mac * 1e6:.0f} us at "
+                                             f"its {lowbit.cpu_info()['kernels']['qs8-dotpeak']} rate" if t_mac else "")
+              + f": no kernel can beat {ref} by more than {tr / bound:.2f}x here")
     floor = target / CI_MARGIN
     if lowbit.cpu_info()["isa"] == "avx2" and (fast, ref, M) in AVX2_FLOORS:
         floor = AVX2_FLOORS[(fast, ref, M)]

@@ -264,6 +264,16 @@ def sparse_table() -> str:
         verdict = ("met" if sp >= t["target"] else "**not met**") if t else ""
         rows.append(f"| {label} | {M} | {_ms({'seconds': il['fast_seconds']})} | {_ms({'seconds': il['ref_seconds']})} "
                     f"| {_ratio(sp, t.get('target'))}× | ≥ {t.get('target', '—')}× ({verdict}) |")
+    for M in (1, 16):  # what any kernel for the factored layer needs at least (bench/test_sparse_lowrank.py)
+        key = f"lowrank-int8/twolayer-int8/M{M}"
+        b, il = r.get(f"bound/{key}"), r.get(f"interleaved/{key}")
+        if b and il:
+            parts = [f"read {_ms({'seconds': b['read_seconds']})}"]
+            if b.get("mac_seconds"):
+                parts.append(f"MACs {_ms({'seconds': b['mac_seconds']})}")
+            rows.append(f"| bound of any kernel for the factors: their bytes at the fastest plain read, their int8 MACs at "
+                        f"the `qs8-dotpeak` rate | {M} | {' / '.join(parts)} | {_ms({'seconds': il['ref_seconds']})} "
+                        f"| ≤ {b['max_speedup']:.2f}× | — |")
     for enc in ("f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8"):
         st = r.get(f"stream/{enc}")
         if st:

@@ -872,6 +872,8 @@ PYBIND11_MODULE(_core, m) {
     d["f32-pack-bt"] = t.f32_pack_bt_name;
     d["bf16-gemm"] = t.bf16.name;
     d["crc32c"] = t.crc32c_name;
+    d["memread"] = t.memread_sum_name;
+    d["qs8-dotpeak"] = t.qs8_dotpeak_name;
     d["f32-softmax"] = t.vmath.softmax_name;
     d["f32-gelu"] = t.vmath.gelu_name;
     d["f32-layernorm"] = t.vmath.layernorm_name;
@@ -952,13 +954,37 @@ PYBIND11_MODULE(_core, m) {
   m.def("sell_info", &py_sell_info, py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"));
   m.def("spdense", &py_spdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
         py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false, py::arg("path") = "auto");
-  m.def("memread_sum", [](const py::buffer& b) {
+  m.def("memread_sum", [](const py::buffer& b, const std::string& isa) {
     py::buffer_info info = b.request();
+    py::ssize_t expect = info.itemsize;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+      if (info.shape[size_t(d)] > 1 && info.strides[size_t(d)] != expect)
+        throw std::invalid_argument("memread_sum: expected a C-contiguous buffer, got strides that skip bytes (dimension " +
+                                    std::to_string(d) + ")");
+      expect *= info.shape[size_t(d)];
+    }
+    const MemreadSumFn fn = kernels_for(isa).memread_sum;
     const void* p = info.ptr;
     const size_t n = size_t(info.size) * size_t(info.itemsize);
     py::gil_scoped_release nogil;
-    return ref::memread_sum__scalar(p, n);
-  }, "Sum of the buffer's 64-bit words: a plain read loop, the memory-bandwidth yardstick of the benches");
+    return fn(p, n);
+  }, py::arg("b"), py::arg("isa") = "scalar",
+     "Sum (mod 2^64) of the buffer's 64-bit words: a plain read loop. The scalar one is the benches' "
+     "memory-bandwidth yardstick; an ISA's is the fastest plain read there");
+  m.def("qs8_dotpeak", [](const std::string& isa, int64_t rounds, int a, int b) {
+    if (rounds < 0) throw std::invalid_argument("qs8_dotpeak: expected rounds >= 0, got " + std::to_string(rounds));
+    if (a < 0 || a > 127) throw std::invalid_argument("qs8_dotpeak: expected 0 <= a <= 127, got " + std::to_string(a));
+    if (b < -127 || b > 127) throw std::invalid_argument("qs8_dotpeak: expected -127 <= b <= 127, got " + std::to_string(b));
+    const int64_t ab = int64_t(a) * (b < 0 ? -b : b);
+    if (ab > 0 && rounds > INT32_MAX / (kQs8DotPeakLaneMacs * ab))
+      throw std::invalid_argument("qs8_dotpeak: rounds * " + std::to_string(kQs8DotPeakLaneMacs) + " * |a*b| must stay <= 2^31 - 1, got rounds " +
+                                  std::to_string(rounds) + " with |a*b| = " + std::to_string(ab));
+    const Qs8DotPeakFn fn = kernels_for(isa).qs8_dotpeak;
+    py::gil_scoped_release nogil;
+    return fn(rounds, a, b);
+  }, py::arg("isa"), py::arg("rounds"), py::arg("a") = 1, py::arg("b") = 1,
+     "rounds x 1024 int8 products a*b on an ISA's int8 dot instruction, in registers; returns their sum "
+     "(rounds * 1024 * a * b). Timed, the int8 MAC rate of one core");
   m.def("known_ops", &known_ops);
   m.def("_set_conv_implicit_gemm", &set_conv_implicit_gemm, py::arg("on"),
         "testing only: false forces im2col for every Conv (the implicit path must give the same bits)");

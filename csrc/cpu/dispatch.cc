@@ -47,7 +47,8 @@ void check_complete(const KernelTable& t) {
 #define FIELD(f) {reinterpret_cast<const void*>(t.f), #f}, {t.f##_name, #f "_name"}
   const std::pair<const void*, const char*> fields[] = {
       {t.isa_name, "isa_name"},
-      FIELD(f32_gemm), FIELD(f32_pack_bt), FIELD(crc32c), FIELD(qs8_quant), FIELD(qs8_gemm), FIELD(qs7_gemm), FIELD(q4_gemm),
+      FIELD(f32_gemm), FIELD(f32_pack_bt), FIELD(crc32c), FIELD(memread_sum), FIELD(qs8_dotpeak),
+      FIELD(qs8_quant), FIELD(qs8_gemm), FIELD(qs7_gemm), FIELD(q4_gemm),
       FIELD(qs8_requant), FIELD(qs8_dwconv), FIELD(f32_spmm), FIELD(qs8_spmm), FIELD(qs8_bspmm), FIELD(qs8_bspmm_pack_a),
       FIELD(qs8_quant_split), FIELD(qw_axpy),
       {reinterpret_cast<const void*>(t.bf16.gemm), "bf16.gemm"}, {t.bf16.name, "bf16.name"},
@@ -78,6 +79,8 @@ KernelTable scalar_level() {
   KERNEL(t, f32_pack_bt, ref::f32_pack_bt__scalar);
   bf16_reference(t);
   KERNEL(t, crc32c, ref::crc32c__scalar);
+  KERNEL(t, memread_sum, ref::memread_sum__scalar);
+  KERNEL(t, qs8_dotpeak, ref::qs8_dotpeak__scalar);
   KERNEL(t, qs8_quant, ref::qs8_quant__scalar);
   KERNEL(t, qs8_gemm, ref::qs8_gemm_1x16__scalar);
   qs7_from_qs8(t);
@@ -111,6 +114,8 @@ KernelTable avx2_level() {
   t.f32_gemm_implicit_a = true;
   KERNEL(t, f32_pack_bt, ref::f32_pack_bt__scalar);  // no AVX2 transposing copy: the reference
   KERNEL(t, crc32c, sse42::crc32c__sse42);
+  KERNEL(t, memread_sum, avx2::memread_sum__avx2);
+  KERNEL(t, qs8_dotpeak, avx2::qs8_dotpeak__avx2);
   KERNEL(t, qs8_quant, avx2::qs8_quant__avx2);
   KERNEL(t, qs8_gemm, avx2::qs8_gemm_5x16c4__avx2);
   KERNEL(t, qs7_gemm, avx2::qs7_gemm_6x16c4__avx2);
@@ -148,6 +153,8 @@ KernelTable avx512vnni_level() {
   t.f32_conv_implicit_min_segment = 1;
   KERNEL(t, f32_pack_bt, avx512::f32_pack_bt__avx512);
   KERNEL(t, crc32c, sse42::crc32c__sse42);
+  KERNEL(t, memread_sum, avx512::memread_sum__avx512);
+  KERNEL(t, qs8_dotpeak, avx512::qs8_dotpeak__avx512vnni);
   KERNEL(t, qs8_quant, avx512::qs8_quant__avx512);
   KERNEL(t, qs8_gemm, avx512::qs8_gemm_8x32c4__avx512vnni);
   t.qs8_gemm_biased = true;
@@ -248,6 +255,8 @@ KernelTable neondot_level() {
   t.isa = Isa::kNeonDot;
   t.isa_name = "neondot";
   KERNEL(t, crc32c, armv8::crc32c__armv8crc);
+  KERNEL(t, memread_sum, neon::memread_sum__neon);
+  KERNEL(t, qs8_dotpeak, neon::qs8_dotpeak__neondot);
   KERNEL(t, qs8_gemm, neon::qs8_gemm_4x16c4__neondot);
   qs7_from_qs8(t);
   KERNEL(t, q4_gemm, neon::q4_gemm_4x16c8__neondot);

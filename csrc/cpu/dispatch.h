@@ -13,8 +13,10 @@
 #include "kernels/f32-gemm/f32_gemm.h"
 #include "kernels/f32-spmm/f32_spmm.h"
 #include "kernels/f32-vmath/f32_vmath.h"
+#include "kernels/memread/memread.h"
 #include "kernels/q4-gemm/q4_gemm.h"
 #include "kernels/qs8-dwconv/qs8_dwconv.h"
+#include "kernels/qs8-dotpeak/qs8_dotpeak.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 #include "kernels/qs8-quant/qs8_quant.h"
 #include "kernels/qs8-requant/qs8_requant.h"
@@ -46,6 +48,13 @@ struct KernelTable {
   Bf16GemmKernels bf16{};
   Crc32cFn crc32c = nullptr;
   const char* crc32c_name = nullptr;
+  // Probes, run only by the benches: the fastest plain read (memread.h) and the int8 MAC rate
+  // of the instruction the level's int8 GEMV runs on (qs8_dotpeak.h), the bounds a layer's
+  // time is compared with.
+  MemreadSumFn memread_sum = nullptr;
+  const char* memread_sum_name = nullptr;
+  Qs8DotPeakFn qs8_dotpeak = nullptr;
+  const char* qs8_dotpeak_name = nullptr;
   Qs8QuantFn qs8_quant = nullptr;
   const char* qs8_quant_name = nullptr;
   Qs8GemmFn qs8_gemm = nullptr;

@@ -35,6 +35,30 @@ static void check(bool ok, const std::string& what) {
   }
 }
 
+// The benches' probes: the plain read returns the reference's sum of 64-bit words for every
+// length (tails of 0-7 words and 0-7 bytes) and alignment; the int8 MAC probe returns
+// rounds * 1024 * a * b for the operand extremes.
+static void test_probes(const KernelTable& t) {
+  std::mt19937_64 rng(11);
+  std::vector<uint8_t> buf(4096 + 64);
+  for (auto& v : buf) v = static_cast<uint8_t>(rng());
+  for (size_t start : {0, 1, 3, 8}) {
+    for (size_t n : {0, 7, 8, 63, 64, 255, 256, 257, 1000, 4096}) {
+      const uint64_t want = ref::memread_sum__scalar(buf.data() + start, n);
+      check(t.memread_sum(buf.data() + start, n) == want,
+            std::string(t.isa_name) + " memread_sum start=" + std::to_string(start) + " n=" + std::to_string(n));
+    }
+  }
+  const int32_t ops[][2] = {{1, 1}, {0, 5}, {127, 127}, {127, -127}, {3, -2}};
+  for (const auto& ab : ops)
+    for (int64_t rounds : {0, 1, 7}) {
+      const int64_t want = rounds * 1024 * ab[0] * ab[1];
+      check(t.qs8_dotpeak(rounds, ab[0], ab[1]) == want && ref::qs8_dotpeak__scalar(rounds, ab[0], ab[1]) == want,
+            std::string(t.isa_name) + " qs8_dotpeak rounds=" + std::to_string(rounds) + " a=" + std::to_string(ab[0]) +
+                " b=" + std::to_string(ab[1]));
+    }
+}
+
 static void test_crc(const KernelTable& t) {
   const char* s = "123456789";
   check(t.crc32c(0, s, 9) == 0xE3069283u, std::string(t.isa_name) + " crc32c known vector");
@@ -945,6 +969,7 @@ int main(int argc, char** argv) {
     if (!only.empty() && std::find(only.begin(), only.end(), std::string(t.isa_name)) == only.end()) continue;
     std::printf("testing %s (%s, %s)\n", t.isa_name, t.f32_gemm_name, t.crc32c_name);
     test_crc(t);
+    test_probes(t);
     test_gemm(t);
     if (&t != &all_kernel_tables().back()) {  // the scalar table is the reference itself
       std::printf("  quantized: %s, %s, %s\n", t.qs8_quant_name, t.qs8_gemm_name, t.q4_gemm_name);
