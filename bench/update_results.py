@@ -129,6 +129,11 @@ def qgemm_table() -> str:
         if st:
             rows.append(f"| {q} M=1 streaming {st['weight_bytes'] / 2**20:.0f} MB of weights: GB/s ÷ plain read loop | "
                         f"{st['fraction']:.0%} ({st['weights_gbs']:.1f} of {st['read_loop_gbs']:.1f} GB/s) | ≥ 70% |")
+    st = r.get("stream16/int8")
+    if st:
+        rows.append(f"| int8 M={st['rows']} streaming {st['weight_bytes'] / 2**20:.0f} MB of weights: GB/s ÷ the slower of the "
+                    f"plain read and the int8 MAC rate ÷ rows | {st['fraction']:.0%} ({st['weights_gbs']:.1f} of "
+                    f"{min(st['read_gbs'], st['mac_bound_gbs'] or st['read_gbs']):.1f} GB/s) | ≥ {st['target']:.0%} |")
     rows.append("")
     rows.append(f"Measured by `bench/test_qgemm.py` (best round, same process, same inputs, lowbit through `Model.run`; "
                 f"the 1-thread ratios from the peers timed interleaved, alternating calls, each timed call after an untimed "
