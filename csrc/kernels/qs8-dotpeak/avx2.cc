@@ -1,6 +1,7 @@
-// Int8 multiply-accumulate probe, AVX2 (see qs8_dotpeak.h): the AVX2 int8 GEMM's step, 32
-// products per vpmaddubsw (u8 x s8 pairs to int16) + vpmaddwd (by ones, to int32) + vpaddd,
-// into 8 accumulators, 32 steps a round. Compile with: -mavx2
+// Int8 multiply-accumulate probe, AVX2 (see qs8_dotpeak.h): the step of the exact AVX2 int8 GEMM
+// (qs8_gemm_5x16c4__avx2), 32 products per vpsignb (the weights take the activations' signs) +
+// vpmaddubsw (|a| as u8 x s8, pairs to int16) + vpmaddwd (by ones, to int32) + vpaddd, into 8
+// accumulators, 32 steps a round. Compile with: -mavx2
 #include <immintrin.h>
 
 #include "qs8_dotpeak.h"
@@ -9,11 +10,12 @@ namespace lowbit {
 namespace avx2 {
 namespace {
 
-// acc += pair sums of a x b, in asm: as intrinsics the product does not depend on the
-// accumulator, so the compiler would compute it once for the whole loop.
+// acc += pair sums of a x b (a >= 0, so |a| = a), in asm: as intrinsics the product does not
+// depend on the accumulator, so the compiler would compute it once for the whole loop.
 inline void Step(__m256i& acc, __m256i a, __m256i b, __m256i ones) {
   __m256i t;
-  asm("vpmaddubsw %[b], %[a], %[t]\n\t"
+  asm("vpsignb %[a], %[b], %[t]\n\t"
+      "vpmaddubsw %[t], %[a], %[t]\n\t"
       "vpmaddwd %[ones], %[t], %[t]\n\t"
       "vpaddd %[t], %[acc], %[acc]"
       : [acc] "+x"(acc), [t] "=&x"(t)

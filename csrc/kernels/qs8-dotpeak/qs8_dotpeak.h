@@ -21,7 +21,7 @@ namespace ref {
 int64_t qs8_dotpeak__scalar(int64_t rounds, int32_t a, int32_t b);
 }
 namespace avx2 {
-int64_t qs8_dotpeak__avx2(int64_t rounds, int32_t a, int32_t b);  // vpmaddubsw + vpmaddwd + vpaddd, 8 x 256-bit
+int64_t qs8_dotpeak__avx2(int64_t rounds, int32_t a, int32_t b);  // vpsignb + vpmaddubsw + vpmaddwd + vpaddd, 8 x 256-bit
 }
 namespace avx512 {
 int64_t qs8_dotpeak__avx512vnni(int64_t rounds, int32_t a, int32_t b);  // vpdpbusd, 16 x 512-bit

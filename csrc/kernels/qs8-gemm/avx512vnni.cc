@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "kernels/common/prefetch.h"
 #include "qs8_gemm.h"
 
 namespace lowbit {
@@ -42,29 +43,6 @@ inline __m512i Bcast4(const int8_t* p) {
 struct KRange {
   int64_t k0, k1;
   bool first, last;
-};
-
-// The weights of the next column block, prefetched into L2 while the row tiles of this block
-// run, so that its first row tile reads L2 instead of waiting on memory: the tiles of a block
-// read its panels from memory in the first row tile only (the later ones find them in L2), and
-// two panel streams alone keep too few reads in flight to stream from DRAM. Segments are the next
-// block's panels over this pass's K range; every k-step of every Tile call of the block takes
-// `per_step` lines, so the whole block is requested by the time this one ends. Measured at
-// M = 16, 4096 x 4096 int8 on a Zen 4, 1 thread (docs/kernels.md).
-struct NextBlock {
-  const uint8_t* seg[4] = {nullptr, nullptr, nullptr, nullptr};
-  int nseg = 0;
-  int per_step = 1;
-  int64_t len = 0;  // bytes of each segment
-  int cur = 0;      // the segment and the byte in it the next prefetch takes
-  int64_t off = 0;
-  inline void Step() {
-    for (int i = 0; i < per_step && cur < nseg; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(seg[cur]) + off, _MM_HINT_T1);
-      off += 64;
-      if (off >= len) ++cur, off = 0;
-    }
-  }
 };
 
 template <int MR, int NP>
@@ -215,15 +193,11 @@ void qs8_gemm_8x32c4__avx512vnni(const Qs8GemmArgs& g, int64_t m0, int64_t m1, i
     const KRange kr{pc, pc + kcb < Kp ? pc + kcb : Kp, pc == 0, pc + kcb >= Kp};
     for (int64_t jc = n0; jc < n1; jc += nc) {
       const int64_t jend = jc + nc < n1 ? jc + nc : n1;
-      // the next block's panels over this K range (none after the last block)
-      NextBlock next;
-      next.len = (kr.k1 - kr.k0) * 16;
-      for (int64_t nb = jend; nb < n1 && nb < jend + nc && next.nseg < 4; nb += 16)
-        next.seg[next.nseg++] = g.W + (nb / 16) * ps + kr.k0 * 16;
-      // Tile calls per block: ntiles row tiles x 32-column tiles; every call's k-steps take
-      // 4 / calls lines each (rounded up), so the 4 panels are requested by the block's end
+      // the next block's panels over this K range, into L2 (kernels/common/prefetch.h), over
+      // this block's tile calls (ntiles row tiles x its 32-column tiles) and their k-steps
+      const int64_t nend = jend + nc < n1 ? jend + nc : n1;
       const int64_t calls = ntiles * ((jend - jc + 31) / 32);
-      next.per_step = static_cast<int>((4 + calls - 1) / calls);
+      NextBlock next = NextPanels(g.W, ps, jend / 16, (nend + 15) / 16, kr.k0, kr.k1, calls * ((kr.k1 - kr.k0) / 4));
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
