@@ -356,12 +356,9 @@ def test_weight_streaming_16_rows(tmp_path):
     once from DRAM serves 16 MACs, so a layer is bound by the slower of reading its bytes (the
     fastest plain read of this ISA over 1 GiB, memread.h) and doing its MACs (qs8_dotpeak, the
     level's int8 dot instruction in registers; not on amx, whose GEMM takes AMX tiles at 16 rows).
-    Gated on the share of that bound reached, interleaved: the tiled GEMM reads a column block's
-    panels from memory in its first row tile only, and prefetches the next block into L2 while a
-    block's tiles run (NextBlock, kernels/common/prefetch.h; AVX2 and AVX-512). On a Zen 4: 72-82%
-    of the bound with that prefetch, 71-73% without it (two runs each); the same chain alternating
-    the two forms gave 1.09-1.24x in medians of 12-15 runs at 8, 16 and 32 rows; the AVX2 table
-    89-90% (docs/kernels.md)."""
+    Gated on the share of that bound reached, interleaved. The tiled GEMM reads a column block's
+    panels from memory in its first row tile only; on a Zen 4 this reached 71-73% of the bound
+    (avx512vnni). A next-block L2 prefetch that was tried is recorded in docs/kernels.md."""
     isa = lowbit.cpu_info()["isa"]
     lowbit.set_num_threads(1)
     try:

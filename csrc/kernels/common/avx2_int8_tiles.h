@@ -28,7 +28,6 @@
 
 #include <cstring>
 
-#include "kernels/common/prefetch.h"
 #include "kernels/qs8-gemm/qs8_gemm.h"
 
 namespace lowbit {
@@ -104,7 +103,7 @@ void PackA(const Qs8GemmArgs& g, int64_t m, KBlock kb, int8_t* buf) {
 // activations from the packed buffer. Column vector c is half (n/8 + c) % 2 of panel (n + 8c)/16.
 template <class Cell, int MR, int NC>
 __attribute__((noinline)) void TilePacked(const Qs8GemmArgs& g, const int8_t* ap, int64_t m, int64_t n, int64_t ncols,
-                                          KBlock kb, NextBlock* next) {
+                                          KBlock kb) {
   const int64_t Kp = qs8_kp(g.K), P = (g.N + 15) / 16, ps = Kp * 16;
   const uint8_t* wp[NC];
 #pragma GCC unroll 16
@@ -124,12 +123,10 @@ __attribute__((noinline)) void TilePacked(const Qs8GemmArgs& g, const int8_t* ap
       }
     }
   const int64_t steps = (kb.k1 - kb.k0) / 4;
-  NextBlock nx = *next;  // the loop works on a local copy, handed back after it
   for (int64_t s = 0; s < steps; ++s) {
     __m256i w[NC];
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) w[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp[c] + s * 64));
-    nx.Step();
     const int8_t* as = ap + s * Cell::kAB * MR;
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
@@ -138,7 +135,6 @@ __attribute__((noinline)) void TilePacked(const Qs8GemmArgs& g, const int8_t* ap
       for (int c = 0; c < NC; ++c) Cell::Dot(acc[r][c], w[c], a, ones);
     }
   }
-  *next = nx;
   if (!kb.last) {
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
@@ -160,23 +156,22 @@ __attribute__((noinline)) void TilePacked(const Qs8GemmArgs& g, const int8_t* ap
 }
 
 template <class Cell, int MR, int NC>
-void ColsPacked(const Qs8GemmArgs& g, const int8_t* buf, int64_t m, int64_t n0, int64_t n1, KBlock kb,
-                NextBlock* next) {
+void ColsPacked(const Qs8GemmArgs& g, const int8_t* buf, int64_t m, int64_t n0, int64_t n1, KBlock kb) {
   int64_t n = n0;
-  for (; n + 8 * NC <= n1; n += 8 * NC) TilePacked<Cell, MR, NC>(g, buf, m, n, 8 * NC, kb, next);
+  for (; n + 8 * NC <= n1; n += 8 * NC) TilePacked<Cell, MR, NC>(g, buf, m, n, 8 * NC, kb);
   if (n >= n1) return;
   if constexpr (NC > 1) {
-    if (n1 - n > 8 * (NC - 1)) return TilePacked<Cell, MR, NC>(g, buf, m, n, n1 - n, kb, next);
-    ColsPacked<Cell, MR, NC - 1>(g, buf, m, n, n1, kb, next);
+    if (n1 - n > 8 * (NC - 1)) return TilePacked<Cell, MR, NC>(g, buf, m, n, n1 - n, kb);
+    ColsPacked<Cell, MR, NC - 1>(g, buf, m, n, n1, kb);
   } else {
-    TilePacked<Cell, MR, 1>(g, buf, m, n, n1 - n, kb, next);
+    TilePacked<Cell, MR, 1>(g, buf, m, n, n1 - n, kb);
   }
 }
 
 template <class Cell, int MR>
-void RowTile(const Qs8GemmArgs& g, int8_t* buf, int64_t m, int64_t n0, int64_t n1, KBlock kb, NextBlock* next) {
+void RowTile(const Qs8GemmArgs& g, int8_t* buf, int64_t m, int64_t n0, int64_t n1, KBlock kb) {
   PackA<Cell, MR>(g, m, kb, buf);
-  ColsPacked<Cell, MR, 2>(g, buf, m, n0, n1, kb, next);  // MR x 16: one panel
+  ColsPacked<Cell, MR, 2>(g, buf, m, n0, n1, kb);  // MR x 16: one panel
 }
 
 template <class Cell>
@@ -194,21 +189,16 @@ void Tiled(const Qs8GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
     const KBlock kb{pc, pc + kcb < Kp ? pc + kcb : Kp, pc == 0, pc + kcb >= Kp};
     for (int64_t jc = n0; jc < n1; jc += nc) {
       const int64_t jend = jc + nc < n1 ? jc + nc : n1;
-      // the next block's panels over this K block, into L2 (kernels/common/prefetch.h), over this
-      // block's tile calls (ntiles row tiles x its panels) and their k-steps
-      const int64_t nend = jend + nc < n1 ? jend + nc : n1;
-      const int64_t calls = ntiles * ((jend - jc + 15) / 16);
-      NextBlock next = NextPanels(g.W, Kp * 16, jend / 16, (nend + 15) / 16, kb.k0, kb.k1, calls * ((kb.k1 - kb.k0) / 4));
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
         switch (mr) {
-          case 1: RowTile<Cell, 1>(g, buf, m, jc, jend, kb, &next); break;
-          case 2: RowTile<Cell, 2>(g, buf, m, jc, jend, kb, &next); break;
-          case 3: RowTile<Cell, 3>(g, buf, m, jc, jend, kb, &next); break;
-          case 4: RowTile<Cell, 4>(g, buf, m, jc, jend, kb, &next); break;
-          case 5: RowTile<Cell, kMR >= 5 ? 5 : 4>(g, buf, m, jc, jend, kb, &next); break;
-          default: RowTile<Cell, kMR>(g, buf, m, jc, jend, kb, &next); break;
+          case 1: RowTile<Cell, 1>(g, buf, m, jc, jend, kb); break;
+          case 2: RowTile<Cell, 2>(g, buf, m, jc, jend, kb); break;
+          case 3: RowTile<Cell, 3>(g, buf, m, jc, jend, kb); break;
+          case 4: RowTile<Cell, 4>(g, buf, m, jc, jend, kb); break;
+          case 5: RowTile<Cell, kMR >= 5 ? 5 : 4>(g, buf, m, jc, jend, kb); break;
+          default: RowTile<Cell, kMR>(g, buf, m, jc, jend, kb); break;
         }
         m += mr;
       }

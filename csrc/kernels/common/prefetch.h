@@ -1,5 +1,4 @@
-// Software prefetch of the weight streams of the sparse kernels, and of the next column block of
-// the tiled int8 GEMMs (NextBlock, at the end) (x86).
+// Software prefetch of the weight streams of the sparse kernels (x86).
 //
 // The SELL and K16 kernels read their values and indices front to back, a few bytes per
 // step, and at M = 1 each step's loads wait on the index stream. With the weights in DRAM
@@ -61,42 +60,6 @@ inline void PrefetchSell4(const void* val, const void* idx) {
   PrefetchAhead<P>(val, kStreamAhead);
   PrefetchAhead<P>(static_cast<const char*>(val) + 64, kStreamAhead);
   PrefetchAhead<P>(idx, kStreamAhead / 2);
-}
-
-// The weights of the next column block of a tiled GEMM (the int8 GEMMs of 5+ rows, AVX2 and
-// AVX-512), prefetched into L2 while the row tiles of the current block run. Only the first row
-// tile of a block reads its weights from memory, over one or two panel streams: too few reads in
-// flight to stream from DRAM, while the later tiles read L2. The next block is `nseg` panel
-// segments of `len` bytes, `stride` apart (its panels over the pass's K range); every k-step of
-// every tile of the current block calls Step(), which requests `per_step` lines of it, so with
-// per_step >= next block's lines / the block's k-steps it is all requested by the block's end.
-// Measured in docs/kernels.md ("int8 ... from DRAM").
-struct NextBlock {
-  const uint8_t* base = nullptr;
-  int64_t stride = 0, len = 0, nseg = 0;
-  int64_t per_step = 1;
-  int64_t cur = 0, off = 0;  // the segment and the byte in it that the next prefetch takes
-  inline void Step() {
-    for (int64_t i = 0; i < per_step && cur < nseg; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(base + cur * stride + off), _MM_HINT_T1);
-      off += 64;
-      if (off >= len) ++cur, off = 0;
-    }
-  }
-};
-
-// NextBlock of the panels [p0, p1) of a "qs8-n16k4" weight (panel stride `ps` bytes) over the k
-// range [k0, k1), for a block whose tile calls take `steps` k-steps in all (none when p0 >= p1).
-inline NextBlock NextPanels(const uint8_t* W, int64_t ps, int64_t p0, int64_t p1, int64_t k0, int64_t k1, int64_t steps) {
-  NextBlock b;
-  if (p0 >= p1 || k1 <= k0) return b;
-  b.base = W + p0 * ps + k0 * 16;
-  b.stride = ps;
-  b.len = (k1 - k0) * 16;
-  b.nseg = p1 - p0;
-  const int64_t lines = b.nseg * ((b.len + 63) / 64);
-  b.per_step = steps > 0 ? (lines + steps - 1) / steps : lines;
-  return b;
 }
 
 }  // namespace lowbit

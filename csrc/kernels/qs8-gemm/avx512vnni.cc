@@ -12,7 +12,6 @@
 
 #include <cstring>
 
-#include "kernels/common/prefetch.h"
 #include "qs8_gemm.h"
 
 namespace lowbit {
@@ -46,8 +45,7 @@ struct KRange {
 };
 
 template <int MR, int NP>
-__attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t ncols, KRange kr,
-                                    NextBlock* next = nullptr) {
+__attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb, int64_t ncols, KRange kr) {
   const int64_t Kp = qs8_kp(g.K), P = (g.N + 15) / 16, ps = Kp * 16;
   const uint8_t* W = g.W + (nb / 16) * ps;
   __m512i acc[MR][NP];
@@ -60,8 +58,6 @@ __attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb,
   const int8_t* a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) a[r] = g.A + (m + r) * g.lda;
-  NextBlock nx;  // the loop works on a local copy, handed back after it
-  if (next) nx = *next;
   for (int64_t k = kr.k0; k < kr.k1; k += 4) {
     __m512i w[NP];
 #pragma GCC unroll 16
@@ -70,7 +66,6 @@ __attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb,
       _mm_prefetch(reinterpret_cast<const char*>(src) + kPf, _MM_HINT_T0);
       w[p] = _mm512_loadu_si512(src);
     }
-    nx.Step();
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m512i ab = Bcast4(a[r] + k);
@@ -78,7 +73,6 @@ __attribute__((noinline)) void Tile(const Qs8GemmArgs& g, int64_t m, int64_t nb,
       for (int p = 0; p < NP; ++p) Dpbusd(acc[r][p], ab, w[p]);
     }
   }
-  if (next) *next = nx;
   if (!kr.last) {
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
@@ -143,30 +137,29 @@ __attribute__((noinline)) void TileHalf(const Qs8GemmArgs& g, int64_t m, int64_t
 
 // Columns [n0, n1) for rows [m, m+MR), NP panels at a time, narrower tiles for the rest.
 template <int MR, int NP>
-void Cols(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1, KRange kr, NextBlock* next = nullptr) {
+void Cols(const Qs8GemmArgs& g, int64_t m, int64_t n0, int64_t n1, KRange kr) {
   int64_t nb = n0;
-  for (; nb + 16 * NP <= n1; nb += 16 * NP) Tile<MR, NP>(g, m, nb, 16 * NP, kr, next);
+  for (; nb + 16 * NP <= n1; nb += 16 * NP) Tile<MR, NP>(g, m, nb, 16 * NP, kr);
   if constexpr (NP > 1) {
-    if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP>(g, m, nb, n1 - nb, kr, next);
-    if (nb < n1) Cols<MR, NP - 1>(g, m, nb, n1, kr, next);
+    if (n1 - nb > 16 * (NP - 1)) return Tile<MR, NP>(g, m, nb, n1 - nb, kr);
+    if (nb < n1) Cols<MR, NP - 1>(g, m, nb, n1, kr);
   } else {
-    if (n1 - nb > 8 || !(kr.first && kr.last)) Tile<MR, 1>(g, m, nb, n1 - nb, kr, next);
+    if (n1 - nb > 8 || !(kr.first && kr.last)) Tile<MR, 1>(g, m, nb, n1 - nb, kr);
     else if (nb < n1) TileHalf<MR>(g, m, nb, n1 - nb);
   }
 }
 
 template <int NP>
-void RowsDispatch(const Qs8GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_t n1, KRange kr,
-                  NextBlock* next = nullptr) {
+void RowsDispatch(const Qs8GemmArgs& g, int64_t m, int64_t mr, int64_t n0, int64_t n1, KRange kr) {
   switch (mr) {
-    case 1: Cols<1, NP>(g, m, n0, n1, kr, next); break;
-    case 2: Cols<2, NP>(g, m, n0, n1, kr, next); break;
-    case 3: Cols<3, NP>(g, m, n0, n1, kr, next); break;
-    case 4: Cols<4, NP>(g, m, n0, n1, kr, next); break;
-    case 5: Cols<5, NP>(g, m, n0, n1, kr, next); break;
-    case 6: Cols<6, NP>(g, m, n0, n1, kr, next); break;
-    case 7: Cols<7, NP>(g, m, n0, n1, kr, next); break;
-    default: Cols<8, NP>(g, m, n0, n1, kr, next); break;
+    case 1: Cols<1, NP>(g, m, n0, n1, kr); break;
+    case 2: Cols<2, NP>(g, m, n0, n1, kr); break;
+    case 3: Cols<3, NP>(g, m, n0, n1, kr); break;
+    case 4: Cols<4, NP>(g, m, n0, n1, kr); break;
+    case 5: Cols<5, NP>(g, m, n0, n1, kr); break;
+    case 6: Cols<6, NP>(g, m, n0, n1, kr); break;
+    case 7: Cols<7, NP>(g, m, n0, n1, kr); break;
+    default: Cols<8, NP>(g, m, n0, n1, kr); break;
   }
 }
 
@@ -188,20 +181,14 @@ void qs8_gemm_8x32c4__avx512vnni(const Qs8GemmArgs& g, int64_t m0, int64_t m1, i
   const int64_t nkb = (Kp + kKC - 1) / kKC;
   const int64_t kcb = (Kp / 4 + nkb - 1) / nkb * 4;  // balanced K blocks, multiples of 4
   const int64_t nc = 64;
-  const int64_t ps = Kp * 16;
   for (int64_t pc = 0; pc < Kp; pc += kcb) {
     const KRange kr{pc, pc + kcb < Kp ? pc + kcb : Kp, pc == 0, pc + kcb >= Kp};
     for (int64_t jc = n0; jc < n1; jc += nc) {
       const int64_t jend = jc + nc < n1 ? jc + nc : n1;
-      // the next block's panels over this K range, into L2 (kernels/common/prefetch.h), over
-      // this block's tile calls (ntiles row tiles x its 32-column tiles) and their k-steps
-      const int64_t nend = jend + nc < n1 ? jend + nc : n1;
-      const int64_t calls = ntiles * ((jend - jc + 31) / 32);
-      NextBlock next = NextPanels(g.W, ps, jend / 16, (nend + 15) / 16, kr.k0, kr.k1, calls * ((kr.k1 - kr.k0) / 4));
       int64_t m = m0;
       for (int64_t it = 0; it < ntiles; ++it) {
         const int64_t mr = base + (it < extra ? 1 : 0);
-        RowsDispatch<2>(g, m, mr, jc, jend, kr, &next);
+        RowsDispatch<2>(g, m, mr, jc, jend, kr);
         m += mr;
       }
     }
