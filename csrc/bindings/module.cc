@@ -954,18 +954,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("sell_info", &py_sell_info, py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"));
   m.def("spdense", &py_spdense, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("encoding"), py::arg("K"), py::arg("N"),
         py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("threaded") = false, py::arg("path") = "auto");
-  m.def("memread_sum", [](const py::buffer& b, const std::string& isa) {
-    py::buffer_info info = b.request();
-    py::ssize_t expect = info.itemsize;
-    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
-      if (info.shape[size_t(d)] > 1 && info.strides[size_t(d)] != expect)
-        throw std::invalid_argument("memread_sum: expected a C-contiguous buffer, got strides that skip bytes (dimension " +
-                                    std::to_string(d) + ")");
-      expect *= info.shape[size_t(d)];
-    }
+  m.def("memread_sum", [](const py::array& b, const std::string& isa) {
+    if (!(b.flags() & py::array::c_style))
+      throw std::invalid_argument("memread_sum: expected a C-contiguous array, got a strided view");
     const MemreadSumFn fn = kernels_for(isa).memread_sum;
-    const void* p = info.ptr;
-    const size_t n = size_t(info.size) * size_t(info.itemsize);
+    const void* p = b.data();
+    const size_t n = size_t(b.nbytes());
     py::gil_scoped_release nogil;
     return fn(p, n);
   }, py::arg("b"), py::arg("isa") = "scalar",
