@@ -354,7 +354,7 @@ STREAM_ROWS_TARGET = 0.70  # of the roofline: min(plain read from DRAM, int8 MAC
 def test_weight_streaming_16_rows(tmp_path):
     """int8, 16 rows over the same > 256 MB chain of 4096x4096 layers: every weight byte read
     once from DRAM serves 16 MACs, so a layer is bound by the slower of reading its bytes (the
-    fastest plain read of this ISA over 1 GiB, memread.h) and doing its MACs (qs8_dotpeak, the
+    plain one-stream read of this ISA over 1 GiB, memread.h) and doing its MACs (qs8_dotpeak, the
     level's int8 dot instruction in registers; not on amx, whose GEMM takes AMX tiles at 16 rows).
     Gated on the share of that bound reached, interleaved. The tiled GEMM reads a column block's
     panels from memory in its first row tile only; on a Zen 4 this reached 71-73% of the bound

@@ -276,7 +276,7 @@ def sparse_table() -> str:
             parts = [f"read {_ms({'seconds': b['read_seconds']})}"]
             if b.get("mac_seconds"):
                 parts.append(f"MACs {_ms({'seconds': b['mac_seconds']})}")
-            rows.append(f"| bound of any kernel for the factors: their bytes at the fastest plain read, their int8 MACs at "
+            rows.append(f"| bound of any kernel for the factors: their bytes at a plain one-stream read, their int8 MACs at "
                         f"the `qs8-dotpeak` rate | {M} | {' / '.join(parts)} | {_ms({'seconds': il['ref_seconds']})} "
                         f"| ≤ {b['max_speedup']:.2f}× | — |")
     for enc in ("f32-csr-s8", "qs8-csr-k16", "qs8-bsr1x4-s8"):

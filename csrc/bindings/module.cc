@@ -964,7 +964,7 @@ PYBIND11_MODULE(_core, m) {
     return fn(p, n);
   }, py::arg("b"), py::arg("isa") = "scalar",
      "Sum (mod 2^64) of the buffer's 64-bit words: a plain read loop. The scalar one is the benches' "
-     "memory-bandwidth yardstick; an ISA's is the fastest plain read there");
+     "memory-bandwidth yardstick; an ISA's reads one stream with that level's widest loads");
   m.def("qs8_dotpeak", [](const std::string& isa, int64_t rounds, int a, int b) {
     if (rounds < 0) throw std::invalid_argument("qs8_dotpeak: expected rounds >= 0, got " + std::to_string(rounds));
     if (a < 0 || a > 127) throw std::invalid_argument("qs8_dotpeak: expected 0 <= a <= 127, got " + std::to_string(a));

@@ -48,7 +48,7 @@ struct KernelTable {
   Bf16GemmKernels bf16{};
   Crc32cFn crc32c = nullptr;
   const char* crc32c_name = nullptr;
-  // Probes, run only by the benches: the fastest plain read (memread.h) and the int8 MAC rate
+  // Probes, run only by the benches: a plain one-stream read (memread.h) and the int8 MAC rate
   // of the instruction the level's int8 GEMV runs on (qs8_dotpeak.h), the bounds a layer's
   // time is compared with.
   MemreadSumFn memread_sum = nullptr;

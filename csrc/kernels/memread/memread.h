@@ -1,7 +1,9 @@
 // Memory read probe: a plain sum over a buffer. The scalar form is the yardstick of the
 // weight-streaming benches (GB/s of weights read by a GEMV next to what a bare read loop
-// reaches); the SIMD forms are the fastest plain read this CPU does, the bound the benches
-// quote for a layer whose every weight byte must be read once (bench/test_sparse_lowrank.py).
+// reaches); the SIMD forms read one stream with the level's widest loads, the read time the
+// benches quote for a layer whose every weight byte must be read once (bench/test_sparse_lowrank.py).
+// It is not a strict bound: where part of the data comes from DRAM, a GEMV with several
+// prefetched panel streams has read as fast or faster (docs/kernels.md, "Probes").
 #pragma once
 #include <cstddef>
 #include <cstdint>
