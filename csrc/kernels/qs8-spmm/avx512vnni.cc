@@ -182,8 +182,8 @@ template <int R, int k>
 inline uint64_t BlockOffset(uint64_t q) {
   constexpr int sh = TileVec<R>::kShift;
   constexpr uint64_t mask = uint64_t(0xFFFF) << sh;
-  if (k == 0) return (q << sh) & mask;
-  return (q >> (16 * k - sh)) & mask;
+  if constexpr (k == 0) return (q << sh) & mask;  // constexpr: no negative shift instantiated for lane 0
+  else return (q >> (16 * k - sh)) & mask;
 }
 
 // Per-step work of a slice against a tile of R rows: its 8 block indices are two 64-bit
